@@ -1,0 +1,1 @@
+"""Nightly batch scoring, monitoring and retraining: the product, importable without Airflow."""

@@ -1,0 +1,163 @@
+"""The pipeline configuration: one YAML file loaded into one validated, typed object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipelines.errors import ConfigError
+
+CONFIG_ENV_VAR = "PIPELINE_CONFIG"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "include" / "config" / "pipeline.yaml"
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Features(_Section):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+class PartitionWait(_Section):
+    timeout_minutes: Annotated[float, Field(gt=0)] = 360
+    poke_interval_seconds: Annotated[float, Field(gt=0)] = 300
+
+
+class Validation(_Section):
+    categorical_unknown_tolerance: Fraction = 0.01
+    null_rate_tolerance: Fraction = 0.05
+    range_margin: Annotated[float, Field(ge=0)] = 0.25
+    range_tolerance: Fraction = 0.01
+    min_rows: Annotated[int, Field(ge=1)] = 1
+
+
+class ModelSettings(_Section):
+    registered_name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    decision_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    hyperparameters: dict[str, float | int | str | None] = Field(default_factory=dict)
+
+
+class MlflowSettings(_Section):
+    store_dir: Path = Path("mlflow")
+    tracking_uri: str | None = None
+    experiment: str = "nightly-ml"
+
+
+class Training(_Section):
+    window_days: Annotated[int, Field(ge=1)] = 28
+    holdout_days: Annotated[int, Field(ge=1)] = 3
+    min_rows: Annotated[int, Field(ge=10)] = 1000
+    reference_sample_rows: Annotated[int, Field(ge=100)] = 50_000
+    seed: int = 42
+
+
+class Scoring(_Section):
+    batch_rows: Annotated[int, Field(ge=1024)] = 65_536
+    predict_chunk_rows: Annotated[int, Field(ge=256)] = 4096
+    threads: Annotated[int, Field(ge=0)] = 0
+    progress_every_seconds: Annotated[float, Field(gt=0)] = 10
+
+
+class PipelineConfig(_Section):
+    """Everything the pipelines need; paths are absolute once loaded."""
+
+    data_root: Path
+    id_column: str
+    target: str
+    timestamp_column: str | None = None
+    features: Features
+    schedule: str = "0 2 * * *"
+    label_delay_days: Annotated[int, Field(ge=0)] = 3
+    partition_wait: PartitionWait = PartitionWait()
+    validation: Validation = Validation()
+    model: ModelSettings
+    mlflow: MlflowSettings = MlflowSettings()
+    training: Training = Training()
+    scoring: Scoring = Scoring()
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression (for example '0 2 * * *')")
+        return value
+
+    @model_validator(mode="after")
+    def _columns(self) -> PipelineConfig:
+        if not self.features.all:
+            raise ValueError("features: name at least one numeric or categorical feature")
+        names = [self.id_column, self.target, *self.features.all]
+        if self.timestamp_column:
+            names.append(self.timestamp_column)
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"columns listed twice across id_column/target/features: {duplicated}")
+        return self
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.mlflow.store_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.mlflow.store_dir / "artifacts"
+
+
+def config_path(environ: Mapping[str, str]) -> Path:
+    """Return the config file named by PIPELINE_CONFIG, or the default one."""
+    return Path(environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG)
+
+
+def _format_errors(error: ValidationError, path: Path) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and nesting)"
+        lines.append(f"  {key}: {message}")
+    return f"invalid pipeline config {path}:\n" + "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> PipelineConfig:
+    """Load and validate the pipeline YAML; relative paths resolve against the file's folder.
+
+    Without a path, PIPELINE_CONFIG names the file, else the default config is used.
+    MLFLOW_TRACKING_URI in the environment overrides `mlflow.tracking_uri` (it may hold a secret).
+    """
+    environ = os.environ if environ is None else environ
+    file = Path(path) if path is not None else config_path(environ)
+    if not file.is_file():
+        raise ConfigError(f"pipeline config {file} does not exist: set {CONFIG_ENV_VAR} to your YAML file")
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"pipeline config {file} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"pipeline config {file} must be a mapping of keys to values")
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, file)) from exc
+    base = file.resolve().parent
+    mlflow = config.mlflow.model_copy(
+        update={
+            "store_dir": (base / config.mlflow.store_dir).resolve(),
+            "tracking_uri": environ.get("MLFLOW_TRACKING_URI") or config.mlflow.tracking_uri,
+        }
+    )
+    return config.model_copy(update={"data_root": (base / config.data_root).resolve(), "mlflow": mlflow})

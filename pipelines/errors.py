@@ -1,0 +1,29 @@
+"""The project's own exceptions: each message says what happened and what to do."""
+
+
+class PipelineError(Exception):
+    """A problem a user can cause and fix (bad config, missing partition, missing model)."""
+
+
+class ConfigError(PipelineError):
+    """The pipeline YAML file is missing or invalid."""
+
+
+class PartitionMissingError(PipelineError):
+    """The partition for a date has not arrived."""
+
+
+class PartitionQuarantinedError(PipelineError):
+    """A partition failed validation and was quarantined instead of scored."""
+
+
+class NoChampionError(PipelineError):
+    """The registry has no model with the `champion` alias."""
+
+
+class TrainingDataError(PipelineError):
+    """There is not enough labelled data to train a model."""
+
+
+class InvalidDateError(PipelineError):
+    """A partition date is not a calendar date in YYYY-MM-DD form."""

@@ -1,0 +1,132 @@
+"""Partition I/O on the data root: Hive-style `<area>/ds=YYYY-MM-DD/` folders of Parquet files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.errors import InvalidDateError, PartitionMissingError
+
+INCOMING, LABELS, PREDICTIONS, QUARANTINE, REPORTS = "incoming", "labels", "predictions", "quarantine", "reports"
+_DS_DIR = re.compile(r"^ds=(\d{4}-\d{2}-\d{2})$")
+
+
+def parse_ds(value: str | date) -> date:
+    """Return the calendar date of a partition key; refuse anything that is not YYYY-MM-DD."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise InvalidDateError(f"partition date {value!r} is not a date in YYYY-MM-DD form")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidDateError(f"partition date {value!r} is not a calendar date: {exc}") from exc
+
+
+def partition_dir(data_root: Path, area: str, ds: str | date) -> Path:
+    """Return `<data_root>/<area>/ds=<ds>` (the date is validated, so it can never be a path)."""
+    return data_root / area / f"ds={parse_ds(ds).isoformat()}"
+
+
+def parquet_files(folder: Path) -> list[Path]:
+    """Return the visible Parquet files of a partition folder, sorted (hidden/temp files excluded)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
+
+
+def partition_files(data_root: Path, area: str, ds: str | date) -> list[Path]:
+    """Return the Parquet files of one partition; raise PartitionMissingError if there are none."""
+    folder = partition_dir(data_root, area, ds)
+    files = parquet_files(folder)
+    if not files:
+        raise PartitionMissingError(
+            f"partition {folder} has no Parquet files yet: wait for the upstream export or check the date"
+        )
+    return files
+
+
+def list_partitions(data_root: Path, area: str) -> list[date]:
+    """Return the dates of the partitions of an area that hold at least one Parquet file, sorted."""
+    root = data_root / area
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = _DS_DIR.match(child.name)
+        if match and parquet_files(child):
+            found.append(date.fromisoformat(match.group(1)))
+    return sorted(found)
+
+
+def iter_record_batches(files: list[Path], columns: list[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Stream record batches row group by row group with pre-buffering off (bounded memory)."""
+    for file in files:
+        reader = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20)
+        yield from reader.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False)
+
+
+def partition_row_count(files: list[Path]) -> int:
+    """Return the total row count from the Parquet footers (reads no data pages)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def file_digest(path: Path) -> str:
+    """Return the sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def partition_digest(files: list[Path]) -> str:
+    """Return one sha256 over the names and contents of a partition's files."""
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.name}:{file_digest(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def temp_path_beside(target: Path) -> Path:
+    """Return a hidden temporary path beside `target` (readers skip dot files); creates the folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+
+
+def publish(temp: Path, target: Path) -> None:
+    """Atomically move a finished temporary file into place and drop other visible files of the folder."""
+    os.replace(temp, target)
+    for stale in target.parent.iterdir():
+        if stale != target and stale.is_file() and not stale.name.startswith("."):
+            stale.unlink()
+
+
+def write_json_atomic(target: Path, payload: Any) -> None:
+    """Write JSON to `target` atomically (temporary file, then rename)."""
+    temp = temp_path_beside(target)
+    try:
+        temp.write_text(json.dumps(payload, indent=2, default=str))
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def write_table_atomic(target: Path, table: pa.Table) -> None:
+    """Write one Parquet file atomically and make it the partition's only visible file."""
+    temp = temp_path_beside(target)
+    try:
+        pq.write_table(table, temp, row_group_size=131_072)
+        publish(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)

@@ -1,0 +1,140 @@
+"""Training: the labelled window, the scikit-learn pipeline, and its held-out evaluation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import f1_score, log_loss, precision_score, recall_score, roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
+
+from pipelines.config import PipelineConfig
+from pipelines.errors import TrainingDataError
+from pipelines.lake import INCOMING, LABELS, QUARANTINE, list_partitions, partition_digest, partition_files
+from pipelines.validation import data_profile
+
+log = logging.getLogger(__name__)
+
+
+def training_partitions(config: PipelineConfig, end: date | None = None) -> list[date]:
+    """Return the labelled, non-quarantined partition dates of the training window ending at `end`.
+
+    `end` defaults to the newest labelled partition.
+    """
+    labelled = set(list_partitions(config.data_root, LABELS)) & set(list_partitions(config.data_root, INCOMING))
+    quarantined = {d for d in labelled if (config.data_root / QUARANTINE / f"ds={d.isoformat()}").is_dir()}
+    usable = sorted(labelled - quarantined)
+    if end is None and usable:
+        end = usable[-1]
+    if end is None:
+        return []
+    start = end - timedelta(days=config.training.window_days - 1)
+    return [d for d in usable if start <= d <= end]
+
+
+def load_labelled(config: PipelineConfig, days: list[date]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Return features joined to labels by id for the given days (column `ds` added) and each partition's digest."""
+    columns = [config.id_column, *config.features.all]
+    frames, digests = [], {}
+    for day in days:
+        feature_files = partition_files(config.data_root, INCOMING, day)
+        label_files = partition_files(config.data_root, LABELS, day)
+        features = pa.concat_tables([pq.read_table(f, columns=columns) for f in feature_files]).to_pandas()
+        labels = pa.concat_tables(
+            [pq.read_table(f, columns=[config.id_column, config.target]) for f in label_files]
+        ).to_pandas()
+        frame = features.merge(labels, on=config.id_column, how="inner", validate="one_to_one")
+        frames.append(frame.assign(ds=day.isoformat()))
+        digests[day.isoformat()] = partition_digest(feature_files + label_files)
+    if not frames:
+        raise TrainingDataError(
+            "no labelled partitions in the training window: generate or land labels/ds=... partitions, "
+            "or widen training.window_days"
+        )
+    return pd.concat(frames, ignore_index=True), digests
+
+
+def build_model(config: PipelineConfig) -> Pipeline:
+    """Return an unfitted pipeline: ordinal-encoded categoricals fed to HistGradientBoosting's native support."""
+    categorical = config.features.categorical
+    encoder = OrdinalEncoder(
+        handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan, max_categories=250
+    )
+    columns = ColumnTransformer(
+        [("categorical", encoder, categorical), ("numeric", "passthrough", config.features.numeric)],
+        verbose_feature_names_out=False,
+    )
+    classifier = HistGradientBoostingClassifier(
+        categorical_features=list(range(len(categorical))),
+        random_state=config.training.seed,
+        **config.model.hyperparameters,
+    )
+    return Pipeline([("columns", columns), ("classifier", classifier)])
+
+
+def classification_metrics(y_true: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
+    """Return ROC AUC, precision, recall, F1 (at the threshold) and log loss of scores against labels."""
+    predicted = (score >= threshold).astype(int)
+    return {
+        "roc_auc": float(roc_auc_score(y_true, score)),
+        "precision": float(precision_score(y_true, predicted, zero_division=0)),
+        "recall": float(recall_score(y_true, predicted, zero_division=0)),
+        "f1": float(f1_score(y_true, predicted, zero_division=0)),
+        "log_loss": float(log_loss(y_true, np.clip(score, 1e-7, 1 - 1e-7), labels=[0, 1])),
+    }
+
+
+@dataclass
+class TrainedModel:
+    """A fitted pipeline with its held-out metrics and what later steps need from its training data."""
+
+    model: Pipeline
+    metrics: dict[str, float]
+    train_days: list[str]
+    holdout_days: list[str]
+    profile: dict[str, Any]
+    reference: pd.DataFrame
+    holdout_scores: pd.DataFrame
+
+
+def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedModel:
+    """Fit on the older days of the window and evaluate on the newest `training.holdout_days` days."""
+    days = sorted(frame["ds"].unique())
+    if len(days) < 2:
+        raise TrainingDataError(f"need at least 2 labelled days to train and hold out, found {len(days)}")
+    holdout_days = days[-min(config.training.holdout_days, len(days) - 1) :]
+    is_holdout = frame["ds"].isin(holdout_days).to_numpy()
+    train, holdout = frame[~is_holdout], frame[is_holdout]
+    if len(train) < config.training.min_rows:
+        raise TrainingDataError(
+            f"only {len(train)} labelled training rows, training.min_rows is {config.training.min_rows}: "
+            "wait for more labels or lower training.min_rows"
+        )
+    features, target = config.features.all, config.target
+    if train[target].nunique() < 2:
+        raise TrainingDataError(f"target {target!r} has a single class in the training window")
+    model = build_model(config).fit(train[features], train[target])
+    score = model.predict_proba(holdout[features])[:, 1]
+    metrics = classification_metrics(holdout[target].to_numpy(), score, config.model.decision_threshold)
+    log.info("trained on %s rows (%d days), held-out metrics %s", f"{len(train):,}", len(days) - len(holdout_days), metrics)
+    sample_rows = min(config.training.reference_sample_rows, len(train))
+    reference = train.sample(n=sample_rows, random_state=config.training.seed)[[*features, target]]
+    reference = reference.assign(score=model.predict_proba(reference[features])[:, 1])
+    return TrainedModel(
+        model=model,
+        metrics=metrics,
+        train_days=[d for d in days if d not in holdout_days],
+        holdout_days=list(holdout_days),
+        profile=data_profile(train, config),
+        reference=reference.reset_index(drop=True),
+        holdout_scores=pd.DataFrame({"score": score, "label": holdout[target].to_numpy(), "ds": holdout["ds"].to_numpy()}),
+    )
