@@ -130,3 +130,15 @@ def write_table_atomic(target: Path, table: pa.Table) -> None:
         publish(temp, target)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def describe_arrival(config: Any, ds: str) -> tuple[bool, str]:
+    """Return whether `incoming/ds=<ds>` has arrived and a sentence for the task log."""
+    folder = partition_dir(config.data_root, INCOMING, ds)
+    files = parquet_files(folder)
+    if files:
+        return True, f"partition {folder} has arrived ({len(files)} Parquet file(s))"
+    return False, (
+        f"partition {folder} has not arrived yet; waiting up to {config.partition_wait.timeout_minutes:g} "
+        "minutes (partition_wait.timeout_minutes) before failing"
+    )

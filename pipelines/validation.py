@@ -102,24 +102,45 @@ class ValidationOutcome:
         return not self.failures
 
 
+def _exception_message(info: dict[str, Any]) -> str | None:
+    """Return the message of an expectation's exception; GE nests it per metric for some expectations."""
+    candidates = [info, *(v for v in info.values() if isinstance(v, dict))]
+    return next((c.get("exception_message") for c in candidates if c.get("raised_exception")), None)
+
+
 def _describe_failure(result: Any) -> str:
     config = result.expectation_config
     column = config.kwargs.get("column")
     name = f"{config.type}({column})" if column else config.type
-    info = result.exception_info or {}
-    if info.get("raised_exception"):
-        return f"{name}: could not be evaluated: {info.get('exception_message')}"
+    if config.type == "expect_column_to_exist":
+        return f"required column {column!r} is missing"
+    error = _exception_message(result.exception_info or {})
+    if error:
+        return f"{name}: could not be evaluated: {error}"
     details = result.result or {}
-    if "unexpected_percent" in details and details["unexpected_percent"] is not None:
+    if details.get("unexpected_percent") is not None:
         mostly = config.kwargs.get("mostly") or 1.0
-        sample = (details.get("partial_unexpected_list") or [])[:5]
+        sample = sorted({str(v) for v in details.get("partial_unexpected_list") or []})[:5]
         return (
             f"{name}: {details['unexpected_percent']:.2f}% of values unexpected "
             f"(allowed {100 * (1 - mostly):.2f}%), for example {sample}"
         )
-    if column and config.type == "expect_column_to_exist":
-        return f"{name}: required column {column!r} is missing"
     return f"{name}: observed {details.get('observed_value')!r}"
+
+
+def describe_failures(results: list[Any]) -> list[str]:
+    """Return one sentence per failed expectation; checks on a missing column collapse into 'column missing'."""
+    failed = [r for r in results if not r.success]
+    missing = {
+        r.expectation_config.kwargs.get("column") for r in failed if r.expectation_config.type == "expect_column_to_exist"
+    }
+    kept = [
+        r
+        for r in failed
+        if r.expectation_config.type == "expect_column_to_exist" or r.expectation_config.kwargs.get("column") not in missing
+    ]
+    kept.sort(key=lambda r: r.expectation_config.type != "expect_column_to_exist")
+    return [_describe_failure(r) for r in kept]
 
 
 def read_for_validation(files: list[Path], columns: list[str]) -> pd.DataFrame:
@@ -159,7 +180,7 @@ def check_partition(config: PipelineConfig, ds: str, profile: dict[str, Any]) ->
     except (pa.ArrowException, OSError) as exc:
         return ValidationOutcome(ds, rows=0, evaluated=0, failures=[f"unreadable Parquet in {files[0].parent}: {exc}"])
     result = run_suite(frame, build_suite(config, profile))
-    failures = [_describe_failure(r) for r in result.results if not r.success]
+    failures = describe_failures(result.results)
     return ValidationOutcome(ds, len(frame), len(result.results), failures, result.to_json_dict())
 
 
@@ -191,3 +212,12 @@ def validate_partition(config: PipelineConfig, ds: str, profile: dict[str, Any])
         f"{reason}. The partition was quarantined in {folder} and not scored: fix the upstream data, "
         "then rerun this date."
     )
+
+
+def validate_against_champion(config: PipelineConfig, ds: str) -> dict[str, Any]:
+    """Validate a partition against the champion's training profile; return a small summary for XCom."""
+    from pipelines import registry
+
+    profile = registry.load_profile(config, registry.champion(config))
+    outcome = validate_partition(config, ds, profile)
+    return {"ds": ds, "rows": outcome.rows, "expectations": outcome.evaluated, "success": outcome.success}

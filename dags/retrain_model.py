@@ -1,0 +1,70 @@
+"""
+### retrain_model
+
+Trains a model on the labelled partitions of the training window and registers it in MLflow.
+
+With no `champion` yet it **bootstraps** the first model: the new version gets the `champion`
+alias and nightly scoring can start. Otherwise the new version gets the `challenger` alias.
+Every version carries its lineage: training partitions and their digests, the Airflow run id
+and the code version, plus the training-data profile that the validation gate checks against.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+
+@dag(
+    dag_id="retrain_model",
+    schedule=None,
+    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["nightly-ml", "training"],
+    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=5)},
+    params={
+        "window_end": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            title="Last day of the training window",
+            description="YYYY-MM-DD. Empty: the newest labelled partition.",
+        ),
+        "reason": Param("manual", type="string", maxLength=200, title="Why this model is trained"),
+    },
+)
+def retrain_model():
+    @task
+    def select_training_window(params: dict) -> list[str]:
+        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.config import load_config
+        from pipelines.retraining import select_training_window as select
+
+        with fail_without_retry_on_user_errors():
+            return select(load_config(), params.get("window_end"))
+
+    @task
+    def train_candidate(days: list[str], params: dict) -> dict:
+        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.config import load_config
+        from pipelines.retraining import train_candidate as train
+
+        lineage = {"airflow_run_id": get_current_context()["run_id"], "reason": params["reason"]}
+        with fail_without_retry_on_user_errors():
+            return train(load_config(), days, lineage)
+
+    @task
+    def bootstrap_or_challenge(candidate: dict) -> str:
+        from pipelines.config import load_config
+        from pipelines.retraining import bootstrap_or_challenge as assign
+
+        return assign(load_config(), candidate)
+
+    bootstrap_or_challenge(train_candidate(select_training_window()))
+
+
+retrain_model()

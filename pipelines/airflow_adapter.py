@@ -1,0 +1,66 @@
+"""The one module of `pipelines` that imports Airflow: error mapping for tasks and running DAGs in-process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pipelines.errors import PipelineError
+
+
+@contextmanager
+def fail_without_retry_on_user_errors() -> Iterator[None]:
+    """Turn the project's user-fixable errors into AirflowFailException: retrying bad data or config cannot help."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        yield
+    except PipelineError as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@dataclass
+class DagRunOutcome:
+    """The result of one DAG run: its state, each task's state and XCom return value, and wall time."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    task_states: dict[str, str]
+    returns: dict[str, Any]
+    seconds: float
+
+
+def run_dag(dag_id: str, logical_date: datetime | None, conf: dict[str, Any] | None = None) -> DagRunOutcome:
+    """Run one real DAG run in this process (what `airflow dags test` does), paying imports once per process."""
+    from airflow.models import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.cli import get_bagged_dag
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    dag = get_bagged_dag(bundle_names=None, dag_id=dag_id)
+    started = time.monotonic()
+    run = dag.test(logical_date=logical_date, run_conf=conf)
+    seconds = time.monotonic() - started
+    with create_session() as session:
+        tis = session.scalars(
+            select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)
+        ).all()
+        states = {ti.task_id: str(ti.state) for ti in tis}
+        rows = session.execute(
+            select(XComModel.task_id, XComModel.value).where(
+                XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.key == "return_value"
+            )
+        ).all()
+    returns = {task_id: XComModel.deserialize_value(_Row(value)) for task_id, value in rows}
+    return DagRunOutcome(dag_id, run.run_id, str(run.state), states, returns, seconds)
+
+
+@dataclass
+class _Row:
+    value: Any

@@ -1,0 +1,172 @@
+"""Command line: sample data, store initialisation, and the end-to-end demo (`python -m pipelines.cli -h`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from datetime import UTC, date, datetime, time as dtime, timedelta
+from pathlib import Path
+
+from pipelines.config import CONFIG_ENV_VAR, DEFAULT_CONFIG, PipelineConfig, config_path, load_config
+from pipelines.errors import PipelineError
+
+log = logging.getLogger("pipelines.cli")
+
+DEMO_START = date(2026, 9, 1)
+DEMO_TRAIN_END = date(2026, 9, 28)
+DEMO_NIGHTS = 8
+DEMO_ROWS = 5000
+DEMO_BAD_NIGHT = (date(2026, 10, 3), "missing_column")
+
+
+def _generate(config: PipelineConfig, args: argparse.Namespace) -> None:
+    from pipelines.sample_data import DriftSpec, generate
+
+    drift = DriftSpec(
+        start=date.fromisoformat(args.drift_start) if args.drift_start else None,
+        covariate=args.drift in ("covariate", "both"),
+        concept=args.drift in ("concept", "both"),
+    )
+    dates = generate(
+        config.data_root,
+        start=date.fromisoformat(args.start),
+        days=args.days,
+        rows_per_day=args.rows,
+        label_delay_days=config.label_delay_days if args.label_delay is None else args.label_delay,
+        as_of=date.fromisoformat(args.as_of) if args.as_of else None,
+        seed=args.seed,
+        drift=drift,
+    )
+    print(f"wrote {len(dates)} partitions of {args.rows:,} rows under {config.data_root}")
+
+
+def _break(config: PipelineConfig, args: argparse.Namespace) -> None:
+    from pipelines.sample_data import break_partition
+
+    break_partition(config.data_root, date.fromisoformat(args.ds), args.defect)
+    print(f"damaged incoming/ds={args.ds} ({args.defect})")
+
+
+def _init_mlflow(config: PipelineConfig, _: argparse.Namespace) -> None:
+    from pipelines.registry import init_store
+
+    print(f"MLflow store ready: {init_store(config)}")
+
+
+def _night_row(ds: date, outcome: object, config: PipelineConfig) -> dict[str, object]:
+    from pipelines.lake import QUARANTINE, partition_dir
+
+    scored = outcome.returns.get("score_partition") or {}
+    validated = outcome.returns.get("validate_partition")
+    quarantine = partition_dir(config.data_root, QUARANTINE, ds) / "validation.json"
+    if validated:
+        status = f"passed {validated['expectations']} checks"
+    elif quarantine.is_file():
+        status = "QUARANTINED: " + "; ".join(json.loads(quarantine.read_text())["failures"])[:90]
+    else:
+        status = outcome.task_states.get("validate_partition", "not run")
+    return {
+        "ds": ds.isoformat(),
+        "run": outcome.state,
+        "rows": scored.get("rows", validated["rows"] if validated else "-"),
+        "validation": status,
+        "model": scored.get("model_version", "-"),
+        "mean score": f"{scored['mean_score']:.4f}" if scored else "-",
+        "seconds": f"{outcome.seconds:.1f}",
+    }
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    """Print dictionaries as an aligned text table."""
+    headers = list(rows[0])
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in headers]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(row[h]).ljust(w) for h, w in zip(headers, widths)))
+
+
+def _demo(config: PipelineConfig, args: argparse.Namespace) -> None:
+    from pipelines.airflow_adapter import run_dag
+    from pipelines.registry import init_store
+    from pipelines.sample_data import break_partition, generate
+
+    started = time.monotonic()
+    if args.fresh:
+        for folder in (config.data_root, config.mlflow.store_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+    nights = [DEMO_TRAIN_END + timedelta(days=i + 1) for i in range(DEMO_NIGHTS)]
+    total_days = (nights[-1] - DEMO_START).days + 1
+    print(f"1/4 generating {total_days} daily partitions of {DEMO_ROWS:,} rows under {config.data_root}")
+    generate(config.data_root, DEMO_START, total_days, DEMO_ROWS, config.label_delay_days, seed=args.seed)
+    break_partition(config.data_root, *DEMO_BAD_NIGHT)
+    print(f"    damaged ds={DEMO_BAD_NIGHT[0]} on purpose ({DEMO_BAD_NIGHT[1]}) to show the quarantine")
+    print(f"2/4 initialising the MLflow store {init_store(config)}")
+    print("3/4 retrain_model (bootstrap: no champion yet), through Airflow")
+    boot = run_dag("retrain_model", None, {"window_end": DEMO_TRAIN_END.isoformat(), "reason": "bootstrap"})
+    if boot.state != "success":
+        raise PipelineError(f"retrain_model ended {boot.state}: {boot.task_states}; see the log above")
+    trained = boot.returns["train_candidate"]
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained["metrics"].items())
+    print(f"    {trained['name']} version {trained['version']} is champion (held-out {metrics})")
+    print(f"4/4 batch_scoring for {len(nights)} nights, through Airflow")
+    rows = []
+    for ds in nights:
+        logical = datetime.combine(ds + timedelta(days=1), dtime(2, 0), tzinfo=UTC)
+        rows.append(_night_row(ds, run_dag("batch_scoring", logical), config))
+    print()
+    print_table(rows)
+    print(
+        f"\nDemo finished in {time.monotonic() - started:.0f} s. Outputs:\n"
+        f"  predictions  {config.data_root / 'predictions'}\n"
+        f"  quarantine   {config.data_root / 'quarantine'}\n"
+        f"  MLflow       {config.tracking_uri}  (UI: make mlflow-ui, then http://127.0.0.1:5000)\n"
+        f"  Airflow UI   make airflow-ui, then http://127.0.0.1:8080"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run one command; return the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m pipelines.cli", description=__doc__)
+    parser.add_argument("--config", help=f"pipeline YAML (default: ${CONFIG_ENV_VAR} or the bundled default)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="write deterministic sample partitions")
+    gen.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
+    gen.add_argument("--days", type=int, default=1)
+    gen.add_argument("--rows", type=int, default=DEMO_ROWS, help="rows per daily partition")
+    gen.add_argument("--as-of", help="labels exist for days at least label_delay_days before this date")
+    gen.add_argument("--label-delay", type=int, help="override label_delay_days of the config")
+    gen.add_argument("--drift-start", help="date from which drift is injected")
+    gen.add_argument("--drift", choices=["covariate", "concept", "both"], default="both")
+    gen.add_argument("--seed", type=int, default=7)
+    gen.set_defaults(handler=_generate)
+    brk = sub.add_parser("break-partition", help="damage an incoming partition (demos and tests)")
+    brk.add_argument("--ds", required=True)
+    brk.add_argument("--defect", choices=["truncated", "missing_column", "unknown_category"], required=True)
+    brk.set_defaults(handler=_break)
+    sub.add_parser("init-mlflow", help="create the MLflow store once").set_defaults(handler=_init_mlflow)
+    demo = sub.add_parser("demo", help="sample data, bootstrap and nightly scoring through Airflow")
+    demo.add_argument("--fresh", action="store_true", help="delete the config's data root and MLflow store first")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(handler=_demo)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+        chosen = Path(args.config) if args.config else config_path(os.environ)
+        if args.command == "demo" and args.fresh and chosen.resolve() != DEFAULT_CONFIG:
+            raise PipelineError("--fresh deletes data: it is only allowed with the bundled demo config")
+        args.handler(config, args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
