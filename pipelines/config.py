@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipelines.errors import ConfigError
 
 CONFIG_ENV_VAR = "PIPELINE_CONFIG"
+# Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so it would leak between configs.
+TRACKING_URI_ENV_VAR = "PIPELINE_MLFLOW_TRACKING_URI"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "include" / "config" / "pipeline.yaml"
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -137,7 +139,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     """Load and validate the pipeline YAML; relative paths resolve against the file's folder.
 
     Without a path, PIPELINE_CONFIG names the file, else the default config is used.
-    MLFLOW_TRACKING_URI in the environment overrides `mlflow.tracking_uri` (it may hold a secret).
+    $PIPELINE_MLFLOW_TRACKING_URI overrides `mlflow.tracking_uri` (it may hold a secret).
     """
     environ = os.environ if environ is None else environ
     file = Path(path) if path is not None else config_path(environ)
@@ -157,7 +159,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     mlflow = config.mlflow.model_copy(
         update={
             "store_dir": (base / config.mlflow.store_dir).resolve(),
-            "tracking_uri": environ.get("MLFLOW_TRACKING_URI") or config.mlflow.tracking_uri,
+            "tracking_uri": environ.get(TRACKING_URI_ENV_VAR) or config.mlflow.tracking_uri,
         }
     )
     return config.model_copy(update={"data_root": (base / config.data_root).resolve(), "mlflow": mlflow})

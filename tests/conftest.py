@@ -1,0 +1,56 @@
+"""Shared fixtures: a small config on a temporary data root and MLflow store, and a bootstrapped champion."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import DEFAULT_CONFIG, PipelineConfig, load_config
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+START = date(2026, 9, 1)
+DAYS = 12
+ROWS = 2000
+
+
+def write_config(folder: Path, **overrides: object) -> Path:
+    """Write the default config with its stores under `folder` (and any top-level overrides); return the file."""
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["data_root"] = str(folder / "data")
+    raw["mlflow"]["store_dir"] = str(folder / "mlflow")
+    raw["training"]["min_rows"] = 500
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            raw.setdefault(key, {}).update(value)
+        else:
+            raw[key] = value
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> PipelineConfig:
+    return load_config(write_config(tmp_path))
+
+
+@pytest.fixture(scope="session")
+def champion_lake(tmp_path_factory: pytest.TempPathFactory) -> PipelineConfig:
+    """A lake of 12 generated days (labels through day 9) with a bootstrapped champion; shared, treat as read-only."""
+    from pipelines import retraining, sample_data
+
+    folder = tmp_path_factory.mktemp("champion")
+    config = load_config(write_config(folder))
+    sample_data.generate(config.data_root, START, DAYS, ROWS, label_delay_days=3)
+    days = retraining.select_training_window(config)
+    candidate = retraining.train_candidate(config, days, {"airflow_run_id": "pytest", "reason": "bootstrap"})
+    assert retraining.bootstrap_or_challenge(config, candidate) == "champion"
+    return config

@@ -1,0 +1,49 @@
+from datetime import date
+
+import pyarrow as pa
+import pytest
+
+from pipelines.errors import InvalidDateError, PartitionMissingError
+from pipelines.lake import (
+    list_partitions,
+    parse_ds,
+    partition_dir,
+    partition_files,
+    write_json_atomic,
+    write_table_atomic,
+)
+
+
+@pytest.mark.parametrize("value", ["../../etc/passwd", "2026-13-01", "2026-02-30", "20260101", "2026-01-01/..", ""])
+def test_partition_dates_must_be_real_dates(value):
+    with pytest.raises(InvalidDateError):
+        parse_ds(value)
+
+
+def test_partition_dir_is_hive_style(tmp_path):
+    assert partition_dir(tmp_path, "incoming", "2026-10-01") == tmp_path / "incoming" / "ds=2026-10-01"
+    assert parse_ds("2026-10-01") == date(2026, 10, 1)
+
+
+def test_missing_partition_raises_a_clear_error(tmp_path):
+    with pytest.raises(PartitionMissingError, match="ds=2026-10-01 has no Parquet files"):
+        partition_files(tmp_path, "incoming", "2026-10-01")
+
+
+def test_atomic_writes_leave_only_the_final_file(tmp_path):
+    target = partition_dir(tmp_path, "predictions", "2026-10-01") / "predictions.parquet"
+    (target.parent).mkdir(parents=True)
+    (target.parent / "old-part.parquet").write_bytes(b"stale")
+    write_table_atomic(target, pa.table({"id": [1, 2, 3]}))
+    write_table_atomic(target, pa.table({"id": [4, 5]}))
+    assert [p.name for p in target.parent.iterdir()] == ["predictions.parquet"]
+    assert partition_files(tmp_path, "predictions", "2026-10-01") == [target]
+    write_json_atomic(tmp_path / "q" / "v.json", {"a": 1})
+    assert [p.name for p in (tmp_path / "q").iterdir()] == ["v.json"]
+
+
+def test_list_partitions_skips_empty_and_hidden(tmp_path):
+    write_table_atomic(partition_dir(tmp_path, "incoming", "2026-10-02") / "a.parquet", pa.table({"x": [1]}))
+    partition_dir(tmp_path, "incoming", "2026-10-01").mkdir(parents=True)
+    (tmp_path / "incoming" / ".ds=2026-10-03.tmp").mkdir()
+    assert list_partitions(tmp_path, "incoming") == [date(2026, 10, 2)]

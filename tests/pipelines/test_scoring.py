@@ -1,0 +1,99 @@
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import registry, scoring
+from pipelines.errors import NoChampionError
+from pipelines.lake import partition_dir
+
+CONTRACT = ["id", "score", "prediction", "model_name", "model_version", "mlflow_run_id", "scored_at", "airflow_run_id"]
+
+
+@pytest.fixture
+def lake(champion_lake, tmp_path):
+    """The shared champion lake with a private copy of its data root."""
+    data = tmp_path / "data"
+    shutil.copytree(champion_lake.data_root / "incoming", data / "incoming")
+    return champion_lake.model_copy(update={"data_root": data, "scoring": champion_lake.scoring.model_copy(
+        update={"batch_rows": 1024, "predict_chunk_rows": 256})})
+
+
+def _predictions(config, ds):
+    return pd.read_parquet(partition_dir(config.data_root, "predictions", ds))
+
+
+def test_scoring_writes_the_contract_with_lineage(lake):
+    summary = scoring.score_partition(lake, "2026-09-11", "scheduled__2026-09-12")
+    ref = registry.champion(lake)
+    out = _predictions(lake, "2026-09-11")
+    assert list(out.columns) == CONTRACT
+    incoming = pd.read_parquet(partition_dir(lake.data_root, "incoming", "2026-09-11"))
+    assert out["id"].is_unique and set(out["id"]) == set(incoming["application_id"])
+    assert (out["model_version"] == ref.version).all() and (out["mlflow_run_id"] == ref.run_id).all()
+    assert (out["model_name"] == ref.name).all() and (out["airflow_run_id"] == "scheduled__2026-09-12").all()
+    assert str(out["scored_at"].dt.tz) == "UTC"
+    assert summary.rows == len(incoming) and summary.model_version == ref.version
+    assert summary.mean_score == pytest.approx(out["score"].mean())
+
+
+def test_streamed_scores_equal_whole_frame_scores(lake):
+    scoring.score_partition(lake, "2026-09-11", "run")
+    model = registry.load_model(lake, registry.champion(lake))
+    incoming = pd.read_parquet(partition_dir(lake.data_root, "incoming", "2026-09-11"))
+    expected = model.predict_proba(incoming[lake.features.all])[:, 1]
+    out = _predictions(lake, "2026-09-11").set_index("id").loc[incoming["application_id"]]
+    np.testing.assert_allclose(out["score"].to_numpy(), expected, rtol=1e-12)
+    np.testing.assert_array_equal(out["prediction"].to_numpy(), (expected >= lake.model.decision_threshold).astype(int))
+
+
+def test_rerun_replaces_the_partition(lake):
+    scoring.score_partition(lake, "2026-09-11", "first")
+    first = _predictions(lake, "2026-09-11")
+    scoring.score_partition(lake, "2026-09-11", "second")
+    second = _predictions(lake, "2026-09-11")
+    assert len(second) == len(first) and second["id"].is_unique
+    pd.testing.assert_series_equal(first["score"], second["score"])
+    assert (second["airflow_run_id"] == "second").all()
+    assert [p.name for p in partition_dir(lake.data_root, "predictions", "2026-09-11").iterdir()] == [
+        "predictions.parquet"
+    ]
+
+
+def test_a_crash_mid_partition_keeps_the_previous_predictions(lake, monkeypatch):
+    scoring.score_partition(lake, "2026-09-11", "good")
+    folder = partition_dir(lake.data_root, "predictions", "2026-09-11")
+    before = (folder / "predictions.parquet").read_bytes()
+    calls = {"n": 0}
+    real = scoring.predict_scores
+
+    def crash_on_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MemoryError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "predict_scores", crash_on_second_batch)
+    with pytest.raises(MemoryError):
+        scoring.score_partition(lake, "2026-09-11", "crashing")
+    assert [p.name for p in folder.iterdir()] == ["predictions.parquet"]
+    assert (folder / "predictions.parquet").read_bytes() == before
+
+
+def test_progress_is_logged_with_rows_per_second(lake, caplog):
+    caplog.set_level("INFO", logger="pipelines.scoring")
+    scoring.score_partition(lake, "2026-09-10", "run")
+    assert any("rows/s" in r.message and "2,000 / 2,000 rows" in r.message for r in caplog.records)
+
+
+def test_no_champion_is_a_clear_error(config):
+    with pytest.raises(NoChampionError, match="retrain_model"):
+        scoring.score_partition(config, "2026-09-11", "run")
+
+
+def test_row_groups_stream_in_batches(lake):
+    scoring.score_partition(lake, "2026-09-12", "run")
+    meta = pq.ParquetFile(partition_dir(lake.data_root, "predictions", "2026-09-12") / "predictions.parquet").metadata
+    assert meta.num_rows == 2000
