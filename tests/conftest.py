@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -54,3 +55,23 @@ def champion_lake(tmp_path_factory: pytest.TempPathFactory) -> PipelineConfig:
     candidate = retraining.train_candidate(config, days, {"airflow_run_id": "pytest", "reason": "bootstrap"})
     assert retraining.bootstrap_or_challenge(config, candidate) == "champion"
     return config
+
+
+def airflow_env(home: Path, config_path: Path) -> dict[str, str]:
+    """Environment for a real Airflow process on a temporary AIRFLOW_HOME, this repo's DAGs and a given config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_TRACKING"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "PIPELINE_CONFIG": str(config_path),
+            "GX_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "MLFLOW_ENABLE_TELEMETRY": "false",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        }
+    )
+    return env

@@ -1,0 +1,114 @@
+"""Every DAG file imports cleanly, cheaply and without touching a database or the network."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, airflow_env, write_config
+
+DAG_FILES = sorted(p.name for p in (REPO / "dags").glob("*.py"))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dags")
+    return airflow_env(folder / "airflow", write_config(folder))
+
+
+@pytest.fixture(scope="module")
+def dagbag(env, tmp_path_factory):
+    """Load the DAG folder with Airflow's own DagBag in a fresh process; return ids, import errors and settings."""
+    script = """
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=%r)
+out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
+for dag_id, dag in bag.dags.items():
+    out["dags"][dag_id] = {
+        "file": dag.fileloc, "tags": sorted(dag.tags), "doc": bool(dag.doc_md),
+        "tasks": {t.task_id: {"owner": t.owner, "retries": t.retries} for t in dag.tasks},
+        "params": {k: v.schema for k, v in dag.params.items()},
+    }
+print("JSON" + json.dumps(out))
+""" % str(REPO / "dags")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(next(line[4:] for line in out.stdout.splitlines() if line.startswith("JSON")))
+
+
+@pytest.fixture(scope="module")
+def parse_report(env):
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "parse_dag_files.py"), str(REPO / "dags")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_dagbag_has_no_import_errors(dagbag):
+    assert dagbag["errors"] == {}
+    assert {"batch_scoring", "retrain_model"} <= set(dagbag["dags"])
+
+
+def test_dag_id_is_the_file_name(dagbag):
+    for dag_id, dag in dagbag["dags"].items():
+        assert Path(dag["file"]).stem == dag_id
+
+
+def test_every_dag_has_tags_docs_owner_and_retries(dagbag):
+    for dag_id, dag in dagbag["dags"].items():
+        assert dag["tags"], dag_id
+        assert dag["doc"], dag_id
+        for task_id, task in dag["tasks"].items():
+            assert task["owner"] not in ("", "airflow"), f"{dag_id}.{task_id} has no owner"
+            assert task["retries"] is not None, f"{dag_id}.{task_id}"
+    assert dagbag["dags"]["batch_scoring"]["tasks"]["score_partition"]["retries"] >= 1
+
+
+@pytest.mark.parametrize("name", DAG_FILES)
+def test_parsing_opens_no_connection_and_is_cheap(parse_report, name):
+    entry = parse_report[name]
+    assert entry["error"] is None
+    assert entry["attempts"] == []
+    assert entry["dag_ids"] == [Path(name).stem]
+    assert entry["seconds"] < 1.0, f"{name} took {entry['seconds']:.2f}s to parse"
+
+
+def test_dag_files_stay_thin():
+    heavy = ("pandas", "numpy", "sklearn", "mlflow", "evidently", "great_expectations", "pyarrow", "joblib")
+    for name in DAG_FILES:
+        for line in (REPO / "dags" / name).read_text().splitlines():
+            if line.startswith(("import ", "from ")):
+                assert not any(line.split()[1].startswith(h) for h in heavy), f"{name}: {line}"
+
+
+def test_trigger_params_only_accept_dates(env):
+    script = """
+import json
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk.definitions.param import ParamsDict
+bag = DagBag(dag_folder=%r)
+out = {}
+for dag_id, key in (("batch_scoring", "ds"), ("retrain_model", "window_end")):
+    for value in ("2026-10-01", None, "../../etc/passwd", "2026-13-01", "yesterday", "2026-10-01; rm -rf /"):
+        params = ParamsDict(bag.dags[dag_id].params)
+        try:
+            params[key] = value
+            params.validate()
+            out[f"{dag_id}:{value}"] = "ok"
+        except Exception as exc:
+            out[f"{dag_id}:{value}"] = type(exc).__name__
+print("JSON" + json.dumps(out))
+""" % str(REPO / "dags")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    verdicts = json.loads(next(line[4:] for line in out.stdout.splitlines() if line.startswith("JSON")))
+    for dag_id in ("batch_scoring", "retrain_model"):
+        assert verdicts[f"{dag_id}:2026-10-01"] == "ok"
+        assert verdicts[f"{dag_id}:None"] == "ok"
+        for bad in ("../../etc/passwd", "2026-13-01", "yesterday", "2026-10-01; rm -rf /"):
+            assert verdicts[f"{dag_id}:{bad}"] == "ParamValidationError", (dag_id, bad)
