@@ -22,7 +22,7 @@ DAYS = 12
 ROWS = 2000
 
 
-def write_config(folder: Path, **overrides: object) -> Path:
+def write_config(folder: Path, name: str = "pipeline.yaml", **overrides: object) -> Path:
     """Write the default config with its stores under `folder` (and any top-level overrides); return the file."""
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["data_root"] = str(folder / "data")
@@ -33,7 +33,7 @@ def write_config(folder: Path, **overrides: object) -> Path:
             raw.setdefault(key, {}).update(value)
         else:
             raw[key] = value
-    path = folder / "pipeline.yaml"
+    path = folder / name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 

@@ -1,0 +1,29 @@
+"""Run real DAG runs in one Airflow process: bootstrap, a series of nights, then a rerun of the first night.
+
+Usage: drive_nights.py OUT_DIR WINDOW_END FIRST_NIGHT LAST_NIGHT. Writes OUT_DIR/outcomes.json and a copy of the
+first night's predictions made before its rerun.
+"""
+
+import json
+import shutil
+import sys
+from dataclasses import asdict
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+from pipelines.airflow_adapter import run_dag
+from pipelines.config import load_config
+from pipelines.lake import PREDICTIONS, partition_dir
+
+out_dir, window_end, first, last = Path(sys.argv[1]), sys.argv[2], date.fromisoformat(sys.argv[3]), date.fromisoformat(sys.argv[4])
+config = load_config()
+outcomes = {"bootstrap": asdict(run_dag("retrain_model", None, {"window_end": window_end, "reason": "bootstrap"}))}
+night = first
+while night <= last:
+    logical = datetime.combine(night + timedelta(days=1), time(2, 0), tzinfo=UTC)
+    outcomes[night.isoformat()] = asdict(run_dag("batch_scoring", logical))
+    night += timedelta(days=1)
+first_predictions = partition_dir(config.data_root, PREDICTIONS, first)
+shutil.copytree(first_predictions, out_dir / "first_run_predictions")
+outcomes["rerun"] = asdict(run_dag("batch_scoring", None, {"ds": first.isoformat()}))
+(out_dir / "outcomes.json").write_text(json.dumps(outcomes, default=str, indent=2))

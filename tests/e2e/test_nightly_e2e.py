@@ -1,0 +1,144 @@
+"""End to end through real Airflow: bootstrap a champion, score nights, quarantine bad partitions, rerun safely."""
+
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import registry, sample_data
+from pipelines.config import load_config
+from pipelines.lake import partition_dir
+from tests.conftest import REPO, airflow_env, write_config
+
+pytestmark = pytest.mark.e2e
+
+FIRST, LAST = date(2026, 9, 11), date(2026, 9, 16)
+TRUNCATED, NO_COLUMN = date(2026, 9, 13), date(2026, 9, 14)
+GOOD_NIGHTS = [d for d in pd.date_range(FIRST, LAST).date if d not in (TRUNCATED, NO_COLUMN)]
+
+
+def _run(args, env, timeout=900):
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("e2e")
+    config_path = write_config(folder)
+    config = load_config(config_path)
+    sample_data.generate(config.data_root, date(2026, 9, 1), 16, 2000, label_delay_days=3)
+    sample_data.break_partition(config.data_root, TRUNCATED, "truncated")
+    sample_data.break_partition(config.data_root, NO_COLUMN, "missing_column")
+    registry.init_store(config)
+    env = airflow_env(folder / "airflow", config_path)
+    migrate = _run([sys.executable, "-m", "airflow", "db", "migrate"], env)
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    drive = _run(
+        [sys.executable, str(Path(__file__).parent / "drive_nights.py"), str(folder), "2026-09-10",
+         FIRST.isoformat(), LAST.isoformat()],
+        env,
+    )
+    assert drive.returncode == 0, (drive.stdout + drive.stderr)[-5000:]
+    outcomes = json.loads((folder / "outcomes.json").read_text())
+    return {"folder": folder, "config": config, "env": env, "outcomes": outcomes, "log": drive.stdout + drive.stderr}
+
+
+def test_bootstrap_made_the_first_champion(world):
+    boot = world["outcomes"]["bootstrap"]
+    assert boot["state"] == "success"
+    assert boot["returns"]["bootstrap_or_challenge"] == "champion"
+    ref = registry.champion(world["config"])
+    assert ref.version == boot["returns"]["train_candidate"]["version"]
+    tags = MlflowClient(world["config"].tracking_uri).get_model_version(ref.name, ref.version).tags
+    assert tags["airflow_run_id"] == boot["run_id"]
+
+
+def test_every_valid_row_has_exactly_one_prediction_with_lineage(world):
+    config, outcomes = world["config"], world["outcomes"]
+    ref = registry.champion(config)
+    for night in GOOD_NIGHTS:
+        outcome = outcomes[night.isoformat()]
+        assert outcome["state"] == "success", outcome["task_states"]
+        incoming = pd.read_parquet(partition_dir(config.data_root, "incoming", night))
+        predictions = pd.read_parquet(partition_dir(config.data_root, "predictions", night))
+        assert predictions["id"].is_unique
+        assert sorted(predictions["id"]) == sorted(incoming["application_id"])
+        assert set(predictions["model_version"]) == {ref.version}
+        assert set(predictions["mlflow_run_id"]) == {ref.run_id}
+        if night != FIRST:  # the first night was rerun by hand afterwards
+            assert set(predictions["airflow_run_id"]) == {outcome["run_id"]}
+        assert outcome["returns"]["score_partition"]["rows"] == len(incoming)
+
+
+def test_the_data_interval_picks_the_partition(world):
+    for night in GOOD_NIGHTS:
+        assert world["outcomes"][night.isoformat()]["returns"]["partition_date"] == night.isoformat()
+
+
+@pytest.mark.parametrize(
+    ("night", "reason"),
+    [(TRUNCATED, "unreadable Parquet"), (NO_COLUMN, "required column 'annual_income' is missing")],
+)
+def test_bad_partitions_are_quarantined_and_not_scored(world, night, reason):
+    config, outcome = world["config"], world["outcomes"][night.isoformat()]
+    assert outcome["state"] == "failed"
+    assert outcome["task_states"]["validate_partition"] == "failed"
+    assert outcome["task_states"]["score_partition"] == "upstream_failed"
+    record = json.loads((partition_dir(config.data_root, "quarantine", night) / "validation.json").read_text())
+    assert reason in record["reason"]
+    assert not partition_dir(config.data_root, "predictions", night).exists()
+    assert reason in world["log"]
+
+
+def test_rerunning_a_night_replaces_it_without_duplicates(world):
+    config = world["config"]
+    rerun = world["outcomes"]["rerun"]
+    assert rerun["state"] == "success"
+    first = pd.read_parquet(world["folder"] / "first_run_predictions").sort_values("id", ignore_index=True)
+    second = pd.read_parquet(partition_dir(config.data_root, "predictions", FIRST)).sort_values("id", ignore_index=True)
+    assert len(second) == len(first) and second["id"].is_unique
+    pd.testing.assert_frame_equal(first[["id", "score", "prediction"]], second[["id", "score", "prediction"]])
+    assert set(second["airflow_run_id"]) == {rerun["run_id"]}
+    assert [p.name for p in partition_dir(config.data_root, "predictions", FIRST).iterdir()] == ["predictions.parquet"]
+
+
+def test_progress_is_in_the_task_log(world):
+    assert "scored 2,000 / 2,000 rows (100%)" in world["log"]
+    assert "rows/s" in world["log"]
+
+
+def test_airflow_dags_test_cli_scores_a_night(world):
+    out = _run([sys.executable, "-m", "airflow", "dags", "test", "batch_scoring", "-c", '{"ds": "2026-09-12"}'], world["env"])
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    predictions = pd.read_parquet(partition_dir(world["config"].data_root, "predictions", "2026-09-12"))
+    assert predictions["id"].is_unique and len(predictions) == 2000
+
+
+def test_a_partition_that_never_arrives_fails_after_the_wait(world):
+    config_path = write_config(
+        world["folder"], "short-wait.yaml", partition_wait={"timeout_minutes": 0.05, "poke_interval_seconds": 1}
+    )
+    assert load_config(config_path).data_root == world["config"].data_root
+    env = dict(world["env"], PIPELINE_CONFIG=str(config_path))
+    out = _run([sys.executable, "-m", "airflow", "dags", "test", "batch_scoring", "-c", '{"ds": "2026-09-30"}'], env)
+    log = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "ds=2026-09-30 has not arrived yet" in log
+    assert "AirflowSensorTimeout" in log or "timed out" in log
+    assert not partition_dir(world["config"].data_root, "predictions", "2026-09-30").exists()
+
+
+def test_no_champion_fails_with_instructions(tmp_path):
+    config_path = write_config(tmp_path)
+    config = load_config(config_path)
+    sample_data.generate(config.data_root, date(2026, 9, 1), 1, 500, label_delay_days=3)
+    env = airflow_env(tmp_path / "airflow", config_path)
+    assert _run([sys.executable, "-m", "airflow", "db", "migrate"], env).returncode == 0
+    out = _run([sys.executable, "-m", "airflow", "dags", "test", "batch_scoring", "-c", '{"ds": "2026-09-01"}'], env)
+    assert out.returncode != 0
+    assert "run the retrain_model DAG" in out.stdout + out.stderr
