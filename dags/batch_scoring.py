@@ -50,10 +50,10 @@ def batch_scoring():
     @task
     def partition_date(params: dict, data_interval_start: datetime | None = None) -> str:
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.lake import parse_ds
+        from pipelines.lake import night_for_run
 
         with fail_without_retry_on_user_errors():
-            return parse_ds(params.get("ds") or data_interval_start.date().isoformat()).isoformat()
+            return night_for_run(params.get("ds"), data_interval_start)
 
     @task.sensor(
         mode="reschedule",

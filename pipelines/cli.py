@@ -11,11 +11,13 @@ import sys
 import time
 from datetime import UTC, date, datetime, time as dtime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.config import CONFIG_ENV_VAR, DEFAULT_CONFIG, PipelineConfig, config_path, load_config
 from pipelines.errors import PipelineError
 
-log = logging.getLogger("pipelines.cli")
+if TYPE_CHECKING:
+    from pipelines.airflow_adapter import DagRunOutcome
 
 DEMO_START = date(2026, 9, 1)
 DEMO_TRAIN_END = date(2026, 9, 28)
@@ -58,7 +60,7 @@ def _init_mlflow(config: PipelineConfig, _: argparse.Namespace) -> None:
     print(f"MLflow store ready: {init_store(config)}")
 
 
-def _night_row(ds: date, outcome: object, config: PipelineConfig) -> dict[str, object]:
+def _night_row(ds: date, outcome: DagRunOutcome, config: PipelineConfig) -> dict[str, object]:
     from pipelines.lake import QUARANTINE, partition_dir
 
     scored = outcome.returns.get("score_partition") or {}

@@ -69,7 +69,7 @@ class Training(_Section):
 
 class Scoring(_Section):
     batch_rows: Annotated[int, Field(ge=1024)] = 65_536
-    predict_chunk_rows: Annotated[int, Field(ge=256)] = 4096
+    predict_chunk_rows: Annotated[int, Field(ge=256)] = 65_536
     threads: Annotated[int, Field(ge=0)] = 0
     progress_every_seconds: Annotated[float, Field(gt=0)] = 10
 

@@ -8,7 +8,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,15 @@ def parse_ds(value: str | date) -> date:
         return date.fromisoformat(value)
     except ValueError as exc:
         raise InvalidDateError(f"partition date {value!r} is not a calendar date: {exc}") from exc
+
+
+def night_for_run(requested: str | None, interval_start: datetime | None) -> str:
+    """Return the partition date a run scores: the requested `ds`, else the day its data interval starts."""
+    if requested:
+        return parse_ds(requested).isoformat()
+    if interval_start is None:
+        raise InvalidDateError("this run has no data interval: trigger it with the `ds` Param (YYYY-MM-DD)")
+    return interval_start.date().isoformat()
 
 
 def partition_dir(data_root: Path, area: str, ds: str | date) -> Path:

@@ -91,10 +91,6 @@ class _Progress:
                      100 * self.done / max(self.total, 1), f"{rate:,.0f}")
 
 
-def _constant(value: str, rows: int) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype="int32")), pa.array([value])).cast(pa.string())
-
-
 def score_partition(config: PipelineConfig, ds: str, airflow_run_id: str) -> ScoringSummary:
     """Score `incoming/ds=<ds>` with the champion and atomically replace `predictions/ds=<ds>`.
 
@@ -128,11 +124,11 @@ def score_partition(config: PipelineConfig, ds: str, airflow_run_id: str) -> Sco
                             batch.column(config.id_column),
                             pa.array(scores, pa.float64()),
                             pa.array(predicted, pa.int8()),
-                            _constant(ref.name, rows),
-                            _constant(ref.version, rows),
-                            _constant(ref.run_id, rows),
-                            pa.array(np.full(rows, scored_at.value, dtype="int64"), pa.int64()).cast(scored_at.type),
-                            _constant(airflow_run_id, rows),
+                            pa.repeat(pa.scalar(ref.name, pa.string()), rows),
+                            pa.repeat(pa.scalar(ref.version, pa.string()), rows),
+                            pa.repeat(pa.scalar(ref.run_id, pa.string()), rows),
+                            pa.repeat(scored_at, rows),
+                            pa.repeat(pa.scalar(airflow_run_id, pa.string()), rows),
                         ],
                         schema=writer.schema,
                     )

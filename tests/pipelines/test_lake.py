@@ -1,4 +1,4 @@
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pyarrow as pa
 import pytest
@@ -6,6 +6,7 @@ import pytest
 from pipelines.errors import InvalidDateError, PartitionMissingError
 from pipelines.lake import (
     list_partitions,
+    night_for_run,
     parse_ds,
     partition_dir,
     partition_files,
@@ -47,3 +48,13 @@ def test_list_partitions_skips_empty_and_hidden(tmp_path):
     partition_dir(tmp_path, "incoming", "2026-10-01").mkdir(parents=True)
     (tmp_path / "incoming" / ".ds=2026-10-03.tmp").mkdir()
     assert list_partitions(tmp_path, "incoming") == [date(2026, 10, 2)]
+
+
+def test_the_run_scores_the_requested_date_or_its_data_interval_start():
+    start = datetime(2026, 10, 5, 2, 0, tzinfo=UTC)
+    assert night_for_run(None, start) == "2026-10-05"
+    assert night_for_run("2026-09-30", start) == "2026-09-30"
+    with pytest.raises(InvalidDateError, match="trigger it with the `ds` Param"):
+        night_for_run(None, None)
+    with pytest.raises(InvalidDateError):
+        night_for_run("../2026-09-30", start)
