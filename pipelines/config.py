@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from croniter import croniter
@@ -74,6 +74,44 @@ class Scoring(_Section):
     progress_every_seconds: Annotated[float, Field(gt=0)] = 10
 
 
+DriftMethod = Literal["psi", "ks", "wasserstein", "jensenshannon", "chisquare"]
+
+
+class ColumnDrift(_Section):
+    method: DriftMethod
+    threshold: Annotated[float, Field(gt=0)]
+
+
+class Drift(_Section):
+    """Per-column drift tests. KS and chi-square thresholds are p-values (drift below); the others are distances (drift above)."""
+
+    numeric_method: DriftMethod = "wasserstein"
+    numeric_threshold: Annotated[float, Field(gt=0)] = 0.1
+    categorical_method: DriftMethod = "jensenshannon"
+    categorical_threshold: Annotated[float, Field(gt=0)] = 0.1
+    score_method: DriftMethod = "wasserstein"
+    score_threshold: Annotated[float, Field(gt=0)] = 0.1
+    per_column: dict[str, ColumnDrift] = Field(default_factory=dict)
+
+
+class Monitoring(_Section):
+    sample_rows: Annotated[int, Field(ge=1000)] = 100_000
+    drift: Drift = Drift()
+    history_url: str | None = None
+
+
+class RetrainPolicy(_Section):
+    """Retrain when any rule fires; a rule set to null is off."""
+
+    drift_share_threshold: Fraction | None = 0.3
+    drift_consecutive_nights: Annotated[int, Field(ge=1)] = 3
+    metric: Literal["roc_auc", "precision", "recall", "f1"] = "roc_auc"
+    realised_floor: Fraction | None = 0.65
+    realised_max_drop: Fraction | None = 0.05
+    estimated_max_drop: Fraction | None = 0.05
+    max_model_age_days: Annotated[int, Field(ge=1)] | None = 90
+
+
 class PipelineConfig(_Section):
     """Everything the pipelines need; paths are absolute once loaded."""
 
@@ -90,6 +128,8 @@ class PipelineConfig(_Section):
     mlflow: MlflowSettings = MlflowSettings()
     training: Training = Training()
     scoring: Scoring = Scoring()
+    monitoring: Monitoring = Monitoring()
+    retraining: RetrainPolicy = RetrainPolicy()
 
     @field_validator("schedule")
     @classmethod
@@ -109,6 +149,17 @@ class PipelineConfig(_Section):
         if duplicated:
             raise ValueError(f"columns listed twice across id_column/target/features: {duplicated}")
         return self
+
+    @model_validator(mode="after")
+    def _drift_columns(self) -> PipelineConfig:
+        unknown = sorted(set(self.monitoring.drift.per_column) - {*self.features.all, "score"})
+        if unknown:
+            raise ValueError(f"monitoring.drift.per_column names columns that are not features or 'score': {unknown}")
+        return self
+
+    @property
+    def history_url(self) -> str:
+        return self.monitoring.history_url or f"sqlite:///{self.data_root / 'monitoring' / 'history.db'}"
 
     @property
     def tracking_uri(self) -> str:

@@ -1,0 +1,155 @@
+"""Drift and data-quality reports of a night (Evidently 0.7) on a bounded uniform sample of the partition."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from pipelines.config import PipelineConfig
+from pipelines.lake import iter_record_batches, partition_row_count, temp_path_beside
+
+log = logging.getLogger(__name__)
+
+SCORE = "score"
+# Evidently's names for the configured methods; p-value tests flag drift below the threshold.
+EVIDENTLY_METHOD = {"psi": "psi", "ks": "ks", "wasserstein": "wasserstein", "jensenshannon": "jensenshannon", "chisquare": "chisquare"}
+P_VALUE_METHODS = {"ks", "chisquare"}
+
+
+def sample_rows(files: list[Path], columns: list[str], rows: int, seed: int, batch_rows: int = 65_536) -> pd.DataFrame:
+    """Return a uniform Bernoulli sample of about `rows` rows, streaming the files (memory bounded by the sample)."""
+    total = partition_row_count(files)
+    keep = min(1.0, rows / max(total, 1))
+    rng = np.random.default_rng(seed)
+    parts = []
+    for batch in iter_record_batches(files, columns, batch_rows):
+        mask = rng.random(batch.num_rows) < keep
+        if mask.any():
+            parts.append(batch.filter(mask).to_pandas())
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
+def column_tests(config: PipelineConfig) -> dict[str, tuple[str, float]]:
+    """Return the drift method and threshold of every monitored column (features and the score)."""
+    drift = config.monitoring.drift
+    tests = {c: (drift.numeric_method, drift.numeric_threshold) for c in config.features.numeric}
+    tests |= {c: (drift.categorical_method, drift.categorical_threshold) for c in config.features.categorical}
+    tests[SCORE] = (drift.score_method, drift.score_threshold)
+    tests |= {c: (t.method, t.threshold) for c, t in drift.per_column.items()}
+    return tests
+
+
+@dataclass
+class DriftSummary:
+    """Per-night drift verdicts: the share of drifted feature columns and each column's statistic."""
+
+    share: float
+    drifted_columns: list[str]
+    score_drifted: bool
+    columns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sample_rows: int = 0
+    reference_rows: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _definition(config: PipelineConfig) -> Any:
+    from evidently import DataDefinition
+
+    return DataDefinition(numerical_columns=[*config.features.numeric, SCORE], categorical_columns=config.features.categorical)
+
+
+def _save(snapshot: Any, folder: Path, stem: str) -> dict[str, str]:
+    """Save a snapshot as HTML and JSON atomically; return their paths."""
+    paths = {}
+    for suffix, write in (("html", snapshot.save_html), ("json", snapshot.save_json)):
+        target = folder / f"{stem}.{suffix}"
+        temp = temp_path_beside(target)
+        try:
+            write(str(temp))
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+        paths[f"{stem}_{suffix}"] = str(target)
+    return paths
+
+
+def _parse_drift(snapshot: Any, tests: dict[str, tuple[str, float]], features: list[str]) -> tuple[dict, list[str]]:
+    values, drifted = {}, []
+    data = snapshot.dict()
+    for metric in data["metrics"]:
+        cfg = metric.get("config", {})
+        if cfg.get("type") == "evidently:metric_v2:ValueDrift":
+            values[cfg["column"]] = float(metric["value"])
+    verdicts = {}
+    for test in data.get("tests", []):
+        params = test.get("metric_config", {}).get("params", {})
+        if params.get("type") == "evidently:metric_v2:ValueDrift":
+            verdicts[params["column"]] = test["status"] == "FAIL"
+    columns = {}
+    for column, (method, threshold) in tests.items():
+        if column not in values:
+            continue
+        columns[column] = {
+            "method": method,
+            "threshold": threshold,
+            "statistic": values[column],
+            "kind": "p_value" if method in P_VALUE_METHODS else "distance",
+            "drifted": verdicts.get(column, False),
+        }
+        if columns[column]["drifted"] and column in features:
+            drifted.append(column)
+    return columns, drifted
+
+
+def drift_reports(
+    config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame, folder: Path
+) -> tuple[DriftSummary, dict[str, str]]:
+    """Write the drift report (features and score vs the champion's reference) and the data-summary report.
+
+    Returns the drift verdicts and the report paths (HTML and JSON of each).
+    """
+    os.environ["DO_NOT_TRACK"] = "1"
+    from evidently import Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataSummaryPreset
+
+    tests = column_tests(config)
+    columns = [*config.features.all, SCORE]
+    definition = _definition(config)
+    cur = Dataset.from_pandas(current[columns], data_definition=definition)
+    ref = Dataset.from_pandas(reference[columns], data_definition=definition)
+    drift = Report(
+        [ValueDrift(column=c, method=EVIDENTLY_METHOD[m], threshold=t) for c, (m, t) in tests.items()],
+        include_tests=True,
+    ).run(current_data=cur, reference_data=ref)
+    summary = Report([DataSummaryPreset()]).run(current_data=cur, reference_data=ref)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = _save(drift, folder, "drift") | _save(summary, folder, "data_summary")
+    stats, drifted = _parse_drift(drift, tests, config.features.all)
+    result = DriftSummary(
+        share=len(drifted) / len(config.features.all),
+        drifted_columns=sorted(drifted),
+        score_drifted=stats.get(SCORE, {}).get("drifted", False),
+        columns=stats,
+        sample_rows=len(current),
+        reference_rows=len(reference),
+    )
+    log.info("drift share %.2f, drifted columns %s, score drifted %s", result.share, result.drifted_columns, result.score_drifted)
+    return result, paths
+
+
+def current_sample(config: PipelineConfig, ds: str, incoming: list[Path], predictions: Path) -> pd.DataFrame:
+    """Return a uniform sample of the night's features joined to their scores (seeded by the date)."""
+    seed = int(ds.replace("-", ""))
+    sample = sample_rows(incoming, [config.id_column, *config.features.all], config.monitoring.sample_rows, seed)
+    scores = pq.read_table(predictions, columns=["id", SCORE]).to_pandas().rename(columns={"id": config.id_column})
+    return sample.merge(scores, on=config.id_column, how="inner")

@@ -1,0 +1,61 @@
+"""Model performance: realised metrics once labels arrive, and CBPE estimates before they do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.isotonic import IsotonicRegression
+
+from pipelines.training import classification_metrics
+
+
+def calibration_table(y_true: np.ndarray, score: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Return reliability bins (mean score vs observed rate, equal-width) and the expected calibration error."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(score, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        mask = index == b
+        if not mask.any():
+            continue
+        mean_score, observed = float(score[mask].mean()), float(y_true[mask].mean())
+        ece += mask.mean() * abs(mean_score - observed)
+        rows.append({"bin": b, "rows": int(mask.sum()), "mean_score": mean_score, "observed_rate": observed})
+    return {"bins": rows, "expected_calibration_error": float(ece)}
+
+
+def realised_performance(y_true: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Return ROC AUC, precision, recall, F1, log loss, accuracy and calibration of scores against labels."""
+    metrics: dict[str, Any] = classification_metrics(y_true, score, threshold)
+    metrics["accuracy"] = float(((score >= threshold).astype(int) == y_true).mean())
+    metrics["calibration"] = calibration_table(y_true, score)
+    return metrics
+
+
+def fit_calibrator(validation_scores: np.ndarray, validation_labels: np.ndarray) -> IsotonicRegression:
+    """Fit the score -> probability map on the model's own held-out data (the CBPE calibration step)."""
+    return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(validation_scores, validation_labels)
+
+
+def estimated_performance(score: np.ndarray, threshold: float, calibrator: IsotonicRegression) -> dict[str, float]:
+    """Estimate ROC AUC and accuracy without labels from calibrated probabilities (NannyML's CBPE).
+
+    With calibrated probability p_i that row i is positive, the expected confusion matrix at any cut-off
+    counts p_i as a true positive and 1 - p_i as a false positive; the expected ROC curve and its area follow.
+    """
+    if len(score) == 0:
+        return {"roc_auc": float("nan"), "accuracy": float("nan")}
+    p = np.clip(calibrator.predict(score), 0.0, 1.0)
+    predicted = score >= threshold
+    accuracy = float(np.where(predicted, p, 1.0 - p).mean())
+    order = np.argsort(-score, kind="stable")
+    s, q = score[order], p[order]
+    # group tied scores so the curve moves diagonally through them, as roc_auc_score does
+    last_of_group = np.r_[s[1:] != s[:-1], True]
+    tp = np.r_[0.0, np.cumsum(q)[last_of_group]]
+    fp = np.r_[0.0, np.cumsum(1.0 - q)[last_of_group]]
+    if tp[-1] <= 0 or fp[-1] <= 0:
+        return {"roc_auc": float("nan"), "accuracy": accuracy}
+    auc = float(np.trapezoid(tp / tp[-1], fp / fp[-1]))
+    return {"roc_auc": auc, "accuracy": accuracy}

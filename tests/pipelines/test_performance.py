@@ -1,0 +1,57 @@
+
+import numpy as np
+import pytest
+from sklearn.metrics import log_loss, roc_auc_score
+
+from pipelines.performance import calibration_table, estimated_performance, fit_calibrator, realised_performance
+
+
+def test_realised_metrics_equal_scikit_learn():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 5000)
+    s = np.clip(0.3 * y + rng.random(5000) * 0.7, 0, 1)
+    m = realised_performance(y, s, 0.5)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, s))
+    assert m["log_loss"] == pytest.approx(log_loss(y, np.clip(s, 1e-7, 1 - 1e-7)))
+    assert m["accuracy"] == pytest.approx(((s >= 0.5) == y).mean())
+    assert sum(b["rows"] for b in m["calibration"]["bins"]) == 5000
+
+
+def test_calibration_error_is_zero_for_perfect_calibration_and_large_when_off():
+    rng = np.random.default_rng(2)
+    p = rng.random(200_000)
+    y = (rng.random(200_000) < p).astype(int)
+    assert calibration_table(y, p)["expected_calibration_error"] < 0.01
+    assert calibration_table(y, p**3)["expected_calibration_error"] > 0.1
+
+
+def _scores(n, seed, shift=0.0):
+    """Scores of a well-calibrated synthetic model and labels drawn from them."""
+    rng = np.random.default_rng(seed)
+    logit = rng.normal(-1.5 + shift, 1.3, n)
+    p = 1 / (1 + np.exp(-logit))
+    return p, (rng.random(n) < p).astype(int)
+
+
+def test_cbpe_tracks_realised_auc_and_accuracy_when_nothing_changed():
+    val_s, val_y = _scores(20_000, 1)
+    calibrator = fit_calibrator(val_s, val_y)
+    for seed in range(2, 7):
+        s, y = _scores(20_000, seed)
+        est = estimated_performance(s, 0.3, calibrator)
+        assert est["roc_auc"] == pytest.approx(roc_auc_score(y, s), abs=0.02)
+        assert est["accuracy"] == pytest.approx(((s >= 0.3) == y).mean(), abs=0.02)
+
+
+def test_cbpe_follows_a_covariate_shift_of_the_scores():
+    val_s, val_y = _scores(20_000, 1)
+    calibrator = fit_calibrator(val_s, val_y)
+    s, y = _scores(20_000, 9, shift=1.5)
+    est = estimated_performance(s, 0.3, calibrator)
+    assert est["accuracy"] == pytest.approx(((s >= 0.3) == y).mean(), abs=0.03)
+    assert est["roc_auc"] == pytest.approx(roc_auc_score(y, s), abs=0.03)
+
+
+def test_cbpe_handles_empty_and_single_class():
+    calibrator = fit_calibrator(np.array([0.1, 0.9]), np.array([0, 1]))
+    assert np.isnan(estimated_performance(np.array([]), 0.5, calibrator)["roc_auc"])
