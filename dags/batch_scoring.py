@@ -74,7 +74,7 @@ def batch_scoring():
         from pipelines.validation import validate_against_champion
 
         with fail_without_retry_on_user_errors():
-            return validate_against_champion(load_config(), night)
+            return validate_against_champion(load_config(), night, get_current_context()["run_id"])
 
     @task
     def score_partition(night: str) -> dict:

@@ -103,7 +103,7 @@ class Monitoring(_Section):
 class RetrainPolicy(_Section):
     """Retrain when any rule fires; a rule set to null is off."""
 
-    drift_share_threshold: Fraction | None = 0.3
+    drift_share_threshold: Fraction | None = 0.25
     drift_consecutive_nights: Annotated[int, Field(ge=1)] = 3
     metric: Literal["roc_auc", "precision", "recall", "f1"] = "roc_auc"
     realised_floor: Fraction | None = 0.65

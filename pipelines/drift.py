@@ -67,7 +67,7 @@ def _definition(config: PipelineConfig) -> Any:
     return DataDefinition(numerical_columns=[*config.features.numeric, SCORE], categorical_columns=config.features.categorical)
 
 
-def _save(snapshot: Any, folder: Path, stem: str) -> dict[str, str]:
+def save_snapshot(snapshot: Any, folder: Path, stem: str) -> dict[str, str]:
     """Save a snapshot as HTML and JSON atomically; return their paths."""
     paths = {}
     for suffix, write in (("html", snapshot.save_html), ("json", snapshot.save_json)):
@@ -133,7 +133,7 @@ def drift_reports(
     ).run(current_data=cur, reference_data=ref)
     summary = Report([DataSummaryPreset()]).run(current_data=cur, reference_data=ref)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = _save(drift, folder, "drift") | _save(summary, folder, "data_summary")
+    paths = save_snapshot(drift, folder, "drift") | save_snapshot(summary, folder, "data_summary")
     stats, drifted = _parse_drift(drift, tests, config.features.all)
     result = DriftSummary(
         share=len(drifted) / len(config.features.all),

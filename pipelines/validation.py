@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -214,10 +215,19 @@ def validate_partition(config: PipelineConfig, ds: str, profile: dict[str, Any])
     )
 
 
-def validate_against_champion(config: PipelineConfig, ds: str) -> dict[str, Any]:
-    """Validate a partition against the champion's training profile; return a small summary for XCom."""
-    from pipelines import registry
+def validate_against_champion(config: PipelineConfig, ds: str, airflow_run_id: str) -> dict[str, Any]:
+    """Validate a partition against the champion's training profile; return a small summary for XCom.
 
-    profile = registry.load_profile(config, registry.champion(config))
-    outcome = validate_partition(config, ds, profile)
+    A refused partition is also recorded in the monitoring history before the error propagates.
+    """
+    from pipelines import registry
+    from pipelines.monitoring import record_quarantine
+
+    ref = registry.champion(config)
+    try:
+        outcome = validate_partition(config, ds, registry.load_profile(config, ref))
+    except PartitionQuarantinedError:
+        record = json.loads((partition_dir(config.data_root, QUARANTINE, ds) / "validation.json").read_text())
+        record_quarantine(config, ds, ref, record["failures"], record["rows"], airflow_run_id)
+        raise
     return {"ds": ds, "rows": outcome.rows, "expectations": outcome.evaluated, "success": outcome.success}

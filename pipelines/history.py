@@ -1,0 +1,111 @@
+"""The monitoring history: one row per night and model version, the single record the decision and the UI read."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from pipelines.config import PipelineConfig
+
+METADATA = sa.MetaData()
+NIGHTS = sa.Table(
+    "nights",
+    METADATA,
+    sa.Column("ds", sa.String(10), primary_key=True),
+    sa.Column("model_name", sa.String(200), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("validation_success", sa.Boolean),
+    sa.Column("validation_failures", sa.JSON),
+    sa.Column("drift_share", sa.Float),
+    sa.Column("drifted_columns", sa.JSON),
+    sa.Column("score_drifted", sa.Boolean),
+    sa.Column("drift_stats", sa.JSON),
+    sa.Column("estimated_roc_auc", sa.Float),
+    sa.Column("estimated_accuracy", sa.Float),
+    sa.Column("realised_roc_auc", sa.Float),
+    sa.Column("realised_accuracy", sa.Float),
+    sa.Column("realised_metrics", sa.JSON),
+    sa.Column("label_coverage", sa.Float),
+    sa.Column("decision", sa.String(32)),
+    sa.Column("decision_reasons", sa.JSON),
+    sa.Column("reports", sa.JSON),
+    sa.Column("scoring_rows_per_s", sa.Float),
+    sa.Column("scoring_peak_rss_mb", sa.Float),
+    sa.Column("task_seconds", sa.JSON),
+    sa.Column("airflow_run_id", sa.String(250)),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
+)
+COLUMNS = {c.name for c in NIGHTS.columns}
+_ENGINES: dict[str, sa.Engine] = {}
+
+
+def engine(config: PipelineConfig) -> sa.Engine:
+    """Return the history database engine, creating the table on first use."""
+    url = config.history_url
+    if url not in _ENGINES:
+        if url.startswith("sqlite:///"):
+            (config.data_root / "monitoring").mkdir(parents=True, exist_ok=True)
+        created = sa.create_engine(url)
+        METADATA.create_all(created)
+        _ENGINES[url] = created
+    return _ENGINES[url]
+
+
+def _key(ds: str, model_name: str, model_version: str) -> Any:
+    return sa.and_(NIGHTS.c.ds == ds, NIGHTS.c.model_name == model_name, NIGHTS.c.model_version == model_version)
+
+
+def record_night(config: PipelineConfig, ds: str, model_name: str, model_version: str, **fields: Any) -> None:
+    """Replace a night's entry with a fresh one (a rerun starts over: no stale facts survive)."""
+    _check(fields)
+    with engine(config).begin() as conn:
+        conn.execute(NIGHTS.delete().where(_key(ds, model_name, model_version)))
+        conn.execute(
+            NIGHTS.insert().values(
+                ds=ds, model_name=model_name, model_version=model_version, updated_at=datetime.now(UTC), **fields
+            )
+        )
+
+
+def update_night(config: PipelineConfig, ds: str, model_name: str, model_version: str, **fields: Any) -> None:
+    """Add facts to an existing entry (later tasks of the run, or labels that arrive days later)."""
+    _check(fields)
+    with engine(config).begin() as conn:
+        result = conn.execute(
+            NIGHTS.update().where(_key(ds, model_name, model_version)).values(updated_at=datetime.now(UTC), **fields)
+        )
+        if result.rowcount == 0:
+            raise LookupError(f"no history entry for ds={ds} {model_name} v{model_version}: record the night first")
+
+
+def merge_task_seconds(config: PipelineConfig, ds: str, model_name: str, model_version: str, seconds: dict[str, float]) -> None:
+    """Add task durations to a night's entry."""
+    current = night(config, ds, model_name, model_version) or {}
+    update_night(config, ds, model_name, model_version, task_seconds={**(current.get("task_seconds") or {}), **seconds})
+
+
+def _check(fields: dict[str, Any]) -> None:
+    unknown = set(fields) - COLUMNS
+    if unknown:
+        raise ValueError(f"not history columns: {sorted(unknown)}")
+
+
+def night(config: PipelineConfig, ds: str, model_name: str, model_version: str) -> dict[str, Any] | None:
+    """Return one night's entry as a dict, or None."""
+    with engine(config).connect() as conn:
+        row = conn.execute(NIGHTS.select().where(_key(ds, model_name, model_version))).mappings().first()
+    return dict(row) if row else None
+
+
+def read_history(config: PipelineConfig) -> pd.DataFrame:
+    """Return the whole history ordered by night (one row per night and model version)."""
+    with engine(config).connect() as conn:
+        frame = pd.read_sql(NIGHTS.select().order_by(NIGHTS.c.ds, NIGHTS.c.model_version), conn)
+    for column in ("validation_failures", "drifted_columns", "drift_stats", "realised_metrics", "decision_reasons", "reports", "task_seconds"):
+        frame[column] = frame[column].map(lambda v: json.loads(v) if isinstance(v, str) else v)
+    return frame

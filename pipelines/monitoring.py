@@ -1,0 +1,194 @@
+"""The nightly monitoring steps: reports and estimates of a scored night, late labels, and the decision."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from pipelines import history, registry
+from pipelines.config import PipelineConfig
+from pipelines.decision import Decision, decide
+from pipelines.drift import current_sample, drift_reports, save_snapshot
+from pipelines.lake import (
+    INCOMING,
+    LABELS,
+    PREDICTIONS,
+    REPORTS,
+    list_partitions,
+    parquet_files,
+    partition_dir,
+    partition_files,
+    write_json_atomic,
+)
+from pipelines.performance import estimated_performance, fit_calibrator, realised_performance
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def _model_artifact(tracking_uri: str, run_id: str, name: str, cache_dir: str) -> Path:
+    """Download a model run's artifact once per process into the local cache (keyed by run id)."""
+    import mlflow.artifacts
+
+    target = Path(cache_dir) / run_id / name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=name, dst_path=str(target.parent), tracking_uri=tracking_uri
+        )
+    return target
+
+
+def model_artifact(config: PipelineConfig, ref: registry.ModelRef, name: str) -> Path:
+    """Return the local path of an artifact stored with a model version (reference sample, held-out scores)."""
+    return _model_artifact(config.tracking_uri, ref.run_id, name, str(config.data_root / "monitoring" / "models"))
+
+
+def monitor_night(config: PipelineConfig, ds: str, scored: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
+    """Write the night's drift and data-summary reports, estimate its performance, and record it in the history."""
+    started = time.monotonic()
+    ref = registry.ModelRef(scored["model_name"], scored["model_version"], scored["mlflow_run_id"])
+    predictions = partition_dir(config.data_root, PREDICTIONS, ds) / "predictions.parquet"
+    reference = pd.read_parquet(model_artifact(config, ref, registry.REFERENCE_ARTIFACT))
+    sample = current_sample(config, ds, partition_files(config.data_root, INCOMING, ds), predictions)
+    folder = partition_dir(config.data_root, REPORTS, ds)
+    drift, paths = drift_reports(config, sample, reference, folder)
+    holdout = pd.read_parquet(model_artifact(config, ref, registry.HOLDOUT_ARTIFACT))
+    calibrator = fit_calibrator(holdout["score"].to_numpy(), holdout["label"].to_numpy())
+    scores = pq.read_table(predictions, columns=["score"]).column(0).to_numpy()
+    estimate = estimated_performance(scores, config.model.decision_threshold, calibrator)
+    summary = {
+        "ds": ds,
+        "model_version": ref.version,
+        "rows": scored["rows"],
+        "drift_share": drift.share,
+        "drifted_columns": drift.drifted_columns,
+        "score_drifted": drift.score_drifted,
+        "estimated_roc_auc": estimate["roc_auc"],
+        "estimated_accuracy": estimate["accuracy"],
+        "reports": paths,
+    }
+    write_json_atomic(folder / "summary.json", summary | {"drift": drift.as_dict()})
+    history.record_night(
+        config, ds, ref.name, ref.version,
+        rows=scored["rows"], validation_success=True, validation_failures=[],
+        drift_share=drift.share, drifted_columns=drift.drifted_columns, score_drifted=drift.score_drifted,
+        drift_stats=drift.columns, estimated_roc_auc=estimate["roc_auc"], estimated_accuracy=estimate["accuracy"],
+        reports=paths | {"summary_json": str(folder / "summary.json")},
+        scoring_rows_per_s=scored["rows_per_second"], scoring_peak_rss_mb=scored["peak_rss_mb"],
+        task_seconds={"score_partition": scored["seconds"], "monitor_night": time.monotonic() - started},
+        airflow_run_id=airflow_run_id,
+    )
+    log.info("night %s monitored: %s", ds, summary)
+    return summary
+
+
+def record_quarantine(config: PipelineConfig, ds: str, ref: registry.ModelRef, failures: list[str], rows: int, run_id: str) -> None:
+    """Record a refused night in the history so the UI and the decision see it."""
+    history.record_night(
+        config, ds, ref.name, ref.version, rows=rows, validation_success=False, validation_failures=failures,
+        reports={"quarantine_json": str(partition_dir(config.data_root, "quarantine", ds) / "validation.json")},
+        airflow_run_id=run_id,
+    )
+
+
+def _performance_report(config: PipelineConfig, joined: pd.DataFrame, folder: Path) -> dict[str, str]:
+    os.environ["DO_NOT_TRACK"] = "1"
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
+    definition = DataDefinition(
+        classification=[BinaryClassification(target="target", prediction_probas="score", pos_label=1)],
+        numerical_columns=["score"],
+    )
+    frame = joined[["target", "score"]].astype({"target": "int64"})
+    snapshot = Report([ClassificationPreset(probas_threshold=config.model.decision_threshold)]).run(
+        current_data=Dataset.from_pandas(frame, data_definition=definition), reference_data=None
+    )
+    return save_snapshot(snapshot, folder, "performance")
+
+
+def evaluate_labelled_nights(config: PipelineConfig) -> list[dict[str, Any]]:
+    """Compute realised performance for every scored night whose labels arrived (or grew) since it was last evaluated."""
+    done = []
+    for day in list_partitions(config.data_root, LABELS):
+        ds = day.isoformat()
+        predictions_files = parquet_files(partition_dir(config.data_root, PREDICTIONS, ds))
+        if not predictions_files:
+            continue
+        predictions = pd.read_parquet(predictions_files[0], columns=["id", "score", "model_name", "model_version"])
+        name, version = predictions["model_name"].iloc[0], predictions["model_version"].iloc[0]
+        entry = history.night(config, ds, name, version)
+        if entry is None:
+            continue
+        labels = pd.concat(
+            [pd.read_parquet(f, columns=[config.id_column, config.target]) for f in partition_files(config.data_root, LABELS, ds)]
+        ).rename(columns={config.id_column: "id", config.target: "target"})
+        coverage = len(labels) / max(len(predictions), 1)
+        if entry["realised_metrics"] is not None and abs((entry["label_coverage"] or 0) - coverage) < 1e-12:
+            continue
+        joined = predictions.merge(labels, on="id", how="inner")
+        if joined["target"].nunique() < 2:
+            log.warning("labels of %s hold a single class: realised metrics wait for more labels", ds)
+            continue
+        metrics = realised_performance(joined["target"].to_numpy(), joined["score"].to_numpy(), config.model.decision_threshold)
+        metrics["labelled_rows"] = int(len(joined))
+        paths = _performance_report(config, joined, partition_dir(config.data_root, REPORTS, ds))
+        history.update_night(
+            config, ds, name, version, realised_metrics=metrics, realised_roc_auc=metrics["roc_auc"],
+            realised_accuracy=metrics["accuracy"], label_coverage=coverage, reports={**(entry["reports"] or {}), **paths},
+        )
+        log.info("realised performance of %s (v%s, %.0f%% labelled): roc_auc %.3f", ds, version, 100 * coverage, metrics["roc_auc"])
+        done.append({"ds": ds, "model_version": version, "label_coverage": coverage, "roc_auc": metrics["roc_auc"]})
+    return done
+
+
+def _champion_facts(config: PipelineConfig, version: str) -> tuple[dict[str, float], date | None]:
+    from mlflow import MlflowClient
+
+    mv = registry.client(config).get_model_version(config.model.registered_name, version)
+    run = MlflowClient(config.tracking_uri).get_run(mv.run_id)
+    metrics = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
+    holdout_days = (mv.tags.get("training.holdout_days") or "").split(",")
+    return metrics, date.fromisoformat(holdout_days[-1]) if holdout_days[-1] else None
+
+
+def decide_night(config: PipelineConfig, ds: str, model_version: str, force: bool) -> dict[str, Any]:
+    """Decide whether to retrain after `ds`, record the decision and its reasons in the history, and return it."""
+    metrics, trained_until = _champion_facts(config, model_version)
+    result: Decision = decide(config, history.read_history(config), ds, model_version, metrics, trained_until, force)
+    history.update_night(
+        config, ds, config.model.registered_name, model_version,
+        decision="retrain" if result.retrain else "keep", decision_reasons=result.reasons,
+    )
+    for reason in result.reasons:
+        log.warning("retrain rule fired for %s: %s", ds, reason)
+    if not result.retrain:
+        log.info("no retrain rule fired for %s: the champion v%s holds", ds, model_version)
+    return result.as_dict() | {"ds": ds, "model_version": model_version}
+
+
+def history_table(config: PipelineConfig) -> list[dict[str, Any]]:
+    """Return the history as printable rows (for the demo and the CLI)."""
+    frame = history.read_history(config)
+    rows = []
+    for r in frame.itertuples():
+        rows.append({
+            "ds": r.ds, "model": r.model_version, "valid": "yes" if r.validation_success else "NO",
+            "drift share": "-" if pd.isna(r.drift_share) else f"{r.drift_share:.2f}",
+            "drifted": ",".join(r.drifted_columns or [])[:40] or "-",
+            "est auc": "-" if pd.isna(r.estimated_roc_auc) else f"{r.estimated_roc_auc:.3f}",
+            "real auc": "-" if pd.isna(r.realised_roc_auc) else f"{r.realised_roc_auc:.3f}",
+            "labels": "-" if pd.isna(r.label_coverage) else f"{100 * r.label_coverage:.0f}%",
+            "decision": r.decision or "-",
+        })
+    return rows
+

@@ -1,0 +1,102 @@
+"""The retrain policy: unit rules on a history, and the whole loop on generated data with drift from a known day."""
+
+import shutil
+from datetime import date, timedelta
+
+import pandas as pd
+import pytest
+
+from pipelines import history, monitoring, sample_data, scoring
+from pipelines.decision import decide
+
+
+def _history(shares, version="1", realised=None, estimated=None, start=date(2026, 10, 1)):
+    rows = []
+    for i, share in enumerate(shares):
+        rows.append({
+            "ds": (start + timedelta(days=i)).isoformat(), "model_version": version, "validation_success": True,
+            "drift_share": share, "estimated_roc_auc": (estimated or {}).get(i, 0.8),
+            "realised_metrics": {"roc_auc": realised[i]} if realised and i in realised else None,
+        })
+    return pd.DataFrame(rows)
+
+
+def _decide(config, frame, ds, force=False, trained_until=date(2026, 9, 30)):
+    return decide(config, frame, ds, "1", {"roc_auc": 0.80}, trained_until, force)
+
+
+def test_drift_must_persist_for_k_nights(config):
+    frame = _history([0.0, 0.5, 0.5, 0.5, 0.0])
+    assert not _decide(config, frame, "2026-10-03").retrain
+    fired = _decide(config, frame, "2026-10-04")
+    assert fired.retrain and "drift share above 0.25 for 3 nights in a row" in fired.reasons[0]
+    assert not _decide(config, frame, "2026-10-05").retrain
+
+
+def test_realised_floor_and_drop(config):
+    frame = _history([0.0] * 5, realised={1: 0.77, 2: 0.70})
+    assert not _decide(config, frame, "2026-10-02").retrain  # 0.03 below 0.80: within 0.05
+    reasons = _decide(config, frame, "2026-10-04").reasons
+    assert any("0.100 below the champion's held-out 0.800" in r for r in reasons)
+    low = _history([0.0] * 3, realised={2: 0.60})
+    assert any("below the floor 0.65" in r for r in _decide(config, low, "2026-10-03").reasons)
+
+
+def test_estimated_drop_age_and_force(config):
+    frame = _history([0.0] * 3, estimated={2: 0.70})
+    assert any("estimated roc_auc 0.700" in r for r in _decide(config, frame, "2026-10-03").reasons)
+    old = _decide(config, _history([0.0]), "2026-10-01", trained_until=date(2026, 6, 1))
+    assert old.retrain and "122 days" in old.reasons[0]
+    assert _decide(config, _history([0.0]), "2026-10-01", force=True).reasons == ["force_retrain was set on the run"]
+
+
+def test_rules_set_to_null_are_off(tmp_path):
+    from pipelines.config import load_config
+    from tests.conftest import write_config
+
+    config = load_config(write_config(tmp_path, retraining={"drift_share_threshold": None, "max_model_age_days": None}))
+    frame = _history([0.9] * 5)
+    assert not _decide(config, frame, "2026-10-05", trained_until=date(2020, 1, 1)).retrain
+
+
+DRIFT_START = date(2026, 10, 8)
+
+
+@pytest.fixture(scope="module")
+def season(champion_lake, tmp_path_factory):
+    """22 stable nights, then covariate drift from DRIFT_START: every night scored, monitored and decided."""
+    data = tmp_path_factory.mktemp("season") / "data"
+    shutil.copytree(champion_lake.data_root, data)
+    config = champion_lake.model_copy(update={"data_root": data})
+    drift = sample_data.DriftSpec(start=DRIFT_START, covariate=True)
+    nights = [date(2026, 9, 16) + timedelta(days=i) for i in range(22 + 4)]
+    decisions = {}
+    for night in nights:
+        sample_data.write_day(config.data_root, night, 2000, 7, drift, with_labels=False)
+        ds = night.isoformat()
+        scored = scoring.score_partition(config, ds, f"run-{ds}").as_dict()
+        monitoring.monitor_night(config, ds, scored, f"run-{ds}")
+        decisions[ds] = monitoring.decide_night(config, ds, scored["model_version"], force=False)
+    return config, history.read_history(config).set_index("ds"), decisions
+
+
+def test_stable_nights_raise_no_false_alarms(season):
+    config, frame, decisions = season
+    stable = frame[frame.index < DRIFT_START.isoformat()]
+    assert len(stable) >= 20
+    column_checks = len(stable) * len(config.features.all)
+    false_alarms = int(stable["drifted_columns"].map(len).sum())
+    assert false_alarms / column_checks <= 0.01, f"{false_alarms} false column alarms in {column_checks} checks"
+    assert not any(decisions[ds]["retrain"] for ds in stable.index)
+
+
+def test_drift_is_detected_and_the_decision_fires_on_the_policy_night(season):
+    config, frame, decisions = season
+    drifted = frame[frame.index >= DRIFT_START.isoformat()]
+    assert (drifted["drift_share"] > config.retraining.drift_share_threshold).all()
+    k = config.retraining.drift_consecutive_nights
+    expected = (DRIFT_START + timedelta(days=k - 1)).isoformat()
+    fired = [ds for ds in sorted(decisions) if decisions[ds]["retrain"]]
+    assert fired[0] == expected
+    assert "drift share above" in decisions[expected]["reasons"][0]
+    assert frame.loc[expected, "decision"] == "retrain"

@@ -1,0 +1,98 @@
+"""Monitoring of scored nights on a real lake, MLflow store, Evidently reports and history database."""
+
+import json
+import shutil
+from datetime import date
+
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from pipelines import history, monitoring, sample_data, scoring
+from pipelines.lake import partition_dir
+
+
+@pytest.fixture(scope="module")
+def night(champion_lake, tmp_path_factory):
+    """A private copy of the champion lake with night 2026-09-11 scored and monitored."""
+    data = tmp_path_factory.mktemp("monitoring") / "data"
+    shutil.copytree(champion_lake.data_root, data)
+    config = champion_lake.model_copy(update={"data_root": data})
+    scored = scoring.score_partition(config, "2026-09-11", "run-1").as_dict()
+    summary = monitoring.monitor_night(config, "2026-09-11", scored, "run-1")
+    return config, scored, summary
+
+
+def test_reports_are_written_as_html_and_json(night):
+    config, _, summary = night
+    folder = partition_dir(config.data_root, "reports", "2026-09-11")
+    for stem in ("drift", "data_summary"):
+        html = folder / f"{stem}.html"
+        assert html.stat().st_size < 10_000_000
+        assert "<html" in html.read_text()[:2000].lower()
+        json.loads((folder / f"{stem}.json").read_text())
+    assert json.loads((folder / "summary.json").read_text())["ds"] == "2026-09-11"
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_stable_night_does_not_drift_and_estimates_track_training(night):
+    config, scored, summary = night
+    assert summary["drift_share"] == 0.0 and summary["drifted_columns"] == []
+    assert not summary["score_drifted"]
+    assert 0.6 < summary["estimated_roc_auc"] < 0.95
+    entry = history.night(config, "2026-09-11", scored["model_name"], scored["model_version"])
+    assert entry["validation_success"] and entry["rows"] == 2000
+    assert set(entry["drift_stats"]) == {*config.features.all, "score"}
+    assert entry["drift_stats"]["annual_income"]["method"] == "wasserstein"
+    assert entry["scoring_rows_per_s"] > 0 and "monitor_night" in entry["task_seconds"]
+
+
+def test_drifted_night_is_flagged(night, tmp_path):
+    config, _, _ = night
+    drifted = sample_data.DriftSpec(start=date(2026, 9, 12), covariate=True)
+    sample_data.write_day(config.data_root, date(2026, 9, 12), 2000, 7, drifted, with_labels=False)
+    scored = scoring.score_partition(config, "2026-09-12", "run-2").as_dict()
+    summary = monitoring.monitor_night(config, "2026-09-12", scored, "run-2")
+    assert {"credit_utilization", "annual_income"} <= set(summary["drifted_columns"])
+    assert summary["drift_share"] >= 0.2
+
+
+def test_rerunning_a_night_leaves_one_entry(night):
+    config, scored, _ = night
+    monitoring.monitor_night(config, "2026-09-11", scored, "run-1b")
+    frame = history.read_history(config)
+    assert (frame["ds"] == "2026-09-11").sum() == 1
+    assert frame.loc[frame["ds"] == "2026-09-11", "airflow_run_id"].item() == "run-1b"
+
+
+def test_late_labels_fill_the_right_night_and_match_scikit_learn(night):
+    config, scored, _ = night
+    # labels for 2026-09-11 arrive now, first half of them, then all of them
+    full = sample_data.generate_chunk(date(2026, 9, 11), 0, 2000, 7, sample_data.DriftSpec())
+    labels = partition_dir(config.data_root, "labels", "2026-09-11")
+    labels.mkdir(parents=True, exist_ok=True)
+    full[["application_id", "defaulted"]].iloc[:1000].to_parquet(labels / "part-0000.parquet", index=False)
+    done = monitoring.evaluate_labelled_nights(config)
+    assert [d["ds"] for d in done] == ["2026-09-11"]
+    entry = history.night(config, "2026-09-11", scored["model_name"], scored["model_version"])
+    assert entry["label_coverage"] == pytest.approx(0.5)
+    full[["application_id", "defaulted"]].to_parquet(labels / "part-0000.parquet", index=False)
+    assert [d["ds"] for d in monitoring.evaluate_labelled_nights(config)] == ["2026-09-11"]
+    assert monitoring.evaluate_labelled_nights(config) == []  # nothing new
+    entry = history.night(config, "2026-09-11", scored["model_name"], scored["model_version"])
+    predictions = pd.read_parquet(partition_dir(config.data_root, "predictions", "2026-09-11"))
+    joined = predictions.merge(full, left_on="id", right_on="application_id")
+    assert entry["label_coverage"] == 1.0
+    assert entry["realised_roc_auc"] == pytest.approx(roc_auc_score(joined["defaulted"], joined["score"]))
+    assert abs(entry["realised_roc_auc"] - entry["estimated_roc_auc"]) < 0.05
+    assert (partition_dir(config.data_root, "reports", "2026-09-11") / "performance.html").is_file()
+
+
+def test_decision_is_recorded(night):
+    config, scored, _ = night
+    decision = monitoring.decide_night(config, "2026-09-11", scored["model_version"], force=False)
+    assert decision["retrain"] is False and decision["reasons"] == []
+    forced = monitoring.decide_night(config, "2026-09-11", scored["model_version"], force=True)
+    assert forced["retrain"] is True and forced["reasons"] == ["force_retrain was set on the run"]
+    entry = history.night(config, "2026-09-11", scored["model_name"], scored["model_version"])
+    assert entry["decision"] == "retrain"
