@@ -1,28 +1,35 @@
 """
 ### batch_scoring
 
-Scores one night's partition `incoming/ds=YYYY-MM-DD` with the MLflow `champion` model.
+Scores one night's partition `incoming/ds=YYYY-MM-DD` with the MLflow `champion`, monitors it, and
+decides whether the model still holds.
 
 1. **wait_for_partition**: waits (reschedule mode) until the partition has Parquet files, up to
-   `partition_wait.timeout_minutes` from the pipeline config, then fails saying which folder is missing.
+   `partition_wait.timeout_minutes`, then fails saying which folder is missing.
 2. **validate_partition**: Great Expectations gate. A failing partition is written to
-   `quarantine/ds=.../validation.json` with the reason and is not scored; the task fails without retry.
+   `quarantine/ds=.../validation.json` and the monitoring history, and is not scored.
 3. **score_partition**: streams the partition through the champion and atomically replaces
    `predictions/ds=...` (a rerun never duplicates rows).
+4. **monitor_night**: Evidently drift and data-summary reports (`reports/ds=.../`), CBPE estimate
+   of ROC AUC and accuracy, one entry in the monitoring history.
+5. **evaluate_labels**: realised performance of every earlier night whose labels arrived.
+6. **decide_retraining** -> **request_retraining** (emits the retraining Asset event that starts
+   `retrain_model`) or **keep_champion** -> **finish**.
 
 The run's data interval picks `ds` (the nightly run at 02:00 scores the day before). A manual
-trigger may name `ds` (a date, `YYYY-MM-DD`).
+trigger may name `ds` (a date, `YYYY-MM-DD`) and set `force_retrain`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
 
 from pipelines.config import load_config
 
 CONFIG = load_config()
+RETRAIN_REQUEST = Asset(CONFIG.retrain_asset_name)
 
 
 @dag(
@@ -32,7 +39,7 @@ CONFIG = load_config()
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    tags=["nightly-ml", "scoring"],
+    tags=["nightly-ml", "scoring", "monitoring"],
     default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=5)},
     params={
         "ds": Param(
@@ -84,8 +91,51 @@ def batch_scoring():
         with fail_without_retry_on_user_errors():
             return score(load_config(), night, get_current_context()["run_id"]).as_dict()
 
+    @task
+    def monitor_night(night: str, scored: dict) -> dict:
+        from pipelines.monitoring import monitor_night as monitor
+
+        return monitor(load_config(), night, scored, get_current_context()["run_id"])
+
+    @task(trigger_rule="all_done")
+    def evaluate_labels() -> list:
+        from pipelines.monitoring import evaluate_labelled_nights
+
+        return evaluate_labelled_nights(load_config())
+
+    @task
+    def decide_retraining(night: str, monitored: dict, params: dict) -> dict:
+        from pipelines.monitoring import decide_night
+
+        return decide_night(load_config(), night, monitored["model_version"], bool(params["force_retrain"]))
+
+    @task.branch
+    def choose_path(decision: dict) -> str:
+        return "request_retraining" if decision["retrain"] else "keep_champion"
+
+    @task(outlets=[RETRAIN_REQUEST])
+    def request_retraining(decision: dict, outlet_events=None) -> None:
+        outlet_events[RETRAIN_REQUEST].extra = {"ds": decision["ds"], "reasons": decision["reasons"]}
+
+    @task
+    def keep_champion(decision: dict) -> None:
+        print(f"champion v{decision['model_version']} holds after {decision['ds']}")
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def finish(decision: dict) -> dict:
+        return decision
+
     night = partition_date()
-    wait_for_partition(night) >> validate_partition(night) >> score_partition(night)
+    validated = validate_partition(night)
+    scored = score_partition(night)
+    wait_for_partition(night) >> validated >> scored
+    monitored = monitor_night(night, scored)
+    labelled = evaluate_labels()
+    monitored >> labelled
+    decision = decide_retraining(night, monitored)
+    labelled >> decision
+    paths = [request_retraining(decision), keep_champion(decision)]
+    choose_path(decision) >> paths >> finish(decision)
 
 
 batch_scoring()

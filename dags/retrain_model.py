@@ -2,6 +2,7 @@
 ### retrain_model
 
 Trains a model on the labelled partitions of the training window and registers it in MLflow.
+Runs when `batch_scoring` emits a retraining request (Asset event), or by hand.
 
 With no `champion` yet it **bootstraps** the first model: the new version gets the `champion`
 alias and nightly scoring can start. Otherwise the new version gets the `challenger` alias.
@@ -13,12 +14,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from pipelines.config import load_config
+
+CONFIG = load_config()
 
 
 @dag(
     dag_id="retrain_model",
-    schedule=None,
+    schedule=[Asset(CONFIG.retrain_asset_name)],
     start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
@@ -41,7 +46,6 @@ def retrain_model():
     @task
     def select_training_window(params: dict) -> list[str]:
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.config import load_config
         from pipelines.retraining import select_training_window as select
 
         with fail_without_retry_on_user_errors():
@@ -50,16 +54,17 @@ def retrain_model():
     @task
     def train_candidate(days: list[str], params: dict) -> dict:
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.config import load_config
+        from pipelines.retraining import reason_from_trigger
         from pipelines.retraining import train_candidate as train
 
-        lineage = {"airflow_run_id": get_current_context()["run_id"], "reason": params["reason"]}
+        context = get_current_context()
+        extras = [e.extra for events in (context.get("triggering_asset_events") or {}).values() for e in events]
+        lineage = {"airflow_run_id": context["run_id"], "reason": reason_from_trigger(params["reason"], extras)}
         with fail_without_retry_on_user_errors():
             return train(load_config(), days, lineage)
 
     @task
     def bootstrap_or_challenge(candidate: dict) -> str:
-        from pipelines.config import load_config
         from pipelines.retraining import bootstrap_or_challenge as assign
 
         return assign(load_config(), candidate)

@@ -158,6 +158,11 @@ class PipelineConfig(_Section):
         return self
 
     @property
+    def retrain_asset_name(self) -> str:
+        """The Airflow Asset whose events ask `retrain_model` to retrain this model."""
+        return f"retrain_request__{self.model.registered_name}"
+
+    @property
     def history_url(self) -> str:
         return self.monitoring.history_url or f"sqlite:///{self.data_root / 'monitoring' / 'history.db'}"
 

@@ -40,3 +40,9 @@ def bootstrap_or_challenge(config: PipelineConfig, candidate: dict[str, Any]) ->
     alias = registry.CHALLENGER if registry.alias_version(config, registry.CHAMPION) else registry.CHAMPION
     registry.set_alias(config, alias, ref)
     return alias
+
+
+def reason_from_trigger(param_reason: str, asset_event_extras: list[dict[str, Any]]) -> str:
+    """Return why this training runs: the reasons carried by retraining Asset events, else the `reason` Param."""
+    reasons = [f"{e.get('ds')}: {r}" for e in asset_event_extras for r in e.get("reasons", [])]
+    return "; ".join(reasons)[:480] if reasons else param_reason

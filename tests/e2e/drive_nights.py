@@ -26,4 +26,15 @@ while night <= last:
 first_predictions = partition_dir(config.data_root, PREDICTIONS, first)
 shutil.copytree(first_predictions, out_dir / "first_run_predictions")
 outcomes["rerun"] = asdict(run_dag("batch_scoring", None, {"ds": first.isoformat()}))
+outcomes["forced"] = asdict(run_dag("batch_scoring", None, {"ds": last.isoformat(), "force_retrain": True}))
+
+from airflow.models.asset import AssetEvent  # noqa: E402
+from airflow.utils.session import create_session  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+
+with create_session() as session:
+    outcomes["asset_events"] = [
+        {"asset": e.asset.name, "extra": e.extra, "source_run_id": e.source_run_id}
+        for e in session.scalars(select(AssetEvent)).all()
+    ]
 (out_dir / "outcomes.json").write_text(json.dumps(outcomes, default=str, indent=2))

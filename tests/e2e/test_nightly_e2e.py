@@ -70,7 +70,7 @@ def test_every_valid_row_has_exactly_one_prediction_with_lineage(world):
         assert sorted(predictions["id"]) == sorted(incoming["application_id"])
         assert set(predictions["model_version"]) == {ref.version}
         assert set(predictions["mlflow_run_id"]) == {ref.run_id}
-        if night != FIRST:  # the first night was rerun by hand afterwards
+        if night not in (FIRST, LAST):  # these two were rerun by hand afterwards
             assert set(predictions["airflow_run_id"]) == {outcome["run_id"]}
         assert outcome["returns"]["score_partition"]["rows"] == len(incoming)
 
@@ -105,6 +105,46 @@ def test_rerunning_a_night_replaces_it_without_duplicates(world):
     pd.testing.assert_frame_equal(first[["id", "score", "prediction"]], second[["id", "score", "prediction"]])
     assert set(second["airflow_run_id"]) == {rerun["run_id"]}
     assert [p.name for p in partition_dir(config.data_root, "predictions", FIRST).iterdir()] == ["predictions.parquet"]
+
+
+def test_every_night_is_in_the_monitoring_history_with_reports(world):
+    from pipelines import history
+
+    frame = history.read_history(world["config"]).set_index("ds")
+    for night in GOOD_NIGHTS:
+        row = frame.loc[night.isoformat()]
+        assert row["validation_success"] and row["rows"] == 2000
+        assert row["drift_share"] == 0.0
+        assert row["decision"] == "keep" or night == LAST
+        for key in ("drift_html", "data_summary_html"):
+            assert Path(row["reports"][key]).is_file()
+    for night in (TRUNCATED, NO_COLUMN):
+        row = frame.loc[night.isoformat()]
+        assert not row["validation_success"] and row["validation_failures"]
+    # labels arrive 3 days late: the first nights were evaluated by later runs
+    assert frame.loc[FIRST.isoformat(), "label_coverage"] == 1.0
+    assert abs(frame.loc[FIRST.isoformat(), "realised_roc_auc"] - frame.loc[FIRST.isoformat(), "estimated_roc_auc"]) < 0.06
+
+
+def test_both_branch_paths_reach_the_finish(world):
+    keep = world["outcomes"][GOOD_NIGHTS[1].isoformat()]["task_states"]
+    assert keep["keep_champion"] == "success" and keep["request_retraining"] == "skipped"
+    assert keep["finish"] == "success"
+    forced = world["outcomes"]["forced"]
+    assert forced["state"] == "success"
+    states = forced["task_states"]
+    assert states["request_retraining"] == "success" and states["keep_champion"] == "skipped"
+    assert states["finish"] == "success"
+    assert forced["returns"]["finish"]["reasons"] == ["force_retrain was set on the run"]
+
+
+def test_a_positive_decision_emits_the_retraining_asset_event(world):
+    events = world["outcomes"]["asset_events"]
+    assert len(events) == 1
+    assert events[0]["asset"] == world["config"].retrain_asset_name
+    assert events[0]["extra"]["ds"] == LAST.isoformat()
+    assert events[0]["extra"]["reasons"] == ["force_retrain was set on the run"]
+    assert events[0]["source_run_id"] == world["outcomes"]["forced"]["run_id"]
 
 
 def test_progress_is_in_the_task_log(world):
