@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 
 DEMO_START = date(2026, 9, 1)
 DEMO_TRAIN_END = date(2026, 9, 28)
-DEMO_NIGHTS = 8
+DEMO_NIGHTS = 14
 DEMO_ROWS = 5000
 DEMO_BAD_NIGHT = (date(2026, 10, 3), "missing_column")
+DEMO_DRIFT_START = date(2026, 10, 6)
 
 
 def _generate(config: PipelineConfig, args: argparse.Namespace) -> None:
@@ -72,6 +73,7 @@ def _night_row(ds: date, outcome: DagRunOutcome, config: PipelineConfig) -> dict
         status = "QUARANTINED: " + "; ".join(json.loads(quarantine.read_text())["failures"])[:90]
     else:
         status = outcome.task_states.get("validate_partition", "not run")
+    decided = outcome.returns.get("decide_retraining") or {}
     return {
         "ds": ds.isoformat(),
         "run": outcome.state,
@@ -80,6 +82,7 @@ def _night_row(ds: date, outcome: DagRunOutcome, config: PipelineConfig) -> dict
         "model": scored.get("model_version", "-"),
         "mean score": f"{scored['mean_score']:.4f}" if scored else "-",
         "seconds": f"{outcome.seconds:.1f}",
+        "decision": ("retrain" if decided["retrain"] else "keep") if decided else "-",
     }
 
 
@@ -96,7 +99,8 @@ def print_table(rows: list[dict[str, object]]) -> None:
 def _demo(config: PipelineConfig, args: argparse.Namespace) -> None:
     from pipelines.airflow_adapter import run_dag
     from pipelines.registry import init_store
-    from pipelines.sample_data import break_partition, generate
+    from pipelines.monitoring import history_table
+    from pipelines.sample_data import DriftSpec, break_partition, generate, write_day
 
     started = time.monotonic()
     if args.fresh:
@@ -104,8 +108,17 @@ def _demo(config: PipelineConfig, args: argparse.Namespace) -> None:
             shutil.rmtree(folder, ignore_errors=True)
     nights = [DEMO_TRAIN_END + timedelta(days=i + 1) for i in range(DEMO_NIGHTS)]
     total_days = (nights[-1] - DEMO_START).days + 1
-    print(f"1/4 generating {total_days} daily partitions of {DEMO_ROWS:,} rows under {config.data_root}")
-    generate(config.data_root, DEMO_START, total_days, DEMO_ROWS, config.label_delay_days, seed=args.seed)
+    print(
+        f"1/4 generating {total_days} daily partitions of {DEMO_ROWS:,} rows under {config.data_root}, "
+        f"with covariate and concept drift from {DEMO_DRIFT_START}"
+    )
+    drift = DriftSpec(start=DEMO_DRIFT_START, covariate=True, concept=True)
+    # labels exist up to the training window; later ones land night by night, label_delay_days late
+    first_night = DEMO_TRAIN_END + timedelta(days=1)
+    generate(
+        config.data_root, DEMO_START, total_days, DEMO_ROWS, config.label_delay_days,
+        as_of=first_night - timedelta(days=1), seed=args.seed, drift=drift,
+    )
     break_partition(config.data_root, *DEMO_BAD_NIGHT)
     print(f"    damaged ds={DEMO_BAD_NIGHT[0]} on purpose ({DEMO_BAD_NIGHT[1]}) to show the quarantine")
     print(f"2/4 initialising the MLflow store {init_store(config)}")
@@ -119,14 +132,23 @@ def _demo(config: PipelineConfig, args: argparse.Namespace) -> None:
     print(f"4/4 batch_scoring for {len(nights)} nights, through Airflow")
     rows = []
     for ds in nights:
+        landed = ds - timedelta(days=config.label_delay_days)
+        write_day(config.data_root, landed, DEMO_ROWS, args.seed, drift, with_labels=True, with_features=False)
         logical = datetime.combine(ds + timedelta(days=1), dtime(2, 0), tzinfo=UTC)
         rows.append(_night_row(ds, run_dag("batch_scoring", logical), config))
     print()
     print_table(rows)
+    print("\nMonitoring history (drift against the champion's reference; AUC estimated by CBPE, realised once labels land):\n")
+    print_table(history_table(config))
+    fired = [r for r in rows if r["decision"] == "retrain"]
+    if fired:
+        print(f"\nRetraining was requested after {fired[0]['ds']} (the retrain_model DAG runs on that Asset event).")
     print(
         f"\nDemo finished in {time.monotonic() - started:.0f} s. Outputs:\n"
         f"  predictions  {config.data_root / 'predictions'}\n"
         f"  quarantine   {config.data_root / 'quarantine'}\n"
+        f"  reports      {config.data_root / 'reports'}  (Evidently HTML: open drift.html in a browser)\n"
+        f"  history      {config.history_url}\n"
         f"  MLflow       {config.tracking_uri}  (UI: make mlflow-ui, then http://127.0.0.1:5000)\n"
         f"  Airflow UI   make airflow-ui, then http://127.0.0.1:8080"
     )

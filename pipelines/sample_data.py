@@ -115,35 +115,46 @@ def generate_chunk(day: date, chunk: int, rows: int, seed: int, drift: DriftSpec
 
 
 def write_day(
-    data_root: Path, day: date, rows: int, seed: int, drift: DriftSpec, with_labels: bool, label_fraction: float = 1.0
+    data_root: Path,
+    day: date,
+    rows: int,
+    seed: int,
+    drift: DriftSpec,
+    with_labels: bool,
+    label_fraction: float = 1.0,
+    with_features: bool = True,
 ) -> None:
-    """Write `incoming/ds=day` (and `labels/ds=day` when labelled) in bounded memory, atomically."""
-    incoming = partition_dir(data_root, INCOMING, day) / "part-0000.parquet"
-    labels = partition_dir(data_root, LABELS, day) / "part-0000.parquet"
-    temp_in, temp_lab = temp_path_beside(incoming), temp_path_beside(labels) if with_labels else None
-    in_writer = lab_writer = None
+    """Write `incoming/ds=day` and/or `labels/ds=day` in bounded memory, atomically (same content on every call)."""
+    targets = {}
+    if with_features:
+        targets["features"] = partition_dir(data_root, INCOMING, day) / "part-0000.parquet"
+    if with_labels:
+        targets["labels"] = partition_dir(data_root, LABELS, day) / "part-0000.parquet"
+    temps = {kind: temp_path_beside(target) for kind, target in targets.items()}
+    writers: dict[str, pq.ParquetWriter] = {}
     label_rng = np.random.default_rng([seed, day.toordinal(), 999_999])
     try:
         for chunk, offset in enumerate(range(0, rows, CHUNK_ROWS)):
             frame = generate_chunk(day, chunk, min(CHUNK_ROWS, rows - offset), seed, drift)
-            features = pa.Table.from_pandas(frame.drop(columns="defaulted"), preserve_index=False)
-            in_writer = in_writer or pq.ParquetWriter(temp_in, features.schema)
-            in_writer.write_table(features, row_group_size=131_072)
-            if temp_lab is not None:
-                kept = frame.loc[label_rng.random(len(frame)) < label_fraction, ["application_id", "defaulted"]]
-                table = pa.Table.from_pandas(kept, preserve_index=False)
-                lab_writer = lab_writer or pq.ParquetWriter(temp_lab, table.schema)
-                lab_writer.write_table(table)
-        for writer in (in_writer, lab_writer):
-            if writer is not None:
-                writer.close()
-        publish(temp_in, incoming)
-        if temp_lab is not None:
-            publish(temp_lab, labels)
+            keep = label_rng.random(len(frame)) < label_fraction
+            tables = {
+                "features": lambda: frame.drop(columns="defaulted"),
+                "labels": lambda: frame.loc[keep, ["application_id", "defaulted"]],
+            }
+            for kind in temps:
+                table = pa.Table.from_pandas(tables[kind](), preserve_index=False)
+                if kind not in writers:
+                    writers[kind] = pq.ParquetWriter(temps[kind], table.schema)
+                writers[kind].write_table(table, row_group_size=131_072)
+        for kind in list(writers):
+            writers.pop(kind).close()
+        for kind, target in targets.items():
+            publish(temps[kind], target)
     finally:
-        temp_in.unlink(missing_ok=True)
-        if temp_lab is not None:
-            temp_lab.unlink(missing_ok=True)
+        for writer in writers.values():
+            writer.close()
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
 
 
 def generate(
