@@ -1,0 +1,102 @@
+"""The "Model monitoring" page: one row per night, report links and trend charts (plain HTML + a PNG chart)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines import history
+from pipelines.config import PipelineConfig
+from pipelines.lake import REPORTS
+
+REPORT_FILES = ("drift.html", "data_summary.html", "performance.html", "drift.json", "data_summary.json",
+                "performance.json", "summary.json")
+_DS = re.compile(r"^ds=\d{4}-\d{2}-\d{2}$")
+
+
+def resolve_report(config: PipelineConfig, partition: str, name: str) -> Path | None:
+    """Return the report file for `ds=YYYY-MM-DD/name`, or None: only known report names, never outside reports/."""
+    if not _DS.match(partition) or name not in REPORT_FILES:
+        return None
+    root = (config.data_root / REPORTS).resolve()
+    path = (root / partition / name).resolve()
+    if root not in path.parents or not path.is_file():
+        return None
+    return path
+
+
+def trend_chart_png(frame: pd.DataFrame) -> bytes:
+    """Return a PNG of drift share and estimated/realised ROC AUC per night, model version changes marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True)
+    nights = pd.to_datetime(frame["ds"])
+    top.plot(nights, frame["drift_share"], marker="o", color="tab:red", label="drift share")
+    top.set_ylabel("drift share")
+    top.set_ylim(0, 1)
+    bottom.plot(nights, frame["estimated_roc_auc"], marker="o", label="estimated ROC AUC (CBPE)")
+    bottom.plot(nights, frame["realised_roc_auc"], marker="s", label="realised ROC AUC")
+    bottom.set_ylabel("ROC AUC")
+    versions = frame["model_version"].tolist()
+    for i in range(1, len(versions)):
+        if versions[i] != versions[i - 1]:
+            for axis in (top, bottom):
+                axis.axvline(nights.iloc[i], color="gray", linestyle="--")
+            top.annotate(f"v{versions[i]}", (nights.iloc[i], 0.92), color="gray")
+    for axis in (top, bottom):
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower left", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _fmt(value: object, pattern: str = "{:.3f}") -> str:
+    return "-" if value is None or (isinstance(value, float) and pd.isna(value)) else pattern.format(value)
+
+
+def _links(ds: str, reports: dict | None, base: str) -> str:
+    names = [n for n in ("drift.html", "data_summary.html", "performance.html") if reports and any(
+        str(p).endswith(f"ds={ds}/{n}") for p in reports.values())]
+    return " ".join(f'<a href="{base}/reports/ds={ds}/{n}">{n.removesuffix(".html").replace("_", " ")}</a>' for n in names)
+
+
+def render_page(config: PipelineConfig, base: str) -> str:
+    """Return the monitoring page: the trend chart and one table row per night and model version."""
+    frame = history.read_history(config)
+    rows = []
+    for r in frame.sort_values("ds", ascending=False).itertuples():
+        failures = "; ".join(r.validation_failures or [])
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(r.ds)}</td><td>v{html.escape(str(r.model_version))}</td>"
+            f"<td class={'ok' if r.validation_success else 'bad'} title=\"{html.escape(failures)}\">"
+            f"{'passed' if r.validation_success else 'quarantined'}</td>"
+            f"<td>{_fmt(r.drift_share, '{:.2f}')}</td><td>{html.escape(', '.join(r.drifted_columns or [])) or '-'}</td>"
+            f"<td>{_fmt(r.estimated_roc_auc)}</td><td>{_fmt(r.realised_roc_auc)}</td>"
+            f"<td>{_fmt(r.label_coverage, '{:.0%}')}</td><td>{html.escape(r.decision or '-')}</td>"
+            f"<td>{html.escape('; '.join(r.decision_reasons or []))}</td><td>{_links(r.ds, r.reports, base)}</td>"
+            "</tr>"
+        )
+    chart = ""
+    if len(frame):
+        png = base64.b64encode(trend_chart_png(frame.sort_values("ds"))).decode()
+        chart = f'<img alt="drift share and ROC AUC per night" src="data:image/png;base64,{png}">'
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Model monitoring</title>
+<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#fdd}}.ok{{background:#dfd}}</style>
+</head><body><h1>Model monitoring: {html.escape(config.model.registered_name)}</h1>{chart}
+<table><thead><tr><th>night</th><th>model</th><th>validation</th><th>drift share</th><th>drifted columns</th>
+<th>estimated AUC</th><th>realised AUC</th><th>labels</th><th>decision</th><th>reasons</th><th>reports</th></tr></thead>
+<tbody>{''.join(rows) or '<tr><td colspan=11>No night has been monitored yet.</td></tr>'}</tbody></table></body></html>"""

@@ -1,0 +1,91 @@
+"""Airflow plugin: the "Model monitoring" page and the Evidently reports, behind the Airflow login."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+
+from airflow.plugins_manager import AirflowPlugin
+from airflow.sdk import BaseOperatorLink
+
+PREFIX = "/monitoring"
+
+
+class LoginRequired(Exception):
+    """Raised by the auth dependency; answered with a redirect to the Airflow login page."""
+
+
+async def require_airflow_login(request: Request) -> object:
+    """Accept the same credentials as the Airflow UI (its JWT cookie or a bearer token) and nothing else."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+    from airflow.api_fastapi.core_api.security import resolve_user_from_token
+
+    header = request.headers.get("authorization", "")
+    token = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+    try:
+        user = await resolve_user_from_token(token)
+    except HTTPException as exc:
+        raise LoginRequired() from exc
+    if not get_auth_manager().is_authorized_view(access_view=AccessView.WEBSITE, user=user):
+        raise HTTPException(status_code=403, detail="this user may not view the Airflow UI")
+    return user
+
+
+def _config():
+    from pipelines.config import load_config
+
+    return load_config()
+
+
+app = FastAPI(title="Model monitoring", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@app.exception_handler(LoginRequired)
+async def _to_login(request: Request, _: LoginRequired):
+    from airflow.api_fastapi.app import get_auth_manager
+
+    if "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
+    return HTMLResponse("Not authenticated: log in to Airflow first", status_code=401)
+
+
+@app.get("/", response_class=HTMLResponse, dependencies=[Depends(require_airflow_login)])
+def monitoring_page(request: Request) -> HTMLResponse:
+    from pipelines.monitoring_page import render_page
+
+    return HTMLResponse(render_page(_config(), base=PREFIX))
+
+
+@app.get("/reports/{partition}/{name}", dependencies=[Depends(require_airflow_login)])
+def report(partition: str, name: str) -> FileResponse:
+    from pipelines.monitoring_page import resolve_report
+
+    path = resolve_report(_config(), partition, name)
+    if path is None:
+        raise HTTPException(status_code=404, detail="no such report")
+    return FileResponse(path)
+
+
+class DriftReportLink(BaseOperatorLink):
+    """Extra link on batch_scoring.monitor_night: opens that night's Evidently drift report."""
+
+    name = "Evidently drift report"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        if ti_key.dag_id != "batch_scoring" or ti_key.task_id != "monitor_night":
+            return ""
+        from airflow.sdk.execution_time.xcom import XCom
+
+        summary = XCom.get_value(ti_key=ti_key, key="return_value") or {}
+        return f"{PREFIX}/reports/ds={summary['ds']}/drift.html" if summary.get("ds") else ""
+
+
+class ModelMonitoringPlugin(AirflowPlugin):
+    name = "model_monitoring"
+    fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "Model monitoring"}]
+    external_views = [
+        {"name": "Model monitoring", "href": f"{PREFIX}/", "destination": "nav", "url_route": "model-monitoring"}
+    ]
+    global_operator_extra_links = [DriftReportLink()]
