@@ -19,7 +19,7 @@ export DO_NOT_TRACK := 1
 export MLFLOW_ENABLE_TELEMETRY := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test night airflow-db airflow-ui mlflow-ui bench clean
+.PHONY: setup demo test night airflow-db airflow-ui mlflow-ui bench browser clean
 
 $(UV):
 	@echo "uv not found: installing it into $(TOOLS)"
@@ -52,6 +52,11 @@ mlflow-ui: setup
 
 bench: setup
 	$(UV) run --frozen python bench/bench_scoring.py
+	$(UV) run --frozen python bench/bench_drift.py
+
+# Debian's chromium for the browser test (needs root); without it that one test is skipped outside CI.
+browser:
+	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 clean:
 	rm -rf $(ROOT)/var
