@@ -150,7 +150,8 @@ def _demo(config: PipelineConfig, args: argparse.Namespace) -> None:
         f"  reports      {config.data_root / 'reports'}  (Evidently HTML: open drift.html in a browser)\n"
         f"  history      {config.history_url}\n"
         f"  MLflow       {config.tracking_uri}  (UI: make mlflow-ui, then http://127.0.0.1:5000)\n"
-        f"  Airflow UI   make airflow-ui, then http://127.0.0.1:8080"
+        f"  Airflow UI   make airflow-ui, then http://127.0.0.1:8080; the monitoring page is\n"
+        f"               'Model monitoring' in its navigation (http://127.0.0.1:8080/monitoring/)"
     )
 
 

@@ -74,12 +74,26 @@ class DriftReportLink(BaseOperatorLink):
     name = "Evidently drift report"
 
     def get_link(self, operator, *, ti_key) -> str:
+        """Called by the api-server (global links are resolved there): reads the night from the task's XCom."""
         if ti_key.dag_id != "batch_scoring" or ti_key.task_id != "monitor_night":
             return ""
-        from airflow.sdk.execution_time.xcom import XCom
+        from sqlalchemy import select
 
-        summary = XCom.get_value(ti_key=ti_key, key="return_value") or {}
-        return f"{PREFIX}/reports/ds={summary['ds']}/drift.html" if summary.get("ds") else ""
+        from airflow.models.xcom import XComModel
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            row = session.execute(
+                select(XComModel.value).where(
+                    XComModel.dag_id == ti_key.dag_id,
+                    XComModel.run_id == ti_key.run_id,
+                    XComModel.task_id == ti_key.task_id,
+                    XComModel.map_index == ti_key.map_index,
+                    XComModel.key == "return_value",
+                )
+            ).first()
+        summary = XComModel.deserialize_value(row) if row else None
+        return f"{PREFIX}/reports/ds={summary['ds']}/drift.html" if isinstance(summary, dict) and summary.get("ds") else ""
 
 
 class ModelMonitoringPlugin(AirflowPlugin):

@@ -182,3 +182,20 @@ def test_no_champion_fails_with_instructions(tmp_path):
     out = _run([sys.executable, "-m", "airflow", "dags", "test", "batch_scoring", "-c", '{"ds": "2026-09-01"}'], env)
     assert out.returncode != 0
     assert "run the retrain_model DAG" in out.stdout + out.stderr
+
+
+def test_monitor_task_links_to_its_drift_report(world):
+    night = GOOD_NIGHTS[1].isoformat()
+    script = f"""
+import sys
+sys.path.insert(0, {str(REPO / "plugins")!r})
+from airflow.models.taskinstancekey import TaskInstanceKey
+from model_monitoring import DriftReportLink
+key = TaskInstanceKey("batch_scoring", "monitor_night", {world["outcomes"][night]["run_id"]!r}, 1, -1)
+other = TaskInstanceKey("batch_scoring", "score_partition", {world["outcomes"][night]["run_id"]!r}, 1, -1)
+print("LINK" + DriftReportLink().get_link(None, ti_key=key) + "|" + DriftReportLink().get_link(None, ti_key=other))
+"""
+    out = _run([sys.executable, "-c", script], world["env"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(x for x in out.stdout.splitlines() if x.startswith("LINK"))
+    assert line == f"LINK/monitoring/reports/ds={night}/drift.html|"
