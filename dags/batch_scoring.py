@@ -92,10 +92,10 @@ def batch_scoring():
             return score(load_config(), night, get_current_context()["run_id"]).as_dict()
 
     @task
-    def monitor_night(night: str, scored: dict) -> dict:
+    def monitor_night(night: str, scored: dict, validated: dict) -> dict:
         from pipelines.monitoring import monitor_night as monitor
 
-        return monitor(load_config(), night, scored, get_current_context()["run_id"])
+        return monitor(load_config(), night, scored, get_current_context()["run_id"], validated)
 
     @task(trigger_rule="all_done")
     def evaluate_labels() -> list:
@@ -129,7 +129,7 @@ def batch_scoring():
     validated = validate_partition(night)
     scored = score_partition(night)
     wait_for_partition(night) >> validated >> scored
-    monitored = monitor_night(night, scored)
+    monitored = monitor_night(night, scored, validated)
     labelled = evaluate_labels()
     monitored >> labelled
     decision = decide_retraining(night, monitored)

@@ -110,31 +110,37 @@ def _parse_drift(snapshot: Any, tests: dict[str, tuple[str, float]], features: l
     return columns, drifted
 
 
-def drift_reports(
-    config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame, folder: Path
-) -> tuple[DriftSummary, dict[str, str]]:
-    """Write the drift report (features and score vs the champion's reference) and the data-summary report.
+def _datasets(config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame) -> tuple[Any, Any]:
+    from evidently import Dataset
 
-    Returns the drift verdicts and the report paths (HTML and JSON of each).
-    """
-    os.environ["DO_NOT_TRACK"] = "1"
-    from evidently import Dataset, Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataSummaryPreset
-
-    tests = column_tests(config)
     columns = [*config.features.all, SCORE]
     definition = _definition(config)
-    cur = Dataset.from_pandas(current[columns], data_definition=definition)
-    ref = Dataset.from_pandas(reference[columns], data_definition=definition)
-    drift = Report(
+    return (
+        Dataset.from_pandas(current[columns], data_definition=definition),
+        Dataset.from_pandas(reference[columns], data_definition=definition),
+    )
+
+
+def drift_report(
+    config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame, folder: Path
+) -> tuple[DriftSummary, dict[str, str]]:
+    """Write the drift report (features and score vs the champion's reference, configured tests per column).
+
+    Returns the verdicts and the report paths (HTML and JSON).
+    """
+    os.environ["DO_NOT_TRACK"] = "1"
+    from evidently import Report
+    from evidently.metrics import ValueDrift
+
+    tests = column_tests(config)
+    cur, ref = _datasets(config, current, reference)
+    snapshot = Report(
         [ValueDrift(column=c, method=EVIDENTLY_METHOD[m], threshold=t) for c, (m, t) in tests.items()],
         include_tests=True,
     ).run(current_data=cur, reference_data=ref)
-    summary = Report([DataSummaryPreset()]).run(current_data=cur, reference_data=ref)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = save_snapshot(drift, folder, "drift") | save_snapshot(summary, folder, "data_summary")
-    stats, drifted = _parse_drift(drift, tests, config.features.all)
+    paths = save_snapshot(snapshot, folder, "drift")
+    stats, drifted = _parse_drift(snapshot, tests, config.features.all)
     result = DriftSummary(
         share=len(drifted) / len(config.features.all),
         drifted_columns=sorted(drifted),
@@ -145,6 +151,18 @@ def drift_reports(
     )
     log.info("drift share %.2f, drifted columns %s, score drifted %s", result.share, result.drifted_columns, result.score_drifted)
     return result, paths
+
+
+def summary_report(config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame, folder: Path) -> dict[str, str]:
+    """Write Evidently's data-summary (quality) report of the night beside the reference; return its paths."""
+    os.environ["DO_NOT_TRACK"] = "1"
+    from evidently import Report
+    from evidently.presets import DataSummaryPreset
+
+    cur, ref = _datasets(config, current, reference)
+    snapshot = Report([DataSummaryPreset()]).run(current_data=cur, reference_data=ref)
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_snapshot(snapshot, folder, "data_summary")
 
 
 def current_sample(config: PipelineConfig, ds: str, incoming: list[Path], predictions: Path) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from pipelines import history, registry
 from pipelines.config import PipelineConfig
 from pipelines.decision import Decision, decide
-from pipelines.drift import current_sample, drift_reports, save_snapshot
+from pipelines.drift import current_sample, drift_report, save_snapshot, summary_report
 from pipelines.lake import (
     INCOMING,
     LABELS,
@@ -52,15 +52,21 @@ def model_artifact(config: PipelineConfig, ref: registry.ModelRef, name: str) ->
     return _model_artifact(config.tracking_uri, ref.run_id, name, str(config.data_root / "monitoring" / "models"))
 
 
-def monitor_night(config: PipelineConfig, ds: str, scored: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
-    """Write the night's drift and data-summary reports, estimate its performance, and record it in the history."""
+def monitor_night(
+    config: PipelineConfig, ds: str, scored: dict[str, Any], airflow_run_id: str, validated: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write the night's drift and data-summary reports, estimate its performance, and record it in the history.
+
+    `validated` and `scored` are the validation and scoring tasks' summaries; their durations go to the history.
+    """
     started = time.monotonic()
     ref = registry.ModelRef(scored["model_name"], scored["model_version"], scored["mlflow_run_id"])
     predictions = partition_dir(config.data_root, PREDICTIONS, ds) / "predictions.parquet"
     reference = pd.read_parquet(model_artifact(config, ref, registry.REFERENCE_ARTIFACT))
     sample = current_sample(config, ds, partition_files(config.data_root, INCOMING, ds), predictions)
     folder = partition_dir(config.data_root, REPORTS, ds)
-    drift, paths = drift_reports(config, sample, reference, folder)
+    drift, paths = drift_report(config, sample, reference, folder)
+    paths |= summary_report(config, sample, reference, folder)
     holdout = pd.read_parquet(model_artifact(config, ref, registry.HOLDOUT_ARTIFACT))
     calibrator = fit_calibrator(holdout["score"].to_numpy(), holdout["label"].to_numpy())
     scores = pq.read_table(predictions, columns=["score"]).column(0).to_numpy()
@@ -84,7 +90,11 @@ def monitor_night(config: PipelineConfig, ds: str, scored: dict[str, Any], airfl
         drift_stats=drift.columns, estimated_roc_auc=estimate["roc_auc"], estimated_accuracy=estimate["accuracy"],
         reports=paths | {"summary_json": str(folder / "summary.json")},
         scoring_rows_per_s=scored["rows_per_second"], scoring_peak_rss_mb=scored["peak_rss_mb"],
-        task_seconds={"score_partition": scored["seconds"], "monitor_night": time.monotonic() - started},
+        task_seconds={
+            **({"validate_partition": validated["seconds"]} if validated and "seconds" in validated else {}),
+            "score_partition": scored["seconds"],
+            "monitor_night": time.monotonic() - started,
+        },
         airflow_run_id=airflow_run_id,
     )
     log.info("night %s monitored: %s", ds, summary)
@@ -163,11 +173,15 @@ def _champion_facts(config: PipelineConfig, version: str) -> tuple[dict[str, flo
 
 def decide_night(config: PipelineConfig, ds: str, model_version: str, force: bool) -> dict[str, Any]:
     """Decide whether to retrain after `ds`, record the decision and its reasons in the history, and return it."""
+    started = time.monotonic()
     metrics, trained_until = _champion_facts(config, model_version)
     result: Decision = decide(config, history.read_history(config), ds, model_version, metrics, trained_until, force)
     history.update_night(
         config, ds, config.model.registered_name, model_version,
         decision="retrain" if result.retrain else "keep", decision_reasons=result.reasons,
+    )
+    history.merge_task_seconds(
+        config, ds, config.model.registered_name, model_version, {"decide_retraining": time.monotonic() - started}
     )
     for reason in result.reasons:
         log.warning("retrain rule fired for %s: %s", ds, reason)

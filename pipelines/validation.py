@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -223,6 +224,7 @@ def validate_against_champion(config: PipelineConfig, ds: str, airflow_run_id: s
     from pipelines import registry
     from pipelines.monitoring import record_quarantine
 
+    started = time.monotonic()
     ref = registry.champion(config)
     try:
         outcome = validate_partition(config, ds, registry.load_profile(config, ref))
@@ -230,4 +232,10 @@ def validate_against_champion(config: PipelineConfig, ds: str, airflow_run_id: s
         record = json.loads((partition_dir(config.data_root, QUARANTINE, ds) / "validation.json").read_text())
         record_quarantine(config, ds, ref, record["failures"], record["rows"], airflow_run_id)
         raise
-    return {"ds": ds, "rows": outcome.rows, "expectations": outcome.evaluated, "success": outcome.success}
+    return {
+        "ds": ds,
+        "rows": outcome.rows,
+        "expectations": outcome.evaluated,
+        "success": outcome.success,
+        "seconds": time.monotonic() - started,
+    }

@@ -115,6 +115,7 @@ def test_every_night_is_in_the_monitoring_history_with_reports(world):
         row = frame.loc[night.isoformat()]
         assert row["validation_success"] and row["rows"] == 2000
         assert row["drift_share"] == 0.0
+        assert {"validate_partition", "score_partition", "monitor_night", "decide_retraining"} <= set(row["task_seconds"])
         assert row["decision"] == "keep" or night == LAST
         for key in ("drift_html", "data_summary_html"):
             assert Path(row["reports"][key]).is_file()
