@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
 
+from pipelines.airflow_adapter import optional_date_param
 from pipelines.config import load_config
 
 CONFIG = load_config()
@@ -42,13 +43,8 @@ RETRAIN_REQUEST = Asset(CONFIG.retrain_asset_name)
     tags=["nightly-ml", "scoring", "monitoring"],
     default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=5)},
     params={
-        "ds": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            pattern=r"^\d{4}-\d{2}-\d{2}$",
-            title="Partition date",
-            description="The night to score (YYYY-MM-DD). Empty: the run's data interval decides.",
+        "ds": optional_date_param(
+            "Partition date", "The night to score (YYYY-MM-DD). Empty: the run's data interval decides."
         ),
         "force_retrain": Param(False, type="boolean", title="Force retraining after this night"),
     },

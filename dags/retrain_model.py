@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from pipelines.airflow_adapter import optional_date_param
 from pipelines.config import load_config
 
 CONFIG = load_config()
@@ -31,13 +32,8 @@ CONFIG = load_config()
     tags=["nightly-ml", "training"],
     default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=5)},
     params={
-        "window_end": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            pattern=r"^\d{4}-\d{2}-\d{2}$",
-            title="Last day of the training window",
-            description="YYYY-MM-DD. Empty: the newest labelled partition.",
+        "window_end": optional_date_param(
+            "Last day of the training window", "YYYY-MM-DD. Empty: the newest labelled partition."
         ),
         "reason": Param("manual", type="string", maxLength=200, title="Why this model is trained"),
     },

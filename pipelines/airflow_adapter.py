@@ -12,6 +12,20 @@ from typing import Any
 from pipelines.errors import PipelineError
 
 
+def optional_date_param(title: str, description: str) -> Any:
+    """Return a trigger Param that is empty or a calendar date (YYYY-MM-DD), validated by Airflow before a run exists."""
+    from airflow.sdk import Param
+
+    return Param(
+        None,
+        type=["null", "string"],
+        format="date",
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
+        title=title,
+        description=description,
+    )
+
+
 @contextmanager
 def fail_without_retry_on_user_errors() -> Iterator[None]:
     """Turn the project's user-fixable errors into AirflowFailException: retrying bad data or config cannot help."""

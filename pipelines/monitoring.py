@@ -162,10 +162,9 @@ def evaluate_labelled_nights(config: PipelineConfig) -> list[dict[str, Any]]:
 
 
 def _champion_facts(config: PipelineConfig, version: str) -> tuple[dict[str, float], date | None]:
-    from mlflow import MlflowClient
-
-    mv = registry.client(config).get_model_version(config.model.registered_name, version)
-    run = MlflowClient(config.tracking_uri).get_run(mv.run_id)
+    mlflow_client = registry.client(config)
+    mv = mlflow_client.get_model_version(config.model.registered_name, version)
+    run = mlflow_client.get_run(mv.run_id)
     metrics = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
     holdout_days = (mv.tags.get("training.holdout_days") or "").split(",")
     return metrics, date.fromisoformat(holdout_days[-1]) if holdout_days[-1] else None
