@@ -112,6 +112,19 @@ class RetrainPolicy(_Section):
     max_model_age_days: Annotated[int, Field(ge=1)] | None = 90
 
 
+class Promotion(_Section):
+    """The champion/challenger gate and the approval step."""
+
+    metric: Literal["roc_auc", "precision", "recall", "f1"] = "roc_auc"
+    min_gain: Annotated[float, Field(ge=-1, le=1)] = 0.0
+    floors: dict[Literal["roc_auc", "precision", "recall", "f1"], Fraction] = Field(
+        default_factory=lambda: {"roc_auc": 0.65}
+    )
+    bootstrap_samples: Annotated[int, Field(ge=100, le=20_000)] = 1000
+    require_approval: bool = False
+    approval_timeout_hours: Annotated[float, Field(gt=0)] = 24
+
+
 class PipelineConfig(_Section):
     """Everything the pipelines need; paths are absolute once loaded."""
 
@@ -130,6 +143,7 @@ class PipelineConfig(_Section):
     scoring: Scoring = Scoring()
     monitoring: Monitoring = Monitoring()
     retraining: RetrainPolicy = RetrainPolicy()
+    promotion: Promotion = Promotion()
 
     @field_validator("schedule")
     @classmethod
@@ -161,6 +175,11 @@ class PipelineConfig(_Section):
     def retrain_asset_name(self) -> str:
         """The Airflow Asset whose events ask `retrain_model` to retrain this model."""
         return f"retrain_request__{self.model.registered_name}"
+
+    @property
+    def audit_log(self) -> Path:
+        """The append-only, hash-chained log of every alias move."""
+        return self.data_root / "monitoring" / "model_audit.jsonl"
 
     @property
     def history_url(self) -> str:

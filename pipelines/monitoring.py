@@ -110,7 +110,8 @@ def record_quarantine(config: PipelineConfig, ds: str, ref: registry.ModelRef, f
     )
 
 
-def _performance_report(config: PipelineConfig, joined: pd.DataFrame, folder: Path) -> dict[str, str]:
+def performance_report(config: PipelineConfig, joined: pd.DataFrame, folder: Path, stem: str = "performance") -> dict[str, str]:
+    """Write Evidently's classification report of scores (`score`) against labels (`target`); return its paths."""
     os.environ["DO_NOT_TRACK"] = "1"
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.presets import ClassificationPreset
@@ -123,7 +124,7 @@ def _performance_report(config: PipelineConfig, joined: pd.DataFrame, folder: Pa
     snapshot = Report([ClassificationPreset(probas_threshold=config.model.decision_threshold)]).run(
         current_data=Dataset.from_pandas(frame, data_definition=definition), reference_data=None
     )
-    return save_snapshot(snapshot, folder, "performance")
+    return save_snapshot(snapshot, folder, stem)
 
 
 def evaluate_labelled_nights(config: PipelineConfig) -> list[dict[str, Any]]:
@@ -151,7 +152,7 @@ def evaluate_labelled_nights(config: PipelineConfig) -> list[dict[str, Any]]:
             continue
         metrics = realised_performance(joined["target"].to_numpy(), joined["score"].to_numpy(), config.model.decision_threshold)
         metrics["labelled_rows"] = int(len(joined))
-        paths = _performance_report(config, joined, partition_dir(config.data_root, REPORTS, ds))
+        paths = performance_report(config, joined, partition_dir(config.data_root, REPORTS, ds))
         history.update_night(
             config, ds, name, version, realised_metrics=metrics, realised_roc_auc=metrics["roc_auc"],
             realised_accuracy=metrics["accuracy"], label_coverage=coverage, reports={**(entry["reports"] or {}), **paths},

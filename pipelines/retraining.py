@@ -31,14 +31,25 @@ def train_candidate(config: PipelineConfig, days: list[str], lineage: dict[str, 
     frame, digests = load_labelled(config, [date.fromisoformat(d) for d in days])
     trained = fit_and_evaluate(config, frame)
     ref = registry.log_candidate(config, trained, digests, lineage)
-    return {"name": ref.name, "version": ref.version, "run_id": ref.run_id, "metrics": trained.metrics}
+    return {
+        "name": ref.name,
+        "version": ref.version,
+        "run_id": ref.run_id,
+        "metrics": trained.metrics,
+        "train_days": trained.train_days,
+        "holdout_days": trained.holdout_days,
+    }
 
 
-def bootstrap_or_challenge(config: PipelineConfig, candidate: dict[str, Any]) -> str:
-    """Make the candidate `champion` when there is none yet, else `challenger`; return the alias set."""
+def bootstrap_or_challenge(config: PipelineConfig, candidate: dict[str, Any], airflow_run_id: str = "") -> str:
+    """Make the candidate `champion` when there is none yet (audited), else `challenger`; return the alias set."""
+    from pipelines.promotion import record_bootstrap
+
     ref = registry.ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
     alias = registry.CHALLENGER if registry.alias_version(config, registry.CHAMPION) else registry.CHAMPION
     registry.set_alias(config, alias, ref)
+    if alias == registry.CHAMPION:
+        record_bootstrap(config, ref, airflow_run_id)
     return alias
 
 

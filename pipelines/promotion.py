@@ -1,0 +1,237 @@
+"""Champion/challenger: the gate, promotion, rejection and rollback, each recorded in a hash-chained audit log."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+from pipelines import registry
+from pipelines.config import PipelineConfig
+from pipelines.errors import PipelineError
+from pipelines.lake import REPORTS, write_json_atomic
+from pipelines.training import classification_metrics, load_labelled
+
+log = logging.getLogger(__name__)
+PREVIOUS = "previous"
+
+
+class PromotionError(PipelineError):
+    """A promotion or rollback that the registry or the audit log does not allow."""
+
+
+def _metric(name: str, y: np.ndarray, score: np.ndarray, threshold: float) -> float:
+    if name == "roc_auc":
+        return float(roc_auc_score(y, score))
+    fn = {"precision": precision_score, "recall": recall_score, "f1": f1_score}[name]
+    return float(fn(y, (score >= threshold).astype(int), zero_division=0))
+
+
+def paired_bootstrap(
+    y: np.ndarray, candidate: np.ndarray, champion: np.ndarray, metric: str, threshold: float, samples: int, seed: int = 0
+) -> dict[str, float]:
+    """Return the candidate-minus-champion metric difference and its 95% paired bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(samples):
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].min() == y[idx].max():
+            continue
+        diffs.append(_metric(metric, y[idx], candidate[idx], threshold) - _metric(metric, y[idx], champion[idx], threshold))
+    point = _metric(metric, y, candidate, threshold) - _metric(metric, y, champion, threshold)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"difference": point, "ci_low": float(low), "ci_high": float(high), "samples": len(diffs)}
+
+
+@dataclass
+class GateResult:
+    """The gate's verdict and the evidence behind it."""
+
+    passed: bool
+    candidate: str
+    champion: str | None
+    evaluation_days: list[str]
+    metrics: dict[str, dict[str, float]]
+    comparison: dict[str, float] | None
+    reasons: list[str] = field(default_factory=list)
+    reports: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _trained_days(config: PipelineConfig, ref: registry.ModelRef) -> set[str]:
+    tags = registry.client(config).get_model_version(ref.name, ref.version).tags
+    first, _, rest = (tags.get("training.days") or "").partition("..")
+    if not first:
+        return set()
+    last = rest.split(" ")[0]
+    days = np.arange(np.datetime64(first), np.datetime64(last) + 1)
+    return {str(d) for d in days}
+
+
+def evaluate_gate(config: PipelineConfig, candidate: dict[str, Any], champion: registry.ModelRef) -> GateResult:
+    """Compare candidate and champion on the newest labelled days neither trained on; save the comparison."""
+    from pipelines.monitoring import performance_report
+
+    cand = registry.ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
+    days = [d for d in candidate["holdout_days"] if d not in _trained_days(config, champion)]
+    if not days:
+        raise PromotionError(
+            f"no labelled day is unseen by both v{cand.version} and v{champion.version}: "
+            "wait for newer labels before comparing them"
+        )
+    frame, _ = load_labelled(config, [date.fromisoformat(d) for d in days])
+    y = frame[config.target].to_numpy()
+    threshold, features = config.model.decision_threshold, config.features.all
+    scores = {
+        "candidate": registry.load_model(config, cand).predict_proba(frame[features])[:, 1],
+        "champion": registry.load_model(config, champion).predict_proba(frame[features])[:, 1],
+    }
+    metrics = {who: classification_metrics(y, s, threshold) for who, s in scores.items()}
+    rules = config.promotion
+    comparison = paired_bootstrap(y, scores["candidate"], scores["champion"], rules.metric, threshold, rules.bootstrap_samples)
+    reasons = []
+    if comparison["difference"] < rules.min_gain:
+        reasons.append(
+            f"{rules.metric} gain {comparison['difference']:+.4f} (95% CI {comparison['ci_low']:+.4f}..{comparison['ci_high']:+.4f}) "
+            f"is below the required {rules.min_gain:+.4f}"
+        )
+    for name, floor in rules.floors.items():
+        if metrics["candidate"][name] < floor:
+            reasons.append(f"candidate {name} {metrics['candidate'][name]:.4f} is below the floor {floor:g}")
+    folder = config.data_root / REPORTS / "models" / f"v{cand.version}_vs_v{champion.version}"
+    paths = {}
+    for who, s in scores.items():
+        paths |= performance_report(config, frame.assign(target=y, score=s), folder, stem=who)
+    result = GateResult(not reasons, cand.version, champion.version, days, metrics, comparison, reasons, paths)
+    write_json_atomic(folder / "comparison.json", result.as_dict())
+    result.reports["comparison_json"] = str(folder / "comparison.json")
+    client = registry.client(config)
+    client.set_model_version_tag(cand.name, cand.version, "gate.passed", str(result.passed).lower())
+    client.set_model_version_tag(cand.name, cand.version, "gate.comparison", json.dumps(comparison))
+    if reasons:
+        client.set_model_version_tag(cand.name, cand.version, "gate.rejected_because", "; ".join(reasons)[:4900])
+    log.info("gate v%s vs v%s on %s: %s %s", cand.version, champion.version, days, "PASS" if result.passed else "FAIL", reasons)
+    return result
+
+
+@contextmanager
+def _audit_lock(config: PipelineConfig) -> Iterator[None]:
+    """Serialise alias moves across processes on this machine (one promotion or rollback at a time)."""
+    config.audit_log.parent.mkdir(parents=True, exist_ok=True)
+    with open(config.audit_log.with_suffix(".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_audit(config: PipelineConfig) -> list[dict[str, Any]]:
+    """Return every audit entry, oldest first; raise PromotionError if the hash chain was altered."""
+    if not config.audit_log.exists():
+        return []
+    entries, previous = [], ""
+    for number, line in enumerate(config.audit_log.read_text().splitlines(), 1):
+        entry = json.loads(line)
+        body = {k: v for k, v in entry.items() if k != "hash"}
+        if entry.get("previous_hash") != previous or _hash(body) != entry.get("hash"):
+            raise PromotionError(f"audit log {config.audit_log} was altered at line {number}: restore it from backup")
+        entries.append(entry)
+        previous = entry["hash"]
+    return entries
+
+
+def _hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _append_audit(config: PipelineConfig, event: dict[str, Any]) -> dict[str, Any]:
+    entries = read_audit(config)
+    body = {"at": datetime.now(UTC).isoformat(), "previous_hash": entries[-1]["hash"] if entries else "", **event}
+    entry = {**body, "hash": _hash(body)}
+    with open(config.audit_log, "a") as handle:
+        handle.write(json.dumps(entry, default=str) + "\n")
+    return entry
+
+
+def promote(
+    config: PipelineConfig, candidate: registry.ModelRef, reason: str, approved_by: str, run_id: str, gate: dict | None
+) -> dict[str, Any]:
+    """Move `champion` to the candidate and `previous` to the old champion; audit the move."""
+    with _audit_lock(config):
+        old = registry.alias_version(config, registry.CHAMPION)
+        if old is not None:
+            registry.set_alias(config, PREVIOUS, old)
+        registry.set_alias(config, registry.CHAMPION, candidate)
+        client = registry.client(config)
+        if registry.alias_version(config, registry.CHALLENGER) == candidate:
+            client.delete_registered_model_alias(candidate.name, registry.CHALLENGER)
+        return _append_audit(config, {
+            "action": "promote", "model": candidate.name, "from_version": old.version if old else None,
+            "to_version": candidate.version, "reason": reason, "approved_by": approved_by, "airflow_run_id": run_id,
+            "gate": gate,
+        })
+
+
+def reject(config: PipelineConfig, candidate: registry.ModelRef, reason: str, decided_by: str, run_id: str, gate: dict | None) -> dict[str, Any]:
+    """Record that a candidate was not promoted (gate failed, approval refused or timed out); champion unchanged."""
+    with _audit_lock(config):
+        registry.client(config).set_model_version_tag(candidate.name, candidate.version, "promotion.rejected", reason[:4900])
+        champion = registry.alias_version(config, registry.CHAMPION)
+        return _append_audit(config, {
+            "action": "reject", "model": candidate.name, "from_version": champion.version if champion else None,
+            "to_version": candidate.version, "reason": reason, "approved_by": decided_by, "airflow_run_id": run_id,
+            "gate": gate,
+        })
+
+
+def rollback(config: PipelineConfig, target_version: str | None, reason: str, requested_by: str, run_id: str) -> dict[str, Any]:
+    """Move `champion` back to `previous` (or to a named version that was champion before); audit the move."""
+    from mlflow.exceptions import MlflowException
+
+    with _audit_lock(config):
+        current = registry.champion(config)
+        if target_version is None:
+            target = registry.alias_version(config, PREVIOUS)
+            if target is None:
+                raise PromotionError("there is no 'previous' champion to roll back to: name a target version")
+        else:
+            try:
+                mv = registry.client(config).get_model_version(current.name, str(target_version))
+            except MlflowException as exc:
+                raise PromotionError(f"{current.name} has no version {target_version!r}: pick one from the audit log") from exc
+            target = registry.ModelRef(current.name, str(mv.version), mv.run_id)
+        former = {e["to_version"] for e in read_audit(config) if e["action"] in ("promote", "bootstrap", "rollback")}
+        if target.version not in former:
+            raise PromotionError(
+                f"version {target.version} of {current.name} was never champion: rollback only returns to a former "
+                f"champion ({sorted(former)})"
+            )
+        if target.version == current.version:
+            raise PromotionError(f"version {target.version} is already the champion")
+        registry.set_alias(config, PREVIOUS, current)
+        registry.set_alias(config, registry.CHAMPION, target)
+        return _append_audit(config, {
+            "action": "rollback", "model": current.name, "from_version": current.version, "to_version": target.version,
+            "reason": reason, "approved_by": requested_by, "airflow_run_id": run_id, "gate": None,
+        })
+
+
+def record_bootstrap(config: PipelineConfig, candidate: registry.ModelRef, run_id: str) -> dict[str, Any]:
+    """Audit the first champion (no gate: there is nothing to compare with)."""
+    with _audit_lock(config):
+        return _append_audit(config, {
+            "action": "bootstrap", "model": candidate.name, "from_version": None, "to_version": candidate.version,
+            "reason": "no champion existed", "approved_by": "retrain_model", "airflow_run_id": run_id, "gate": None,
+        })

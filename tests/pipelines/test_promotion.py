@@ -1,0 +1,91 @@
+"""Gate, promotion, rejection and rollback on a real MLflow registry, with the hash-chained audit log."""
+
+from datetime import date
+
+import pytest
+
+from pipelines import registry, retraining, sample_data
+from pipelines.config import load_config
+from pipelines.promotion import PromotionError, evaluate_gate, promote, read_audit, reject, rollback
+from pipelines.training import fit_and_evaluate, load_labelled
+from tests.conftest import write_config
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    """20 labelled days; v1 bootstrapped on days 1-10, v2 trained on days 1-20, v3 on shuffled labels."""
+    config = load_config(write_config(tmp_path_factory.mktemp("promotion")))
+    sample_data.generate(config.data_root, date(2026, 9, 1), 20, 2000, label_delay_days=0)
+    first = retraining.train_candidate(config, retraining.select_training_window(config, "2026-09-10"), {"reason": "boot"})
+    assert retraining.bootstrap_or_challenge(config, first, "run-boot") == "champion"
+    better = retraining.train_candidate(config, retraining.select_training_window(config), {"reason": "drift"})
+    assert retraining.bootstrap_or_challenge(config, better, "run-2") == "challenger"
+    frame, digests = load_labelled(config, [date(2026, 9, d) for d in range(1, 21)])
+    frame[config.target] = frame[config.target].sample(frac=1.0, random_state=1).to_numpy()
+    trained = fit_and_evaluate(config, frame)
+    worse_ref = registry.log_candidate(config, trained, digests, {"reason": "shuffled labels"})
+    worse = {"name": worse_ref.name, "version": worse_ref.version, "run_id": worse_ref.run_id,
+             "holdout_days": trained.holdout_days}
+    return config, first, better, worse
+
+
+def _ref(c):
+    return registry.ModelRef(c["name"], c["version"], c["run_id"])
+
+
+def test_bootstrap_is_audited(lake):
+    config, first, _, _ = lake
+    entries = read_audit(config)
+    assert entries[0]["action"] == "bootstrap" and entries[0]["to_version"] == first["version"]
+
+
+def test_a_better_candidate_passes_with_the_uncertainty_shown(lake):
+    config, first, better, _ = lake
+    gate = evaluate_gate(config, better, registry.champion(config))
+    assert gate.champion == first["version"]
+    assert set(gate.evaluation_days) == set(better["holdout_days"])
+    assert gate.comparison["ci_low"] <= gate.comparison["difference"] <= gate.comparison["ci_high"]
+    assert gate.passed == (gate.comparison["difference"] >= config.promotion.min_gain), gate.reasons
+    assert gate.metrics["candidate"]["roc_auc"] > 0.65
+    for key in ("candidate_html", "champion_html", "comparison_json"):
+        assert gate.reports[key].endswith((".html", ".json"))
+
+
+def test_a_worse_candidate_is_rejected_and_the_champion_stays(lake):
+    config, first, _, worse = lake
+    champion_before = registry.champion(config)
+    gate = evaluate_gate(config, worse, champion_before)
+    assert not gate.passed
+    assert any("below the floor" in r for r in gate.reasons)
+    reject(config, _ref(worse), "; ".join(gate.reasons), "gate", "run-3", gate.as_dict())
+    assert registry.champion(config) == champion_before
+    tags = registry.client(config).get_model_version(worse["name"], worse["version"]).tags
+    assert tags["gate.passed"] == "false" and "below the floor" in tags["gate.rejected_because"]
+    assert read_audit(config)[-1]["action"] == "reject"
+
+
+def test_promotion_then_rollback_are_audited(lake):
+    config, first, better, worse = lake
+    promote(config, _ref(better), "drift on 3 nights", "alice", "run-4", {"difference": 0.01})
+    assert registry.champion(config).version == better["version"]
+    assert registry.alias_version(config, "previous").version == first["version"]
+    with pytest.raises(PromotionError, match="never champion"):
+        rollback(config, worse["version"], "try", "bob", "run-5")
+    with pytest.raises(PromotionError, match="has no version '99'"):
+        rollback(config, "99", "try", "bob", "run-5")
+    entry = rollback(config, None, "bad promotion", "bob", "run-6")
+    assert registry.champion(config).version == first["version"]
+    assert entry["from_version"] == better["version"] and entry["approved_by"] == "bob"
+    actions = [e["action"] for e in read_audit(config)]
+    assert actions[-2:] == ["promote", "rollback"]
+
+
+def test_the_audit_log_detects_rewriting(lake, tmp_path):
+    config, *_ = lake
+    text = config.audit_log.read_text()
+    try:
+        config.audit_log.write_text(text.replace('"approved_by": "alice"', '"approved_by": "mallory"'))
+        with pytest.raises(PromotionError, match="was altered at line"):
+            read_audit(config)
+    finally:
+        config.audit_log.write_text(text)
