@@ -1,19 +1,28 @@
 """
 ### retrain_model
 
-Trains a model on the labelled partitions of the training window and registers it in MLflow.
-Runs when `batch_scoring` emits a retraining request (Asset event), or by hand.
+Trains a candidate on the labelled partitions of the training window, registers it in MLflow
+with its lineage, and takes it through the champion/challenger gate.
 
-With no `champion` yet it **bootstraps** the first model: the new version gets the `champion`
-alias and nightly scoring can start. Otherwise the new version gets the `challenger` alias.
-Every version carries its lineage: training partitions and their digests, the Airflow run id
-and the code version, plus the training-data profile that the validation gate checks against.
+- No champion yet: the candidate **bootstraps** the `champion` alias (audited).
+- Otherwise it becomes `challenger`; **evaluate_gate** compares candidate and champion on the
+  newest labelled days neither trained on (paired bootstrap interval of the metric difference,
+  absolute floors) and saves the comparison. A failing candidate is rejected (tagged, audited).
+- A passing candidate is promoted at once, or, with `promotion.require_approval`, after a person
+  approves in Airflow's human-in-the-loop step (no answer before the timeout means Reject).
+- Promotion moves `champion` to the candidate and `previous` to the old champion; every alias
+  move is appended to the hash-chained audit log.
+
+Runs when `batch_scoring` emits a retraining request (Asset event), or by hand.
+`max_active_runs=1` plus a file lock around alias moves keep two promotions from interleaving.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from pipelines.airflow_adapter import optional_date_param
@@ -63,9 +72,72 @@ def retrain_model():
     def bootstrap_or_challenge(candidate: dict) -> str:
         from pipelines.retraining import bootstrap_or_challenge as assign
 
-        return assign(load_config(), candidate)
+        return assign(load_config(), candidate, get_current_context()["run_id"])
 
-    bootstrap_or_challenge(train_candidate(select_training_window()))
+    @task
+    def evaluate_gate(candidate: dict, alias: str) -> dict:
+        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.promotion import gate_or_bootstrap
+
+        with fail_without_retry_on_user_errors():
+            return gate_or_bootstrap(load_config(), candidate, alias)
+
+    @task.branch
+    def choose_path(gate: dict) -> str:
+        from pipelines.promotion import promotion_path
+
+        return promotion_path(load_config(), gate)
+
+    @task(retries=0)
+    def reject_candidate(candidate: dict, gate: dict) -> None:
+        from pipelines.promotion import reject
+        from pipelines.registry import ModelRef
+
+        ref = ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
+        reason = "gate failed: " + "; ".join(gate["reasons"])
+        reject(load_config(), ref, reason, "gate", get_current_context()["run_id"], gate)
+
+    # Its only upstream tasks are auto_approve and approve_promotion (inputs are pulled, not passed), so
+    # none_failed_min_one_success cannot be satisfied by some other task's success.
+    @task(trigger_rule="none_failed_min_one_success", retries=0)
+    def promote_candidate() -> dict:
+        from pipelines.promotion import promote_after_gate
+
+        context = get_current_context()
+        ti = context["ti"]
+        return promote_after_gate(
+            load_config(),
+            ti.xcom_pull(task_ids="train_candidate"),
+            ti.xcom_pull(task_ids="evaluate_gate"),
+            ti.xcom_pull(task_ids="approve_promotion"),
+            context["run_id"],
+        )
+
+    @task(trigger_rule="all_done", retries=0)
+    def settle_approval(candidate: dict, gate: dict) -> None:
+        """Audit a refused or timed-out approval (the approval step skips the promotion itself)."""
+        from pipelines.promotion import settle_unapproved
+
+        ti = get_current_context()["ti"]
+        settle_unapproved(load_config(), candidate, gate, ti.xcom_pull(task_ids="approve_promotion"), ti.run_id)
+
+    days = select_training_window()
+    candidate = train_candidate(days)
+    alias = bootstrap_or_challenge(candidate)
+    gate = evaluate_gate(candidate, alias)
+    path = choose_path(gate)
+    auto = EmptyOperator(task_id="auto_approve")
+    approve = ApprovalOperator(
+        task_id="approve_promotion",
+        subject="Promote the retrained model?",
+        body="{{ ti.xcom_pull(task_ids='evaluate_gate')['summary'] }}",
+        defaults="Reject",
+        response_timeout=timedelta(hours=CONFIG.promotion.approval_timeout_hours),
+        retries=0,
+    )
+    promoted = promote_candidate()
+    path >> [auto, approve, reject_candidate(candidate, gate), EmptyOperator(task_id="done")]
+    [auto, approve] >> promoted >> settle_approval(candidate, gate)
 
 
 retrain_model()

@@ -235,3 +235,65 @@ def record_bootstrap(config: PipelineConfig, candidate: registry.ModelRef, run_i
             "action": "bootstrap", "model": candidate.name, "from_version": None, "to_version": candidate.version,
             "reason": "no champion existed", "approved_by": "retrain_model", "airflow_run_id": run_id, "gate": None,
         })
+
+
+def gate_or_bootstrap(config: PipelineConfig, candidate: dict[str, Any], alias: str) -> dict[str, Any]:
+    """Run the gate for a challenger; a bootstrapped first champion has nothing to be compared with."""
+    if alias == registry.CHAMPION:
+        return {"bootstrap": True, "passed": True, "candidate": candidate["version"], "summary": "first model"}
+    champion = registry.champion(config)
+    gate = {"bootstrap": False, **evaluate_gate(config, candidate, champion).as_dict()}
+    return gate | {"summary": gate_summary(gate)}
+
+
+def promotion_path(config: PipelineConfig, gate: dict[str, Any]) -> str:
+    """Return the next task of retrain_model: done, reject_candidate, approve_promotion or auto_approve."""
+    if gate["bootstrap"]:
+        return "done"
+    if not gate["passed"]:
+        return "reject_candidate"
+    return "approve_promotion" if config.promotion.require_approval else "auto_approve"
+
+
+def gate_summary(gate: dict[str, Any]) -> str:
+    """Return the gate's comparison as Markdown for the approval screen."""
+    if gate.get("bootstrap"):
+        return "First model: no champion to compare with."
+    rows = "\n".join(
+        f"| {m} | {gate['metrics']['candidate'][m]:.4f} | {gate['metrics']['champion'][m]:.4f} |"
+        for m in gate["metrics"]["candidate"]
+    )
+    c = gate["comparison"]
+    return (
+        f"Candidate v{gate['candidate']} vs champion v{gate['champion']} on {', '.join(gate['evaluation_days'])}\n\n"
+        f"| metric | candidate | champion |\n|---|---|---|\n{rows}\n\n"
+        f"Difference {c['difference']:+.4f}, 95% paired bootstrap interval {c['ci_low']:+.4f}..{c['ci_high']:+.4f}.\n\n"
+        f"Comparison: {gate['reports'].get('comparison_json')}"
+    )
+
+
+def settle_unapproved(
+    config: PipelineConfig, candidate: dict[str, Any], gate: dict[str, Any], approval: dict[str, Any] | None, run_id: str
+) -> None:
+    """After the approval step: audit a Reject or a timeout (its default answer); nothing to do otherwise."""
+    if gate.get("bootstrap") or not gate.get("passed") or not config.promotion.require_approval:
+        return
+    champion = registry.alias_version(config, registry.CHAMPION)
+    if champion is not None and champion.version == candidate["version"]:
+        return
+    who = (approval or {}).get("responded_by_user") or "timeout"
+    ref = registry.ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
+    reject(config, ref, f"approval refused ({who})", str(who), run_id, gate)
+
+
+def promote_after_gate(
+    config: PipelineConfig, candidate: dict[str, Any], gate: dict[str, Any], approval: dict[str, Any] | None, run_id: str
+) -> dict[str, Any]:
+    """Promote a candidate whose gate passed (and, when required, whose approval said Approve)."""
+    if not gate or gate.get("bootstrap") or not gate.get("passed"):
+        raise PromotionError(f"candidate v{candidate['version']} did not pass the gate: it cannot be promoted")
+    if config.promotion.require_approval and (approval or {}).get("chosen_options") != ["Approve"]:
+        raise PromotionError(f"candidate v{candidate['version']} has no approval: it cannot be promoted")
+    approved_by = (approval or {}).get("responded_by_user") or "gate (no approval required)"
+    ref = registry.ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
+    return promote(config, ref, "gate passed", str(approved_by), run_id, gate)

@@ -28,6 +28,12 @@ shutil.copytree(first_predictions, out_dir / "first_run_predictions")
 outcomes["rerun"] = asdict(run_dag("batch_scoring", None, {"ds": first.isoformat()}))
 outcomes["forced"] = asdict(run_dag("batch_scoring", None, {"ds": last.isoformat(), "force_retrain": True}))
 
+outcomes["retrain"] = asdict(run_dag("retrain_model", None, {"window_end": "2026-09-13", "reason": "e2e retrain"}))
+outcomes["after_retrain"] = asdict(run_dag("batch_scoring", None, {"ds": "2026-09-15"}))
+outcomes["rollback_bad"] = asdict(run_dag("rollback_model", None, {"target_version": "99", "reason": "typo"}))
+outcomes["rollback"] = asdict(run_dag("rollback_model", None, {"reason": "e2e rollback"}))
+outcomes["after_rollback"] = asdict(run_dag("batch_scoring", None, {"ds": "2026-09-16"}))
+
 from airflow.models.asset import AssetEvent  # noqa: E402
 from airflow.utils.session import create_session  # noqa: E402
 from sqlalchemy import select  # noqa: E402

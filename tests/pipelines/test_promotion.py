@@ -89,3 +89,16 @@ def test_the_audit_log_detects_rewriting(lake, tmp_path):
             read_audit(config)
     finally:
         config.audit_log.write_text(text)
+
+
+def test_promotion_refuses_a_failed_gate_or_a_missing_approval(lake):
+    from pipelines.promotion import promote_after_gate
+
+    config, _, better, worse = lake
+    champion = registry.champion(config)
+    with pytest.raises(PromotionError, match="did not pass the gate"):
+        promote_after_gate(config, worse, {"bootstrap": False, "passed": False}, None, "run-x")
+    strict = config.model_copy(update={"promotion": config.promotion.model_copy(update={"require_approval": True})})
+    with pytest.raises(PromotionError, match="has no approval"):
+        promote_after_gate(strict, better, {"bootstrap": False, "passed": True}, {"chosen_options": ["Reject"]}, "run-x")
+    assert registry.champion(config) == champion

@@ -1,0 +1,49 @@
+"""
+### rollback_model
+
+Moves the `champion` alias back to the `previous` champion, or to a named version that was
+champion before, and appends the move to the audit log. A version that does not exist, or that
+was never champion, is refused with a message that says which versions can be chosen.
+The next nightly run scores with the restored champion.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+
+@dag(
+    dag_id="rollback_model",
+    schedule=None,
+    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["nightly-ml", "registry"],
+    default_args={"owner": "ml-platform", "retries": 0, "retry_delay": timedelta(minutes=1)},
+    params={
+        "target_version": Param(
+            None, type=["null", "string"], pattern=r"^[0-9]{1,9}$", title="Version to restore",
+            description="Empty: the previous champion.",
+        ),
+        "reason": Param("", type="string", minLength=3, maxLength=300, title="Why roll back"),
+    },
+)
+def rollback_model():
+    @task
+    def roll_back(params: dict) -> dict:
+        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.config import load_config
+        from pipelines.promotion import rollback
+
+        context = get_current_context()
+        who = getattr(context["dag_run"], "triggering_user_name", None) or "unknown"
+        with fail_without_retry_on_user_errors():
+            return rollback(load_config(), params.get("target_version"), params["reason"], who, context["run_id"])
+
+    roll_back()
+
+
+rollback_model()
