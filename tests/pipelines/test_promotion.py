@@ -102,3 +102,57 @@ def test_promotion_refuses_a_failed_gate_or_a_missing_approval(lake):
     with pytest.raises(PromotionError, match="has no approval"):
         promote_after_gate(strict, better, {"bootstrap": False, "passed": True}, {"chosen_options": ["Reject"]}, "run-x")
     assert registry.champion(config) == champion
+
+
+def test_concurrent_promotions_serialise_and_keep_the_audit_chain(lake):
+    """Two processes promote at the same moment: the file lock orders them and the hash chain stays valid."""
+    import multiprocessing
+
+    config, first, better, _ = lake
+    before = len(read_audit(config))
+    context = multiprocessing.get_context("spawn")
+    jobs = [
+        context.Process(target=_promote_in_process, args=(str(config.data_root.parent / "pipeline.yaml"), c, tag))
+        for c, tag in ((first, "p1"), (better, "p2"))
+    ]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(120)
+        assert job.exitcode == 0
+    entries = read_audit(config)  # raises if two appends interleaved and broke the chain
+    assert [e["airflow_run_id"] for e in entries[before:]] in (["p1", "p2"], ["p2", "p1"])
+    last = entries[-1]
+    assert registry.champion(config).version == last["to_version"]
+    assert entries[-1]["from_version"] == entries[-2]["to_version"]
+
+
+def _promote_in_process(config_path, candidate, tag):
+    promote(load_config(config_path), _ref(candidate), "concurrency test", "pytest", tag, None)
+
+
+def test_a_promotion_during_scoring_does_not_mix_versions(lake, monkeypatch):
+    import pandas as pd
+
+    from pipelines import scoring
+    from pipelines.lake import partition_dir
+
+    config, first, better, _ = lake
+    small = config.model_copy(update={"scoring": config.scoring.model_copy(update={"batch_rows": 1024})})
+    start = registry.champion(config)
+    other = better if start.version == first["version"] else first
+    real = scoring.predict_scores
+    calls = {"n": 0}
+
+    def promote_midway(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            promote(config, _ref(other), "promoted while scoring", "pytest", "mid", None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "predict_scores", promote_midway)
+    scoring.score_partition(small, "2026-09-20", "run-mid")
+    out = pd.read_parquet(partition_dir(config.data_root, "predictions", "2026-09-20"))
+    assert calls["n"] >= 2
+    assert set(out["model_version"]) == {start.version}
+    assert registry.champion(config).version == other["version"]
