@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipelines.config import PipelineConfig
-from pipelines.lake import iter_record_batches, partition_row_count, temp_path_beside
+from pipelines.lake import iter_record_batches, partition_row_count, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +69,9 @@ def _definition(config: PipelineConfig) -> Any:
 def save_snapshot(snapshot: Any, folder: Path, stem: str) -> dict[str, str]:
     """Save a snapshot as HTML and JSON atomically; return their paths."""
     paths = {}
-    for suffix, write in (("html", snapshot.save_html), ("json", snapshot.save_json)):
+    for suffix, save in (("html", snapshot.save_html), ("json", snapshot.save_json)):
         target = folder / f"{stem}.{suffix}"
-        temp = temp_path_beside(target)
-        try:
-            write(str(temp))
-            os.replace(temp, target)
-        finally:
-            temp.unlink(missing_ok=True)
+        write_atomic(target, lambda temp, save=save: save(str(temp)))
         paths[f"{stem}_{suffix}"] = str(target)
     return paths
 

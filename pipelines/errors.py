@@ -16,6 +16,11 @@ class PartitionMissingError(PipelineError):
 class PartitionQuarantinedError(PipelineError):
     """A partition failed validation and was quarantined instead of scored."""
 
+    def __init__(self, message: str, failures: list[str] | None = None, rows: int = 0) -> None:
+        super().__init__(message)
+        self.failures = failures or []
+        self.rows = rows
+
 
 class NoChampionError(PipelineError):
     """The registry has no model with the `champion` alias."""

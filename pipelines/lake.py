@@ -7,7 +7,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -121,14 +121,19 @@ def publish(temp: Path, target: Path) -> None:
             stale.unlink()
 
 
-def write_json_atomic(target: Path, payload: Any) -> None:
-    """Write JSON to `target` atomically (temporary file, then rename)."""
+def write_atomic(target: Path, write: Callable[[Path], object]) -> None:
+    """Let `write` fill a hidden temporary file beside `target`, then rename it into place (readers never see half)."""
     temp = temp_path_beside(target)
     try:
-        temp.write_text(json.dumps(payload, indent=2, default=str))
+        write(temp)
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def write_json_atomic(target: Path, payload: Any) -> None:
+    """Write JSON to `target` atomically (temporary file, then rename)."""
+    write_atomic(target, lambda temp: temp.write_text(json.dumps(payload, indent=2, default=str)))
 
 
 def write_table_atomic(target: Path, table: pa.Table) -> None:

@@ -26,6 +26,7 @@ from pipelines.lake import (
     parquet_files,
     partition_dir,
     partition_files,
+    partition_row_count,
     write_json_atomic,
 )
 from pipelines.performance import estimated_performance, fit_calibrator, realised_performance
@@ -135,17 +136,23 @@ def evaluate_labelled_nights(config: PipelineConfig) -> list[dict[str, Any]]:
         predictions_files = parquet_files(partition_dir(config.data_root, PREDICTIONS, ds))
         if not predictions_files:
             continue
-        predictions = pd.read_parquet(predictions_files[0], columns=["id", "score", "model_name", "model_version"])
-        name, version = predictions["model_name"].iloc[0], predictions["model_version"].iloc[0]
+        # decide from the footers and one row, so nights already evaluated cost no data reads
+        reader = pq.ParquetFile(predictions_files[0])
+        if reader.metadata.num_row_groups == 0:
+            continue
+        first = reader.read_row_group(0, columns=["model_name", "model_version"])
+        name, version = first.column(0)[0].as_py(), first.column(1)[0].as_py()
         entry = history.night(config, ds, name, version)
         if entry is None:
             continue
-        labels = pd.concat(
-            [pd.read_parquet(f, columns=[config.id_column, config.target]) for f in partition_files(config.data_root, LABELS, ds)]
-        ).rename(columns={config.id_column: "id", config.target: "target"})
-        coverage = len(labels) / max(len(predictions), 1)
+        label_files = partition_files(config.data_root, LABELS, ds)
+        coverage = partition_row_count(label_files) / max(partition_row_count(predictions_files), 1)
         if entry["realised_metrics"] is not None and abs((entry["label_coverage"] or 0) - coverage) < 1e-12:
             continue
+        predictions = pd.read_parquet(predictions_files[0], columns=["id", "score"])
+        labels = pd.concat(
+            [pd.read_parquet(f, columns=[config.id_column, config.target]) for f in label_files]
+        ).rename(columns={config.id_column: "id", config.target: "target"})
         joined = predictions.merge(labels, on="id", how="inner")
         if joined["target"].nunique() < 2:
             log.warning("labels of %s hold a single class: realised metrics wait for more labels", ds)

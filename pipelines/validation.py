@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -212,7 +211,9 @@ def validate_partition(config: PipelineConfig, ds: str, profile: dict[str, Any])
     log.error("%s (details in %s)", reason, folder / "validation.json")
     raise PartitionQuarantinedError(
         f"{reason}. The partition was quarantined in {folder} and not scored: fix the upstream data, "
-        "then rerun this date."
+        "then rerun this date.",
+        failures=outcome.failures,
+        rows=outcome.rows,
     )
 
 
@@ -228,9 +229,8 @@ def validate_against_champion(config: PipelineConfig, ds: str, airflow_run_id: s
     ref = registry.champion(config)
     try:
         outcome = validate_partition(config, ds, registry.load_profile(config, ref))
-    except PartitionQuarantinedError:
-        record = json.loads((partition_dir(config.data_root, QUARANTINE, ds) / "validation.json").read_text())
-        record_quarantine(config, ds, ref, record["failures"], record["rows"], airflow_run_id)
+    except PartitionQuarantinedError as exc:
+        record_quarantine(config, ds, ref, exc.failures, exc.rows, airflow_run_id)
         raise
     return {
         "ds": ds,
