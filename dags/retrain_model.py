@@ -44,29 +44,54 @@ CONFIG = load_config()
         "window_end": optional_date_param(
             "Last day of the training window", "YYYY-MM-DD. Empty: the newest labelled partition."
         ),
+        "window": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "sliding", "since_drift_onset"],
+            title="Training window",
+            description="Empty: training.window of the config. since_drift_onset trains on the days after the "
+            "drift onset the monitoring history recorded; sliding on the newest window_days labelled days.",
+        ),
+        "window_days": Param(
+            None, type=["null", "integer"], minimum=2, maximum=366, title="Window length in days",
+            description="Empty: training.window_days of the config.",
+        ),
         "reason": Param("manual", type="string", maxLength=200, title="Why this model is trained"),
     },
 )
 def retrain_model():
     @task
-    def select_training_window(params: dict) -> list[str]:
+    def select_training_window(params: dict) -> dict:
+        """Pick the labelled days; too few since the drift onset skips this run (the next request retries)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.retraining import select_training_window as select
+        from pipelines.errors import TrainingNotReady
+        from pipelines.retraining import plan_training_window
 
         with fail_without_retry_on_user_errors():
-            return select(load_config(), params.get("window_end"))
+            try:
+                return plan_training_window(
+                    load_config(), params.get("window_end"), params.get("window"), params.get("window_days")
+                )
+            except TrainingNotReady as exc:
+                raise AirflowSkipException(str(exc)) from exc
 
     @task
-    def train_candidate(days: list[str], params: dict) -> dict:
+    def train_candidate(window: dict, params: dict) -> dict:
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
         from pipelines.retraining import reason_from_trigger
         from pipelines.retraining import train_candidate as train
 
         context = get_current_context()
         extras = [e.extra for events in (context.get("triggering_asset_events") or {}).values() for e in events]
-        lineage = {"airflow_run_id": context["run_id"], "reason": reason_from_trigger(params["reason"], extras)}
+        lineage = {
+            "airflow_run_id": context["run_id"],
+            "reason": reason_from_trigger(params["reason"], extras),
+            "training.window": window["mode"] + (f" from the drift onset {window['onset']}" if window["onset"] else ""),
+        }
         with fail_without_retry_on_user_errors():
-            return train(load_config(), days, lineage)
+            return train(load_config(), window["days"], lineage)
 
     @task
     def bootstrap_or_challenge(candidate: dict) -> str:
@@ -114,15 +139,18 @@ def retrain_model():
         )
 
     @task(trigger_rule="all_done", retries=0)
-    def settle_approval(candidate: dict, gate: dict) -> None:
+    def settle_approval() -> dict | None:
         """Audit a refused or timed-out approval (the approval step skips the promotion itself)."""
         from pipelines.promotion import settle_unapproved
 
         ti = get_current_context()["ti"]
-        settle_unapproved(load_config(), candidate, gate, ti.xcom_pull(task_ids="approve_promotion"), ti.run_id)
+        candidate, gate = ti.xcom_pull(task_ids="train_candidate"), ti.xcom_pull(task_ids="evaluate_gate")
+        if candidate is None or gate is None:  # skipped (not ready) or failed before the gate
+            return None
+        return settle_unapproved(load_config(), candidate, gate, ti.xcom_pull(task_ids="approve_promotion"), ti.run_id)
 
-    days = select_training_window()
-    candidate = train_candidate(days)
+    window = select_training_window()
+    candidate = train_candidate(window)
     alias = bootstrap_or_challenge(candidate)
     gate = evaluate_gate(candidate, alias)
     path = choose_path(gate)
@@ -137,7 +165,7 @@ def retrain_model():
     )
     promoted = promote_candidate()
     path >> [auto, approve, reject_candidate(candidate, gate), EmptyOperator(task_id="done")]
-    [auto, approve] >> promoted >> settle_approval(candidate, gate)
+    [auto, approve] >> promoted >> settle_approval()
 
 
 retrain_model()

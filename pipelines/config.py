@@ -60,7 +60,12 @@ class MlflowSettings(_Section):
 
 
 class Training(_Section):
+    # sliding: the newest window_days labelled days. since_drift_onset: from the first night of the drift
+    # streak the history recorded against the champion (sliding when there is none), once at least
+    # min_days_since_onset labelled days exist after the onset.
+    window: Literal["sliding", "since_drift_onset"] = "since_drift_onset"
     window_days: Annotated[int, Field(ge=1)] = 28
+    min_days_since_onset: Annotated[int, Field(ge=2)] = 6
     holdout_days: Annotated[int, Field(ge=1)] = 3
     min_rows: Annotated[int, Field(ge=10)] = 1000
     reference_sample_rows: Annotated[int, Field(ge=100)] = 50_000

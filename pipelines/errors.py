@@ -30,5 +30,9 @@ class TrainingDataError(PipelineError):
     """There is not enough labelled data to train a model."""
 
 
+class TrainingNotReady(PipelineError):
+    """Retraining was asked for too early (too few labelled days since the drift onset); a later request retries."""
+
+
 class InvalidDateError(PipelineError):
     """A partition date is not a calendar date in YYYY-MM-DD form."""

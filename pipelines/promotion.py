@@ -274,16 +274,24 @@ def gate_summary(gate: dict[str, Any]) -> str:
 
 def settle_unapproved(
     config: PipelineConfig, candidate: dict[str, Any], gate: dict[str, Any], approval: dict[str, Any] | None, run_id: str
-) -> None:
-    """After the approval step: audit a Reject or a timeout (its default answer); nothing to do otherwise."""
+) -> dict[str, Any] | None:
+    """After the approval step: audit a Reject or a timeout (its default answer) and return the entry; else None."""
     if gate.get("bootstrap") or not gate.get("passed") or not config.promotion.require_approval:
-        return
+        return None
     champion = registry.alias_version(config, registry.CHAMPION)
     if champion is not None and champion.version == candidate["version"]:
-        return
-    who = (approval or {}).get("responded_by_user") or "timeout"
+        return None
+    who = _responder(approval) or "timeout"
     ref = registry.ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
-    reject(config, ref, f"approval refused ({who})", str(who), run_id, gate)
+    return reject(config, ref, f"approval refused ({who})", str(who), run_id, gate)
+
+
+def _responder(approval: dict[str, Any] | None) -> str | None:
+    """Return who answered the approval step (name, else id); None when nobody did (timeout or no step)."""
+    user = (approval or {}).get("responded_by_user")
+    if isinstance(user, dict):
+        return user.get("name") or user.get("id")
+    return user or None
 
 
 def promote_after_gate(
@@ -294,6 +302,6 @@ def promote_after_gate(
         raise PromotionError(f"candidate v{candidate['version']} did not pass the gate: it cannot be promoted")
     if config.promotion.require_approval and (approval or {}).get("chosen_options") != ["Approve"]:
         raise PromotionError(f"candidate v{candidate['version']} has no approval: it cannot be promoted")
-    approved_by = (approval or {}).get("responded_by_user") or "gate (no approval required)"
+    approved_by = _responder(approval) or "gate (no approval required)"
     ref = registry.ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
     return promote(config, ref, "gate passed", str(approved_by), run_id, gate)

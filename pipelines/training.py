@@ -25,10 +25,13 @@ from pipelines.validation import data_profile
 log = logging.getLogger(__name__)
 
 
-def training_partitions(config: PipelineConfig, end: date | None = None) -> list[date]:
+def training_partitions(
+    config: PipelineConfig, end: date | None = None, start: date | None = None, window_days: int | None = None
+) -> list[date]:
     """Return the labelled, non-quarantined partition dates of the training window ending at `end`.
 
-    `end` defaults to the newest labelled partition.
+    `end` defaults to the newest labelled partition; the window is `window_days` (default
+    training.window_days) long and never starts before `start` when one is given.
     """
     labelled = set(list_partitions(config.data_root, LABELS)) & set(list_partitions(config.data_root, INCOMING))
     quarantined = {d for d in labelled if (config.data_root / QUARANTINE / f"ds={d.isoformat()}").is_dir()}
@@ -37,8 +40,10 @@ def training_partitions(config: PipelineConfig, end: date | None = None) -> list
         end = usable[-1]
     if end is None:
         return []
-    start = end - timedelta(days=config.training.window_days - 1)
-    return [d for d in usable if start <= d <= end]
+    first = end - timedelta(days=(window_days or config.training.window_days) - 1)
+    if start is not None:
+        first = max(first, start)
+    return [d for d in usable if first <= d <= end]
 
 
 def load_labelled(config: PipelineConfig, days: list[date]) -> tuple[pd.DataFrame, dict[str, str]]:
