@@ -28,6 +28,7 @@ from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue
 
 from pipelines.airflow_adapter import optional_date_param
 from pipelines.config import load_config
+from pipelines.notifiers import PipelineAlert
 
 CONFIG = load_config()
 RETRAIN_REQUEST = Asset(CONFIG.retrain_asset_name)
@@ -41,7 +42,12 @@ RETRAIN_REQUEST = Asset(CONFIG.retrain_asset_name)
     max_active_runs=1,
     doc_md=__doc__,
     tags=["nightly-ml", "scoring", "monitoring"],
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=5)},
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=5),
+        "on_failure_callback": [PipelineAlert("task_failure")],  # a quarantine is reported as such
+    },
     params={
         "ds": optional_date_param(
             "Partition date", "The night to score (YYYY-MM-DD). Empty: the run's data interval decides."
@@ -109,7 +115,7 @@ def batch_scoring():
     def choose_path(decision: dict) -> str:
         return "request_retraining" if decision["retrain"] else "keep_champion"
 
-    @task(outlets=[RETRAIN_REQUEST])
+    @task(outlets=[RETRAIN_REQUEST], on_success_callback=[PipelineAlert("retrain_decision")])
     def request_retraining(decision: dict, outlet_events=None) -> None:
         outlet_events[RETRAIN_REQUEST].extra = {"ds": decision["ds"], "reasons": decision["reasons"]}
 

@@ -27,6 +27,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from pipelines.airflow_adapter import optional_date_param
 from pipelines.config import load_config
+from pipelines.notifiers import PipelineAlert
 
 CONFIG = load_config()
 
@@ -39,7 +40,12 @@ CONFIG = load_config()
     max_active_runs=1,
     doc_md=__doc__,
     tags=["nightly-ml", "training"],
-    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=5)},
+    default_args={
+        "owner": "ml-platform",
+        "retries": 1,
+        "retry_delay": timedelta(minutes=5),
+        "on_failure_callback": [PipelineAlert("task_failure")],
+    },
     params={
         "window_end": optional_date_param(
             "Last day of the training window", "YYYY-MM-DD. Empty: the newest labelled partition."
@@ -113,18 +119,18 @@ def retrain_model():
 
         return promotion_path(load_config(), gate)
 
-    @task(retries=0)
-    def reject_candidate(candidate: dict, gate: dict) -> None:
+    @task(retries=0, on_success_callback=[PipelineAlert("rejection")])
+    def reject_candidate(candidate: dict, gate: dict) -> dict:
         from pipelines.promotion import reject
         from pipelines.registry import ModelRef
 
         ref = ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
         reason = "gate failed: " + "; ".join(gate["reasons"])
-        reject(load_config(), ref, reason, "gate", get_current_context()["run_id"], gate)
+        return reject(load_config(), ref, reason, "gate", get_current_context()["run_id"], gate)
 
     # Its only upstream tasks are auto_approve and approve_promotion (inputs are pulled, not passed), so
     # none_failed_min_one_success cannot be satisfied by some other task's success.
-    @task(trigger_rule="none_failed_min_one_success", retries=0)
+    @task(trigger_rule="none_failed_min_one_success", retries=0, on_success_callback=[PipelineAlert("promotion")])
     def promote_candidate() -> dict:
         from pipelines.promotion import promote_after_gate
 
@@ -138,7 +144,7 @@ def retrain_model():
             context["run_id"],
         )
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(trigger_rule="all_done", retries=0, on_success_callback=[PipelineAlert("rejection")])
     def settle_approval() -> dict | None:
         """Audit a refused or timed-out approval (the approval step skips the promotion itself)."""
         from pipelines.promotion import settle_unapproved

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from pipelines.notifiers import PipelineAlert
+
 
 @dag(
     dag_id="rollback_model",
@@ -22,7 +24,12 @@ from airflow.sdk import Param, dag, get_current_context, task
     max_active_runs=1,
     doc_md=__doc__,
     tags=["nightly-ml", "registry"],
-    default_args={"owner": "ml-platform", "retries": 0, "retry_delay": timedelta(minutes=1)},
+    default_args={
+        "owner": "ml-platform",
+        "retries": 0,
+        "retry_delay": timedelta(minutes=1),
+        "on_failure_callback": [PipelineAlert("task_failure")],
+    },
     params={
         "target_version": Param(
             None, type=["null", "string"], pattern=r"^[0-9]{1,9}$", title="Version to restore",
@@ -32,7 +39,7 @@ from airflow.sdk import Param, dag, get_current_context, task
     },
 )
 def rollback_model():
-    @task
+    @task(on_success_callback=[PipelineAlert("rollback")])
     def roll_back(params: dict) -> dict:
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
         from pipelines.config import load_config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -130,6 +131,40 @@ class Promotion(_Section):
     approval_timeout_hours: Annotated[float, Field(gt=0)] = 24
 
 
+ALERT_EVENTS = ("quarantine", "retrain_decision", "promotion", "rejection", "rollback", "task_failure")
+AlertEvent = Literal["quarantine", "retrain_decision", "promotion", "rejection", "rollback", "task_failure"]
+
+
+class EmailAlerts(_Section):
+    """Email through an Airflow SMTP connection (host, port, login and password live in the connection)."""
+
+    conn_id: str = "smtp_default"
+    to: Annotated[list[str], Field(min_length=1)]
+    from_email: str | None = None  # None: the connection's from_email
+
+
+class WebhookAlerts(_Section):
+    """A JSON POST in Slack's incoming-webhook format, through an Airflow `slackwebhook` connection."""
+
+    conn_id: str = "alerts_webhook"
+
+
+class Alerts(_Section):
+    """Where alerts go; with neither target set they are only written to the task log."""
+
+    base_url: str = "http://127.0.0.1:8080"  # the Airflow UI address that links in alerts point to
+    events: list[AlertEvent] = Field(default_factory=lambda: list(ALERT_EVENTS))
+    email: EmailAlerts | None = None
+    webhook: WebhookAlerts | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL (for example https://airflow.example.com)")
+        return value.rstrip("/")
+
+
 class PipelineConfig(_Section):
     """Everything the pipelines need; paths are absolute once loaded."""
 
@@ -149,6 +184,7 @@ class PipelineConfig(_Section):
     monitoring: Monitoring = Monitoring()
     retraining: RetrainPolicy = RetrainPolicy()
     promotion: Promotion = Promotion()
+    alerts: Alerts = Alerts()
 
     @field_validator("schedule")
     @classmethod

@@ -17,6 +17,8 @@ from pipelines.lake import REPORTS
 REPORT_FILES = ("drift.html", "data_summary.html", "performance.html", "drift.json", "data_summary.json",
                 "performance.json", "summary.json")
 _DS = re.compile(r"^ds=\d{4}-\d{2}-\d{2}$")
+MODEL_FILES = ("candidate.html", "champion.html", "candidate.json", "champion.json", "comparison.json")
+_PAIR = re.compile(r"^v\d{1,9}_vs_v\d{1,9}$")
 
 
 def resolve_report(config: PipelineConfig, partition: str, name: str) -> Path | None:
@@ -25,6 +27,17 @@ def resolve_report(config: PipelineConfig, partition: str, name: str) -> Path | 
         return None
     root = (config.data_root / REPORTS).resolve()
     path = (root / partition / name).resolve()
+    if root not in path.parents or not path.is_file():
+        return None
+    return path
+
+
+def resolve_model_report(config: PipelineConfig, pair: str, name: str) -> Path | None:
+    """Return a gate comparison file for `v<candidate>_vs_v<champion>/name`, or None (same rules as reports)."""
+    if not _PAIR.match(pair) or name not in MODEL_FILES:
+        return None
+    root = (config.data_root / REPORTS / "models").resolve()
+    path = (root / pair / name).resolve()
     if root not in path.parents or not path.is_file():
         return None
     return path
@@ -90,6 +103,7 @@ def render_page(config: PipelineConfig, base: str) -> str:
             "</tr>"
         )
     chart = ""
+    audit = _audit_rows(config, base)
     if len(frame):
         png = base64.b64encode(trend_chart_png(frame.sort_values("ds"))).decode()
         chart = f'<img alt="drift share and ROC AUC per night" src="data:image/png;base64,{png}">'
@@ -99,4 +113,32 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#
 </head><body><h1>Model monitoring: {html.escape(config.model.registered_name)}</h1>{chart}
 <table><thead><tr><th>night</th><th>model</th><th>validation</th><th>drift share</th><th>drifted columns</th>
 <th>estimated AUC</th><th>realised AUC</th><th>labels</th><th>decision</th><th>reasons</th><th>reports</th></tr></thead>
-<tbody>{''.join(rows) or '<tr><td colspan=11>No night has been monitored yet.</td></tr>'}</tbody></table></body></html>"""
+<tbody>{''.join(rows) or '<tr><td colspan=11>No night has been monitored yet.</td></tr>'}</tbody></table>
+<h2>Champion history (audit log, newest first)</h2>
+<table><thead><tr><th>when (UTC)</th><th>action</th><th>from</th><th>to</th><th>by</th><th>reason</th><th>gate</th>
+<th>Airflow run</th></tr></thead><tbody>{audit or '<tr><td colspan=8>No alias has moved yet.</td></tr>'}</tbody></table>
+</body></html>"""
+
+
+def _audit_rows(config: PipelineConfig, base: str) -> str:
+    from pipelines.promotion import PromotionError, read_audit
+
+    try:
+        entries = read_audit(config)
+    except PromotionError as exc:
+        return f'<tr><td colspan=8 class=bad>{html.escape(str(exc))}</td></tr>'
+    rows = []
+    for e in reversed(entries):
+        gate, cell = e.get("gate") or {}, "-"
+        if gate.get("comparison"):
+            c, pair = gate["comparison"], f"v{gate['candidate']}_vs_v{gate['champion']}"
+            cell = (f"{c['difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] "
+                    f'<a href="{base}/models/{pair}/candidate.html">candidate</a> '
+                    f'<a href="{base}/models/{pair}/champion.html">champion</a>')
+        frm = f"v{e['from_version']}" if e.get("from_version") else "-"
+        rows.append(
+            f"<tr><td>{html.escape(e['at'][:19])}</td><td>{html.escape(e['action'])}</td><td>{frm}</td>"
+            f"<td>v{html.escape(str(e['to_version']))}</td><td>{html.escape(str(e.get('approved_by')))}</td>"
+            f"<td>{html.escape(str(e.get('reason')))}</td><td>{cell}</td><td>{html.escape(str(e.get('airflow_run_id')))}</td></tr>"
+        )
+    return "".join(rows)

@@ -68,6 +68,16 @@ def report(partition: str, name: str) -> FileResponse:
     return FileResponse(path)
 
 
+@app.get("/models/{pair}/{name}", dependencies=[Depends(require_airflow_login)])
+def model_report(pair: str, name: str) -> FileResponse:
+    from pipelines.monitoring_page import resolve_model_report
+
+    path = resolve_model_report(_config(), pair, name)
+    if path is None:
+        raise HTTPException(status_code=404, detail="no such comparison")
+    return FileResponse(path)
+
+
 class DriftReportLink(BaseOperatorLink):
     """Extra link on batch_scoring.monitor_night: opens that night's Evidently drift report."""
 

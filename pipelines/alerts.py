@@ -1,0 +1,142 @@
+"""Alert messages: what happened, for which night or model version, and links to the run and the report.
+
+Composition only; `pipelines.notifiers` turns Airflow callbacks into these and delivers them.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from pipelines.config import PipelineConfig
+
+
+@dataclass
+class Alert:
+    """One alert: a subject line, plain-text lines, and named links."""
+
+    event: str
+    subject: str
+    lines: list[str]
+    links: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """Plain text (the email's text part and the task log)."""
+        links = [f"{name}: {url}" for name, url in self.links.items()]
+        return "\n".join([self.subject, *self.lines, *links])
+
+    def slack_payload(self) -> dict[str, Any]:
+        """Slack incoming-webhook JSON: `text` for any receiver, `blocks` for Slack's layout."""
+        links = " | ".join(f"<{url}|{name}>" for name, url in self.links.items())
+        body = "\n".join(self.lines)
+        blocks = [
+            {"type": "header", "text": {"type": "plain_text", "text": self.subject[:150]}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": body[:2900] or " "}},
+        ]
+        if links:
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": links[:2900]}]})
+        return {"text": self.text(), "blocks": blocks}
+
+    def html(self) -> str:
+        """The email body."""
+        lines = "".join(f"<p>{html.escape(line)}</p>" for line in self.lines)
+        links = "".join(f'<li><a href="{html.escape(url)}">{html.escape(name)}</a></li>' for name, url in self.links.items())
+        return f"<h3>{html.escape(self.subject)}</h3>{lines}<ul>{links}</ul>"
+
+
+def run_url(config: PipelineConfig, dag_id: str, run_id: str, task_id: str | None = None) -> str:
+    """Return the Airflow UI address of a DAG run (or of one task in it)."""
+    url = f"{config.alerts.base_url}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    return f"{url}/tasks/{quote(task_id, safe='')}" if task_id else url
+
+
+def report_url(config: PipelineConfig, relative: str) -> str:
+    """Return the address of a report under reports/ as served by the monitoring plugin."""
+    return f"{config.alerts.base_url}/monitoring/reports/{relative}"
+
+
+def model_report_url(config: PipelineConfig, candidate: str, champion: str, name: str) -> str:
+    """Return the address of a gate comparison file (candidate.html, champion.html, comparison.json)."""
+    return f"{config.alerts.base_url}/monitoring/models/v{candidate}_vs_v{champion}/{name}"
+
+
+def quarantine(config: PipelineConfig, ds: str, failures: list[str], rows: int, run: str) -> Alert:
+    shown = failures[:10] + ([f"... and {len(failures) - 10} more"] if len(failures) > 10 else [])
+    return Alert(
+        "quarantine",
+        f"[{config.model.registered_name}] partition ds={ds} quarantined ({rows:,} rows not scored)",
+        ["It failed validation and was moved aside; the other nights go on.", *[f"- {f}" for f in shown],
+         f"Fix or replace incoming/ds={ds} and rerun batch_scoring with ds={ds}."],
+        {"Airflow run": run, "Monitoring": f"{config.alerts.base_url}/monitoring/"},
+    )
+
+
+def retrain_decision(config: PipelineConfig, decision: dict[str, Any], run: str) -> Alert:
+    ds = decision["ds"]
+    return Alert(
+        "retrain_decision",
+        f"[{config.model.registered_name}] retraining requested after ds={ds} (champion v{decision['model_version']})",
+        ["The monitoring decided the champion no longer holds:", *[f"- {r}" for r in decision.get("reasons", [])],
+         "retrain_model runs on this request."],
+        {"Drift report": report_url(config, f"ds={ds}/drift.html"), "Airflow run": run},
+    )
+
+
+def _gate_line(gate: dict[str, Any] | None) -> list[str]:
+    comparison = (gate or {}).get("comparison")
+    if not comparison:
+        return []
+    days = ", ".join(gate.get("evaluation_days", []))
+    return [
+        f"Gate on {days}: difference {comparison['difference']:+.4f} "
+        f"(95% CI {comparison['ci_low']:+.4f}..{comparison['ci_high']:+.4f})."
+    ]
+
+
+def _gate_links(config: PipelineConfig, entry: dict[str, Any]) -> dict[str, str]:
+    gate = entry.get("gate") or {}
+    if not gate.get("comparison"):
+        return {}
+    pair = (gate["candidate"], gate["champion"])
+    return {"Gate comparison": model_report_url(config, *pair, "candidate.html")}
+
+
+def promotion(config: PipelineConfig, entry: dict[str, Any], run: str) -> Alert:
+    return Alert(
+        "promotion",
+        f"[{entry['model']}] v{entry['to_version']} promoted to champion (was v{entry['from_version']})",
+        [f"Approved by {entry['approved_by']}; reason: {entry['reason']}.", *_gate_line(entry.get("gate")),
+         f"The next nightly run scores with v{entry['to_version']}; roll back with the rollback_model DAG."],
+        {**_gate_links(config, entry), "Airflow run": run},
+    )
+
+
+def rejection(config: PipelineConfig, entry: dict[str, Any], run: str) -> Alert:
+    return Alert(
+        "rejection",
+        f"[{entry['model']}] candidate v{entry['to_version']} rejected; champion v{entry['from_version']} stays",
+        [f"Why: {entry['reason']} (decided by {entry['approved_by']}).", *_gate_line(entry.get("gate"))],
+        {**_gate_links(config, entry), "Airflow run": run},
+    )
+
+
+def rollback(config: PipelineConfig, entry: dict[str, Any], run: str) -> Alert:
+    return Alert(
+        "rollback",
+        f"[{entry['model']}] rolled back: champion is v{entry['to_version']} again (was v{entry['from_version']})",
+        [f"Requested by {entry['approved_by']}; reason: {entry['reason']}.",
+         f"The next nightly run scores with v{entry['to_version']}."],
+        {"Airflow run": run},
+    )
+
+
+def task_failure(config: PipelineConfig, dag_id: str, task_id: str, ds: str | None, error: str, run: str) -> Alert:
+    night = f" for ds={ds}" if ds else ""
+    return Alert(
+        "task_failure",
+        f"[{config.model.registered_name}] {dag_id}.{task_id} failed{night}",
+        [f"Error: {error[:1500]}", "Open the task log from the link below; fix the cause and clear the task to rerun it."],
+        {"Task log": run},
+    )
