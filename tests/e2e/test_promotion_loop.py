@@ -1,0 +1,168 @@
+"""The whole loop through real Airflow, with alerts to real local receivers.
+
+Concept and covariate drift start on DRIFT_START. The monitoring asks for retraining after its third drifted night;
+retrain_model skips until min_days_since_onset labelled days exist after the onset, then trains on the days since
+the onset only, the candidate beats the champion on days neither trained on, and is promoted at once
+(require_approval false). The next night is scored by the new version; a rollback brings the old one back.
+"""
+
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import registry, sample_data
+from pipelines.config import load_config
+from pipelines.lake import partition_dir
+from pipelines.promotion import PREVIOUS, read_audit
+from tests.alert_receivers import AlertReceivers
+from tests.conftest import REPO, airflow_env, write_config
+
+pytestmark = pytest.mark.e2e
+
+START, BOOTSTRAP_END, DRIFT_START = date(2026, 9, 1), "2026-09-08", date(2026, 9, 14)
+FIRST, LAST, BAD = date(2026, 9, 12), date(2026, 9, 21), date(2026, 9, 13)
+ROWS = 3000
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("loop")
+    with AlertReceivers() as receivers:
+        config_path = write_config(
+            folder,
+            training={"holdout_days": 2, "min_days_since_onset": 4, "window": "since_drift_onset"},
+            alerts=AlertReceivers.config,
+        )
+        config = load_config(config_path)
+        drift = sample_data.DriftSpec(start=DRIFT_START, covariate=True, concept=True)
+        days = (LAST - START).days + 1
+        sample_data.generate(config.data_root, START, days, ROWS, label_delay_days=3, as_of=date(2026, 9, 11), drift=drift)
+        sample_data.break_partition(config.data_root, BAD, "missing_column")
+        registry.init_store(config)
+        env = airflow_env(folder / "airflow", config_path) | receivers.env
+        run = lambda args: subprocess.run(args, env=env, capture_output=True, text=True, timeout=1500, cwd=REPO)  # noqa: E731
+        assert run([sys.executable, "-m", "airflow", "db", "migrate"]).returncode == 0
+        drive = run([sys.executable, str(Path(__file__).parent / "drive_loop.py"), str(folder), BOOTSTRAP_END,
+                     FIRST.isoformat(), LAST.isoformat(), str(ROWS), DRIFT_START.isoformat()])
+        assert drive.returncode == 0, (drive.stdout + drive.stderr)[-5000:]
+        outcomes = json.loads((folder / "outcomes.json").read_text())
+        yield {"config": config, "outcomes": outcomes, "mail": list(receivers.mail), "posts": list(receivers.posts),
+               "log": drive.stdout + drive.stderr}
+
+
+def _retrains(outcomes):
+    return {k.split()[-1]: v for k, v in outcomes.items() if k.startswith("retrain after")}
+
+
+def test_drift_leads_to_a_retraining_request_on_the_third_drifted_night(loop):
+    decisions = {k: v["returns"]["finish"]["retrain"] for k, v in loop["outcomes"].items()
+                 if k[:4] == "2026" and "finish" in v["returns"]}
+    assert [d for d, fired in sorted(decisions.items()) if fired][0] == "2026-09-16"
+    assert not any(fired for d, fired in decisions.items() if d < "2026-09-16")
+    assert "drift" in " ".join(loop["outcomes"]["2026-09-16"]["returns"]["finish"]["reasons"])
+
+
+def test_retraining_waits_for_labels_after_the_drift_onset(loop):
+    retrains = _retrains(loop["outcomes"])
+    early = [d for d in retrains if d < "2026-09-20"]
+    assert early == ["2026-09-16", "2026-09-17", "2026-09-18", "2026-09-19"]
+    for d in early:
+        assert retrains[d]["state"] == "success"
+        assert retrains[d]["task_states"]["select_training_window"] == "skipped"
+        assert retrains[d]["task_states"]["train_candidate"] == "skipped"
+        assert retrains[d]["task_states"]["promote_candidate"] == "skipped"
+
+
+def test_the_candidate_trained_since_the_onset_wins_and_is_promoted(loop):
+    config, outcomes = loop["config"], loop["outcomes"]
+    boot = outcomes["bootstrap"]["returns"]["train_candidate"]
+    winner = _retrains(outcomes)["2026-09-20"]
+    assert winner["state"] == "success", winner["task_states"]
+    window = winner["returns"]["select_training_window"]
+    assert window["mode"] == "since_drift_onset" and window["onset"] == DRIFT_START.isoformat()
+    assert window["days"] == ["2026-09-14", "2026-09-15", "2026-09-16", "2026-09-17"]
+    candidate = winner["returns"]["train_candidate"]
+    assert candidate["train_days"] == ["2026-09-14", "2026-09-15"]
+    gate = winner["returns"]["evaluate_gate"]
+    assert gate["passed"] and gate["evaluation_days"] == ["2026-09-16", "2026-09-17"]
+    assert gate["comparison"]["ci_low"] > 0, gate["comparison"]  # better beyond the bootstrap noise
+    assert winner["task_states"]["promote_candidate"] == "success"
+    assert winner["task_states"]["reject_candidate"] == "skipped"
+    entry = winner["returns"]["promote_candidate"]
+    assert (entry["from_version"], entry["to_version"]) == (boot["version"], candidate["version"])
+    tags = MlflowClient(config.tracking_uri).get_model_version(candidate["name"], candidate["version"]).tags
+    assert tags["training.window"] == "since_drift_onset from the drift onset 2026-09-14"
+    assert tags["reason"].startswith("2026-09-20: ") and tags["airflow_run_id"] == winner["run_id"]
+    assert tags["gate.passed"] == "true"
+
+
+def test_the_next_night_is_scored_by_the_new_champion(loop):
+    outcomes = loop["outcomes"]
+    new = _retrains(outcomes)["2026-09-20"]["returns"]["train_candidate"]["version"]
+    assert outcomes[LAST.isoformat()]["returns"]["score_partition"]["model_version"] == new
+    assert outcomes["last_night_versions"] == [new]
+    assert outcomes["2026-09-20"]["returns"]["score_partition"]["model_version"] != new
+
+
+def test_rollback_restores_the_previous_champion_audited(loop):
+    config, outcomes = loop["config"], loop["outcomes"]
+    boot = outcomes["bootstrap"]["returns"]["train_candidate"]["version"]
+    new = _retrains(outcomes)["2026-09-20"]["returns"]["train_candidate"]["version"]
+    assert outcomes["rollback_bad"]["state"] == "failed"
+    assert outcomes["rollback"]["state"] == "success"
+    assert registry.champion(config).version == boot
+    assert registry.alias_version(config, PREVIOUS).version == new
+    actions = [(e["action"], e["from_version"], e["to_version"]) for e in read_audit(config)]
+    assert actions == [("bootstrap", None, boot), ("promote", boot, new), ("rollback", new, boot)]
+    assert read_audit(config)[-1]["reason"] == "loop test: undo the promotion"
+    rerun = pd.read_parquet(partition_dir(config.data_root, "predictions", LAST))
+    assert set(rerun["model_version"]) == {boot}
+
+
+def _alerts(loop, event):
+    mails = [m for m in loop["mail"] if m["event"] == event]
+    posts = [p["json"] for p in loop["posts"] if any(m["subject"] == p["json"]["blocks"][0]["text"]["text"] for m in mails)]
+    return mails, posts
+
+
+@pytest.mark.parametrize(
+    ("event", "count", "subject", "body", "link"),
+    [
+        ("quarantine", 1, "partition ds=2026-09-13 quarantined (3,000 rows not scored)",
+         "required column", "https://airflow.example.test/dags/batch_scoring/runs/"),
+        # nights 16-20 on v1, and the rerun of 21 after the rollback to v1; none for 21 scored by v2
+        ("retrain_decision", 6, "retraining requested after ds=2026-09-16", "drift share",
+         "https://airflow.example.test/monitoring/reports/ds=2026-09-16/drift.html"),
+        ("promotion", 1, "promoted to champion (was v1)", "95% CI",
+         "https://airflow.example.test/monitoring/models/v2_vs_v1/candidate.html"),
+        ("rollback", 1, "rolled back: champion is v1 again (was v2)", "loop test: undo the promotion",
+         "https://airflow.example.test/dags/rollback_model/runs/"),
+        ("task_failure", 1, "rollback_model.roll_back failed", "has no version",
+         "https://airflow.example.test/dags/rollback_model/runs/"),
+    ],
+)
+def test_alerts_arrive_by_email_and_webhook(loop, event, count, subject, body, link):
+    mails, posts = _alerts(loop, event)
+    assert len(mails) == count and len(posts) == count, [m["subject"] for m in loop["mail"]]
+    assert subject in mails[0]["subject"]
+    assert mails[0]["to"] == ["ml-oncall@example.test"] and mails[0]["from"] == "airflow@example.test"
+    assert body in mails[0]["body"] and link in mails[0]["body"]
+    assert body in posts[0]["text"] and link in posts[0]["text"]
+    assert link in json.dumps(posts[0]["blocks"])
+    if event == "retrain_decision":
+        assert all("(champion v1)" in m["subject"] for m in mails)
+    if event == "promotion":
+        fetched = (loop["config"].data_root / "reports" / "models" / "v2_vs_v1" / "candidate.html")
+        assert fetched.is_file()  # the link points at a report that exists
+
+
+def test_webhook_posts_are_slack_incoming_webhook_requests(loop):
+    assert loop["posts"] and all(p["path"] == "/T000/B000/alerts" for p in loop["posts"])
+    assert all(p["content_type"].startswith("application/json") for p in loop["posts"])
+    assert all(p["json"]["blocks"][0]["type"] == "header" for p in loop["posts"])
