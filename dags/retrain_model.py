@@ -32,6 +32,19 @@ from pipelines.notifiers import PipelineAlert
 CONFIG = load_config()
 
 
+class ApprovalStep(ApprovalOperator):
+    """ApprovalOperator that also keeps the answer (options, who, timed out) in XCom `answer`.
+
+    On Reject the operator skips its downstream tasks before a return value is stored, so the
+    answer is pushed first; settle_approval needs it to audit who refused.
+    """
+
+    def execute_complete(self, context, event):
+        answer = {k: event.get(k) for k in ("chosen_options", "responded_by_user", "timedout")}
+        context["ti"].xcom_push(key="answer", value=answer)
+        return super().execute_complete(context=context, event=event)
+
+
 @dag(
     dag_id="retrain_model",
     schedule=[Asset(CONFIG.retrain_asset_name)],
@@ -140,7 +153,7 @@ def retrain_model():
             load_config(),
             ti.xcom_pull(task_ids="train_candidate"),
             ti.xcom_pull(task_ids="evaluate_gate"),
-            ti.xcom_pull(task_ids="approve_promotion"),
+            ti.xcom_pull(task_ids="approve_promotion", key="answer"),
             context["run_id"],
         )
 
@@ -153,7 +166,8 @@ def retrain_model():
         candidate, gate = ti.xcom_pull(task_ids="train_candidate"), ti.xcom_pull(task_ids="evaluate_gate")
         if candidate is None or gate is None:  # skipped (not ready) or failed before the gate
             return None
-        return settle_unapproved(load_config(), candidate, gate, ti.xcom_pull(task_ids="approve_promotion"), ti.run_id)
+        answer = ti.xcom_pull(task_ids="approve_promotion", key="answer")
+        return settle_unapproved(load_config(), candidate, gate, answer, ti.run_id)
 
     window = select_training_window()
     candidate = train_candidate(window)
@@ -161,7 +175,7 @@ def retrain_model():
     gate = evaluate_gate(candidate, alias)
     path = choose_path(gate)
     auto = EmptyOperator(task_id="auto_approve")
-    approve = ApprovalOperator(
+    approve = ApprovalStep(
         task_id="approve_promotion",
         subject="Promote the retrained model?",
         body="{{ ti.xcom_pull(task_ids='evaluate_gate')['summary'] }}",

@@ -1,0 +1,180 @@
+"""Approval required: retrain_model waits at Airflow's human-in-the-loop step until a person answers.
+
+A real api-server shares the metadata DB with the runs. Approve (REST PATCH of hitlDetails) promotes; Reject does
+not; no answer before the deadline is resolved by the scheduler's own timeout sweep
+(SchedulerJobRunner.check_awaiting_input_timeouts, what a running scheduler calls on its timer) with the default
+answer, Reject. The gate's min_gain is -1 here so that candidates from the same stable data pass it and reach the
+approval step.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipelines import registry, sample_data
+from pipelines.config import load_config
+from pipelines.promotion import read_audit
+from tests.alert_receivers import AlertReceivers, free_port
+from tests.conftest import REPO, airflow_env, write_config
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT_HOURS = 0.01  # 36 s
+SWEEP = (
+    "from airflow.jobs.job import Job\n"
+    "from airflow.jobs.scheduler_job_runner import SchedulerJobRunner\n"
+    "SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts()\n"
+)
+
+
+def _wait_for_api(base, proc, log_path):
+    for _ in range(120):
+        try:
+            if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        time.sleep(1)
+    raise AssertionError("api-server did not start")
+
+
+def _pending(base, headers):
+    response = httpx.get(f"{base}/api/v2/dags/retrain_model/dagRuns/~/hitlDetails", headers=headers, timeout=10)
+    response.raise_for_status()
+    return [d for d in response.json()["hitl_details"] if not d["response_received"]]
+
+
+@pytest.fixture(scope="module")
+def approvals(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("approval")
+    with AlertReceivers() as receivers:
+        config_path = write_config(
+            folder,
+            promotion={"require_approval": True, "approval_timeout_hours": TIMEOUT_HOURS, "min_gain": -1.0},
+            alerts=AlertReceivers.config,
+        )
+        config = load_config(config_path)
+        sample_data.generate(config.data_root, date(2026, 9, 1), 14, 2000, label_delay_days=3)
+        registry.init_store(config)
+        port = free_port()
+        env = airflow_env(folder / "airflow", config_path) | receivers.env | {
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+        }
+        run = lambda args, **kw: subprocess.run(args, env=env, capture_output=True, text=True, cwd=REPO, **kw)  # noqa: E731
+        assert run([sys.executable, "-m", "airflow", "db", "migrate"], timeout=600).returncode == 0
+        api_log = folder / "api-server.log"
+        api = subprocess.Popen([sys.executable, "-m", "airflow", "api-server", "--port", str(port)], env=env,
+                               stdout=api_log.open("w"), stderr=subprocess.STDOUT)
+        driver_log = folder / "driver.log"
+        driver = None
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_for_api(base, api, api_log)
+            password = json.loads((folder / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+            token = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": password}).json()["access_token"]
+            headers = {"authorization": f"Bearer {token}"}
+            driver = subprocess.Popen(
+                [sys.executable, str(Path(__file__).parent / "drive_approval.py"), str(folder), "approve", "reject", "timeout"],
+                env=env, stdout=driver_log.open("w"), stderr=subprocess.STDOUT, cwd=REPO,
+            )
+            answers, seen = {}, {}
+            deadline = time.monotonic() + 1200
+            while driver.poll() is None and time.monotonic() < deadline:
+                for detail in _pending(base, headers):
+                    run_id = detail["task_instance"]["dag_run_id"]
+                    if run_id in answers:
+                        continue
+                    step = ("approve", "reject", "timeout")[len(answers)]
+                    seen[step] = {
+                        "detail": detail,
+                        "champion_while_waiting": registry.champion(config).version,
+                        "state_while_waiting": httpx.get(
+                            f"{base}/api/v2/dags/retrain_model/dagRuns/{run_id}/taskInstances/approve_promotion",
+                            headers=headers).json()["state"],
+                    }
+                    if step == "timeout":
+                        time.sleep(TIMEOUT_HOURS * 3600 + 2)
+                        early = detail["task_instance"]["state"]
+                        sweep = run([sys.executable, "-c", SWEEP], timeout=300)
+                        assert sweep.returncode == 0, sweep.stderr[-3000:]
+                        seen[step]["state_before_sweep"] = early
+                        answers[run_id] = "timeout"
+                        continue
+                    choice = "Approve" if step == "approve" else "Reject"
+                    patch = httpx.patch(
+                        f"{base}/api/v2/dags/retrain_model/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails",
+                        headers=headers, json={"chosen_options": [choice], "params_input": {}}, timeout=30,
+                    )
+                    seen[step]["patch"] = {"status": patch.status_code, "body": patch.json()}
+                    answers[run_id] = step
+                time.sleep(1)
+            assert driver.wait(timeout=60) == 0, driver_log.read_text()[-5000:]
+            outcomes = json.loads((folder / "outcomes.json").read_text())
+            yield {"config": config, "outcomes": outcomes, "seen": seen, "answers": answers, "mail": list(receivers.mail),
+                   "posts": list(receivers.posts), "base": base, "headers": headers}
+        finally:
+            if driver is not None and driver.poll() is None:
+                driver.kill()
+            api.send_signal(signal.SIGINT)
+            try:
+                api.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                api.kill()
+
+
+def test_the_run_waits_for_a_person_with_the_gate_comparison_on_screen(approvals):
+    boot = approvals["outcomes"]["bootstrap"]["returns"]["train_candidate"]["version"]
+    for step in ("approve", "reject", "timeout"):
+        seen = approvals["seen"][step]
+        assert seen["state_while_waiting"] == "awaiting_input"
+        assert seen["champion_while_waiting"] == (boot if step == "approve" else approvals["outcomes"]["approve"]["returns"]["train_candidate"]["version"])
+        detail = seen["detail"]
+        assert detail["options"] == ["Approve", "Reject"] and detail["defaults"] == ["Reject"]
+        assert "95% paired bootstrap interval" in detail["body"] and "| roc_auc |" in detail["body"]
+
+
+def test_approval_through_the_rest_api_promotes(approvals):
+    config, outcomes = approvals["config"], approvals["outcomes"]
+    approved = outcomes["approve"]
+    assert approvals["seen"]["approve"]["patch"]["status"] == 200
+    assert approved["state"] == "success"
+    assert approved["task_states"]["promote_candidate"] == "success"
+    promoted = [e for e in read_audit(config) if e["action"] == "promote"]
+    assert len(promoted) == 1
+    assert promoted[0]["to_version"] == approved["returns"]["train_candidate"]["version"]
+    assert promoted[0]["approved_by"] == "admin" and promoted[0]["airflow_run_id"] == approved["run_id"]
+    assert promoted[0]["gate"]["comparison"]["samples"] > 0
+
+
+def test_rejection_and_timeout_do_not_promote(approvals):
+    config, outcomes = approvals["config"], approvals["outcomes"]
+    champion = outcomes["approve"]["returns"]["train_candidate"]["version"]
+    assert registry.champion(config).version == champion
+    rejections = {e["airflow_run_id"]: e for e in read_audit(config) if e["action"] == "reject"}
+    for step, who in (("reject", "admin"), ("timeout", "timeout")):
+        outcome = outcomes[step]
+        assert outcome["state"] == "success"
+        assert outcome["task_states"]["promote_candidate"] == "skipped"
+        assert outcome["task_states"]["settle_approval"] == "success"
+        entry = rejections[outcome["run_id"]]
+        assert entry["to_version"] == outcome["returns"]["train_candidate"]["version"]
+        assert entry["from_version"] == champion
+        assert entry["approved_by"] == who and entry["reason"] == f"approval refused ({who})"
+    assert approvals["seen"]["timeout"]["state_before_sweep"] == "awaiting_input"
+
+
+def test_rejection_alerts_arrive(approvals):
+    mails = [m for m in approvals["mail"] if m["event"] == "rejection"]
+    assert len(mails) == 2 and len([p for p in approvals["posts"] if "rejected" in p["json"]["text"]]) == 2
+    assert "approval refused (admin)" in mails[0]["body"] and "approval refused (timeout)" in mails[1]["body"]
+    promoted = [m for m in approvals["mail"] if m["event"] == "promotion"]
+    assert len(promoted) == 1 and "Approved by admin" in promoted[0]["body"]
