@@ -6,6 +6,7 @@ import pytest
 
 from pipelines import registry, retraining, sample_data
 from pipelines.config import load_config
+from pipelines.monitoring_page import render_page, resolve_model_report
 from pipelines.promotion import PromotionError, evaluate_gate, promote, read_audit, reject, rollback
 from pipelines.training import fit_and_evaluate, load_labelled
 from tests.conftest import write_config
@@ -49,6 +50,13 @@ def test_a_better_candidate_passes_with_the_uncertainty_shown(lake):
     assert gate.metrics["candidate"]["roc_auc"] > 0.65
     for key in ("candidate_html", "champion_html", "comparison_json"):
         assert gate.reports[key].endswith((".html", ".json"))
+    pair = f"v{better['version']}_vs_v{first['version']}"
+    assert str(resolve_model_report(config, pair, "candidate.html")) == gate.reports["candidate_html"]
+    for bad_pair, name in ((pair, "../../monitoring/history.db"), ("..", "candidate.html"), (pair, "model.pkl"),
+                           ("v9_vs_v1", "candidate.html")):
+        assert resolve_model_report(config, bad_pair, name) is None
+    page = render_page(config, "/monitoring")
+    assert "Champion history (audit log" in page and ">bootstrap<" in page
 
 
 def test_a_worse_candidate_is_rejected_and_the_champion_stays(lake):

@@ -1,0 +1,67 @@
+"""The training window: sliding, or since the drift onset the monitoring history recorded against the champion."""
+
+import shutil
+
+import pytest
+
+from pipelines import history, registry
+from pipelines.config import load_config
+from pipelines.errors import TrainingNotReady
+from pipelines.retraining import drift_onset, plan_training_window
+from tests.conftest import write_config
+
+
+@pytest.fixture
+def lake(champion_lake, tmp_path):
+    """A private copy of the champion lake's data (history is written here) sharing its MLflow store (read only)."""
+    shutil.copytree(champion_lake.data_root, tmp_path / "data")
+
+    def make(**overrides):
+        path = write_config(tmp_path, **overrides)
+        path.write_text(path.read_text().replace(str(tmp_path / "mlflow"), str(champion_lake.mlflow.store_dir)))
+        return load_config(path)
+
+    return make
+
+
+def _nights(config, shares):
+    version = registry.champion(config).version
+    for ds, share in shares.items():
+        history.record_night(config, ds, config.model.registered_name, version, rows=10, drift_share=share,
+                             validation_success=share is not None)
+
+
+def test_without_recorded_drift_the_window_slides(lake):
+    config = lake()
+    plan = plan_training_window(config)
+    assert plan["mode"] == "sliding" and plan["onset"] is None
+    assert plan["days"][0] == "2026-09-01" and plan["days"][-1] == "2026-09-09"
+    assert len(plan_training_window(config, window_days=3)["days"]) == 3
+
+
+def test_onset_is_the_first_night_of_the_newest_drift_streak(lake):
+    config = lake()
+    # an older streak (03), a calm night (04), then drift from 06; the quarantined night (07) does not break it
+    _nights(config, {"2026-09-03": 0.4, "2026-09-04": 0.1, "2026-09-05": 0.2, "2026-09-06": 0.3,
+                     "2026-09-07": None, "2026-09-08": 0.5})
+    assert str(drift_onset(config)) == "2026-09-06"
+    other = registry.ModelRef(config.model.registered_name, "999", "x")
+    history.record_night(config, "2026-09-09", other.name, other.version, rows=1, drift_share=0.9)
+    assert str(drift_onset(config)) == "2026-09-06"  # nights measured against another model do not count
+
+
+def test_since_onset_trains_only_after_the_onset_once_enough_days_are_labelled(lake):
+    config = lake(training={"min_days_since_onset": 4})
+    _nights(config, {"2026-09-05": 0.1, "2026-09-06": 0.3, "2026-09-07": 0.35, "2026-09-08": 0.3})
+    plan = plan_training_window(config)
+    assert plan == {"days": ["2026-09-06", "2026-09-07", "2026-09-08", "2026-09-09"], "mode": "since_drift_onset",
+                    "onset": "2026-09-06"}
+    assert plan_training_window(config, window="sliding")["days"][0] == "2026-09-01"
+
+
+def test_too_few_labelled_days_since_the_onset_is_not_ready_yet(lake):
+    config = lake()  # min_days_since_onset 6
+    _nights(config, {"2026-09-06": 0.3, "2026-09-07": 0.35, "2026-09-08": 0.3})
+    with pytest.raises(TrainingNotReady, match=r"drift began on 2026-09-06, and only 4 labelled day\(s\)") as err:
+        plan_training_window(config)
+    assert "window=sliding" in str(err.value)
