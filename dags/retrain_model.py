@@ -75,7 +75,7 @@ class ApprovalStep(ApprovalOperator):
             None, type=["null", "integer"], minimum=2, maximum=366, title="Window length in days",
             description="Empty: training.window_days of the config.",
         ),
-        "reason": Param("manual", type="string", maxLength=200, title="Why this model is trained"),
+        "reason": Param("manual", type="string", maxLength=500, title="Why this model is trained"),
     },
 )
 def retrain_model():

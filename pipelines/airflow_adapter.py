@@ -1,4 +1,4 @@
-"""The one module of `pipelines` that imports Airflow: error mapping for tasks and running DAGs in-process."""
+"""Airflow glue (with `notifiers`, the only modules of `pipelines` importing Airflow): error mapping, runs in-process."""
 
 from __future__ import annotations
 
@@ -78,3 +78,16 @@ def run_dag(dag_id: str, logical_date: datetime | None, conf: dict[str, Any] | N
 @dataclass
 class _Row:
     value: Any
+
+
+def retraining_requests(run_id: str) -> list[dict[str, Any]]:
+    """Return the extras of the Asset events (retraining requests) a DAG run emitted, oldest first."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        events = session.scalars(
+            select(AssetEvent).where(AssetEvent.source_run_id == run_id).order_by(AssetEvent.timestamp)
+        ).all()
+        return [dict(e.extra or {}) for e in events]

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 DEMO_START = date(2026, 9, 1)
 DEMO_TRAIN_END = date(2026, 9, 28)
-DEMO_NIGHTS = 14
+DEMO_NIGHTS = 17  # to 2026-10-15: enough labelled days after the drift onset to retrain on, then one more night
 DEMO_ROWS = 5000
 DEMO_BAD_NIGHT = (date(2026, 10, 3), "missing_column")
 DEMO_DRIFT_START = date(2026, 10, 6)
@@ -96,10 +96,33 @@ def print_table(rows: list[dict[str, object]]) -> None:
         print("  ".join(str(row[h]).ljust(w) for h, w in zip(headers, widths)))
 
 
+def _retrain_cell(outcome: DagRunOutcome | None) -> str:
+    if outcome is None:
+        return "-"
+    states, returns = outcome.task_states, outcome.returns
+    if states.get("select_training_window") == "skipped":
+        return "skipped: too few labelled days since the drift onset"
+    if outcome.state != "success":
+        return f"{outcome.state}: {states}"
+    gate = returns.get("evaluate_gate") or {}
+    version = (returns.get("train_candidate") or {}).get("version")
+    comparison = gate.get("comparison") or {}
+    figures = f" (gain {comparison['difference']:+.3f}, CI {comparison['ci_low']:+.3f}..{comparison['ci_high']:+.3f})" if comparison else ""
+    if states.get("promote_candidate") == "success":
+        return f"v{version} PROMOTED{figures}"
+    if states.get("reject_candidate") == "success" or states.get("settle_approval") == "success":
+        return f"v{version} rejected{figures}"
+    if states.get("approve_promotion") == "success":
+        return f"v{version} awaiting approval"
+    return f"v{version}: {states}"
+
+
 def _demo(config: PipelineConfig, args: argparse.Namespace) -> None:
-    from pipelines.airflow_adapter import run_dag
-    from pipelines.registry import init_store
+    from pipelines.airflow_adapter import retraining_requests, run_dag
     from pipelines.monitoring import history_table
+    from pipelines.promotion import read_audit
+    from pipelines.registry import init_store
+    from pipelines.retraining import reason_from_trigger
     from pipelines.sample_data import DriftSpec, break_partition, generate, write_day
 
     started = time.monotonic()
@@ -109,7 +132,7 @@ def _demo(config: PipelineConfig, args: argparse.Namespace) -> None:
     nights = [DEMO_TRAIN_END + timedelta(days=i + 1) for i in range(DEMO_NIGHTS)]
     total_days = (nights[-1] - DEMO_START).days + 1
     print(
-        f"1/4 generating {total_days} daily partitions of {DEMO_ROWS:,} rows under {config.data_root}, "
+        f"1/6 generating {total_days} daily partitions of {DEMO_ROWS:,} rows under {config.data_root}, "
         f"with covariate and concept drift from {DEMO_DRIFT_START}"
     )
     drift = DriftSpec(start=DEMO_DRIFT_START, covariate=True, concept=True)
@@ -121,34 +144,55 @@ def _demo(config: PipelineConfig, args: argparse.Namespace) -> None:
     )
     break_partition(config.data_root, *DEMO_BAD_NIGHT)
     print(f"    damaged ds={DEMO_BAD_NIGHT[0]} on purpose ({DEMO_BAD_NIGHT[1]}) to show the quarantine")
-    print(f"2/4 initialising the MLflow store {init_store(config)}")
-    print("3/4 retrain_model (bootstrap: no champion yet), through Airflow")
+    print(f"2/6 initialising the MLflow store {init_store(config)}")
+    print("3/6 retrain_model (bootstrap: no champion yet), through Airflow")
     boot = run_dag("retrain_model", None, {"window_end": DEMO_TRAIN_END.isoformat(), "reason": "bootstrap"})
     if boot.state != "success":
         raise PipelineError(f"retrain_model ended {boot.state}: {boot.task_states}; see the log above")
     trained = boot.returns["train_candidate"]
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained["metrics"].items())
     print(f"    {trained['name']} version {trained['version']} is champion (held-out {metrics})")
-    print(f"4/4 batch_scoring for {len(nights)} nights, through Airflow")
+    print(
+        f"4/6 batch_scoring for {len(nights)} nights through Airflow; after a night that requests retraining, the\n"
+        "    retrain_model run the scheduler would start on that Asset event (gate, then promotion or rejection)"
+    )
     rows = []
     for ds in nights:
         landed = ds - timedelta(days=config.label_delay_days)
         write_day(config.data_root, landed, DEMO_ROWS, args.seed, drift, with_labels=True, with_features=False)
         logical = datetime.combine(ds + timedelta(days=1), dtime(2, 0), tzinfo=UTC)
-        rows.append(_night_row(ds, run_dag("batch_scoring", logical), config))
-    print()
+        night = run_dag("batch_scoring", logical)
+        requests = retraining_requests(night.run_id)
+        retrain = None
+        if requests:
+            retrain = run_dag("retrain_model", None, {"reason": reason_from_trigger("retraining request", requests)})
+        rows.append(_night_row(ds, night, config) | {"retraining": _retrain_cell(retrain)})
+    print("5/6 rollback_model (undo the promotion, as an operator would after a bad night), then rescore the last night")
+    rollback = run_dag("rollback_model", None, {"reason": "demo: undo the promotion"})
+    rescored = run_dag("batch_scoring", None, {"ds": nights[-1].isoformat()})
+    print("6/6 results\n")
     print_table(rows)
     print("\nMonitoring history (drift against the champion's reference; AUC estimated by CBPE, realised once labels land):\n")
     print_table(history_table(config))
-    fired = [r for r in rows if r["decision"] == "retrain"]
-    if fired:
-        print(f"\nRetraining was requested after {fired[0]['ds']} (the retrain_model DAG runs on that Asset event).")
+    print("\nAudit log of champion moves (" + str(config.audit_log) + "):\n")
+    print_table([
+        {"when": e["at"][:19], "action": e["action"], "from": e["from_version"] or "-", "to": e["to_version"],
+         "by": e["approved_by"], "reason": str(e["reason"])[:70]}
+        for e in read_audit(config)
+    ])
+    version = (rescored.returns.get("score_partition") or {}).get("model_version", "?")
+    print(
+        f"\nAfter the rollback ({rollback.state}) ds={nights[-1]} was rescored by v{version}. To return to the "
+        "promoted model, trigger rollback_model with target_version set to it."
+    )
     print(
         f"\nDemo finished in {time.monotonic() - started:.0f} s. Outputs:\n"
         f"  predictions  {config.data_root / 'predictions'}\n"
         f"  quarantine   {config.data_root / 'quarantine'}\n"
-        f"  reports      {config.data_root / 'reports'}  (Evidently HTML: open drift.html in a browser)\n"
+        f"  reports      {config.data_root / 'reports'}  (Evidently HTML: open drift.html in a browser;\n"
+        f"               gate comparisons under reports/models/)\n"
         f"  history      {config.history_url}\n"
+        f"  audit log    {config.audit_log}\n"
         f"  MLflow       {config.tracking_uri}  (UI: make mlflow-ui, then http://127.0.0.1:5000)\n"
         f"  Airflow UI   make airflow-ui, then http://127.0.0.1:8080; the monitoring page is\n"
         f"               'Model monitoring' in its navigation (http://127.0.0.1:8080/monitoring/)"
@@ -175,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     brk.add_argument("--defect", choices=["truncated", "missing_column", "unknown_category"], required=True)
     brk.set_defaults(handler=_break)
     sub.add_parser("init-mlflow", help="create the MLflow store once").set_defaults(handler=_init_mlflow)
-    demo = sub.add_parser("demo", help="sample data, bootstrap and nightly scoring through Airflow")
+    demo = sub.add_parser(
+        "demo", help="the whole loop through Airflow: nightly scoring, drift, retraining, gate, promotion, rollback"
+    )
     demo.add_argument("--fresh", action="store_true", help="delete the config's data root and MLflow store first")
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(handler=_demo)

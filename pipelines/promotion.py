@@ -304,4 +304,10 @@ def promote_after_gate(
         raise PromotionError(f"candidate v{candidate['version']} has no approval: it cannot be promoted")
     approved_by = _responder(approval) or "gate (no approval required)"
     ref = registry.ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
-    return promote(config, ref, "gate passed", str(approved_by), run_id, gate)
+    trained_because = registry.client(config).get_model_version(ref.name, ref.version).tags.get("reason", "unknown")
+    c = gate["comparison"]
+    reason = (
+        f"gate passed ({config.promotion.metric} {c['difference']:+.4f}, 95% CI {c['ci_low']:+.4f}..{c['ci_high']:+.4f}); "
+        f"retrained because: {trained_because}"
+    )
+    return promote(config, ref, reason, str(approved_by), run_id, gate)

@@ -13,11 +13,7 @@ from dataclasses import asdict
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
-from airflow.models.asset import AssetEvent
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-from pipelines.airflow_adapter import run_dag
+from pipelines.airflow_adapter import retraining_requests, run_dag
 from pipelines.config import load_config
 from pipelines.retraining import reason_from_trigger
 from pipelines.sample_data import DriftSpec, write_day
@@ -31,11 +27,6 @@ config = load_config()
 def night_run(night: date, conf: dict | None = None) -> dict:
     logical = None if conf else datetime.combine(night + timedelta(days=1), time(2, 0), tzinfo=UTC)
     return asdict(run_dag("batch_scoring", logical, conf))
-
-
-def retraining_requests(run_id: str) -> list[dict]:
-    with create_session() as session:
-        return [e.extra for e in session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == run_id)).all()]
 
 
 outcomes = {"bootstrap": asdict(run_dag("retrain_model", None, {"window_end": bootstrap_end, "reason": "bootstrap"}))}

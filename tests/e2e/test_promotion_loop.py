@@ -96,6 +96,7 @@ def test_the_candidate_trained_since_the_onset_wins_and_is_promoted(loop):
     assert winner["task_states"]["reject_candidate"] == "skipped"
     entry = winner["returns"]["promote_candidate"]
     assert (entry["from_version"], entry["to_version"]) == (boot["version"], candidate["version"])
+    assert entry["reason"].startswith("gate passed (roc_auc +0.") and "retrained because: 2026-09-20: drift share" in entry["reason"]
     tags = MlflowClient(config.tracking_uri).get_model_version(candidate["name"], candidate["version"]).tags
     assert tags["training.window"] == "since_drift_onset from the drift onset 2026-09-14"
     assert tags["reason"].startswith("2026-09-20: ") and tags["airflow_run_id"] == winner["run_id"]
