@@ -17,6 +17,7 @@ from pipelines.errors import ConfigError
 CONFIG_ENV_VAR = "PIPELINE_CONFIG"
 # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so it would leak between configs.
 TRACKING_URI_ENV_VAR = "PIPELINE_MLFLOW_TRACKING_URI"
+HISTORY_URL_ENV_VAR = "PIPELINE_HISTORY_URL"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "include" / "config" / "pipeline.yaml"
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -255,7 +256,8 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     """Load and validate the pipeline YAML; relative paths resolve against the file's folder.
 
     Without a path, PIPELINE_CONFIG names the file, else the default config is used.
-    $PIPELINE_MLFLOW_TRACKING_URI overrides `mlflow.tracking_uri` (it may hold a secret).
+    $PIPELINE_MLFLOW_TRACKING_URI overrides `mlflow.tracking_uri` and $PIPELINE_HISTORY_URL
+    `monitoring.history_url` (database URLs may hold a password, which never belongs in the YAML).
     """
     environ = os.environ if environ is None else environ
     file = Path(path) if path is not None else config_path(environ)
@@ -278,4 +280,9 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             "tracking_uri": environ.get(TRACKING_URI_ENV_VAR) or config.mlflow.tracking_uri,
         }
     )
-    return config.model_copy(update={"data_root": (base / config.data_root).resolve(), "mlflow": mlflow})
+    monitoring = config.monitoring.model_copy(
+        update={"history_url": environ.get(HISTORY_URL_ENV_VAR) or config.monitoring.history_url}
+    )
+    return config.model_copy(
+        update={"data_root": (base / config.data_root).resolve(), "mlflow": mlflow, "monitoring": monitoring}
+    )

@@ -27,6 +27,13 @@ def test_tracking_uri_from_environment_overrides_the_file(tmp_path):
     assert config.tracking_uri == "http://mlflow:5000"
 
 
+def test_history_url_from_environment_overrides_the_file(tmp_path):
+    url = "postgresql+psycopg2://airflow:secret@postgres:5432/airflow"
+    config = load_config(write_config(tmp_path), environ={"PIPELINE_HISTORY_URL": url})
+    assert config.history_url == url
+    assert load_config(write_config(tmp_path)).history_url.startswith("sqlite:///")
+
+
 def _broken(tmp_path: Path, mutate) -> Path:
     path = write_config(tmp_path)
     raw = yaml.safe_load(path.read_text())
