@@ -1,8 +1,10 @@
 """
 ### retrain_model
 
-Trains a candidate on the labelled partitions of the training window, registers it in MLflow
-with its lineage, and takes it through the champion/challenger gate.
+Trains a candidate on the labelled partitions of the training window (by default the days since
+the drift onset the monitoring history recorded; too few of them yet skips the run, and the next
+retraining request retries), registers it in MLflow with its lineage, and takes it through the
+champion/challenger gate. Promotions, rejections and failures are alerted (config `alerts`).
 
 - No champion yet: the candidate **bootstraps** the `champion` alias (audited).
 - Otherwise it becomes `challenger`; **evaluate_gate** compares candidate and champion on the

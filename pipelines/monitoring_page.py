@@ -111,11 +111,11 @@ def render_page(config: PipelineConfig, base: str) -> str:
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#fdd}}.ok{{background:#dfd}}</style>
 </head><body><h1>Model monitoring: {html.escape(config.model.registered_name)}</h1>{chart}
-<table><thead><tr><th>night</th><th>model</th><th>validation</th><th>drift share</th><th>drifted columns</th>
+<table id="nights"><thead><tr><th>night</th><th>model</th><th>validation</th><th>drift share</th><th>drifted columns</th>
 <th>estimated AUC</th><th>realised AUC</th><th>labels</th><th>decision</th><th>reasons</th><th>reports</th></tr></thead>
 <tbody>{''.join(rows) or '<tr><td colspan=11>No night has been monitored yet.</td></tr>'}</tbody></table>
 <h2>Champion history (audit log, newest first)</h2>
-<table><thead><tr><th>when (UTC)</th><th>action</th><th>from</th><th>to</th><th>by</th><th>reason</th><th>gate</th>
+<table id="champions"><thead><tr><th>when (UTC)</th><th>action</th><th>from</th><th>to</th><th>by</th><th>reason</th><th>gate</th>
 <th>Airflow run</th></tr></thead><tbody>{audit or '<tr><td colspan=8>No alias has moved yet.</td></tr>'}</tbody></table>
 </body></html>"""
 

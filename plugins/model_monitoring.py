@@ -78,32 +78,50 @@ def model_report(pair: str, name: str) -> FileResponse:
     return FileResponse(path)
 
 
+def _return_value(ti_key) -> object:
+    """Read a task instance's XCom return value (global links are resolved in the api-server, next to the DB)."""
+    from sqlalchemy import select
+
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.execute(
+            select(XComModel.value).where(
+                XComModel.dag_id == ti_key.dag_id,
+                XComModel.run_id == ti_key.run_id,
+                XComModel.task_id == ti_key.task_id,
+                XComModel.map_index == ti_key.map_index,
+                XComModel.key == "return_value",
+            )
+        ).first()
+    return XComModel.deserialize_value(row) if row else None
+
+
 class DriftReportLink(BaseOperatorLink):
     """Extra link on batch_scoring.monitor_night: opens that night's Evidently drift report."""
 
     name = "Evidently drift report"
 
     def get_link(self, operator, *, ti_key) -> str:
-        """Called by the api-server (global links are resolved there): reads the night from the task's XCom."""
         if ti_key.dag_id != "batch_scoring" or ti_key.task_id != "monitor_night":
             return ""
-        from sqlalchemy import select
-
-        from airflow.models.xcom import XComModel
-        from airflow.utils.session import create_session
-
-        with create_session() as session:
-            row = session.execute(
-                select(XComModel.value).where(
-                    XComModel.dag_id == ti_key.dag_id,
-                    XComModel.run_id == ti_key.run_id,
-                    XComModel.task_id == ti_key.task_id,
-                    XComModel.map_index == ti_key.map_index,
-                    XComModel.key == "return_value",
-                )
-            ).first()
-        summary = XComModel.deserialize_value(row) if row else None
+        summary = _return_value(ti_key)
         return f"{PREFIX}/reports/ds={summary['ds']}/drift.html" if isinstance(summary, dict) and summary.get("ds") else ""
+
+
+class GateComparisonLink(BaseOperatorLink):
+    """Extra link on retrain_model.evaluate_gate: opens the candidate's classification report beside the champion's."""
+
+    name = "Gate comparison"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        if ti_key.dag_id != "retrain_model" or ti_key.task_id != "evaluate_gate":
+            return ""
+        gate = _return_value(ti_key)
+        if not isinstance(gate, dict) or not gate.get("champion") or gate.get("bootstrap"):
+            return ""
+        return f"{PREFIX}/models/v{gate['candidate']}_vs_v{gate['champion']}/candidate.html"
 
 
 class ModelMonitoringPlugin(AirflowPlugin):
@@ -112,4 +130,4 @@ class ModelMonitoringPlugin(AirflowPlugin):
     external_views = [
         {"name": "Model monitoring", "href": f"{PREFIX}/", "destination": "nav", "url_route": "model-monitoring"}
     ]
-    global_operator_extra_links = [DriftReportLink()]
+    global_operator_extra_links = [DriftReportLink(), GateComparisonLink()]

@@ -189,21 +189,27 @@ def test_no_champion_fails_with_instructions(tmp_path):
     assert "run the retrain_model DAG" in out.stdout + out.stderr
 
 
-def test_monitor_task_links_to_its_drift_report(world):
+def test_monitor_and_gate_tasks_link_to_their_reports(world):
     night = GOOD_NIGHTS[1].isoformat()
     script = f"""
 import sys
 sys.path.insert(0, {str(REPO / "plugins")!r})
 from airflow.models.taskinstancekey import TaskInstanceKey
-from model_monitoring import DriftReportLink
+from model_monitoring import DriftReportLink, GateComparisonLink
 key = TaskInstanceKey("batch_scoring", "monitor_night", {world["outcomes"][night]["run_id"]!r}, 1, -1)
 other = TaskInstanceKey("batch_scoring", "score_partition", {world["outcomes"][night]["run_id"]!r}, 1, -1)
+gate = TaskInstanceKey("retrain_model", "evaluate_gate", {world["outcomes"]["retrain"]["run_id"]!r}, 1, -1)
+boot = TaskInstanceKey("retrain_model", "evaluate_gate", {world["outcomes"]["bootstrap"]["run_id"]!r}, 1, -1)
 print("LINK" + DriftReportLink().get_link(None, ti_key=key) + "|" + DriftReportLink().get_link(None, ti_key=other))
+print("GATE" + GateComparisonLink().get_link(None, ti_key=gate) + "|" + GateComparisonLink().get_link(None, ti_key=boot))
 """
     out = _run([sys.executable, "-c", script], world["env"])
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(x for x in out.stdout.splitlines() if x.startswith("LINK"))
     assert line == f"LINK/monitoring/reports/ds={night}/drift.html|"
+    gate = world["outcomes"]["retrain"]["returns"]["evaluate_gate"]
+    line = next(x for x in out.stdout.splitlines() if x.startswith("GATE"))
+    assert line == f"GATE/monitoring/models/v{gate['candidate']}_vs_v{gate['champion']}/candidate.html|"
 
 
 def test_retraining_goes_through_the_gate_and_the_audit_log(world):

@@ -20,6 +20,7 @@ from pipelines.validation import validate_against_champion
 from tests.conftest import airflow_env, write_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+COOKIE = "_token"  # airflow.api_fastapi.auth.managers.base_auth_manager.COOKIE_NAME_JWT_TOKEN
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-quic"]
 
@@ -121,10 +122,15 @@ def test_browser_login_page_and_report(server, tmp_path):
         page.fill("input[name=username]", "admin")
         page.fill("input[name=password]", server["password"])
         page.click("button:has-text('Sign in')")
+        # the login page sets the JWT cookie and then navigates by script: wait for both before leaving it,
+        # or our navigation and the login page's race (ERR_ABORTED, or a second trip to the login page)
+        page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
         page.wait_for_load_state("networkidle")
+        assert any(c["name"] == COOKIE for c in page.context.cookies()), page.context.cookies()
         page.goto(f"{base}/monitoring/")
         assert page.title() == "Model monitoring"
-        table = page.locator("table").inner_text()
+        table = page.locator("table#nights").inner_text()
+        assert "bootstrap" in page.locator("table#champions").inner_text()
         assert "2026-09-11" in table and "2026-09-10" in table and "quarantined" in table
         assert page.locator("img[alt^='drift share']").count() == 1
         page.screenshot(path=str(tmp_path / "monitoring.png"), full_page=True)
