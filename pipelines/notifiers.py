@@ -51,10 +51,10 @@ def build_alert(config: PipelineConfig, event: str, context: Any) -> alerts.Aler
             return alerts.quarantine(config, ds, quarantined.failures, quarantined.rows, run)
         task_run = alerts.run_url(config, ti.dag_id, ti.run_id, ti.task_id)
         return alerts.task_failure(config, ti.dag_id, ti.task_id, ds, str(exception or "unknown error"), task_run)
-    value = ti.xcom_pull(task_ids=ti.task_id)
     if event == "retrain_decision":
-        value = ti.xcom_pull(task_ids="decide_retraining")
-        return alerts.retrain_decision(config, value, run) if value else None
+        decision = ti.xcom_pull(task_ids="decide_retraining")
+        return alerts.retrain_decision(config, decision, run) if decision else None
+    value = ti.xcom_pull(task_ids=ti.task_id)
     if not value:  # e.g. settle_approval after an approval that promoted: nothing was rejected
         return None
     return {"promotion": alerts.promotion, "rejection": alerts.rejection, "rollback": alerts.rollback}[event](

@@ -13,8 +13,11 @@ from dataclasses import asdict
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
+import pandas as pd
+
 from pipelines.airflow_adapter import retraining_requests, run_dag
 from pipelines.config import load_config
+from pipelines.lake import PREDICTIONS, partition_dir
 from pipelines.retraining import reason_from_trigger
 from pipelines.sample_data import DriftSpec, write_day
 
@@ -41,9 +44,6 @@ while night <= last:
         reason = reason_from_trigger("retraining request", requests)
         outcomes[f"retrain after {night}"] = asdict(run_dag("retrain_model", None, {"reason": reason}))
     night += timedelta(days=1)
-
-import pandas as pd  # noqa: E402
-from pipelines.lake import PREDICTIONS, partition_dir  # noqa: E402
 
 outcomes["last_night_versions"] = sorted(set(pd.read_parquet(partition_dir(config.data_root, PREDICTIONS, last))["model_version"]))
 outcomes["rollback_bad"] = asdict(run_dag("rollback_model", None, {"target_version": "99", "reason": "typo"}))

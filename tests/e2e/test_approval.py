@@ -21,7 +21,8 @@ import pytest
 from pipelines import registry, sample_data
 from pipelines.config import load_config
 from pipelines.promotion import read_audit
-from tests.alert_receivers import AlertReceivers, free_port
+from tests.alert_receivers import AlertReceivers
+from tests.api_server import admin_headers, free_port, wait_until_healthy
 from tests.conftest import REPO, airflow_env, write_config
 
 pytestmark = pytest.mark.e2e
@@ -32,18 +33,6 @@ SWEEP = (
     "from airflow.jobs.scheduler_job_runner import SchedulerJobRunner\n"
     "SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts()\n"
 )
-
-
-def _wait_for_api(base, proc, log_path):
-    for _ in range(120):
-        try:
-            if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, log_path.read_text()[-3000:]
-        time.sleep(1)
-    raise AssertionError("api-server did not start")
 
 
 def _pending(base, headers):
@@ -78,10 +67,8 @@ def approvals(tmp_path_factory):
         driver = None
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_for_api(base, api, api_log)
-            password = json.loads((folder / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-            token = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": password}).json()["access_token"]
-            headers = {"authorization": f"Bearer {token}"}
+            wait_until_healthy(base, {"api-server": (api, api_log)})
+            headers = admin_headers(base, folder / "airflow")
             driver = subprocess.Popen(
                 [sys.executable, str(Path(__file__).parent / "drive_approval.py"), str(folder), "approve", "reject", "timeout"],
                 env=env, stdout=driver_log.open("w"), stderr=subprocess.STDOUT, cwd=REPO,

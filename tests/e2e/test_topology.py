@@ -6,7 +6,6 @@ run triggered through the REST API (as from the UI) with force_retrain emits the
 scheduler starts retrain_model on it; a trigger whose `ds` is not a date is refused before any run exists.
 """
 
-import json
 import os
 import secrets
 import signal
@@ -21,7 +20,7 @@ import yaml
 
 from pipelines import registry, retraining, sample_data
 from pipelines.config import load_config
-from tests.alert_receivers import free_port
+from tests.api_server import admin_headers, free_port, wait_until_healthy
 from tests.conftest import REPO, airflow_env, write_config
 
 pytestmark = pytest.mark.e2e
@@ -112,16 +111,8 @@ def topology(tmp_path_factory):
             logs[name] = folder / f"{name}.log"
             procs[name] = subprocess.Popen([sys.executable, "-m", "airflow", *command], env=env, cwd=REPO,
                                            stdout=logs[name].open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-        for _ in range(120):
-            try:
-                if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        password = json.loads((folder / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-        token = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": password}).json()["access_token"]
-        yield {"base": base, "headers": {"authorization": f"Bearer {token}"}, "config": config, "today": today,
+        wait_until_healthy(base, {name: (procs[name], logs[name]) for name in procs})
+        yield {"base": base, "headers": admin_headers(base, folder / "airflow"), "config": config, "today": today,
                "logs": logs, "procs": procs, "champion": champion}
     finally:
         for proc in procs.values():

@@ -1,13 +1,10 @@
 """The monitoring page and reports in a real Airflow api-server and a real headless Chromium, with and without login."""
 
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from datetime import date
 
 import httpx
@@ -17,18 +14,13 @@ from pipelines import monitoring, sample_data, scoring
 from pipelines.config import load_config
 from pipelines.errors import PartitionQuarantinedError
 from pipelines.validation import validate_against_champion
+from tests.api_server import admin_password, free_port, wait_until_healthy
 from tests.conftest import airflow_env, write_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 COOKIE = "_token"  # airflow.api_fastapi.auth.managers.base_auth_manager.COOKIE_NAME_JWT_TOKEN
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-quic"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +37,7 @@ def server(champion_lake, tmp_path_factory):
     sample_data.break_partition(config.data_root, date(2026, 9, 12), "missing_column")
     with pytest.raises(PartitionQuarantinedError):
         validate_against_champion(config, "2026-09-12", "run-bad")
-    port = _free_port()
+    port = free_port()
     env = airflow_env(folder / "airflow", config_path) | {
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
@@ -57,15 +49,8 @@ def server(champion_lake, tmp_path_factory):
                             stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (folder / "api-server.log").read_text()[-3000:]
-            time.sleep(1)
-        password = json.loads((folder / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+        wait_until_healthy(base, {"api-server": (proc, folder / "api-server.log")})
+        password = admin_password(folder / "airflow")
         yield {"base": base, "password": password, "folder": folder, "config": config}
     finally:
         proc.send_signal(signal.SIGINT)
