@@ -18,6 +18,10 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export MLFLOW_ENABLE_TELEMETRY := false
 export PYTHONUNBUFFERED := 1
+# The audit log's HMAC key (the Airflow Variable pipeline_audit_key): yours from the environment, else one generated
+# once for this checkout under var/ (never committed), like Airflow's generated admin password.
+AUDIT_KEY_FILE := $(ROOT)/var/secrets/audit_key
+export AIRFLOW_VAR_PIPELINE_AUDIT_KEY ?= $(shell mkdir -p $(ROOT)/var/secrets && chmod 700 $(ROOT)/var/secrets && { test -s $(AUDIT_KEY_FILE) || python3 -c 'import secrets; print(secrets.token_hex(32))' > $(AUDIT_KEY_FILE); } && chmod 600 $(AUDIT_KEY_FILE) && cat $(AUDIT_KEY_FILE))
 
 .PHONY: setup demo test night airflow-db airflow-ui mlflow-ui bench browser clean
 
@@ -45,7 +49,7 @@ night: airflow-db
 	$(UV) run --frozen airflow dags test batch_scoring -c '{"ds": "$(DS)"}'
 
 airflow-ui: airflow-db
-	$(UV) run --frozen airflow standalone
+	$(UV) run --frozen bash $(ROOT)/include/airflow_local.sh
 
 mlflow-ui: setup
 	$(UV) run --frozen mlflow ui --backend-store-uri sqlite:///$(ROOT)/var/mlflow/mlflow.db --host 127.0.0.1 --port 5000
@@ -59,4 +63,4 @@ browser:
 	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 clean:
-	rm -rf $(ROOT)/var
+	rm -rf $(ROOT)/var/airflow $(ROOT)/var/data $(ROOT)/var/mlflow

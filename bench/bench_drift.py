@@ -38,6 +38,7 @@ def _worker(kind: str, folder: Path) -> None:
 
     from pipelines.config import load_config
     from pipelines.drift import current_sample, drift_report
+    from pipelines.schema import incoming_partition
 
     config = load_config(folder / "pipeline.yaml")
     reference = pd.read_parquet(folder / "reference.parquet")
@@ -47,7 +48,7 @@ def _worker(kind: str, folder: Path) -> None:
 
     started = time.perf_counter()
     if kind == "ours":
-        current = current_sample(config, NIGHT.isoformat(), files, predictions)
+        current = current_sample(config, NIGHT.isoformat(), incoming_partition(config, NIGHT.isoformat()), predictions)
     else:
         current = pd.read_parquet(files[0], columns=[config.id_column, *config.features.all])
         scores = pd.read_parquet(predictions).rename(columns={"id": config.id_column})

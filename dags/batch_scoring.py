@@ -71,9 +71,11 @@ def batch_scoring():
         timeout=CONFIG.partition_wait.timeout_minutes * 60,
     )
     def wait_for_partition(night: str) -> PokeReturnValue:
+        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
         from pipelines.lake import describe_arrival
 
-        present, message = describe_arrival(load_config(), night)
+        with fail_without_retry_on_user_errors():  # a missing data root fails at once instead of waiting
+            present, message = describe_arrival(load_config(), night)
         print(message)
         return PokeReturnValue(is_done=present)
 
@@ -95,21 +97,27 @@ def batch_scoring():
 
     @task
     def monitor_night(night: str, scored: dict, validated: dict) -> dict:
+        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
         from pipelines.monitoring import monitor_night as monitor
 
-        return monitor(load_config(), night, scored, get_current_context()["run_id"], validated)
+        with fail_without_retry_on_user_errors():
+            return monitor(load_config(), night, scored, get_current_context()["run_id"], validated)
 
     @task(trigger_rule="all_done")
     def evaluate_labels() -> list:
+        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
         from pipelines.monitoring import evaluate_labelled_nights
 
-        return evaluate_labelled_nights(load_config())
+        with fail_without_retry_on_user_errors():
+            return evaluate_labelled_nights(load_config())
 
     @task
     def decide_retraining(night: str, monitored: dict, params: dict) -> dict:
+        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
         from pipelines.monitoring import decide_night
 
-        return decide_night(load_config(), night, monitored["model_version"], bool(params["force_retrain"]))
+        with fail_without_retry_on_user_errors():
+            return decide_night(load_config(), night, monitored["model_version"], bool(params["force_retrain"]))
 
     @task.branch
     def choose_path(decision: dict) -> str:

@@ -116,9 +116,11 @@ def retrain_model():
 
     @task
     def bootstrap_or_challenge(candidate: dict) -> str:
+        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
         from pipelines.retraining import bootstrap_or_challenge as assign
 
-        return assign(load_config(), candidate, get_current_context()["run_id"])
+        with fail_without_retry_on_user_errors():  # a missing champion with a former one on record is refused
+            return assign(load_config(), candidate, get_current_context()["run_id"])
 
     @task
     def evaluate_gate(candidate: dict, alias: str) -> dict:

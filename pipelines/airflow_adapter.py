@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.errors import PipelineError
@@ -50,14 +50,28 @@ class DagRunOutcome:
 
 
 def run_dag(dag_id: str, logical_date: datetime | None, conf: dict[str, Any] | None = None) -> DagRunOutcome:
-    """Run one real DAG run in this process (what `airflow dags test` does), paying imports once per process."""
-    from airflow.models import TaskInstance
+    """Run one real DAG run in this process (what `airflow dags test` does), paying imports once per process.
+
+    Airflow's `dag.test` deletes any existing run with the same logical date (a NULL one included, so a
+    queued UI or REST run would vanish). This runner never replaces a run: without a logical date it uses
+    the current instant (unique per call), and a logical date that already has a run is refused.
+    """
+    from airflow.models import DagRun, TaskInstance
     from airflow.models.xcom import XComModel
     from airflow.utils.cli import get_bagged_dag
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     dag = get_bagged_dag(bundle_names=None, dag_id=dag_id)
+    logical_date = logical_date or datetime.now(UTC)
+    with create_session() as session:
+        existing = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.logical_date == logical_date))
+        if existing is not None:
+            raise PipelineError(
+                f"{dag_id} already has a run for logical date {logical_date.isoformat()} ({existing.run_id}, "
+                f"{existing.state}): the in-process runner never replaces a run. Clear that run to rerun it, or "
+                "trigger a new one with the ds Param"
+            )
     started = time.monotonic()
     run = dag.test(logical_date=logical_date, run_conf=conf)
     seconds = time.monotonic() - started

@@ -28,9 +28,13 @@ class Alert:
         return "\n".join([self.subject, *self.lines, *links])
 
     def slack_payload(self) -> dict[str, Any]:
-        """Slack incoming-webhook JSON: `text` for any receiver, `blocks` for Slack's layout."""
-        links = " | ".join(f"<{url}|{name}>" for name, url in self.links.items())
-        body = "\n".join(self.lines)
+        """Slack incoming-webhook JSON: `text` for any receiver, `blocks` for Slack's layout.
+
+        Lines may quote data values; Slack's control characters are escaped so a value cannot form a link
+        or a mention (`<https://evil|click>`, `<!channel>`).
+        """
+        links = " | ".join(f"<{url}|{_slack_escape(name)}>" for name, url in self.links.items())
+        body = _slack_escape("\n".join(self.lines))
         blocks = [
             {"type": "header", "text": {"type": "plain_text", "text": self.subject[:150]}},
             {"type": "section", "text": {"type": "mrkdwn", "text": body[:2900] or " "}},
@@ -44,6 +48,10 @@ class Alert:
         lines = "".join(f"<p>{html.escape(line)}</p>" for line in self.lines)
         links = "".join(f'<li><a href="{html.escape(url)}">{html.escape(name)}</a></li>' for name, url in self.links.items())
         return f"<h3>{html.escape(self.subject)}</h3>{lines}<ul>{links}</ul>"
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def run_url(config: PipelineConfig, dag_id: str, run_id: str, task_id: str | None = None) -> str:

@@ -120,7 +120,7 @@ def _retrain_cell(outcome: DagRunOutcome | None) -> str:
 def _demo(config: PipelineConfig, args: argparse.Namespace) -> None:
     from pipelines.airflow_adapter import retraining_requests, run_dag
     from pipelines.monitoring import history_table
-    from pipelines.promotion import read_audit
+    from pipelines.audit import read_audit
     from pipelines.registry import init_store
     from pipelines.retraining import reason_from_trigger
     from pipelines.sample_data import DriftSpec, break_partition, generate, write_day

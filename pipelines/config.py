@@ -18,6 +18,9 @@ CONFIG_ENV_VAR = "PIPELINE_CONFIG"
 # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so it would leak between configs.
 TRACKING_URI_ENV_VAR = "PIPELINE_MLFLOW_TRACKING_URI"
 HISTORY_URL_ENV_VAR = "PIPELINE_HISTORY_URL"
+# The audit log's HMAC key: the Airflow Variable `pipeline_audit_key` in its environment form, so workers, the
+# api-server and the CLI read the same secret without a database call.
+AUDIT_KEY_ENV_VAR = "AIRFLOW_VAR_PIPELINE_AUDIT_KEY"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "include" / "config" / "pipeline.yaml"
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -186,6 +189,7 @@ class PipelineConfig(_Section):
     retraining: RetrainPolicy = RetrainPolicy()
     promotion: Promotion = Promotion()
     alerts: Alerts = Alerts()
+    audit_key: str | None = Field(default=None, repr=False, exclude=True)  # from the environment only, never the YAML
 
     @field_validator("schedule")
     @classmethod
@@ -257,7 +261,8 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
 
     Without a path, PIPELINE_CONFIG names the file, else the default config is used.
     $PIPELINE_MLFLOW_TRACKING_URI overrides `mlflow.tracking_uri` and $PIPELINE_HISTORY_URL
-    `monitoring.history_url` (database URLs may hold a password, which never belongs in the YAML).
+    `monitoring.history_url` (database URLs may hold a password, which never belongs in the YAML);
+    $AIRFLOW_VAR_PIPELINE_AUDIT_KEY keys the audit log's hashes.
     """
     environ = os.environ if environ is None else environ
     file = Path(path) if path is not None else config_path(environ)
@@ -269,6 +274,8 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         raise ConfigError(f"pipeline config {file} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"pipeline config {file} must be a mapping of keys to values")
+    if "audit_key" in raw:
+        raise ConfigError(f"invalid pipeline config {file}:\n  audit_key: a secret never goes in the YAML; set {AUDIT_KEY_ENV_VAR}")
     try:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
@@ -284,5 +291,10 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         update={"history_url": environ.get(HISTORY_URL_ENV_VAR) or config.monitoring.history_url}
     )
     return config.model_copy(
-        update={"data_root": (base / config.data_root).resolve(), "mlflow": mlflow, "monitoring": monitoring}
+        update={
+            "data_root": (base / config.data_root).resolve(),
+            "mlflow": mlflow,
+            "monitoring": monitoring,
+            "audit_key": environ.get(AUDIT_KEY_ENV_VAR) or None,
+        }
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipelines.config import PipelineConfig
-from pipelines.lake import iter_record_batches, partition_row_count, write_atomic
+from pipelines.lake import partition_row_count, write_atomic
+from pipelines.schema import PartitionSchema, iter_batches
 
 log = logging.getLogger(__name__)
 
@@ -22,17 +24,17 @@ SCORE = "score"
 P_VALUE_METHODS = {"ks", "chisquare"}
 
 
-def sample_rows(files: list[Path], columns: list[str], rows: int, seed: int, batch_rows: int = 65_536) -> pd.DataFrame:
+def sample_rows(partition: PartitionSchema, rows: int, seed: int, batch_rows: int = 65_536) -> pd.DataFrame:
     """Return a uniform Bernoulli sample of about `rows` rows, streaming the files (memory bounded by the sample)."""
-    total = partition_row_count(files)
+    total = partition_row_count(list(partition.files))
     keep = min(1.0, rows / max(total, 1))
     rng = np.random.default_rng(seed)
     parts = []
-    for batch in iter_record_batches(files, columns, batch_rows):
+    for batch in iter_batches(partition, batch_rows):
         mask = rng.random(batch.num_rows) < keep
         if mask.any():
             parts.append(batch.filter(mask).to_pandas())
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True) if parts else partition.schema.empty_table().to_pandas()
 
 
 def column_tests(config: PipelineConfig) -> dict[str, tuple[str, float]]:
@@ -66,12 +68,37 @@ def _definition(config: PipelineConfig) -> Any:
     return DataDefinition(numerical_columns=[*config.features.numeric, SCORE], categorical_columns=config.features.categorical)
 
 
+# Evidently's standalone HTML puts the report data in two one-line JSON assignments inside a <script>
+# (JSON escapes newlines and, with ensure_ascii, every non-ASCII character, so each stays on one line).
+_DATA_LINE = re.compile(r"^\s*var (?:additional_graphs_)?metric_[0-9a-f]{32} = .*;\s*$")
+
+
+def inert_report_html(page: str) -> str:
+    """Return Evidently's HTML with its embedded data unable to end the <script> it sits in.
+
+    A data value such as `</script><img onerror=...>` would otherwise close the script block and run as
+    markup. Inside the JSON, `<`, `>` and `&` become the equivalent escapes \\u003c, \\u003e and \\u0026
+    (outside strings JSON holds none of them), so the values read the same and can never act.
+    """
+    lines = page.split("\n")
+    data_lines = [i for i, line in enumerate(lines) if _DATA_LINE.match(line)]
+    if len(data_lines) != 2:
+        raise RuntimeError(f"Evidently's HTML template changed: expected 2 embedded data lines, found {len(data_lines)}")
+    for i in data_lines:
+        lines[i] = lines[i].replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    return "\n".join(lines)
+
+
 def save_snapshot(snapshot: Any, folder: Path, stem: str) -> dict[str, str]:
-    """Save a snapshot as HTML and JSON atomically; return their paths."""
+    """Save a snapshot as HTML (data made inert, see `inert_report_html`) and JSON atomically; return their paths."""
     paths = {}
-    for suffix, save in (("html", snapshot.save_html), ("json", snapshot.save_json)):
+    writers = (
+        ("html", lambda temp: temp.write_text(inert_report_html(snapshot.get_html_str(as_iframe=False)), encoding="utf-8")),
+        ("json", lambda temp: snapshot.save_json(str(temp))),
+    )
+    for suffix, write in writers:
         target = folder / f"{stem}.{suffix}"
-        write_atomic(target, lambda temp, save=save: save(str(temp)))
+        write_atomic(target, write)
         paths[f"{stem}_{suffix}"] = str(target)
     return paths
 
@@ -159,9 +186,9 @@ def summary_report(config: PipelineConfig, current: pd.DataFrame, reference: pd.
     return save_snapshot(snapshot, folder, "data_summary")
 
 
-def current_sample(config: PipelineConfig, ds: str, incoming: list[Path], predictions: Path) -> pd.DataFrame:
+def current_sample(config: PipelineConfig, ds: str, incoming: PartitionSchema, predictions: Path) -> pd.DataFrame:
     """Return a uniform sample of the night's features joined to their scores (seeded by the date)."""
     seed = int(ds.replace("-", ""))
-    sample = sample_rows(incoming, [config.id_column, *config.features.all], config.monitoring.sample_rows, seed)
+    sample = sample_rows(incoming, config.monitoring.sample_rows, seed)
     scores = pq.read_table(predictions, columns=["id", SCORE]).to_pandas().rename(columns={"id": config.id_column})
     return sample.merge(scores, on=config.id_column, how="inner")

@@ -36,3 +36,27 @@ class TrainingNotReady(PipelineError):
 
 class InvalidDateError(PipelineError):
     """A partition date is not a calendar date in YYYY-MM-DD form."""
+
+
+class DataRootError(PipelineError):
+    """The configured data root (or a partition folder in it) is not a readable folder."""
+
+
+class PartitionSchemaError(PipelineError):
+    """A partition's files disagree with the configured columns or with each other (file and column named)."""
+
+    def __init__(self, message: str, failures: list[str]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+class StoreMissingError(PipelineError):
+    """The MLflow store (database or artifacts) is missing; it is never recreated implicitly."""
+
+
+class AuditIntegrityError(PipelineError):
+    """The audit log was truncated, rewritten or cannot be verified."""
+
+
+class ChampionMissingError(NoChampionError):
+    """The `champion` alias is gone although a former champion is on record: re-establishing one is an operator action."""

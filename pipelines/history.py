@@ -40,6 +40,15 @@ NIGHTS = sa.Table(
     sa.Column("airflow_run_id", sa.String(250)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
+# The audit log's head (entry count and last hash), kept away from the log file so truncation or a rewrite shows.
+AUDIT_HEAD = sa.Table(
+    "audit_head",
+    METADATA,
+    sa.Column("model_name", sa.String(200), primary_key=True),
+    sa.Column("entries", sa.Integer, nullable=False),
+    sa.Column("head_hash", sa.String(128), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
+)
 COLUMNS = {c.name for c in NIGHTS.columns}
 _ENGINES: dict[str, sa.Engine] = {}
 
@@ -109,3 +118,25 @@ def read_history(config: PipelineConfig) -> pd.DataFrame:
     for column in ("validation_failures", "drifted_columns", "drift_stats", "realised_metrics", "decision_reasons", "reports", "task_seconds"):
         frame[column] = frame[column].map(lambda v: json.loads(v) if isinstance(v, str) else v)
     return frame
+
+
+def audit_head(config: PipelineConfig, model_name: str) -> tuple[int, str] | None:
+    """Return the recorded (entry count, head hash) of a model's audit log, or None if none was recorded."""
+    with engine(config).connect() as conn:
+        row = conn.execute(sa.select(AUDIT_HEAD.c.entries, AUDIT_HEAD.c.head_hash).where(
+            AUDIT_HEAD.c.model_name == model_name)).first()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def set_audit_head(config: PipelineConfig, model_name: str, entries: int, head_hash: str) -> None:
+    """Record the audit log's new head (called under the audit lock, after the entry is on disk)."""
+    with engine(config).begin() as conn:
+        conn.execute(AUDIT_HEAD.delete().where(AUDIT_HEAD.c.model_name == model_name))
+        conn.execute(AUDIT_HEAD.insert().values(
+            model_name=model_name, entries=entries, head_hash=head_hash, updated_at=datetime.now(UTC)))
+
+
+def has_nights(config: PipelineConfig) -> bool:
+    """Return whether any night was ever recorded (evidence of an earlier deployment)."""
+    with engine(config).connect() as conn:
+        return conn.execute(sa.select(NIGHTS.c.ds).limit(1)).first() is not None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -15,8 +19,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.errors import InvalidDateError, PartitionMissingError
+from pipelines.errors import DataRootError, InvalidDateError, PartitionMissingError
 
+log = logging.getLogger(__name__)
 INCOMING, LABELS, PREDICTIONS, QUARANTINE, REPORTS = "incoming", "labels", "predictions", "quarantine", "reports"
 _DS_DIR = re.compile(r"^ds=(\d{4}-\d{2}-\d{2})$")
 
@@ -47,20 +52,25 @@ def partition_dir(data_root: Path, area: str, ds: str | date) -> Path:
     return data_root / area / f"ds={parse_ds(ds).isoformat()}"
 
 
-def parquet_files(folder: Path) -> list[Path]:
-    """Return the visible Parquet files of a partition folder, sorted (hidden/temp files excluded)."""
+def data_files(folder: Path) -> list[Path]:
+    """Return the visible files of a partition folder, sorted.
+
+    Like Hive, Spark and pyarrow's dataset discovery, every file whose name does not start with `.` or `_`
+    is data, whatever its extension (`part-0`, `x.PARQUET`); `_SUCCESS` markers and hidden temporary
+    files are skipped. A visible file that is not Parquet is refused by validation with its name.
+    """
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
+    return sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")) and p.is_file())
 
 
 def partition_files(data_root: Path, area: str, ds: str | date) -> list[Path]:
     """Return the Parquet files of one partition; raise PartitionMissingError if there are none."""
     folder = partition_dir(data_root, area, ds)
-    files = parquet_files(folder)
+    files = data_files(folder)
     if not files:
         raise PartitionMissingError(
-            f"partition {folder} has no Parquet files yet: wait for the upstream export or check the date"
+            f"partition {folder} has no data files yet: wait for the upstream export or check the date"
         )
     return files
 
@@ -73,16 +83,9 @@ def list_partitions(data_root: Path, area: str) -> list[date]:
     found = []
     for child in root.iterdir():
         match = _DS_DIR.match(child.name)
-        if match and parquet_files(child):
+        if match and data_files(child):
             found.append(date.fromisoformat(match.group(1)))
     return sorted(found)
-
-
-def iter_record_batches(files: list[Path], columns: list[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Stream record batches row group by row group with pre-buffering off (bounded memory)."""
-    for file in files:
-        reader = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20)
-        yield from reader.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False)
 
 
 def partition_row_count(files: list[Path]) -> int:
@@ -111,6 +114,52 @@ def temp_path_beside(target: Path) -> Path:
     """Return a hidden temporary path beside `target` (readers skip dot files); creates the folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
     return target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+
+
+@contextmanager
+def partition_write_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a partition folder we write, and drop what killed writers left in it.
+
+    Two runs of one night wait for each other instead of racing; temporary files and staging folders
+    of a writer that died (kill -9, a lost worker) are removed once the lock is ours, since no other
+    writer of this folder can be alive then. The lock is released by the kernel if this process dies.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            _remove_leftovers(folder)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    for stale in folder.iterdir():
+        if stale.name.startswith(".") and (".tmp-" in stale.name or ".staging-" in stale.name or ".old-" in stale.name):
+            size = stale.stat().st_size if stale.is_file() else 0
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+            log.warning("removed %s left by an interrupted earlier run (%s bytes)", stale, f"{size:,}")
+
+
+def replace_folder(target: Path, build: Callable[[Path], None]) -> None:
+    """Let `build` fill a hidden staging folder beside `target`, then swap it in for `target`.
+
+    Readers see the old folder or the new one, never a mix of two runs; for the instant between the two
+    renames the folder is absent. Call it under `partition_write_lock(target.parent)` so leftovers of a
+    killed run are removed and two runs do not swap at once.
+    """
+    staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    try:
+        build(staging)
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
+        if target.exists():
+            os.rename(target, old)
+        os.rename(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def publish(temp: Path, target: Path) -> None:
@@ -147,11 +196,24 @@ def write_table_atomic(target: Path, table: pa.Table) -> None:
 
 
 def describe_arrival(config: Any, ds: str) -> tuple[bool, str]:
-    """Return whether `incoming/ds=<ds>` has arrived and a sentence for the task log."""
-    folder = partition_dir(config.data_root, INCOMING, ds)
-    files = parquet_files(folder)
+    """Return whether `incoming/ds=<ds>` has arrived and a sentence for the task log.
+
+    Raises DataRootError when waiting cannot help: the data root is missing or not a folder, or the
+    partition's path is a file.
+    """
+    root = config.data_root
+    if not root.is_dir():
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataRootError(
+            f"data_root {root} {state}: fix data_root in the pipeline config "
+            "(or mount the volume it lives on); waiting for a partition there cannot succeed"
+        )
+    folder = partition_dir(root, INCOMING, ds)
+    if folder.exists() and not folder.is_dir():
+        raise DataRootError(f"{folder} is a file, not a partition folder: move it aside and land the partition's files in a folder")
+    files = data_files(folder)
     if files:
-        return True, f"partition {folder} has arrived ({len(files)} Parquet file(s))"
+        return True, f"partition {folder} has arrived ({len(files)} file(s): {', '.join(f.name for f in files[:5])})"
     return False, (
         f"partition {folder} has not arrived yet; waiting up to {config.partition_wait.timeout_minutes:g} "
         "minutes (partition_wait.timeout_minutes) before failing"

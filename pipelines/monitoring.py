@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from datetime import date
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -17,40 +17,37 @@ from pipelines import history, registry
 from pipelines.config import PipelineConfig
 from pipelines.decision import Decision, decide
 from pipelines.drift import current_sample, drift_report, save_snapshot, summary_report
+from pipelines.errors import PipelineError
+from pipelines.labels import match_labels, read_labels
 from pipelines.lake import (
-    INCOMING,
     LABELS,
     PREDICTIONS,
     REPORTS,
+    data_files,
     list_partitions,
-    parquet_files,
     partition_dir,
-    partition_files,
-    partition_row_count,
+    partition_write_lock,
+    replace_folder,
     write_json_atomic,
 )
 from pipelines.performance import estimated_performance, fit_calibrator, realised_performance
+from pipelines.schema import incoming_partition
 
 log = logging.getLogger(__name__)
 
 
-@cache
-def _model_artifact(tracking_uri: str, run_id: str, name: str, cache_dir: str) -> Path:
-    """Download a model run's artifact once per process into the local cache (keyed by run id)."""
-    import mlflow.artifacts
+def model_artifact(config: PipelineConfig, ref: registry.ModelRef, name: str) -> Path:
+    """Return the local path of an artifact stored with a model version (reference sample, held-out scores).
 
-    target = Path(cache_dir) / run_id / name
+    Downloaded once into `<data_root>/monitoring/models/<run id>/` (a version's artifacts never change);
+    the download goes to a hidden folder first, so a killed download is never mistaken for the artifact.
+    """
+    target = config.data_root / "monitoring" / "models" / ref.run_id / name
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=name, dst_path=str(target.parent), tracking_uri=tracking_uri
-        )
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+            os.replace(registry.download_artifact(config, ref, name, Path(tmp)), target)
     return target
-
-
-def model_artifact(config: PipelineConfig, ref: registry.ModelRef, name: str) -> Path:
-    """Return the local path of an artifact stored with a model version (reference sample, held-out scores)."""
-    return _model_artifact(config.tracking_uri, ref.run_id, name, str(config.data_root / "monitoring" / "models"))
 
 
 def monitor_night(
@@ -64,26 +61,37 @@ def monitor_night(
     ref = registry.ModelRef(scored["model_name"], scored["model_version"], scored["mlflow_run_id"])
     predictions = partition_dir(config.data_root, PREDICTIONS, ds) / "predictions.parquet"
     reference = pd.read_parquet(model_artifact(config, ref, registry.REFERENCE_ARTIFACT))
-    sample = current_sample(config, ds, partition_files(config.data_root, INCOMING, ds), predictions)
+    sample = current_sample(config, ds, incoming_partition(config, ds), predictions)
     folder = partition_dir(config.data_root, REPORTS, ds)
-    drift, paths = drift_report(config, sample, reference, folder)
-    paths |= summary_report(config, sample, reference, folder)
     holdout = pd.read_parquet(model_artifact(config, ref, registry.HOLDOUT_ARTIFACT))
     calibrator = fit_calibrator(holdout["score"].to_numpy(), holdout["label"].to_numpy())
     scores = pq.read_table(predictions, columns=["score"]).column(0).to_numpy()
     estimate = estimated_performance(scores, config.model.decision_threshold, calibrator)
-    summary = {
-        "ds": ds,
-        "model_version": ref.version,
-        "rows": scored["rows"],
-        "drift_share": drift.share,
-        "drifted_columns": drift.drifted_columns,
-        "score_drifted": drift.score_drifted,
-        "estimated_roc_auc": estimate["roc_auc"],
-        "estimated_accuracy": estimate["accuracy"],
-        "reports": paths,
-    }
-    write_json_atomic(folder / "summary.json", summary | {"drift": drift.as_dict()})
+    built: dict[str, Any] = {}
+
+    def build(staging: Path) -> None:
+        drift, written = drift_report(config, sample, reference, staging)
+        written |= summary_report(config, sample, reference, staging)
+        paths = {key: str(folder / Path(path).name) for key, path in written.items()}
+        summary = {
+            "ds": ds,
+            "model_version": ref.version,
+            "airflow_run_id": airflow_run_id,
+            "rows": scored["rows"],
+            "drift_share": drift.share,
+            "drifted_columns": drift.drifted_columns,
+            "score_drifted": drift.score_drifted,
+            "estimated_roc_auc": estimate["roc_auc"],
+            "estimated_accuracy": estimate["accuracy"],
+            "reports": paths,
+        }
+        write_json_atomic(staging / "summary.json", summary | {"drift": drift.as_dict()})
+        built.update(drift=drift, paths=paths, summary=summary)
+
+    # the night's reports are built aside and swapped in whole: a killed run never leaves a mix of two runs
+    with partition_write_lock(folder.parent):
+        replace_folder(folder, build)
+    drift, paths, summary = built["drift"], built["paths"], built["summary"]
     history.record_night(
         config, ds, ref.name, ref.version,
         rows=scored["rows"], validation_success=True, validation_failures=[],
@@ -129,11 +137,16 @@ def performance_report(config: PipelineConfig, joined: pd.DataFrame, folder: Pat
 
 
 def evaluate_labelled_nights(config: PipelineConfig) -> list[dict[str, Any]]:
-    """Compute realised performance for every scored night whose labels arrived (or grew) since it was last evaluated."""
+    """Compute realised performance for every scored night whose labels arrived or changed since it was last evaluated.
+
+    Labels are matched to scored ids by value (coverage = matched ids / scored ids); duplicates,
+    conflicts and unreadable files are reported in the log and the history, and one night's bad labels
+    never stop the other nights (nor the night's decision).
+    """
     done = []
     for day in list_partitions(config.data_root, LABELS):
         ds = day.isoformat()
-        predictions_files = parquet_files(partition_dir(config.data_root, PREDICTIONS, ds))
+        predictions_files = data_files(partition_dir(config.data_root, PREDICTIONS, ds))
         if not predictions_files:
             continue
         # decide from the footers and one row, so nights already evaluated cost no data reads
@@ -145,28 +158,46 @@ def evaluate_labelled_nights(config: PipelineConfig) -> list[dict[str, Any]]:
         entry = history.night(config, ds, name, version)
         if entry is None:
             continue
-        label_files = partition_files(config.data_root, LABELS, ds)
-        coverage = partition_row_count(label_files) / max(partition_row_count(predictions_files), 1)
-        if entry["realised_metrics"] is not None and abs((entry["label_coverage"] or 0) - coverage) < 1e-12:
+        try:
+            result = _evaluate_night(config, ds, name, version, entry, predictions_files[0])
+        except (PipelineError, OSError, ValueError) as exc:
+            log.error("labels of %s could not be evaluated (%s: %s); the other nights go on", ds, type(exc).__name__, exc)
             continue
-        predictions = pd.read_parquet(predictions_files[0], columns=["id", "score"])
-        labels = pd.concat(
-            [pd.read_parquet(f, columns=[config.id_column, config.target]) for f in label_files]
-        ).rename(columns={config.id_column: "id", config.target: "target"})
-        joined = predictions.merge(labels, on="id", how="inner")
-        if joined["target"].nunique() < 2:
-            log.warning("labels of %s hold a single class: realised metrics wait for more labels", ds)
-            continue
-        metrics = realised_performance(joined["target"].to_numpy(), joined["score"].to_numpy(), config.model.decision_threshold)
-        metrics["labelled_rows"] = int(len(joined))
-        paths = performance_report(config, joined, partition_dir(config.data_root, REPORTS, ds))
-        history.update_night(
-            config, ds, name, version, realised_metrics=metrics, realised_roc_auc=metrics["roc_auc"],
-            realised_accuracy=metrics["accuracy"], label_coverage=coverage, reports={**(entry["reports"] or {}), **paths},
-        )
-        log.info("realised performance of %s (v%s, %.0f%% labelled): roc_auc %.3f", ds, version, 100 * coverage, metrics["roc_auc"])
-        done.append({"ds": ds, "model_version": version, "label_coverage": coverage, "roc_auc": metrics["roc_auc"]})
+        if result is not None:
+            done.append(result)
     return done
+
+
+def _evaluate_night(
+    config: PipelineConfig, ds: str, name: str, version: str, entry: dict[str, Any], predictions_file: Path
+) -> dict[str, Any] | None:
+    labels = read_labels(config, ds)
+    if ((entry["realised_metrics"] or {}).get("labels") or {}).get("fingerprint") == labels.fingerprint:
+        return None
+    matched = match_labels(pd.read_parquet(predictions_file, columns=["id", "score"]), labels)
+    facts = matched.summary(labels)
+    for issue in matched.issues[len(labels.issues):]:
+        log.warning("labels of %s: %s", ds, issue)
+    if matched.joined["target"].nunique() < 2:
+        log.warning("labels of %s: %d matched ids hold fewer than two classes; realised metrics wait for more labels",
+                    ds, matched.matched_ids)
+        history.update_night(config, ds, name, version, label_coverage=matched.coverage, realised_metrics={"labels": facts})
+        return None
+    joined = matched.joined
+    metrics = realised_performance(joined["target"].to_numpy(), joined["score"].to_numpy(), config.model.decision_threshold)
+    metrics["labelled_rows"] = int(len(joined))
+    metrics["labels"] = facts
+    folder = partition_dir(config.data_root, REPORTS, ds)
+    with partition_write_lock(folder.parent):
+        paths = performance_report(config, joined, folder)
+    history.update_night(
+        config, ds, name, version, realised_metrics=metrics, realised_roc_auc=metrics["roc_auc"],
+        realised_accuracy=metrics["accuracy"], label_coverage=matched.coverage, reports={**(entry["reports"] or {}), **paths},
+    )
+    log.info("realised performance of %s (v%s, %.0f%% of scored ids labelled): roc_auc %.3f",
+             ds, version, 100 * matched.coverage, metrics["roc_auc"])
+    return {"ds": ds, "model_version": version, "label_coverage": matched.coverage, "roc_auc": metrics["roc_auc"],
+            "label_issues": matched.issues}
 
 
 def _champion_facts(config: PipelineConfig, version: str) -> tuple[dict[str, float], date | None]:

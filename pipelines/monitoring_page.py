@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines import history
+from pipelines import audit, history
 from pipelines.config import PipelineConfig
+from pipelines.errors import AuditIntegrityError
 from pipelines.lake import REPORTS
 
 REPORT_FILES = ("drift.html", "data_summary.html", "performance.html", "drift.json", "data_summary.json",
@@ -121,13 +122,12 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#
 
 
 def _audit_rows(config: PipelineConfig, base: str) -> str:
-    from pipelines.promotion import PromotionError, read_audit
-
     try:
-        entries = read_audit(config)
-    except PromotionError as exc:
+        trail = audit.read_trail(config)
+    except AuditIntegrityError as exc:
         return f'<tr><td colspan=8 class=bad>{html.escape(str(exc))}</td></tr>'
-    rows = []
+    entries = trail.entries
+    rows = [f'<tr><td colspan=8 class=bad>{html.escape(w)}</td></tr>' for w in trail.warnings]
     for e in reversed(entries):
         gate, cell = e.get("gate") or {}, "-"
         if gate.get("comparison"):
@@ -137,7 +137,7 @@ def _audit_rows(config: PipelineConfig, base: str) -> str:
                     f'<a href="{base}/models/{pair}/champion.html">champion</a>')
         frm = f"v{e['from_version']}" if e.get("from_version") else "-"
         rows.append(
-            f"<tr><td>{html.escape(e['at'][:19])}</td><td>{html.escape(e['action'])}</td><td>{frm}</td>"
+            f"<tr><td>{html.escape(e['at'][:19])}</td><td>{html.escape(e['action'])}</td><td>{html.escape(frm)}</td>"
             f"<td>v{html.escape(str(e['to_version']))}</td><td>{html.escape(str(e.get('approved_by')))}</td>"
             f"<td>{html.escape(str(e.get('reason')))}</td><td>{cell}</td><td>{html.escape(str(e.get('airflow_run_id')))}</td></tr>"
         )

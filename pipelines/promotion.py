@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-from pipelines import registry
+from pipelines import audit, registry
+from pipelines.audit import audit_lock, read_audit
 from pipelines.config import PipelineConfig
-from pipelines.errors import PipelineError
+from pipelines.errors import ChampionMissingError, PipelineError
 from pipelines.lake import REPORTS, write_json_atomic
 from pipelines.training import classification_metrics, load_labelled
 
@@ -125,71 +122,72 @@ def evaluate_gate(config: PipelineConfig, candidate: dict[str, Any], champion: r
     return result
 
 
-@contextmanager
-def _audit_lock(config: PipelineConfig) -> Iterator[None]:
-    """Serialise alias moves across processes on this machine (one promotion or rollback at a time)."""
-    config.audit_log.parent.mkdir(parents=True, exist_ok=True)
-    with open(config.audit_log.with_suffix(".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _apply(config: PipelineConfig, entry: dict[str, Any]) -> None:
+    """Point the aliases where an audited move says they go (idempotent: also finishes an interrupted move)."""
+    name = entry["model"]
+    if entry["action"] in ("promote", "rollback") and entry.get("from_version"):
+        registry.set_alias(config, PREVIOUS, _ref(config, name, entry["from_version"]))
+    registry.set_alias(config, registry.CHAMPION, _ref(config, name, entry["to_version"]))
+    if entry["action"] == "promote":
+        challenger = registry.alias_version(config, registry.CHALLENGER)
+        if challenger is not None and challenger.version == str(entry["to_version"]):
+            registry.client(config).delete_registered_model_alias(name, registry.CHALLENGER)
 
 
-def read_audit(config: PipelineConfig) -> list[dict[str, Any]]:
-    """Return every audit entry, oldest first; raise PromotionError if the hash chain was altered."""
-    if not config.audit_log.exists():
-        return []
-    entries, previous = [], ""
-    for number, line in enumerate(config.audit_log.read_text().splitlines(), 1):
-        entry = json.loads(line)
-        body = {k: v for k, v in entry.items() if k != "hash"}
-        if entry.get("previous_hash") != previous or _hash(body) != entry.get("hash"):
-            raise PromotionError(f"audit log {config.audit_log} was altered at line {number}: restore it from backup")
-        entries.append(entry)
-        previous = entry["hash"]
-    return entries
+def _ref(config: PipelineConfig, name: str, version: str) -> registry.ModelRef:
+    mv = registry.client(config).get_model_version(name, str(version))
+    return registry.ModelRef(name, str(mv.version), mv.run_id)
 
 
-def _hash(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+def _finish_interrupted_move(config: PipelineConfig) -> None:
+    """If the champion alias disagrees with the audit log's last move, that move was cut short: finish it.
+
+    Entries are written before aliases move, so the log holds the decision. A champion alias that is
+    missing altogether is left alone: re-establishing one is an operator action (rollback_model).
+    """
+    last = audit.expected_champion(read_audit(config))
+    current = registry.alias_version(config, registry.CHAMPION)
+    if last is None or current is None or current.version == str(last["to_version"]):
+        return
+    log.warning(
+        "the champion alias points at v%s but the audit log's last move (%s at %s) made v%s champion: an alias move was "
+        "interrupted; finishing it", current.version, last["action"], last["at"][:19], last["to_version"],
+    )
+    _apply(config, last)
 
 
-def _append_audit(config: PipelineConfig, event: dict[str, Any]) -> dict[str, Any]:
-    entries = read_audit(config)
-    body = {"at": datetime.now(UTC).isoformat(), "previous_hash": entries[-1]["hash"] if entries else "", **event}
-    entry = {**body, "hash": _hash(body)}
-    with open(config.audit_log, "a") as handle:
-        handle.write(json.dumps(entry, default=str) + "\n")
-    return entry
+def champion_matches_audit(config: PipelineConfig) -> bool:
+    """Return whether the champion alias is the version the audit log's last move named (both absent counts)."""
+    last = audit.expected_champion(read_audit(config))
+    current = registry.alias_version(config, registry.CHAMPION)
+    return (last is None and current is None) or (
+        last is not None and current is not None and current.version == str(last["to_version"])
+    )
 
 
 def promote(
     config: PipelineConfig, candidate: registry.ModelRef, reason: str, approved_by: str, run_id: str, gate: dict | None
 ) -> dict[str, Any]:
-    """Move `champion` to the candidate and `previous` to the old champion; audit the move."""
-    with _audit_lock(config):
-        old = registry.alias_version(config, registry.CHAMPION)
-        if old is not None:
-            registry.set_alias(config, PREVIOUS, old)
-        registry.set_alias(config, registry.CHAMPION, candidate)
-        client = registry.client(config)
-        if registry.alias_version(config, registry.CHALLENGER) == candidate:
-            client.delete_registered_model_alias(candidate.name, registry.CHALLENGER)
-        return _append_audit(config, {
-            "action": "promote", "model": candidate.name, "from_version": old.version if old else None,
+    """Move `champion` to the candidate and `previous` to the old champion; audit the move (the entry goes first)."""
+    with audit_lock(config):
+        _finish_interrupted_move(config)
+        old = registry.champion(config)
+        entry = audit.append(config, {
+            "action": "promote", "model": candidate.name, "from_version": old.version,
             "to_version": candidate.version, "reason": reason, "approved_by": approved_by, "airflow_run_id": run_id,
             "gate": gate,
         })
+        _apply(config, entry)
+        return entry
 
 
 def reject(config: PipelineConfig, candidate: registry.ModelRef, reason: str, decided_by: str, run_id: str, gate: dict | None) -> dict[str, Any]:
     """Record that a candidate was not promoted (gate failed, approval refused or timed out); champion unchanged."""
-    with _audit_lock(config):
+    with audit_lock(config):
+        _finish_interrupted_move(config)
         registry.client(config).set_model_version_tag(candidate.name, candidate.version, "promotion.rejected", reason[:4900])
         champion = registry.alias_version(config, registry.CHAMPION)
-        return _append_audit(config, {
+        return audit.append(config, {
             "action": "reject", "model": candidate.name, "from_version": champion.version if champion else None,
             "to_version": candidate.version, "reason": reason, "approved_by": decided_by, "airflow_run_id": run_id,
             "gate": gate,
@@ -197,44 +195,65 @@ def reject(config: PipelineConfig, candidate: registry.ModelRef, reason: str, de
 
 
 def rollback(config: PipelineConfig, target_version: str | None, reason: str, requested_by: str, run_id: str) -> dict[str, Any]:
-    """Move `champion` back to `previous` (or to a named version that was champion before); audit the move."""
+    """Move `champion` back to `previous` (or to a named version that was champion before); audit the move.
+
+    With the champion alias missing (deleted, or a restored registry) a named former champion is
+    re-established: the audited `restore` action, the only way back once a champion existed.
+    """
     from mlflow.exceptions import MlflowException
 
-    with _audit_lock(config):
-        current = registry.champion(config)
+    with audit_lock(config):
+        _finish_interrupted_move(config)
+        name = config.model.registered_name
+        current = registry.alias_version(config, registry.CHAMPION)
         if target_version is None:
             target = registry.alias_version(config, PREVIOUS)
-            if target is None:
-                raise PromotionError("there is no 'previous' champion to roll back to: name a target version")
+            if target is None or current is None:
+                raise PromotionError(
+                    "there is no 'previous' champion to roll back to" if current is not None else
+                    "the champion alias is missing: name the version to restore (target_version)"
+                )
         else:
             try:
-                mv = registry.client(config).get_model_version(current.name, str(target_version))
+                target = _ref(config, name, str(target_version))
             except MlflowException as exc:
-                raise PromotionError(f"{current.name} has no version {target_version!r}: pick one from the audit log") from exc
-            target = registry.ModelRef(current.name, str(mv.version), mv.run_id)
-        former = {e["to_version"] for e in read_audit(config) if e["action"] in ("promote", "bootstrap", "rollback")}
+                raise PromotionError(f"{name} has no version {target_version!r}: pick one from the audit log") from exc
+        former = audit.former_champions(read_audit(config))
         if target.version not in former:
             raise PromotionError(
-                f"version {target.version} of {current.name} was never champion: rollback only returns to a former "
-                f"champion ({sorted(former)})"
+                f"version {target.version} of {name} was never champion: rollback only returns to a former "
+                f"champion ({former})"
             )
-        if target.version == current.version:
+        if current is not None and target.version == current.version:
             raise PromotionError(f"version {target.version} is already the champion")
-        registry.set_alias(config, PREVIOUS, current)
-        registry.set_alias(config, registry.CHAMPION, target)
-        return _append_audit(config, {
-            "action": "rollback", "model": current.name, "from_version": current.version, "to_version": target.version,
+        entry = audit.append(config, {
+            "action": "rollback" if current is not None else "restore", "model": name,
+            "from_version": current.version if current is not None else None, "to_version": target.version,
             "reason": reason, "approved_by": requested_by, "airflow_run_id": run_id, "gate": None,
         })
+        _apply(config, entry)
+        return entry
 
 
 def record_bootstrap(config: PipelineConfig, candidate: registry.ModelRef, run_id: str) -> dict[str, Any]:
-    """Audit the first champion (no gate: there is nothing to compare with)."""
-    with _audit_lock(config):
-        return _append_audit(config, {
+    """Make the first champion (no gate: there is nothing to compare with), audited before the alias moves.
+
+    Refused with ChampionMissingError when a former champion is on record: then the gate cannot be skipped.
+    """
+    with audit_lock(config):
+        on_record = registry.former_champion(config)
+        if on_record:
+            raise ChampionMissingError(
+                f"v{candidate.version} was not made champion: the 'champion' alias is missing, but {on_record}. A new "
+                "model only replaces a champion through the gate. Re-establish the champion with the rollback_model "
+                f"DAG (target_version), then retrain; v{candidate.version} stays registered as 'challenger'"
+            )
+        entry = audit.append(config, {
             "action": "bootstrap", "model": candidate.name, "from_version": None, "to_version": candidate.version,
             "reason": "no champion existed", "approved_by": "retrain_model", "airflow_run_id": run_id, "gate": None,
         })
+        _apply(config, entry)
+        return entry
 
 
 def gate_or_bootstrap(config: PipelineConfig, candidate: dict[str, Any], alias: str) -> dict[str, Any]:

@@ -6,12 +6,15 @@ import json
 import logging
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pipelines import audit
 from pipelines.config import PipelineConfig
-from pipelines.errors import NoChampionError
+from pipelines.errors import AuditIntegrityError, ChampionMissingError, NoChampionError, StoreMissingError
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +44,35 @@ class ModelRef:
         return f"models:/{self.name}/{self.version}"
 
 
-def client(config: PipelineConfig) -> Any:
-    """Return an MlflowClient on the configured store, creating the experiment (with its artifact folder) once."""
+def _sqlite_file(config: PipelineConfig) -> Path | None:
+    uri = config.tracking_uri
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def client(config: PipelineConfig, create: bool = False) -> Any:
+    """Return an MlflowClient on the configured store.
+
+    A missing SQLite store raises StoreMissingError: MLflow would otherwise create an empty one, and
+    a night scored or a model registered there would be lost to the real registry. Only `create=True`
+    (the init-mlflow command, the demo and the first bootstrap of a new deployment) creates the store
+    and the experiment.
+    """
     import mlflow
     from mlflow import MlflowClient
 
+    database = _sqlite_file(config)
+    if database is not None and not (database.is_file() and database.stat().st_size > 0):
+        if not create:
+            raise StoreMissingError(
+                f"the MLflow store {database} does not exist (mlflow.store_dir / PIPELINE_MLFLOW_TRACKING_URI): nothing "
+                "was read or written. Restore it (and its artifacts folder) from backup or point the config at it; "
+                "only for a brand-new deployment create an empty one with `python -m pipelines.cli init-mlflow`"
+            )
+        database.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(config.tracking_uri)
     mlflow.set_registry_uri(config.tracking_uri)
-    if config.tracking_uri.startswith("sqlite:///"):
-        config.mlflow.store_dir.mkdir(parents=True, exist_ok=True)
     mlflow_client = MlflowClient(config.tracking_uri, config.tracking_uri)
-    if mlflow_client.get_experiment_by_name(config.mlflow.experiment) is None:
+    if create and mlflow_client.get_experiment_by_name(config.mlflow.experiment) is None:
         location = None
         if config.mlflow.tracking_uri is None:
             location = config.artifact_root.as_uri()
@@ -61,8 +82,42 @@ def client(config: PipelineConfig) -> Any:
 
 def init_store(config: PipelineConfig) -> str:
     """Create the tracking database and experiment once, before any concurrent use; return the URI."""
-    client(config)
+    client(config, create=True)
     return config.tracking_uri
+
+
+def experiment_id(config: PipelineConfig, mlflow_client: Any) -> str:
+    """Return the configured experiment's id; StoreMissingError if the store has no such experiment."""
+    experiment = mlflow_client.get_experiment_by_name(config.mlflow.experiment)
+    if experiment is None:
+        raise StoreMissingError(
+            f"the MLflow store {config.tracking_uri} has no experiment {config.mlflow.experiment!r}: it is not this "
+            "deployment's store (or was emptied). Restore it from backup or fix mlflow.tracking_uri / mlflow.experiment"
+        )
+    return experiment.experiment_id
+
+
+T = TypeVar("T")
+
+
+def _artifacts(config: PipelineConfig, ref: ModelRef, what: str, load: Callable[[], T]) -> T:
+    """Run `load`; a missing artifact becomes StoreMissingError naming the version and where its files should be."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return load()
+    except (MlflowException, OSError) as exc:
+        if isinstance(exc, MlflowException) and exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INTERNAL_ERROR", "NOT_FOUND"):
+            raise
+        try:
+            location = client(config).get_run(ref.run_id).info.artifact_uri
+        except MlflowException:
+            location = "unknown"
+        raise StoreMissingError(
+            f"the {what} of {ref.name} v{ref.version} (run {ref.run_id}) cannot be read from {location} "
+            f"({type(exc).__name__}: {str(exc)[:200]}): restore the MLflow artifacts folder "
+            f"({config.artifact_root}) from backup; retrying cannot help"
+        ) from exc
 
 
 def code_version() -> str:
@@ -99,8 +154,7 @@ def log_candidate(config: PipelineConfig, trained: Any, digests: dict[str, str],
         "code_version": code_version(),
         **lineage,
     }
-    experiment = mlflow_client.get_experiment_by_name(config.mlflow.experiment)
-    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=lineage.get("reason", "train")) as run:
+    with mlflow.start_run(experiment_id=experiment_id(config, mlflow_client), run_name=lineage.get("reason", "train")) as run:
         mlflow.set_tags(tags)
         mlflow.log_params({"decision_threshold": config.model.decision_threshold, **config.model.hyperparameters})
         mlflow.log_metrics({f"holdout_{k}": v for k, v in trained.metrics.items()})
@@ -147,15 +201,38 @@ def alias_version(config: PipelineConfig, alias: str) -> ModelRef | None:
     return ModelRef(config.model.registered_name, str(version.version), version.run_id)
 
 
+def former_champion(config: PipelineConfig) -> str | None:
+    """Return a sentence naming the champion on record (audit log or `previous` alias), or None for a new deployment."""
+    try:
+        entries = audit.read_audit(config)
+    except AuditIntegrityError as exc:
+        return f"the audit log cannot be verified ({exc})"
+    last = audit.expected_champion(entries)
+    if last is not None:
+        return f"the audit log shows v{last['to_version']} as champion (last move: {last['action']} at {last['at'][:19]})"
+    previous = alias_version(config, "previous")
+    if previous is not None:
+        return f"the registry's 'previous' alias points at v{previous.version}, a former champion"
+    return None
+
+
 def champion(config: PipelineConfig) -> ModelRef:
     """Return the current champion, pinned to its version; raise NoChampionError when there is none."""
     ref = alias_version(config, CHAMPION)
-    if ref is None:
-        raise NoChampionError(
-            f"registered model {config.model.registered_name!r} has no '{CHAMPION}' version in "
-            f"{config.tracking_uri}: run the retrain_model DAG (it bootstraps the first model)"
+    if ref is not None:
+        return ref
+    on_record = former_champion(config)
+    if on_record:
+        raise ChampionMissingError(
+            f"registered model {config.model.registered_name!r} has no '{CHAMPION}' alias in {config.tracking_uri}, "
+            f"but {on_record}: the alias was deleted or the registry restored from an older copy. Nothing was "
+            "scored. Re-establish it with the rollback_model DAG (target_version = the version to restore; it is "
+            "audited), or restore the registry from backup"
         )
-    return ref
+    raise NoChampionError(
+        f"registered model {config.model.registered_name!r} has no '{CHAMPION}' version in "
+        f"{config.tracking_uri} and none is on record: run the retrain_model DAG (it bootstraps the first model)"
+    )
 
 
 def set_alias(config: PipelineConfig, alias: str, ref: ModelRef) -> None:
@@ -165,18 +242,28 @@ def set_alias(config: PipelineConfig, alias: str, ref: ModelRef) -> None:
 
 
 def load_model(config: PipelineConfig, ref: ModelRef) -> Any:
-    """Load the scikit-learn pipeline of a pinned model version."""
+    """Load the scikit-learn pipeline of a pinned model version (kept per process: a version never changes)."""
+    client(config)
+    return _artifacts(config, ref, "model", lambda: _load_model(config.tracking_uri, ref))
+
+
+@lru_cache(maxsize=4)
+def _load_model(tracking_uri: str, ref: ModelRef) -> Any:
     import mlflow.sklearn
 
-    client(config)
     return mlflow.sklearn.load_model(ref.uri)
+
+
+def download_artifact(config: PipelineConfig, ref: ModelRef, name: str, folder: Path) -> Path:
+    """Download one artifact of a model version's run into `folder`; StoreMissingError if it is gone."""
+    import mlflow.artifacts
+
+    client(config)
+    return Path(_artifacts(config, ref, name, lambda: mlflow.artifacts.download_artifacts(
+        run_id=ref.run_id, artifact_path=name, dst_path=str(folder), tracking_uri=config.tracking_uri)))
 
 
 def load_profile(config: PipelineConfig, ref: ModelRef) -> dict[str, Any]:
     """Return the training-data profile stored with a model version's run."""
-    import mlflow.artifacts
-
-    client(config)
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=ref.run_id, artifact_path=PROFILE_ARTIFACT, dst_path=tmp)
-        return json.loads(Path(path).read_text())
+        return json.loads(download_artifact(config, ref, PROFILE_ARTIFACT, Path(tmp)).read_text())

@@ -6,9 +6,10 @@ import logging
 from datetime import date
 from typing import Any
 
-from pipelines import registry
+from pipelines import audit, history, registry
 from pipelines.config import PipelineConfig
-from pipelines.errors import TrainingDataError, TrainingNotReady
+from pipelines.errors import ChampionMissingError, TrainingDataError, TrainingNotReady
+from pipelines.promotion import record_bootstrap
 from pipelines.training import fit_and_evaluate, load_labelled, training_partitions
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def plan_training_window(
     `window` (sliding | since_drift_onset) and `window_days` override training.window and
     training.window_days. Raises TrainingNotReady when a since-onset window has too few labelled days yet.
     """
+    registry.client(config, create=is_new_deployment(config))  # the bootstrap path of a new deployment
     mode = window or config.training.window
     onset = drift_onset(config) if mode == "since_drift_onset" else None
     if mode == "since_drift_onset" and onset is None:
@@ -83,7 +85,12 @@ def _check_enough(config: PipelineConfig, days: list[date]) -> None:
 
 
 def train_candidate(config: PipelineConfig, days: list[str], lineage: dict[str, str]) -> dict[str, Any]:
-    """Train on the given days, log and register the model with lineage; return its version and metrics."""
+    """Train on the given days, log and register the model with lineage; return its version and metrics.
+
+    The MLflow store is created here only for a brand-new deployment (no audit entry, no monitored night);
+    otherwise a missing store is an error, so a model is never registered into an empty stand-in.
+    """
+    registry.client(config, create=is_new_deployment(config))
     frame, digests = load_labelled(config, [date.fromisoformat(d) for d in days])
     trained = fit_and_evaluate(config, frame)
     ref = registry.log_candidate(config, trained, digests, lineage)
@@ -97,16 +104,27 @@ def train_candidate(config: PipelineConfig, days: list[str], lineage: dict[str, 
     }
 
 
-def bootstrap_or_challenge(config: PipelineConfig, candidate: dict[str, Any], airflow_run_id: str = "") -> str:
-    """Make the candidate `champion` when there is none yet (audited), else `challenger`; return the alias set."""
-    from pipelines.promotion import record_bootstrap
+def is_new_deployment(config: PipelineConfig) -> bool:
+    """Return whether nothing shows an earlier deployment: no audit entry and no monitored night."""
+    return not audit.read_audit(config) and not history.has_nights(config)
 
+
+def bootstrap_or_challenge(config: PipelineConfig, candidate: dict[str, Any], airflow_run_id: str = "") -> str:
+    """Make the candidate `champion` when there never was one (audited), else `challenger`; return the alias set.
+
+    A missing champion alias with a former champion on record raises ChampionMissingError (the candidate
+    stays `challenger`): the gate is never skipped once a champion existed.
+    """
     ref = registry.ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
-    alias = registry.CHALLENGER if registry.alias_version(config, registry.CHAMPION) else registry.CHAMPION
-    registry.set_alias(config, alias, ref)
-    if alias == registry.CHAMPION:
+    if registry.alias_version(config, registry.CHAMPION) is not None:
+        registry.set_alias(config, registry.CHALLENGER, ref)
+        return registry.CHALLENGER
+    try:
         record_bootstrap(config, ref, airflow_run_id)
-    return alias
+    except ChampionMissingError:
+        registry.set_alias(config, registry.CHALLENGER, ref)
+        raise
+    return registry.CHAMPION
 
 
 def reason_from_trigger(param_reason: str, asset_event_extras: list[dict[str, Any]]) -> str:

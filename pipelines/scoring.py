@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,16 +17,9 @@ from threadpoolctl import threadpool_limits
 
 from pipelines import registry
 from pipelines.config import PipelineConfig
-from pipelines.lake import (
-    INCOMING,
-    PREDICTIONS,
-    iter_record_batches,
-    partition_dir,
-    partition_files,
-    partition_row_count,
-    publish,
-    temp_path_beside,
-)
+from pipelines.errors import PartitionSchemaError, PipelineError
+from pipelines.lake import PREDICTIONS, partition_dir, partition_row_count, partition_write_lock, publish, temp_path_beside
+from pipelines.schema import PartitionSchema, incoming_partition, iter_batches
 
 log = logging.getLogger(__name__)
 
@@ -95,58 +89,24 @@ def score_partition(config: PipelineConfig, ds: str, airflow_run_id: str) -> Sco
     """Score `incoming/ds=<ds>` with the champion and atomically replace `predictions/ds=<ds>`.
 
     The champion alias is read once and pinned to its version, so a promotion during the run cannot
-    mix versions within a partition. Raises NoChampionError when there is no champion.
+    mix versions within a partition. Two runs of one night wait for each other (a partition lock),
+    and what a killed run left behind is removed first. Raises NoChampionError when there is no champion.
     """
     started = time.monotonic()
     ref = registry.champion(config)
     model = registry.load_model(config, ref)
-    files = partition_files(config.data_root, INCOMING, ds)
-    total = partition_row_count(files)
-    columns = [config.id_column, *config.features.all]
-    target = partition_dir(config.data_root, PREDICTIONS, ds) / PREDICTIONS_FILE
-    temp = temp_path_beside(target)
-    scored_at = pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC"))
-    log.info("scoring %s rows of ds=%s with %s version %s", f"{total:,}", ds, ref.name, ref.version)
-    progress = _Progress(total, config.scoring.progress_every_seconds)
-    score_sum = positives = 0.0
-    writer = None
     try:
-        with threadpool_limits(limits=config.scoring.threads or None):
-            for batch in iter_record_batches(files, columns, config.scoring.batch_rows):
-                scores = predict_scores(model, batch.to_pandas(), config.scoring.predict_chunk_rows)
-                predicted = (scores >= config.model.decision_threshold).astype("int8")
-                rows = len(scores)
-                if writer is None:
-                    writer = pq.ParquetWriter(temp, prediction_schema(batch.schema.field(config.id_column).type))
-                writer.write_table(
-                    pa.table(
-                        [
-                            batch.column(config.id_column),
-                            pa.array(scores, pa.float64()),
-                            pa.array(predicted, pa.int8()),
-                            pa.repeat(pa.scalar(ref.name, pa.string()), rows),
-                            pa.repeat(pa.scalar(ref.version, pa.string()), rows),
-                            pa.repeat(pa.scalar(ref.run_id, pa.string()), rows),
-                            pa.repeat(scored_at, rows),
-                            pa.repeat(pa.scalar(airflow_run_id, pa.string()), rows),
-                        ],
-                        schema=writer.schema,
-                    )
-                )
-                score_sum += float(scores.sum())
-                positives += float(predicted.sum())
-                progress.add(rows)
-        if writer is None:
-            writer = pq.ParquetWriter(temp, prediction_schema(pa.int64()))
-        writer.close()
-        writer = None
-        if progress.done != total:
-            raise RuntimeError(f"scored {progress.done} rows but the partition footers say {total}")
-        publish(temp, target)
-    finally:
-        if writer is not None:
-            writer.close()
-        temp.unlink(missing_ok=True)
+        partition = incoming_partition(config, ds)
+    except PartitionSchemaError as exc:
+        raise PipelineError(
+            f"incoming/ds={ds} does not match the configured columns ({exc}); validation refuses such a partition: "
+            "rerun the whole night so it is validated first"
+        ) from exc
+    total = partition_row_count(list(partition.files))
+    target = partition_dir(config.data_root, PREDICTIONS, ds) / PREDICTIONS_FILE
+    log.info("scoring %s rows of ds=%s with %s version %s", f"{total:,}", ds, ref.name, ref.version)
+    with partition_write_lock(target.parent):
+        score_sum, positives = _write_predictions(config, model, ref, partition, total, target, airflow_run_id)
     seconds = time.monotonic() - started
     summary = ScoringSummary(
         ds=ds,
@@ -163,3 +123,49 @@ def score_partition(config: PipelineConfig, ds: str, airflow_run_id: str) -> Sco
     )
     log.info("wrote %s: %s", target, summary.as_dict())
     return summary
+
+
+def _write_predictions(
+    config: PipelineConfig, model: Any, ref: registry.ModelRef, partition: PartitionSchema, total: int, target: Path,
+    airflow_run_id: str,
+) -> tuple[float, float]:
+    """Stream the partition through the model into a hidden file, then publish it; return (score sum, positives)."""
+    temp = temp_path_beside(target)
+    scored_at = pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC"))
+    schema = prediction_schema(partition.schema.field(config.id_column).type)
+    progress = _Progress(total, config.scoring.progress_every_seconds)
+    score_sum = positives = 0.0
+    try:
+        with pq.ParquetWriter(temp, schema) as writer, threadpool_limits(limits=config.scoring.threads or None):
+            for batch in iter_batches(partition, config.scoring.batch_rows):
+                scores = predict_scores(model, batch.to_pandas(), config.scoring.predict_chunk_rows)
+                predicted = (scores >= config.model.decision_threshold).astype("int8")
+                rows = len(scores)
+                writer.write_table(
+                    pa.table(
+                        [
+                            batch.column(config.id_column),
+                            pa.array(scores, pa.float64()),
+                            pa.array(predicted, pa.int8()),
+                            pa.repeat(pa.scalar(ref.name, pa.string()), rows),
+                            pa.repeat(pa.scalar(ref.version, pa.string()), rows),
+                            pa.repeat(pa.scalar(ref.run_id, pa.string()), rows),
+                            pa.repeat(scored_at, rows),
+                            pa.repeat(pa.scalar(airflow_run_id, pa.string()), rows),
+                        ],
+                        schema=schema,
+                    )
+                )
+                score_sum += float(scores.sum())
+                positives += float(predicted.sum())
+                progress.add(rows)
+        if progress.done != total:
+            raise RuntimeError(f"scored {progress.done} rows but the partition footers say {total}")
+        publish(temp, target)
+    except PartitionSchemaError as exc:
+        raise PipelineError(
+            f"{target.parent.name} of incoming changed after it was validated ({exc}): rerun the whole night"
+        ) from exc
+    finally:
+        temp.unlink(missing_ok=True)
+    return score_sum, positives

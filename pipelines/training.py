@@ -9,8 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import f1_score, log_loss, precision_score, recall_score, roc_auc_score
@@ -19,7 +17,10 @@ from sklearn.preprocessing import OrdinalEncoder
 
 from pipelines.config import PipelineConfig
 from pipelines.errors import TrainingDataError
+from pipelines.errors import PipelineError
+from pipelines.labels import id_key, read_labels
 from pipelines.lake import INCOMING, LABELS, QUARANTINE, list_partitions, partition_digest, partition_files
+from pipelines.schema import incoming_partition, read_table
 from pipelines.validation import data_profile
 
 log = logging.getLogger(__name__)
@@ -48,18 +49,19 @@ def training_partitions(
 
 def load_labelled(config: PipelineConfig, days: list[date]) -> tuple[pd.DataFrame, dict[str, str]]:
     """Return features joined to labels by id for the given days (column `ds` added) and each partition's digest."""
-    columns = [config.id_column, *config.features.all]
     frames, digests = [], {}
     for day in days:
-        feature_files = partition_files(config.data_root, INCOMING, day)
-        label_files = partition_files(config.data_root, LABELS, day)
-        features = pa.concat_tables([pq.read_table(f, columns=columns) for f in feature_files]).to_pandas()
-        labels = pa.concat_tables(
-            [pq.read_table(f, columns=[config.id_column, config.target]) for f in label_files]
-        ).to_pandas()
-        frame = features.merge(labels, on=config.id_column, how="inner", validate="one_to_one")
-        frames.append(frame.assign(ds=day.isoformat()))
-        digests[day.isoformat()] = partition_digest(feature_files + label_files)
+        ds = day.isoformat()
+        try:
+            partition = incoming_partition(config, ds)
+        except PipelineError as exc:
+            log.warning("left out of training: %s", exc)
+            continue
+        features = read_table(partition).to_pandas()
+        labels = read_labels(config, ds).labels.rename(columns={"target": config.target})
+        frame = features.assign(key=id_key(features[config.id_column])).merge(labels, on="key", how="inner")
+        frames.append(frame.drop(columns="key").drop_duplicates(config.id_column, keep=False).assign(ds=ds))
+        digests[ds] = partition_digest(list(partition.files) + partition_files(config.data_root, LABELS, day))
     if not frames:
         raise TrainingDataError(
             "no labelled partitions in the training window: generate or land labels/ds=... partitions, "

@@ -8,16 +8,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.config import PipelineConfig
-from pipelines.errors import PartitionQuarantinedError
-from pipelines.lake import QUARANTINE, partition_dir, partition_files, write_json_atomic
+from pipelines.errors import PartitionQuarantinedError, PartitionSchemaError
+from pipelines.lake import QUARANTINE, partition_dir, write_json_atomic
+from pipelines.schema import incoming_partition, read_table
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +95,7 @@ class ValidationOutcome:
     evaluated: int
     failures: list[str] = field(default_factory=list)
     ge_result: dict[str, Any] | None = None
+    files: list[str] = field(default_factory=list)
 
     @property
     def success(self) -> bool:
@@ -144,15 +143,6 @@ def describe_failures(results: list[Any]) -> list[str]:
     return [_describe_failure(r) for r in kept]
 
 
-def read_for_validation(files: list[Path], columns: list[str]) -> pd.DataFrame:
-    """Read the configured columns that exist in the partition's files (missing ones are left to the suite)."""
-    tables = []
-    for file in files:
-        present = [c for c in columns if c in pq.read_schema(file).names]
-        tables.append(pq.read_table(file, columns=present))
-    return pa.concat_tables(tables, promote_options="default").to_pandas()
-
-
 def run_suite(frame: pd.DataFrame, suite: Any) -> Any:
     """Validate a DataFrame against a suite in an ephemeral GE context (writes no files)."""
     import great_expectations as gx
@@ -172,17 +162,15 @@ def run_suite(frame: pd.DataFrame, suite: Any) -> Any:
 def check_partition(config: PipelineConfig, ds: str, profile: dict[str, Any]) -> ValidationOutcome:
     """Validate `incoming/ds=<ds>` and return the outcome (no side effects; see `validate_partition`)."""
     os.environ["GX_ANALYTICS_ENABLED"] = "false"
-    files = partition_files(config.data_root, "incoming", ds)
-    columns = [config.id_column, *config.features.all]
-    if config.timestamp_column:
-        columns.append(config.timestamp_column)
     try:
-        frame = read_for_validation(files, columns)
-    except (pa.ArrowException, OSError) as exc:
-        return ValidationOutcome(ds, rows=0, evaluated=0, failures=[f"unreadable Parquet in {files[0].parent}: {exc}"])
+        partition = incoming_partition(config, ds)
+        frame = read_table(partition, config.scoring.batch_rows).to_pandas()
+    except PartitionSchemaError as exc:
+        return ValidationOutcome(ds, rows=0, evaluated=0, failures=exc.failures)
     result = run_suite(frame, build_suite(config, profile))
     failures = describe_failures(result.results)
-    return ValidationOutcome(ds, len(frame), len(result.results), failures, result.to_json_dict())
+    return ValidationOutcome(ds, len(frame), len(result.results), failures, result.to_json_dict(),
+                             files=[f.name for f in partition.files])
 
 
 def validate_partition(config: PipelineConfig, ds: str, profile: dict[str, Any]) -> ValidationOutcome:
@@ -196,7 +184,8 @@ def validate_partition(config: PipelineConfig, ds: str, profile: dict[str, Any])
         shutil.rmtree(folder, ignore_errors=True)
         log.info("partition %s passed %d expectations on %s rows", ds, outcome.evaluated, f"{outcome.rows:,}")
         return outcome
-    reason = f"partition ds={ds} failed validation: " + "; ".join(outcome.failures)
+    where = f"incoming/ds={ds}" + (f" (files: {', '.join(outcome.files[:10])})" if outcome.files else "")
+    reason = f"partition {where} failed validation: " + "; ".join(outcome.failures)
     write_json_atomic(
         folder / "validation.json",
         {
@@ -205,6 +194,7 @@ def validate_partition(config: PipelineConfig, ds: str, profile: dict[str, Any])
             "rows": outcome.rows,
             "reason": reason,
             "failures": outcome.failures,
+            "files": outcome.files,
             "great_expectations_result": outcome.ge_result,
         },
     )

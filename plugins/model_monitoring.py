@@ -10,6 +10,29 @@ from airflow.sdk import BaseOperatorLink
 
 PREFIX = "/monitoring"
 
+# Reports are built from data that outsiders can influence. Served under the Airflow site, a report runs
+# in a sandbox: an opaque origin (no Airflow cookie, no same-origin requests), no network (connect-src),
+# no forms, no plugins; only the inline script, styles, data images and fonts Evidently's page needs.
+REPORT_HEADERS = {
+    "Content-Security-Policy": (
+        "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
+        "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; connect-src 'none'; form-action 'none'; "
+        "base-uri 'none'; frame-ancestors 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+DATA_HEADERS = REPORT_HEADERS | {"Content-Security-Policy": "sandbox; default-src 'none'"}
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; form-action 'none'; base-uri 'none'; "
+        "frame-ancestors 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
 
 class LoginRequired(Exception):
     """Raised by the auth dependency; answered with a redirect to the Airflow login page."""
@@ -55,7 +78,7 @@ async def _to_login(request: Request, _: LoginRequired):
 def monitoring_page(request: Request) -> HTMLResponse:
     from pipelines.monitoring_page import render_page
 
-    return HTMLResponse(render_page(_config(), base=PREFIX))
+    return HTMLResponse(render_page(_config(), base=PREFIX), headers=PAGE_HEADERS)
 
 
 @app.get("/reports/{partition}/{name}", dependencies=[Depends(require_airflow_login)])
@@ -65,7 +88,7 @@ def report(partition: str, name: str) -> FileResponse:
     path = resolve_report(_config(), partition, name)
     if path is None:
         raise HTTPException(status_code=404, detail="no such report")
-    return FileResponse(path)
+    return _sandboxed(path)
 
 
 @app.get("/models/{pair}/{name}", dependencies=[Depends(require_airflow_login)])
@@ -75,7 +98,14 @@ def model_report(pair: str, name: str) -> FileResponse:
     path = resolve_model_report(_config(), pair, name)
     if path is None:
         raise HTTPException(status_code=404, detail="no such comparison")
-    return FileResponse(path)
+    return _sandboxed(path)
+
+
+def _sandboxed(path) -> FileResponse:
+    """Serve a report file with the sandbox headers (HTML runs sandboxed, JSON is never rendered as a page)."""
+    if path.suffix == ".html":
+        return FileResponse(path, media_type="text/html; charset=utf-8", headers=REPORT_HEADERS)
+    return FileResponse(path, media_type="application/json", headers=DATA_HEADERS)
 
 
 def _return_value(ti_key) -> object:

@@ -15,6 +15,8 @@ from pipelines.config import DEFAULT_CONFIG, PipelineConfig, load_config
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+# the audit log's HMAC key; every process of a test (pytest itself, Airflow subprocesses) uses the same one
+AUDIT_KEY = os.environ.setdefault("AIRFLOW_VAR_PIPELINE_AUDIT_KEY", "tests-only-audit-key")
 
 REPO = Path(__file__).resolve().parent.parent
 START = date(2026, 9, 1)
@@ -68,6 +70,7 @@ def airflow_env(home: Path, config_path: Path) -> dict[str, str]:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "PIPELINE_CONFIG": str(config_path),
+            "AIRFLOW_VAR_PIPELINE_AUDIT_KEY": AUDIT_KEY,
             "GX_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "MLFLOW_ENABLE_TELEMETRY": "false",

@@ -27,7 +27,7 @@ def test_partition_dir_is_hive_style(tmp_path):
 
 
 def test_missing_partition_raises_a_clear_error(tmp_path):
-    with pytest.raises(PartitionMissingError, match="ds=2026-10-01 has no Parquet files"):
+    with pytest.raises(PartitionMissingError, match="ds=2026-10-01 has no data files"):
         partition_files(tmp_path, "incoming", "2026-10-01")
 
 

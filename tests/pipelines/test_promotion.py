@@ -7,6 +7,7 @@ import pytest
 from pipelines import registry, retraining, sample_data
 from pipelines.config import load_config
 from pipelines.monitoring_page import render_page, resolve_model_report
+from pipelines.errors import AuditIntegrityError
 from pipelines.promotion import PromotionError, evaluate_gate, promote, read_audit, reject, rollback
 from pipelines.training import fit_and_evaluate, load_labelled
 from tests.conftest import write_config
@@ -93,7 +94,7 @@ def test_the_audit_log_detects_rewriting(lake, tmp_path):
     text = config.audit_log.read_text()
     try:
         config.audit_log.write_text(text.replace('"approved_by": "alice"', '"approved_by": "mallory"'))
-        with pytest.raises(PromotionError, match="was altered at line"):
+        with pytest.raises(AuditIntegrityError, match="was altered at line"):
             read_audit(config)
     finally:
         config.audit_log.write_text(text)

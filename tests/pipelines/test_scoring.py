@@ -57,8 +57,8 @@ def test_rerun_replaces_the_partition(lake):
     assert len(second) == len(first) and second["id"].is_unique
     pd.testing.assert_series_equal(first["score"], second["score"])
     assert (second["airflow_run_id"] == "second").all()
-    assert [p.name for p in partition_dir(lake.data_root, "predictions", "2026-09-11").iterdir()] == [
-        "predictions.parquet"
+    assert sorted(p.name for p in partition_dir(lake.data_root, "predictions", "2026-09-11").iterdir()) == [
+        ".lock", "predictions.parquet"
     ]
 
 
@@ -78,7 +78,7 @@ def test_a_crash_mid_partition_keeps_the_previous_predictions(lake, monkeypatch)
     monkeypatch.setattr(scoring, "predict_scores", crash_on_second_batch)
     with pytest.raises(MemoryError):
         scoring.score_partition(lake, "2026-09-11", "crashing")
-    assert [p.name for p in folder.iterdir()] == ["predictions.parquet"]
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "predictions.parquet"]
     assert (folder / "predictions.parquet").read_bytes() == before
 
 
@@ -89,6 +89,7 @@ def test_progress_is_logged_with_rows_per_second(lake, caplog):
 
 
 def test_no_champion_is_a_clear_error(config):
+    registry.init_store(config)
     with pytest.raises(NoChampionError, match="retrain_model"):
         scoring.score_partition(config, "2026-09-11", "run")
 

@@ -12,6 +12,7 @@ from pipelines.training import classification_metrics, load_labelled, training_p
 
 
 def test_no_champion_says_to_run_retrain_model(config):
+    registry.init_store(config)
     with pytest.raises(NoChampionError, match="run the retrain_model DAG"):
         registry.champion(config)
 
