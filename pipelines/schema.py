@@ -52,7 +52,7 @@ def _is_number(kind: pa.DataType) -> bool:
 
 def _target_type(role: str, kinds: list[pa.DataType]) -> pa.DataType | str:
     """Return the unified type of a column with these per-file types, or a sentence saying why there is none."""
-    known = [k for k in kinds if not pa.types.is_null(k)]
+    known = [_base(k) for k in kinds if not pa.types.is_null(k)]
     if role == NUMERIC:
         bad = [k for k in known if not _is_number(k)]
         return f"is {_describe(bad[0])}, but numeric features need a number type" if bad else pa.float64()

@@ -78,3 +78,24 @@ def airflow_env(home: Path, config_path: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+def copy_lake(config: PipelineConfig, folder: Path) -> PipelineConfig:
+    """Copy a config's data root and MLflow store under `folder`; the copy's artifact paths point at its own folder.
+
+    MLflow's SQLite store keeps absolute artifact paths, so a plain copy would still read (and a test that
+    removes artifacts would damage) the original's files.
+    """
+    import shutil
+    import sqlite3
+
+    shutil.copytree(config.data_root, folder / "data")
+    shutil.copytree(config.mlflow.store_dir, folder / "mlflow")
+    old, new = str(config.mlflow.store_dir), str(folder / "mlflow")
+    with sqlite3.connect(folder / "mlflow" / "mlflow.db") as db:
+        for table, column in (("runs", "artifact_uri"), ("logged_models", "artifact_location"),
+                              ("experiments", "artifact_location"), ("model_versions", "storage_location"),
+                              ("model_versions", "source")):
+            db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (old, new))
+    copy = load_config(write_config(folder))
+    return copy.model_copy(update={"model": config.model, "scoring": config.scoring})
