@@ -5,17 +5,28 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from datetime import date
 
 import httpx
+import pandas as pd
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines import monitoring, sample_data, scoring
 from pipelines.config import load_config
 from pipelines.errors import PartitionQuarantinedError
+from pipelines.lake import partition_dir
 from pipelines.validation import validate_against_champion
 from tests.api_server import admin_password, free_port, wait_until_healthy
-from tests.conftest import airflow_env, write_config
+from tests.conftest import REPO, airflow_env, write_config
+
+# A data value that closes Evidently's <script> block and calls the Airflow REST API with the viewer's login.
+ATTACK = ("document.title='PWNED';fetch('/api/v2/variables',{method:'POST',credentials:'include',"
+          "headers:{'content-type':'application/json'},body:JSON.stringify({key:'KEY',value:'x'})})")
+INJECTED_NIGHT, RAW_NIGHT = "2026-09-09", "2026-09-10"
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 COOKIE = "_token"  # airflow.api_fastapi.auth.managers.base_auth_manager.COOKIE_NAME_JWT_TOKEN
@@ -37,6 +48,7 @@ def server(champion_lake, tmp_path_factory):
     sample_data.break_partition(config.data_root, date(2026, 9, 12), "missing_column")
     with pytest.raises(PartitionQuarantinedError):
         validate_against_champion(config, "2026-09-12", "run-bad")
+    _inject_script(config)
     port = free_port()
     env = airflow_env(folder / "airflow", config_path) | {
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -44,21 +56,38 @@ def server(champion_lake, tmp_path_factory):
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
     }
     assert subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True).returncode == 0
-    log = open(folder / "api-server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "airflow", "api-server", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    log = open(folder / "airflow.log", "w")
+    # what `make airflow-ui` runs: api-server, scheduler, dag-processor and triggerer
+    proc = subprocess.Popen(["bash", str(REPO / "include" / "airflow_local.sh")], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(base, {"api-server": (proc, folder / "api-server.log")})
+        wait_until_healthy(base, {"airflow": (proc, folder / "airflow.log")})
         password = admin_password(folder / "airflow")
-        yield {"base": base, "password": password, "folder": folder, "config": config}
+        yield {"base": base, "password": password, "folder": folder, "config": config, "proc": proc}
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+def _inject_script(config) -> None:
+    """One night whose category values carry the attack (0.5% of rows: within tolerance, so it is scored and
+    reported), and one report written raw, as a report from any other tool would be, with the attack live in it."""
+    folder = partition_dir(config.data_root, "incoming", INJECTED_NIGHT)
+    night = pd.read_parquet(folder)
+    night.loc[night.index[:10], "loan_purpose"] = f"</script><script>{ATTACK.replace('KEY', 'pwned_by_data')}</script>"
+    for old in folder.iterdir():
+        old.unlink()
+    pq.write_table(pa.Table.from_pandas(night, preserve_index=False), folder / "part-0000.parquet")
+    validate_against_champion(config, INJECTED_NIGHT, "run-injected")
+    scored = scoring.score_partition(config, INJECTED_NIGHT, "run-injected").as_dict()
+    monitoring.monitor_night(config, INJECTED_NIGHT, scored, "run-injected")
+    raw = f"<!doctype html><html><body><h1>raw report</h1><script>{ATTACK.replace('KEY', 'pwned_by_report')}</script></body></html>"
+    (partition_dir(config.data_root, "reports", RAW_NIGHT) / "performance.html").write_text(raw)
 
 
 def _token(server) -> str:
@@ -104,13 +133,7 @@ def test_browser_login_page_and_report(server, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{base}/monitoring/")
         assert "/auth/login" in page.url  # anonymous: sent to the Airflow login
-        page.fill("input[name=username]", "admin")
-        page.fill("input[name=password]", server["password"])
-        page.click("button:has-text('Sign in')")
-        # the login page sets the JWT cookie and then navigates by script: wait for both before leaving it,
-        # or our navigation and the login page's race (ERR_ABORTED, or a second trip to the login page)
-        page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
-        page.wait_for_load_state("networkidle")
+        _login(page, base, server["password"])
         assert any(c["name"] == COOKIE for c in page.context.cookies()), page.context.cookies()
         page.goto(f"{base}/monitoring/")
         assert page.title() == "Model monitoring"
@@ -127,3 +150,82 @@ def test_browser_login_page_and_report(server, tmp_path):
         browser.close()
     assert (tmp_path / "monitoring.png").stat().st_size > 20_000
     assert (tmp_path / "drift.png").stat().st_size > 20_000
+
+
+def test_every_listener_is_on_loopback(server):
+    """`make airflow-ui` starts no log server on all interfaces (standalone's scheduler and triggerer do)."""
+    root = psutil.Process(server["proc"].pid)
+    deadline = time.monotonic() + 60
+    names = set()
+    while time.monotonic() < deadline:
+        procs = [root, *root.children(recursive=True)]
+        names = {" ".join(p.cmdline()[1:4]) for p in procs if p.is_running()}
+        listening = [(p.pid, c.laddr) for p in procs for c in _connections(p) if c.status == psutil.CONN_LISTEN]
+        assert listening and all(addr.ip in ("127.0.0.1", "::1") for _, addr in listening), (listening, names)
+        if any("triggerer" in n for n in names) and any("scheduler" in n for n in names) and time.monotonic() > deadline - 45:
+            break
+        time.sleep(2)
+    assert any("triggerer" in n for n in names) and any("scheduler" in n for n in names), names
+
+
+def _connections(proc):
+    try:
+        return proc.net_connections(kind="inet")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+def test_reports_are_served_sandboxed(server):
+    headers = {"authorization": f"Bearer {_token(server)}"}
+    base = server["base"]
+    html = httpx.get(f"{base}/monitoring/reports/ds={INJECTED_NIGHT}/drift.html", headers=headers)
+    policy = html.headers["content-security-policy"]
+    assert policy.startswith("sandbox allow-scripts;") and "connect-src 'none'" in policy and "allow-same-origin" not in policy
+    assert "</script><script>document.title" not in html.text and "\\u003c/script\\u003e" in html.text
+    data = httpx.get(f"{base}/monitoring/reports/ds={INJECTED_NIGHT}/drift.json", headers=headers)
+    assert data.headers["content-type"] == "application/json" and data.headers["x-content-type-options"] == "nosniff"
+    page = httpx.get(f"{base}/monitoring/", headers=headers)
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+
+
+def test_script_in_the_data_cannot_act_with_the_viewers_login(server, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    base = server["base"]
+    headers = {"authorization": f"Bearer {_token(server)}"}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        _login(page, base, server["password"])
+        page.goto(f"{base}/")
+        # the control: this very request, made from an Airflow UI page, does act with the login
+        control = ATTACK.replace("KEY", "control").removeprefix("document.title='PWNED';")
+        status = page.evaluate(f"async () => (await {control}).status")
+        assert status in (200, 201), status
+        page.goto(f"{base}/monitoring/reports/ds={INJECTED_NIGHT}/drift.html")
+        page.wait_for_selector("text=Drift in column", timeout=30_000)  # Evidently's charts still render
+        page.wait_for_timeout(1500)
+        assert page.title() != "PWNED"  # the value is shown as text, never run
+        page.screenshot(path=str(tmp_path / "injected.png"))
+        page.goto(f"{base}/monitoring/reports/ds={RAW_NIGHT}/performance.html")
+        page.wait_for_function("document.title === 'PWNED'", timeout=15_000)  # the raw report's script does run ...
+        page.wait_for_timeout(1500)
+        browser.close()
+    variables = {v["key"] for v in httpx.get(f"{base}/api/v2/variables", headers=headers).json()["variables"]}
+    assert "control" in variables
+    assert not variables & {"pwned_by_data", "pwned_by_report"}  # ... but it cannot act: no cookie, no network
+
+
+def _login(page, base, password) -> None:
+    """Sign in on the Airflow login page. It sets the JWT cookie and then navigates by script: wait for both
+    before leaving it, or our navigation and the login page's race (ERR_ABORTED, or a second trip to the login page)."""
+    page.goto(f"{base}/monitoring/")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", password)
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
+    page.wait_for_load_state("networkidle")
