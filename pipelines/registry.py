@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipelines import audit
+from pipelines import audit, history
 from pipelines.config import PipelineConfig
 from pipelines.errors import AuditIntegrityError, ChampionMissingError, NoChampionError, StoreMissingError
 
@@ -63,10 +63,17 @@ def client(config: PipelineConfig, create: bool = False) -> Any:
     database = _sqlite_file(config)
     if database is not None and not (database.is_file() and database.stat().st_size > 0):
         if not create:
+            advice = (
+                "This deployment has no history yet: run the retrain_model DAG (it creates the store and bootstraps "
+                "the first model), or `python -m pipelines.cli init-mlflow`"
+                if is_new_deployment(config) else
+                "This deployment has a monitoring history and an audit log, so the store existed: restore it (and its "
+                "artifacts folder) from backup or point the config at it. Do not create a new one: models would be "
+                "registered where the real registry cannot see them (init-mlflow only for a brand-new deployment)"
+            )
             raise StoreMissingError(
                 f"the MLflow store {database} does not exist (mlflow.store_dir / PIPELINE_MLFLOW_TRACKING_URI): nothing "
-                "was read or written. Restore it (and its artifacts folder) from backup or point the config at it; "
-                "only for a brand-new deployment create an empty one with `python -m pipelines.cli init-mlflow`"
+                f"was read or written. {advice}"
             )
         database.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(config.tracking_uri)
@@ -78,6 +85,11 @@ def client(config: PipelineConfig, create: bool = False) -> Any:
             location = config.artifact_root.as_uri()
         mlflow_client.create_experiment(config.mlflow.experiment, artifact_location=location)
     return mlflow_client
+
+
+def is_new_deployment(config: PipelineConfig) -> bool:
+    """Return whether nothing shows an earlier deployment: no audit entry and no monitored night."""
+    return not audit.read_audit(config) and not history.has_nights(config)
 
 
 def init_store(config: PipelineConfig) -> str:

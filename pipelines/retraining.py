@@ -6,7 +6,7 @@ import logging
 from datetime import date
 from typing import Any
 
-from pipelines import audit, history, registry
+from pipelines import registry
 from pipelines.config import PipelineConfig
 from pipelines.errors import ChampionMissingError, TrainingDataError, TrainingNotReady
 from pipelines.promotion import record_bootstrap
@@ -48,7 +48,7 @@ def plan_training_window(
     `window` (sliding | since_drift_onset) and `window_days` override training.window and
     training.window_days. Raises TrainingNotReady when a since-onset window has too few labelled days yet.
     """
-    registry.client(config, create=is_new_deployment(config))  # the bootstrap path of a new deployment
+    registry.client(config, create=registry.is_new_deployment(config))  # the bootstrap path of a new deployment
     mode = window or config.training.window
     onset = drift_onset(config) if mode == "since_drift_onset" else None
     if mode == "since_drift_onset" and onset is None:
@@ -90,7 +90,7 @@ def train_candidate(config: PipelineConfig, days: list[str], lineage: dict[str, 
     The MLflow store is created here only for a brand-new deployment (no audit entry, no monitored night);
     otherwise a missing store is an error, so a model is never registered into an empty stand-in.
     """
-    registry.client(config, create=is_new_deployment(config))
+    registry.client(config, create=registry.is_new_deployment(config))
     frame, digests = load_labelled(config, [date.fromisoformat(d) for d in days])
     trained = fit_and_evaluate(config, frame)
     ref = registry.log_candidate(config, trained, digests, lineage)
@@ -102,11 +102,6 @@ def train_candidate(config: PipelineConfig, days: list[str], lineage: dict[str, 
         "train_days": trained.train_days,
         "holdout_days": trained.holdout_days,
     }
-
-
-def is_new_deployment(config: PipelineConfig) -> bool:
-    """Return whether nothing shows an earlier deployment: no audit entry and no monitored night."""
-    return not audit.read_audit(config) and not history.has_nights(config)
 
 
 def bootstrap_or_challenge(config: PipelineConfig, candidate: dict[str, Any], airflow_run_id: str = "") -> str:

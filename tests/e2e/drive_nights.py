@@ -28,6 +28,22 @@ shutil.copytree(first_predictions, out_dir / "first_run_predictions")
 outcomes["rerun"] = asdict(run_dag("batch_scoring", None, {"ds": first.isoformat()}))
 outcomes["forced"] = asdict(run_dag("batch_scoring", None, {"ds": last.isoformat(), "force_retrain": True}))
 
+# A run queued from the UI or REST (no logical date) must survive in-process runs of the same DAG, and a logical
+# date that already has a run is refused rather than replaced (Airflow's dag.test would delete both).
+from airflow.api.common.trigger_dag import trigger_dag  # noqa: E402
+from airflow.utils.types import DagRunTriggeredByType  # noqa: E402
+
+from pipelines.errors import PipelineError  # noqa: E402
+
+queued = trigger_dag("batch_scoring", triggered_by=DagRunTriggeredByType.REST_API, conf={"ds": first.isoformat()})
+outcomes["queued_run_id"] = queued.run_id
+outcomes["beside_queued"] = asdict(run_dag("batch_scoring", None, {"ds": first.isoformat()}))
+try:
+    run_dag("batch_scoring", datetime.combine(first + timedelta(days=1), time(2, 0), tzinfo=UTC))
+    outcomes["same_logical_date"] = "ran"
+except PipelineError as exc:
+    outcomes["same_logical_date"] = str(exc)
+
 outcomes["retrain"] = asdict(run_dag("retrain_model", None, {"window_end": "2026-09-13", "reason": "e2e retrain"}))
 outcomes["after_retrain"] = asdict(run_dag("batch_scoring", None, {"ds": "2026-09-15"}))
 outcomes["rollback_bad"] = asdict(run_dag("rollback_model", None, {"target_version": "99", "reason": "typo"}))
@@ -39,6 +55,9 @@ from airflow.utils.session import create_session  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 with create_session() as session:
+    from airflow.models import DagRun  # noqa: E402
+
+    outcomes["runs"] = [r.run_id for r in session.scalars(select(DagRun).where(DagRun.dag_id == "batch_scoring")).all()]
     outcomes["asset_events"] = [
         {"asset": e.asset.name, "extra": e.extra, "source_run_id": e.source_run_id}
         for e in session.scalars(select(AssetEvent)).all()

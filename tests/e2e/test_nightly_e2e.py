@@ -84,7 +84,7 @@ def test_the_data_interval_picks_the_partition(world):
 
 @pytest.mark.parametrize(
     ("night", "reason"),
-    [(TRUNCATED, "unreadable Parquet"), (NO_COLUMN, "required column 'annual_income' is missing")],
+    [(TRUNCATED, "is not readable Parquet"), (NO_COLUMN, "required column 'annual_income' is missing in file")],
 )
 def test_bad_partitions_are_quarantined_and_not_scored(world, night, reason):
     config, outcome = world["config"], world["outcomes"][night.isoformat()]
@@ -106,7 +106,16 @@ def test_rerunning_a_night_replaces_it_without_duplicates(world):
     assert len(second) == len(first) and second["id"].is_unique
     pd.testing.assert_frame_equal(first[["id", "score", "prediction"]], second[["id", "score", "prediction"]])
     assert set(second["airflow_run_id"]) == {rerun["run_id"]}
-    assert [p.name for p in partition_dir(config.data_root, "predictions", FIRST).iterdir()] == ["predictions.parquet"]
+    assert sorted(p.name for p in partition_dir(config.data_root, "predictions", FIRST).iterdir()) == [
+        ".lock", "predictions.parquet"]
+
+
+def test_the_in_process_runner_never_replaces_a_run(world):
+    outcomes = world["outcomes"]
+    assert outcomes["beside_queued"]["state"] == "success"
+    assert outcomes["queued_run_id"] in outcomes["runs"]  # the REST-queued run is still there
+    assert outcomes["same_logical_date"].startswith("batch_scoring already has a run for logical date")
+    assert "never replaces a run" in outcomes["same_logical_date"]
 
 
 def test_every_night_is_in_the_monitoring_history_with_reports(world):

@@ -56,7 +56,7 @@ def test_a_missing_store_is_an_error_and_is_not_recreated(lake, tmp_path):
                  lambda: retraining.select_training_window(lake)):
         with pytest.raises(StoreMissingError, match="does not exist") as info:
             step()
-        assert "Restore it" in str(info.value) and "init-mlflow" in str(info.value)
+        assert "restore it (and its artifacts folder) from backup" in str(info.value) and "Do not create" in str(info.value)
         assert not database.exists()
 
 
