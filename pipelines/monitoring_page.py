@@ -80,6 +80,11 @@ def _fmt(value: object, pattern: str = "{:.3f}") -> str:
     return "-" if value is None or (isinstance(value, float) and pd.isna(value)) else pattern.format(value)
 
 
+def _label_issues(realised: object) -> str:
+    issues = ((realised or {}).get("labels") or {}).get("issues") if isinstance(realised, dict) else None
+    return "; ".join(issues or [])
+
+
 def _links(ds: str, reports: dict | None, base: str) -> str:
     names = [n for n in ("drift.html", "data_summary.html", "performance.html") if reports and any(
         str(p).endswith(f"ds={ds}/{n}") for p in reports.values())]
@@ -99,7 +104,8 @@ def render_page(config: PipelineConfig, base: str) -> str:
             f"{'passed' if r.validation_success else 'quarantined'}</td>"
             f"<td>{_fmt(r.drift_share, '{:.2f}')}</td><td>{html.escape(', '.join(r.drifted_columns or [])) or '-'}</td>"
             f"<td>{_fmt(r.estimated_roc_auc)}</td><td>{_fmt(r.realised_roc_auc)}</td>"
-            f"<td>{_fmt(r.label_coverage, '{:.0%}')}</td><td>{html.escape(r.decision or '-')}</td>"
+            f"<td title=\"{html.escape(_label_issues(r.realised_metrics))}\">{_fmt(r.label_coverage, '{:.0%}')}</td>"
+            f"<td>{html.escape(r.decision or '-')}</td>"
             f"<td>{html.escape('; '.join(r.decision_reasons or []))}</td><td>{_links(r.ds, r.reports, base)}</td>"
             "</tr>"
         )
