@@ -82,7 +82,7 @@ def batch_scoring():
     @task(retries=0)
     def validate_partition(night: str) -> dict:
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.validation import validate_against_champion
+        from pipelines.monitoring import validate_against_champion
 
         with fail_without_retry_on_user_errors():
             return validate_against_champion(load_config(), night, get_current_context()["run_id"])

@@ -45,9 +45,10 @@ class DataRootError(PipelineError):
 class PartitionSchemaError(PipelineError):
     """A partition's files disagree with the configured columns or with each other (file and column named)."""
 
-    def __init__(self, message: str, failures: list[str]) -> None:
+    def __init__(self, message: str, failures: list[str], rows: int = 0) -> None:
         super().__init__(message)
         self.failures = failures
+        self.rows = rows  # rows in the files whose footers could be read
 
 
 class StoreMissingError(PipelineError):

@@ -17,7 +17,7 @@ from pipelines import history, registry
 from pipelines.config import PipelineConfig
 from pipelines.decision import Decision, decide
 from pipelines.drift import current_sample, drift_report, save_snapshot, summary_report
-from pipelines.errors import PipelineError
+from pipelines.errors import PartitionQuarantinedError, PipelineError
 from pipelines.labels import match_labels, read_labels
 from pipelines.lake import (
     LABELS,
@@ -32,6 +32,7 @@ from pipelines.lake import (
 )
 from pipelines.performance import estimated_performance, fit_calibrator, realised_performance
 from pipelines.schema import incoming_partition
+from pipelines.validation import validate_partition
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,27 @@ def monitor_night(
     )
     log.info("night %s monitored: %s", ds, summary)
     return summary
+
+
+def validate_against_champion(config: PipelineConfig, ds: str, airflow_run_id: str) -> dict[str, Any]:
+    """Validate a partition against the champion's training profile; return a small summary for XCom.
+
+    A refused partition is also recorded in the monitoring history before the error propagates.
+    """
+    started = time.monotonic()
+    ref = registry.champion(config)
+    try:
+        outcome = validate_partition(config, ds, registry.load_profile(config, ref))
+    except PartitionQuarantinedError as exc:
+        record_quarantine(config, ds, ref, exc.failures, exc.rows, airflow_run_id)
+        raise
+    return {
+        "ds": ds,
+        "rows": outcome.rows,
+        "expectations": outcome.evaluated,
+        "success": outcome.success,
+        "seconds": time.monotonic() - started,
+    }
 
 
 def record_quarantine(config: PipelineConfig, ds: str, ref: registry.ModelRef, failures: list[str], rows: int, run_id: str) -> None:

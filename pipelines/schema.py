@@ -101,14 +101,15 @@ def resolve(files: list[Path], roles: dict[str, str], where: str) -> PartitionSc
 
     `where` names the partition in messages (for example `incoming/ds=2026-10-01`).
     """
-    failures, found = [], {}
+    failures, found, rows = [], {}, 0
     for file in files:
         try:
-            names = pq.read_schema(file)
+            footer = pq.read_metadata(file)
+            fields = {f.name: f.type for f in footer.schema.to_arrow_schema()}
         except (pa.ArrowException, OSError) as exc:
             failures.append(f"file {file.name} in {where} is not readable Parquet ({_first_line(exc)})")
             continue
-        fields = {f.name: f.type for f in names}
+        rows += footer.num_rows
         for column in roles:
             if column not in fields:
                 failures.append(f"required column {column!r} is missing in file {file.name} ({len(files)} file(s) in {where})")
@@ -126,7 +127,7 @@ def resolve(files: list[Path], roles: dict[str, str], where: str) -> PartitionSc
         else:
             unified.append(pa.field(column, target))
     if failures:
-        raise PartitionSchemaError(f"partition {where} cannot be read as configured: " + "; ".join(failures), failures)
+        raise PartitionSchemaError(f"partition {where} cannot be read as configured: " + "; ".join(failures), failures, rows)
     return PartitionSchema(tuple(files), pa.schema(unified))
 
 

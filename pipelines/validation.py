@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -166,7 +165,7 @@ def check_partition(config: PipelineConfig, ds: str, profile: dict[str, Any]) ->
         partition = incoming_partition(config, ds)
         frame = read_table(partition, config.scoring.batch_rows).to_pandas()
     except PartitionSchemaError as exc:
-        return ValidationOutcome(ds, rows=0, evaluated=0, failures=exc.failures)
+        return ValidationOutcome(ds, rows=exc.rows, evaluated=0, failures=exc.failures)
     result = run_suite(frame, build_suite(config, profile))
     failures = describe_failures(result.results)
     return ValidationOutcome(ds, len(frame), len(result.results), failures, result.to_json_dict(),
@@ -205,27 +204,3 @@ def validate_partition(config: PipelineConfig, ds: str, profile: dict[str, Any])
         failures=outcome.failures,
         rows=outcome.rows,
     )
-
-
-def validate_against_champion(config: PipelineConfig, ds: str, airflow_run_id: str) -> dict[str, Any]:
-    """Validate a partition against the champion's training profile; return a small summary for XCom.
-
-    A refused partition is also recorded in the monitoring history before the error propagates.
-    """
-    from pipelines import registry
-    from pipelines.monitoring import record_quarantine
-
-    started = time.monotonic()
-    ref = registry.champion(config)
-    try:
-        outcome = validate_partition(config, ds, registry.load_profile(config, ref))
-    except PartitionQuarantinedError as exc:
-        record_quarantine(config, ds, ref, exc.failures, exc.rows, airflow_run_id)
-        raise
-    return {
-        "ds": ds,
-        "rows": outcome.rows,
-        "expectations": outcome.evaluated,
-        "success": outcome.success,
-        "seconds": time.monotonic() - started,
-    }

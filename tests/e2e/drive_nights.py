@@ -37,7 +37,7 @@ from pipelines.errors import PipelineError  # noqa: E402
 
 queued = trigger_dag("batch_scoring", triggered_by=DagRunTriggeredByType.REST_API, conf={"ds": first.isoformat()})
 outcomes["queued_run_id"] = queued.run_id
-outcomes["beside_queued"] = asdict(run_dag("batch_scoring", None, {"ds": first.isoformat()}))
+outcomes["beside_queued"] = asdict(run_dag("batch_scoring", None, {"ds": last.isoformat()}))
 try:
     run_dag("batch_scoring", datetime.combine(first + timedelta(days=1), time(2, 0), tzinfo=UTC))
     outcomes["same_logical_date"] = "ran"

@@ -84,7 +84,9 @@ def topology(tmp_path_factory):
     today = datetime.now(UTC).date()
     first = today - timedelta(days=20)
     config_path = write_config(folder, partition_wait={"timeout_minutes": 2, "poke_interval_seconds": 10})
-    config = load_config(config_path)
+    history_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_history"
+    # the same history database as the components: it also holds the audit log's head record
+    config = load_config(config_path, environ={**os.environ, "PIPELINE_HISTORY_URL": history_url})
     sample_data.generate(config.data_root, first, 20, 1000, label_delay_days=3)  # up to yesterday
     registry.init_store(config)
     window = retraining.select_training_window(config, (today - timedelta(days=9)).isoformat())
@@ -102,7 +104,7 @@ def topology(tmp_path_factory):
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-        "PIPELINE_HISTORY_URL": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_history",
+        "PIPELINE_HISTORY_URL": history_url,
     }
     migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True,
                              text=True, timeout=600)

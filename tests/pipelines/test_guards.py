@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 from pipelines import audit, registry, retraining, scoring
 from pipelines.errors import ChampionMissingError, StoreMissingError
 from pipelines.promotion import champion_matches_audit, rollback
-from pipelines.validation import validate_against_champion
+from pipelines.monitoring import validate_against_champion
 from tests.conftest import copy_lake
 
 

@@ -19,7 +19,7 @@ from pipelines import monitoring, sample_data, scoring
 from pipelines.config import load_config
 from pipelines.errors import PartitionQuarantinedError
 from pipelines.lake import partition_dir
-from pipelines.validation import validate_against_champion
+from pipelines.monitoring import validate_against_champion
 from tests.api_server import admin_password, free_port, wait_until_healthy
 from tests.conftest import REPO, airflow_env, write_config
 
@@ -113,7 +113,8 @@ def _token(server) -> str:
 def test_page_and_reports_refuse_anonymous_users(server):
     base = server["base"]
     assert httpx.get(f"{base}/monitoring/").status_code == 401
-    assert httpx.get(f"{base}/monitoring/reports/ds=2026-09-11/drift.html").status_code == 401
+    for route in ("reports/ds=2026-09-11/drift.html", "reports/ds=2026-09-11/drift.json", "models/v2_vs_v1/candidate.html"):
+        assert httpx.get(f"{base}/monitoring/{route}").status_code == 401, route
     browser_like = httpx.get(f"{base}/monitoring/", headers={"accept": "text/html"})
     assert browser_like.status_code == 303 and browser_like.headers["location"].startswith("/auth/login")
     forged = httpx.get(f"{base}/monitoring/", headers={"authorization": "Bearer not-a-token"})
