@@ -4,6 +4,7 @@ the next run, no duplicate rows, the champion alias consistent with the audit lo
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +93,30 @@ def test_a_full_disk_during_the_write_keeps_the_previous_predictions(lake):
     assert (folder / "predictions.parquet").read_bytes() == before
     assert _hidden_leftovers(folder) == []
     _check_predictions(config, lake["rows"], "good-run")
+
+
+def test_a_disk_that_fills_up_mid_write_keeps_the_previous_predictions(lake, tmp_path):
+    """A real ENOSPC: the predictions area on a tmpfs (in a private mount namespace) with room for the old file only."""
+    import hashlib
+
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no private mount namespace here (unshare -m needs CAP_SYS_ADMIN); the RLIMIT_FSIZE test covers it")
+    config = lake["config"]
+    scoring.score_partition(config, BIG, "good-run")
+    area = config.data_root / "predictions"
+    previous = area / f"ds={BIG}" / "predictions.parquet"
+    shutil.copytree(area, tmp_path / "backup")
+    room = previous.stat().st_size + 256 * 1024
+    worker = f"{sys.executable} {REPO / 'tests' / 'fault_worker.py'} {lake['path']} score {BIG} full-disk-run"
+    script = (f"mount -t tmpfs -o size={room} tmpfs {area} && cp -a {tmp_path / 'backup'}/. {area}/ && "
+              f"{{ {worker} > {tmp_path / 'worker.out'} 2>&1; echo $? > {tmp_path / 'worker.rc'}; }}; "
+              f"ls -A {area / f'ds={BIG}'} > {tmp_path / 'after.txt'}; sha256sum {previous} > {tmp_path / 'sum.txt'}")
+    done = subprocess.run(["unshare", "-m", "bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    output = (tmp_path / "worker.out").read_text()
+    assert (tmp_path / "worker.rc").read_text().strip() != "0" and "No space left on device" in output, output[-2000:]
+    assert (tmp_path / "after.txt").read_text().split() == [".lock", "predictions.parquet"]  # no temp file left
+    assert (tmp_path / "sum.txt").read_text().split()[0] == hashlib.sha256(previous.read_bytes()).hexdigest()
 
 
 def test_two_runs_of_one_night_at_once_write_it_once(lake):
