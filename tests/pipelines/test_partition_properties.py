@@ -50,10 +50,10 @@ def world(champion_lake, request):
     counts: Counter = Counter()
     config = champion_lake.model_copy(update={"validation": champion_lake.validation.model_copy(update={"min_rows": 1})})
     yield {"config": config, "profile": registry.load_profile(champion_lake, ref), "counts": counts}
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    line = (f"\npartition properties ({PROFILE} profile): {sum(counts.values())} cases tried, "
+    line = (f"partition properties ({PROFILE} profile): {sum(counts.values())} cases tried, "
             f"{counts['scored']} scored, {counts['quarantined']} quarantined")
-    reporter.write_line(line) if reporter else print(line)
+    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        print(f"\n{line}")
 
 
 def _base_frame(config, profile, rows: int, seed: int) -> pd.DataFrame:
