@@ -77,7 +77,7 @@ def _invariants(config, quarantined: set[str]) -> list[str]:
     import pandas as pd
 
     from pipelines import audit
-    from pipelines.lake import list_partitions, partition_dir
+    from pipelines.lake import is_leftover, list_partitions, partition_dir
     from pipelines.promotion import champion_matches_audit
 
     problems = []
@@ -90,9 +90,7 @@ def _invariants(config, quarantined: set[str]) -> list[str]:
         if len(out) != len(rows) or not out["id"].is_unique or not out["score"].notna().all():
             problems.append(f"{ds}: {len(out)} predictions for {len(rows)} rows (unique {out['id'].is_unique})")
     for area in ("predictions", "reports"):
-        for leftover in (config.data_root / area).rglob(".*"):
-            if leftover.name != ".lock" and (".tmp-" in leftover.name or ".staging-" in leftover.name or ".old-" in leftover.name):
-                problems.append(f"leftover {leftover}")
+        problems += [f"leftover {p}" for p in (config.data_root / area).rglob(".*") if is_leftover(p)]
     audit.read_audit(config)  # raises if the chain or its head does not verify
     if not champion_matches_audit(config):
         problems.append("the champion alias is not the one the audit log names")

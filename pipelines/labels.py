@@ -145,4 +145,6 @@ def match_labels(predictions: pd.DataFrame, labels: LabelSet) -> LabelMatch:
             f"no label id matches a scored id: label ids look like {_examples(labels.labels['key'])[:3]}, "
             f"scored ids like {_examples(scored['key'])[:3]}"
         )
+    for issue in issues[len(labels.issues):]:
+        log.warning("labels of %s: %s", labels.ds, issue)
     return LabelMatch(joined.reset_index(drop=True), len(scored), len(joined), unscored, issues)

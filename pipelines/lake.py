@@ -134,9 +134,14 @@ def partition_write_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def is_leftover(path: Path) -> bool:
+    """Return whether a path is a temporary file or staging/old folder that only an interrupted writer leaves."""
+    return path.name.startswith(".") and any(mark in path.name for mark in (".tmp-", ".staging-", ".old-"))
+
+
 def _remove_leftovers(folder: Path) -> None:
     for stale in folder.iterdir():
-        if stale.name.startswith(".") and (".tmp-" in stale.name or ".staging-" in stale.name or ".old-" in stale.name):
+        if is_leftover(stale):
             size = stale.stat().st_size if stale.is_file() else 0
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
             log.warning("removed %s left by an interrupted earlier run (%s bytes)", stale, f"{size:,}")

@@ -198,8 +198,6 @@ def _evaluate_night(
         return None
     matched = match_labels(pd.read_parquet(predictions_file, columns=["id", "score"]), labels)
     facts = matched.summary(labels)
-    for issue in matched.issues[len(labels.issues):]:
-        log.warning("labels of %s: %s", ds, issue)
     if matched.joined["target"].nunique() < 2:
         log.warning("labels of %s: %d matched ids hold fewer than two classes; realised metrics wait for more labels",
                     ds, matched.matched_ids)

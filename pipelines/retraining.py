@@ -48,7 +48,8 @@ def plan_training_window(
     `window` (sliding | since_drift_onset) and `window_days` override training.window and
     training.window_days. Raises TrainingNotReady when a since-onset window has too few labelled days yet.
     """
-    registry.client(config, create=registry.is_new_deployment(config))  # the bootstrap path of a new deployment
+    # the bootstrap path: only a brand-new deployment (no audit entry, no monitored night) may create the store
+    registry.client(config, create=registry.is_new_deployment(config))
     mode = window or config.training.window
     onset = drift_onset(config) if mode == "since_drift_onset" else None
     if mode == "since_drift_onset" and onset is None:
@@ -87,10 +88,8 @@ def _check_enough(config: PipelineConfig, days: list[date]) -> None:
 def train_candidate(config: PipelineConfig, days: list[str], lineage: dict[str, str]) -> dict[str, Any]:
     """Train on the given days, log and register the model with lineage; return its version and metrics.
 
-    The MLflow store is created here only for a brand-new deployment (no audit entry, no monitored night);
-    otherwise a missing store is an error, so a model is never registered into an empty stand-in.
+    The store must exist (`plan_training_window` creates it for a brand-new deployment only).
     """
-    registry.client(config, create=registry.is_new_deployment(config))
     frame, digests = load_labelled(config, [date.fromisoformat(d) for d in days])
     trained = fit_and_evaluate(config, frame)
     ref = registry.log_candidate(config, trained, digests, lineage)
