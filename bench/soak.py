@@ -118,7 +118,7 @@ def main() -> int:
     first_night = start + timedelta(days=train_days)
     nights = [first_night + timedelta(days=i) for i in range(args.nights)]
     drift = DriftSpec(start=first_night + timedelta(days=20), covariate=True, concept=True)
-    generate(config.data_root, start, train_days + args.nights, args.rows, config.label_delay_days,
+    generate(config.data_root, start, train_days + args.nights, args.rows, config.label_delay_partitions,
              as_of=first_night - timedelta(days=1), seed=11, drift=drift)
     kill_ds = nights[min(args.kill_night, len(nights) - 1)]
     write_day(config.data_root, kill_ds, 400_000, 11, drift, with_labels=False)  # big enough to kill mid-write
@@ -130,7 +130,7 @@ def main() -> int:
     print(f"{'night':<11} {'state':<8} {'s':>6} {'rss MB':>7} {'peak MB':>8}  notes", flush=True)
     for number, ds in enumerate(nights):
         notes = []
-        write_day(config.data_root, ds - timedelta(days=config.label_delay_days), args.rows, 11, drift,
+        write_day(config.data_root, ds - timedelta(days=config.label_delay_partitions), args.rows, 11, drift,
                   with_labels=True, with_features=False)
         if number % 7 == 3:
             defect = DEFECTS[(number // 7) % len(DEFECTS)]

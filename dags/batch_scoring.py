@@ -6,8 +6,10 @@ decides whether the model still holds.
 
 1. **wait_for_partition**: waits (reschedule mode) until the partition has Parquet files, up to
    `partition_wait.timeout_minutes`, then fails saying which folder is missing.
-2. **validate_partition**: Great Expectations gate. A failing partition is written to
-   `quarantine/ds=.../validation.json` and the monitoring history, and is not scored.
+2. **validate_partition**: Great Expectations gate. Broken data (unreadable files, missing or re-typed
+   columns, null or duplicate ids, too few rows) is written to `quarantine/ds=.../validation.json` and the
+   monitoring history, and is not scored. Data that moved (values outside the training range, unseen
+   categories, more nulls) is scored and recorded as data-quality warnings (`validation.severity`).
 3. **score_partition**: streams the partition through the champion and atomically replaces
    `predictions/ds=...` (a rerun never duplicates rows).
 4. **monitor_night**: Evidently drift and data-summary reports (`reports/ds=.../`), CBPE estimate
@@ -16,28 +18,32 @@ decides whether the model still holds.
 6. **decide_retraining** -> **request_retraining** (emits the retraining Asset event that starts
    `retrain_model`) or **keep_champion** -> **finish**.
 
-The run's data interval picks `ds` (the nightly run at 02:00 scores the day before). A manual
-trigger may name `ds` (a date, `YYYY-MM-DD`) and set `force_retrain`.
+The schedule follows the config's `cadence` (one run per partition; the run scores the partition whose
+period began at the previous tick, e.g. yesterday for daily). `start_date` comes from the config (else the
+earliest incoming partition), so Airflow's backfill scores past partitions in order. A manual trigger may name
+`ds` (a date, `YYYY-MM-DD`), set `force_retrain`, or set `accept_quarantine` to score a quarantined night an
+operator has checked (its failures are kept as warnings, and it becomes usable for training).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
 
-from pipelines.airflow_adapter import optional_date_param
+from pipelines.airflow_adapter import optional_date_param, start_date
 from pipelines.config import load_config
 from pipelines.notifiers import PipelineAlert
 
 CONFIG = load_config()
 RETRAIN_REQUEST = Asset(CONFIG.retrain_asset_name)
+WAIT = CONFIG.partition_wait
 
 
 @dag(
     dag_id="batch_scoring",
     schedule=CronDataIntervalTimetable(CONFIG.schedule, timezone="UTC"),
-    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    start_date=start_date(CONFIG),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
@@ -53,6 +59,11 @@ RETRAIN_REQUEST = Asset(CONFIG.retrain_asset_name)
             "Partition date", "The night to score (YYYY-MM-DD). Empty: the run's data interval decides."
         ),
         "force_retrain": Param(False, type="boolean", title="Force retraining after this night"),
+        "accept_quarantine": Param(
+            False, type="boolean", title="Accept this night although it fails validation",
+            description="Score the night (with ds) despite failed data checks; the failures are kept as warnings and "
+            "the night becomes usable for training. Files that cannot be read as configured are never accepted.",
+        ),
     },
 )
 def batch_scoring():
@@ -64,28 +75,36 @@ def batch_scoring():
         with fail_without_retry_on_user_errors():
             return night_for_run(params.get("ds"), data_interval_start)
 
+    # The poke itself gives up after timeout_minutes, naming the folder; the sensor's own timeout is a backstop.
     @task.sensor(
         mode="reschedule",
         retries=0,
-        poke_interval=CONFIG.partition_wait.poke_interval_seconds,
-        timeout=CONFIG.partition_wait.timeout_minutes * 60,
+        poke_interval=WAIT.poke_interval_seconds,
+        timeout=WAIT.timeout_minutes * 60 + 2 * WAIT.poke_interval_seconds,
     )
     def wait_for_partition(night: str) -> PokeReturnValue:
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.airflow_adapter import fail_without_retry_on_user_errors, give_up_waiting
         from pipelines.lake import describe_arrival
 
+        config = load_config()
         with fail_without_retry_on_user_errors():  # a missing data root fails at once instead of waiting
-            present, message = describe_arrival(load_config(), night)
+            present, message = describe_arrival(config, night)
         print(message)
+        if not present:
+            give_up_waiting(get_current_context(), config.partition_wait.timeout_minutes, message)
         return PokeReturnValue(is_done=present)
 
     @task(retries=0)
-    def validate_partition(night: str) -> dict:
+    def validate_partition(night: str, params: dict) -> dict:
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
         from pipelines.monitoring import validate_against_champion
 
+        context = get_current_context()
+        accepted_by = None
+        if params.get("accept_quarantine"):
+            accepted_by = getattr(context["dag_run"], "triggering_user_name", None) or "an operator (accept_quarantine)"
         with fail_without_retry_on_user_errors():
-            return validate_against_champion(load_config(), night, get_current_context()["run_id"])
+            return validate_against_champion(load_config(), night, context["run_id"], accepted_by)
 
     @task
     def score_partition(night: str) -> dict:
@@ -95,7 +114,7 @@ def batch_scoring():
         with fail_without_retry_on_user_errors():
             return score(load_config(), night, get_current_context()["run_id"]).as_dict()
 
-    @task
+    @task(on_success_callback=[PipelineAlert("data_quality")])
     def monitor_night(night: str, scored: dict, validated: dict) -> dict:
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
         from pipelines.monitoring import monitor_night as monitor

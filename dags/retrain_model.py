@@ -71,11 +71,11 @@ class ApprovalStep(ApprovalOperator):
             enum=[None, "sliding", "since_drift_onset"],
             title="Training window",
             description="Empty: training.window of the config. since_drift_onset trains on the days after the "
-            "drift onset the monitoring history recorded; sliding on the newest window_days labelled days.",
+            "drift onset the monitoring history recorded; sliding on the newest window_partitions labelled partitions.",
         ),
         "window_days": Param(
             None, type=["null", "integer"], minimum=2, maximum=366, title="Window length in days",
-            description="Empty: training.window_days of the config.",
+            description="Empty: training.window_partitions of the config.",
         ),
         "reason": Param("manual", type="string", maxLength=500, title="Why this model is trained"),
     },
@@ -83,7 +83,7 @@ class ApprovalStep(ApprovalOperator):
 def retrain_model():
     @task
     def select_training_window(params: dict) -> dict:
-        """Pick the labelled days; too few since the drift onset skips this run (the next request retries)."""
+        """Pick the labelled partitions; too little labelled data skips this run (the next request retries)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
@@ -93,14 +93,18 @@ def retrain_model():
         with fail_without_retry_on_user_errors():
             try:
                 return plan_training_window(
-                    load_config(), params.get("window_end"), params.get("window"), params.get("window_days")
+                    load_config(), params.get("window_end"), params.get("window"), params.get("window_partitions")
                 )
             except TrainingNotReady as exc:
                 raise AirflowSkipException(str(exc)) from exc
 
     @task
     def train_candidate(window: dict, params: dict) -> dict:
+        """Train and register; too few labelled rows (or a single class) skips the run instead of failing it."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.errors import TrainingNotReady
         from pipelines.retraining import reason_from_trigger
         from pipelines.retraining import train_candidate as train
 
@@ -112,7 +116,10 @@ def retrain_model():
             "training.window": window["mode"] + (f" from the drift onset {window['onset']}" if window["onset"] else ""),
         }
         with fail_without_retry_on_user_errors():
-            return train(load_config(), window["days"], lineage)
+            try:
+                return train(load_config(), window["days"], lineage)
+            except TrainingNotReady as exc:
+                raise AirflowSkipException(str(exc)) from exc
 
     @task
     def bootstrap_or_challenge(candidate: dict) -> str:
@@ -142,7 +149,7 @@ def retrain_model():
         from pipelines.registry import ModelRef
 
         ref = ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
-        reason = "gate failed: " + "; ".join(gate["reasons"])
+        reason = ("first model not made champion: " if gate["bootstrap"] else "gate failed: ") + "; ".join(gate["reasons"])
         return reject(load_config(), ref, reason, "gate", get_current_context()["run_id"], gate)
 
     # Its only upstream tasks are auto_approve and approve_promotion (inputs are pulled, not passed), so

@@ -6,10 +6,44 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time as clock
 from typing import Any
 
+from pipelines.config import PipelineConfig
 from pipelines.errors import PipelineError
+from pipelines.lake import INCOMING, list_partitions
+
+# With no start_date configured and no partition yet, runs (and backfills) may go back this far.
+EARLIEST_START = date(2000, 1, 1)
+
+
+def start_date(config: PipelineConfig) -> datetime:
+    """Return the DAG's start_date: the config's `start_date`, else the earliest incoming partition (else 2000-01-01).
+
+    Airflow never runs a logical date before it, so it bounds backfills; with catchup off it does not make the
+    scheduler run the past on its own.
+    """
+    first = config.start_date
+    if first is None:
+        try:
+            found = list_partitions(config.data_root, INCOMING)
+        except OSError:
+            found = []
+        first = found[0] if found else EARLIEST_START
+    return datetime.combine(first, clock(0, 0), tzinfo=UTC)
+
+
+def give_up_waiting(context: Any, timeout_minutes: float, message: str) -> None:
+    """In a rescheduling sensor's poke: fail (no retry) once it has waited `timeout_minutes`, with `message`."""
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    first = context["ti"].get_first_reschedule_date(context)
+    waited = (datetime.now(UTC) - first).total_seconds() / 60 if first else 0.0
+    if waited >= timeout_minutes:
+        raise AirflowSensorTimeout(
+            f"gave up after waiting {waited:.0f} minutes (partition_wait.timeout_minutes {timeout_minutes:g}): {message}. "
+            "Land the partition and clear this task, or trigger batch_scoring with ds when it arrives"
+        )
 
 
 def optional_date_param(title: str, description: str) -> Any:

@@ -76,8 +76,24 @@ def quarantine(config: PipelineConfig, ds: str, failures: list[str], rows: int, 
         "quarantine",
         f"[{config.model.registered_name}] partition ds={ds} quarantined ({rows:,} rows not scored)",
         ["It failed validation and was moved aside; the other nights go on.", *[f"- {f}" for f in shown],
-         f"Fix or replace incoming/ds={ds} and rerun batch_scoring with ds={ds}."],
+         f"Fix or replace incoming/ds={ds} and rerun batch_scoring with ds={ds}; if the data is right after all, "
+         "rerun it with accept_quarantine set."],
         {"Airflow run": run, "Monitoring": f"{config.alerts.base_url}/monitoring/"},
+    )
+
+
+def data_quality(config: PipelineConfig, summary: dict[str, Any], run: str) -> Alert | None:
+    """The night was scored, but checks set to `warn` found the data moved (or an operator accepted it)."""
+    warnings = summary.get("validation_warnings") or []
+    if not warnings:
+        return None
+    ds = summary["ds"]
+    return Alert(
+        "data_quality",
+        f"[{config.model.registered_name}] partition ds={ds}: {len(warnings)} data-quality warning(s), scored",
+        [*warnings[:20], f"Warned columns count as drifted: drift share {summary.get('drift_share', 0):.2f}."],
+        {"validation report": report_url(config, f"ds={ds}/validation.html"),
+         "drift report": report_url(config, f"ds={ds}/drift.html"), "Airflow run": run},
     )
 
 
@@ -124,7 +140,8 @@ def promotion(config: PipelineConfig, entry: dict[str, Any], run: str) -> Alert:
 def rejection(config: PipelineConfig, entry: dict[str, Any], run: str) -> Alert:
     return Alert(
         "rejection",
-        f"[{entry['model']}] candidate v{entry['to_version']} rejected; champion v{entry['from_version']} stays",
+        f"[{entry['model']}] candidate v{entry['to_version']} rejected; "
+        + (f"champion v{entry['from_version']} stays" if entry.get("from_version") else "there is no champion yet"),
         [f"Why: {entry['reason']} (decided by {entry['approved_by']}).", *_gate_line(entry.get("gate"))],
         {**_gate_links(config, entry), "Airflow run": run},
     )

@@ -40,7 +40,7 @@ def _generate(config: PipelineConfig, args: argparse.Namespace) -> None:
         start=date.fromisoformat(args.start),
         days=args.days,
         rows_per_day=args.rows,
-        label_delay_days=config.label_delay_days if args.label_delay is None else args.label_delay,
+        label_delay_days=config.label_delay_partitions if args.label_delay is None else args.label_delay,
         as_of=date.fromisoformat(args.as_of) if args.as_of else None,
         seed=args.seed,
         drift=drift,
@@ -136,10 +136,10 @@ def _demo(config: PipelineConfig, args: argparse.Namespace) -> None:
         f"with covariate and concept drift from {DEMO_DRIFT_START}"
     )
     drift = DriftSpec(start=DEMO_DRIFT_START, covariate=True, concept=True)
-    # labels exist up to the training window; later ones land night by night, label_delay_days late
+    # labels exist up to the training window; later ones land night by night, label_delay_partitions late
     first_night = DEMO_TRAIN_END + timedelta(days=1)
     generate(
-        config.data_root, DEMO_START, total_days, DEMO_ROWS, config.label_delay_days,
+        config.data_root, DEMO_START, total_days, DEMO_ROWS, config.label_delay_partitions,
         as_of=first_night - timedelta(days=1), seed=args.seed, drift=drift,
     )
     break_partition(config.data_root, *DEMO_BAD_NIGHT)
@@ -158,7 +158,7 @@ def _demo(config: PipelineConfig, args: argparse.Namespace) -> None:
     )
     rows = []
     for ds in nights:
-        landed = ds - timedelta(days=config.label_delay_days)
+        landed = ds - timedelta(days=config.label_delay_partitions)
         write_day(config.data_root, landed, DEMO_ROWS, args.seed, drift, with_labels=True, with_features=False)
         logical = datetime.combine(ds + timedelta(days=1), dtime(2, 0), tzinfo=UTC)
         night = run_dag("batch_scoring", logical)
@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
     gen.add_argument("--days", type=int, default=1)
     gen.add_argument("--rows", type=int, default=DEMO_ROWS, help="rows per daily partition")
-    gen.add_argument("--as-of", help="labels exist for days at least label_delay_days before this date")
-    gen.add_argument("--label-delay", type=int, help="override label_delay_days of the config")
+    gen.add_argument("--as-of", help="labels exist for days at least label_delay_partitions before this date")
+    gen.add_argument("--label-delay", type=int, help="override label_delay_partitions of the config (the sample data is daily)")
     gen.add_argument("--drift-start", help="date from which drift is injected")
     gen.add_argument("--drift", choices=["covariate", "concept", "both"], default="both")
     gen.add_argument("--seed", type=int, default=7)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,7 +13,9 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipelines.column_kinds import kind_problem
 from pipelines.errors import ConfigError
+from pipelines.lake import INCOMING, data_files, list_partitions
 
 CONFIG_ENV_VAR = "PIPELINE_CONFIG"
 # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so it would leak between configs.
@@ -24,6 +27,18 @@ AUDIT_KEY_ENV_VAR = "AIRFLOW_VAR_PIPELINE_AUDIT_KEY"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "include" / "config" / "pipeline.yaml"
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+# How often partitions come: a name, or any cron expression (the run fires at its ticks and scores the
+# partition whose period began at the previous tick). Every count of time in the config is in partitions.
+CADENCES = {"daily": "0 2 * * *", "weekly": "0 2 * * 1", "monthly": "0 2 1 * *", "yearly": "0 2 1 1 *"}
+# Keys renamed when every window started counting partitions instead of days.
+RENAMED_KEYS = {
+    ("schedule",): "cadence (daily, weekly, monthly, yearly or a cron expression)",
+    ("label_delay_days",): "label_delay_partitions",
+    ("training", "window_days"): "training.window_partitions",
+    ("training", "min_days_since_onset"): "training.min_partitions_since_onset",
+    ("training", "holdout_days"): "training.holdout_partitions",
+    ("retraining", "max_model_age_days"): "retraining.max_model_age_partitions",
+}
 
 
 class _Section(BaseModel):
@@ -44,7 +59,24 @@ class PartitionWait(_Section):
     poke_interval_seconds: Annotated[float, Field(gt=0)] = 300
 
 
+Severity = Literal["quarantine", "warn"]
+
+
+class Severities(_Section):
+    """What a failed check does: `quarantine` refuses the partition, `warn` scores it and records a data-quality warning.
+
+    Broken data (an unreadable file, a missing or re-typed column, null or duplicate ids) is always quarantined:
+    it cannot be scored. These checks say the data has moved (or is too small) and warn by default.
+    """
+
+    row_count: Severity = "quarantine"
+    range: Severity = "warn"
+    unknown_categories: Severity = "warn"
+    null_rate: Severity = "warn"
+
+
 class Validation(_Section):
+    severity: Severities = Severities()
     categorical_unknown_tolerance: Fraction = 0.01
     null_rate_tolerance: Fraction = 0.05
     range_margin: Annotated[float, Field(ge=0)] = 0.25
@@ -65,13 +97,13 @@ class MlflowSettings(_Section):
 
 
 class Training(_Section):
-    # sliding: the newest window_days labelled days. since_drift_onset: from the first night of the drift
-    # streak the history recorded against the champion (sliding when there is none), once at least
-    # min_days_since_onset labelled days exist after the onset.
+    # sliding: the newest window_partitions labelled partitions. since_drift_onset: from the first partition of the
+    # drift streak the history recorded against the champion (sliding when there is none), once at least
+    # min_partitions_since_onset labelled partitions exist after the onset. Counts are partitions (see `cadence`).
     window: Literal["sliding", "since_drift_onset"] = "since_drift_onset"
-    window_days: Annotated[int, Field(ge=1)] = 28
-    min_days_since_onset: Annotated[int, Field(ge=2)] = 6
-    holdout_days: Annotated[int, Field(ge=1)] = 3
+    window_partitions: Annotated[int, Field(ge=2)] = 28
+    min_partitions_since_onset: Annotated[int, Field(ge=2)] = 6
+    holdout_partitions: Annotated[int, Field(ge=1)] = 3
     min_rows: Annotated[int, Field(ge=10)] = 1000
     reference_sample_rows: Annotated[int, Field(ge=100)] = 50_000
     seed: int = 42
@@ -85,6 +117,7 @@ class Scoring(_Section):
 
 
 DriftMethod = Literal["psi", "ks", "wasserstein", "jensenshannon", "chisquare"]
+NUMERIC_METHODS, CATEGORICAL_METHODS = {"psi", "ks", "wasserstein", "jensenshannon"}, {"psi", "jensenshannon", "chisquare"}
 
 
 class ColumnDrift(_Section):
@@ -102,6 +135,12 @@ class Drift(_Section):
     score_method: DriftMethod = "wasserstein"
     score_threshold: Annotated[float, Field(gt=0)] = 0.1
     per_column: dict[str, ColumnDrift] = Field(default_factory=dict)
+    # When a model is registered, each column's statistic is measured between chunks of its reference data the
+    # size of a typical partition; the alarm threshold is this quantile of that no-drift distribution (for p-value
+    # tests the matching low quantile) when it is stricter than the configured threshold would be.
+    calibrate: bool = True
+    calibration_quantile: Annotated[float, Field(ge=0.9, lt=1.0)] = 0.995
+    calibration_draws: Annotated[int, Field(ge=50, le=5000)] = 400
 
 
 class Monitoring(_Section):
@@ -119,7 +158,7 @@ class RetrainPolicy(_Section):
     realised_floor: Fraction | None = 0.65
     realised_max_drop: Fraction | None = 0.05
     estimated_max_drop: Fraction | None = 0.05
-    max_model_age_days: Annotated[int, Field(ge=1)] | None = 90
+    max_model_age_partitions: Annotated[int, Field(ge=1)] | None = 90
 
 
 class Promotion(_Section):
@@ -127,6 +166,8 @@ class Promotion(_Section):
 
     metric: Literal["roc_auc", "precision", "recall", "f1"] = "roc_auc"
     min_gain: Annotated[float, Field(ge=-1, le=1)] = 0.0
+    # true: the lower end of the gain's 95% bootstrap interval must clear min_gain (not just the point estimate)
+    require_significance: bool = True
     floors: dict[Literal["roc_auc", "precision", "recall", "f1"], Fraction] = Field(
         default_factory=lambda: {"roc_auc": 0.65}
     )
@@ -135,8 +176,8 @@ class Promotion(_Section):
     approval_timeout_hours: Annotated[float, Field(gt=0)] = 24
 
 
-ALERT_EVENTS = ("quarantine", "retrain_decision", "promotion", "rejection", "rollback", "task_failure")
-AlertEvent = Literal["quarantine", "retrain_decision", "promotion", "rejection", "rollback", "task_failure"]
+ALERT_EVENTS = ("quarantine", "data_quality", "retrain_decision", "promotion", "rejection", "rollback", "task_failure")
+AlertEvent = Literal["quarantine", "data_quality", "retrain_decision", "promotion", "rejection", "rollback", "task_failure"]
 
 
 class EmailAlerts(_Section):
@@ -177,8 +218,9 @@ class PipelineConfig(_Section):
     target: str
     timestamp_column: str | None = None
     features: Features
-    schedule: str = "0 2 * * *"
-    label_delay_days: Annotated[int, Field(ge=0)] = 3
+    cadence: str = "daily"
+    start_date: date | None = None  # the first partition Airflow may run (backfills go back to it); None: the earliest
+    label_delay_partitions: Annotated[int, Field(ge=0)] = 3  # labels of a partition arrive this many partitions later
     partition_wait: PartitionWait = PartitionWait()
     validation: Validation = Validation()
     model: ModelSettings
@@ -191,12 +233,17 @@ class PipelineConfig(_Section):
     alerts: Alerts = Alerts()
     audit_key: str | None = Field(default=None, repr=False, exclude=True)  # from the environment only, never the YAML
 
-    @field_validator("schedule")
+    @field_validator("cadence")
     @classmethod
     def _cron(cls, value: str) -> str:
-        if not croniter.is_valid(value):
-            raise ValueError(f"{value!r} is not a cron expression (for example '0 2 * * *')")
+        if value not in CADENCES and not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not {', '.join(CADENCES)} or a cron expression (for example '0 2 * * 1')")
         return value
+
+    @property
+    def schedule(self) -> str:
+        """The cron of the nightly run: one tick per partition."""
+        return CADENCES.get(self.cadence, self.cadence)
 
     @model_validator(mode="after")
     def _columns(self) -> PipelineConfig:
@@ -212,9 +259,21 @@ class PipelineConfig(_Section):
 
     @model_validator(mode="after")
     def _drift_columns(self) -> PipelineConfig:
-        unknown = sorted(set(self.monitoring.drift.per_column) - {*self.features.all, "score"})
+        drift = self.monitoring.drift
+        unknown = sorted(set(drift.per_column) - {*self.features.all, "score"})
         if unknown:
             raise ValueError(f"monitoring.drift.per_column names columns that are not features or 'score': {unknown}")
+        methods = {c: (drift.numeric_method, NUMERIC_METHODS) for c in [*self.features.numeric, "score"]}
+        methods["score"] = (drift.score_method, NUMERIC_METHODS)
+        methods |= {c: (drift.categorical_method, CATEGORICAL_METHODS) for c in self.features.categorical}
+        for column, test in drift.per_column.items():
+            methods[column] = (test.method, methods[column][1])
+        wrong = sorted(f"{c} ({m})" for c, (m, allowed) in methods.items() if m not in allowed)
+        if wrong:
+            raise ValueError(
+                f"drift methods that do not apply to these columns: {wrong}; numeric columns take "
+                f"{sorted(NUMERIC_METHODS)}, categorical ones {sorted(CATEGORICAL_METHODS)}"
+            )
         return self
 
     @property
@@ -256,6 +315,12 @@ def _format_errors(error: ValidationError, path: Path) -> str:
     return f"invalid pipeline config {path}:\n" + "\n".join(lines)
 
 
+def _has(raw: dict, path: tuple[str, ...]) -> bool:
+    for key in path[:-1]:
+        raw = raw.get(key) if isinstance(raw, dict) else None
+    return isinstance(raw, dict) and path[-1] in raw
+
+
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> PipelineConfig:
     """Load and validate the pipeline YAML; relative paths resolve against the file's folder.
 
@@ -274,6 +339,10 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         raise ConfigError(f"pipeline config {file} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"pipeline config {file} must be a mapping of keys to values")
+    renamed = [f"  {'.'.join(path)}: renamed to {new} (every window now counts partitions, see the README)"
+               for path, new in RENAMED_KEYS.items() if _has(raw, path)]
+    if renamed:
+        raise ConfigError(f"invalid pipeline config {file}:\n" + "\n".join(renamed))
     if "audit_key" in raw:
         raise ConfigError(f"invalid pipeline config {file}:\n  audit_key: a secret never goes in the YAML; set {AUDIT_KEY_ENV_VAR}")
     try:
@@ -290,7 +359,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     monitoring = config.monitoring.model_copy(
         update={"history_url": environ.get(HISTORY_URL_ENV_VAR) or config.monitoring.history_url}
     )
-    return config.model_copy(
+    loaded = config.model_copy(
         update={
             "data_root": (base / config.data_root).resolve(),
             "mlflow": mlflow,
@@ -298,3 +367,33 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             "audit_key": environ.get(AUDIT_KEY_ENV_VAR) or None,
         }
     )
+    conflicts = kind_conflicts(loaded)
+    if conflicts:
+        raise ConfigError(f"invalid pipeline config {file}:\n" + "\n".join(f"  {c}" for c in conflicts))
+    return loaded
+
+
+def kind_conflicts(config: PipelineConfig) -> list[str]:
+    """Return the features listed under a kind their type in the data cannot be (read from one file's footer).
+
+    The earliest incoming partition is the data a model is first trained on, so it speaks for the column types;
+    a later partition whose types differ is quarantined by validation instead. No data yet: nothing to check.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        days = list_partitions(config.data_root, INCOMING)
+        if not days:
+            return []
+        file = data_files(config.data_root / INCOMING / f"ds={days[0].isoformat()}")[0]
+        types = {f.name: f.type for f in pq.read_schema(file)}
+    except (OSError, IndexError, ValueError):  # unreadable data is validation's business, not the config's
+        return []
+    where = f"{INCOMING}/ds={days[0].isoformat()}/{file.name}"
+    conflicts = []
+    for kind, columns in (("numeric", config.features.numeric), ("categorical", config.features.categorical)):
+        for column in columns:
+            problem = kind_problem(kind, types[column]) if column in types else None
+            if problem:
+                conflicts.append(f"features.{kind}: column {column!r} {problem} (its type in {where})")
+    return conflicts

@@ -8,6 +8,7 @@ from datetime import date
 
 import pandas as pd
 
+from pipelines.cadence import partitions_between, unit
 from pipelines.config import PipelineConfig
 
 
@@ -20,6 +21,14 @@ class Decision:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def drifted(config: PipelineConfig, nights: pd.DataFrame) -> pd.Series:
+    """Return, per night, whether its drift share (columns drifted or with a data-quality warning) is above the limit."""
+    limit = config.retraining.drift_share_threshold
+    if limit is None:
+        return pd.Series(False, index=nights.index)
+    return nights["drift_share"].astype(float) > limit
 
 
 def _present(value: object) -> bool:
@@ -45,9 +54,12 @@ def decide(
     k, limit = policy.drift_consecutive_nights, policy.drift_share_threshold
     if limit is not None and len(scored) >= k:
         last = scored.tail(k)
-        if (last["drift_share"] > limit).all() and last["ds"].iloc[-1] == ds:
+        if drifted(config, last).all() and last["ds"].iloc[-1] == ds:
             shares = ", ".join(f"{d} {s:.2f}" for d, s in zip(last["ds"], last["drift_share"]))
-            reasons.append(f"drift share above {limit:g} for {k} nights in a row ({shares})")
+            reasons.append(
+                f"drift share (columns drifted or with a data-quality warning) above {limit:g} for {k} nights in a row "
+                f"({shares})"
+            )
 
     evaluated = mine[mine["realised_metrics"].map(lambda m: isinstance(m, dict) and policy.metric in m)]
     if len(evaluated):
@@ -70,8 +82,11 @@ def decide(
                 f"{baseline:.3f} (allowed {policy.estimated_max_drop:g})"
             )
 
-    if policy.max_model_age_days is not None and trained_until is not None:
-        age = (date.fromisoformat(ds) - trained_until).days
-        if age > policy.max_model_age_days:
-            reasons.append(f"the champion's data ends {age} days before {ds} (limit {policy.max_model_age_days})")
+    if policy.max_model_age_partitions is not None and trained_until is not None:
+        age = partitions_between(config, trained_until, date.fromisoformat(ds))
+        if age > policy.max_model_age_partitions:
+            reasons.append(
+                f"the champion's data ends {age} partitions ({unit(config)}s) before {ds} "
+                f"(retraining.max_model_age_partitions {policy.max_model_age_partitions})"
+            )
     return Decision(retrain=bool(reasons), reasons=reasons)

@@ -37,14 +37,135 @@ def sample_rows(partition: PartitionSchema, rows: int, seed: int, batch_rows: in
     return pd.concat(parts, ignore_index=True) if parts else partition.schema.empty_table().to_pandas()
 
 
-def column_tests(config: PipelineConfig) -> dict[str, tuple[str, float]]:
-    """Return the drift method and threshold of every monitored column (features and the score)."""
+def column_tests(config: PipelineConfig, calibrated: dict[str, dict[str, Any]] | None = None) -> dict[str, tuple[str, float]]:
+    """Return the drift method and threshold of every monitored column (features and the score).
+
+    `calibrated` (a model's `drift_thresholds.json`) replaces a column's configured threshold when its method
+    is still the configured one.
+    """
     drift = config.monitoring.drift
     tests = {c: (drift.numeric_method, drift.numeric_threshold) for c in config.features.numeric}
     tests |= {c: (drift.categorical_method, drift.categorical_threshold) for c in config.features.categorical}
     tests[SCORE] = (drift.score_method, drift.score_threshold)
     tests |= {c: (t.method, t.threshold) for c, t in drift.per_column.items()}
+    for column, found in (calibrated or {}).items():
+        if column in tests and tests[column][0] == found.get("method"):
+            tests[column] = (found["method"], float(found["threshold"]))
     return tests
+
+
+def _shares(reference: np.ndarray, current: np.ndarray, numeric: bool, fill_zeroes: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Return the two samples' shares per bin (numeric with over 20 values: Sturges bins) or per value, as Evidently bins."""
+    if numeric and len(np.unique(reference)) > 20:
+        edges = np.histogram_bin_edges(np.concatenate([reference, current]), bins="sturges")
+        ref = np.histogram(reference, edges)[0] / len(reference)
+        cur = np.histogram(current, edges)[0] / len(current)
+    else:
+        keys, codes = np.unique(np.concatenate([reference, current]), return_inverse=True)
+        ref = np.bincount(codes[: len(reference)], minlength=len(keys)) / len(reference)
+        cur = np.bincount(codes[len(reference):], minlength=len(keys)) / len(current)
+    if fill_zeroes:
+        for shares in (ref, cur):
+            smallest = shares[shares > 0].min()
+            shares[shares == 0] = smallest / 10**6 if smallest <= 0.0001 else 0.0001
+    return ref, cur
+
+
+def drift_statistic(method: str, reference: np.ndarray, current: np.ndarray, numeric: bool) -> float:
+    """Return a column's drift statistic as Evidently's ValueDrift computes it (nulls dropped by the caller).
+
+    Distances (wasserstein normed by the reference's standard deviation, jensenshannon and psi on binned shares)
+    flag drift above a threshold; p-values (ks, chisquare) below. `tests/pipelines/test_drift_calibration.py`
+    pins these against Evidently's own numbers.
+    """
+    from scipy import stats
+    from scipy.spatial import distance
+
+    if method == "wasserstein":
+        return float(stats.wasserstein_distance(reference, current) / max(float(np.std(reference)), 0.001))
+    if method == "ks":
+        return float(stats.ks_2samp(reference, current)[1])
+    if method == "jensenshannon":
+        ref, cur = _shares(reference, current, numeric, fill_zeroes=False)
+        return float(distance.jensenshannon(ref, cur))
+    if method == "psi":
+        ref, cur = _shares(reference, current, numeric, fill_zeroes=True)
+        return float(np.sum((ref - cur) * np.log(ref / cur)))
+    if method == "chisquare":
+        keys, codes = np.unique(np.concatenate([reference, current]), return_inverse=True)
+        ref = np.bincount(codes[: len(reference)], minlength=len(keys)).astype(float)
+        cur = np.bincount(codes[len(reference):], minlength=len(keys)).astype(float)
+        return float(stats.chisquare(cur, ref * len(current) / len(reference))[1])
+    raise ValueError(f"unknown drift method {method!r}")
+
+
+def column_values(frame: pd.DataFrame, column: str, numeric: bool) -> np.ndarray:
+    """Return a column's non-null values as Evidently tests them (numbers as float, categories as text)."""
+    values = frame[column]
+    if numeric:
+        array = values.to_numpy(dtype=float, na_value=np.nan)
+        return array[np.isfinite(array)]
+    return values.dropna().astype(str).to_numpy()
+
+
+def calibrate_thresholds(
+    config: PipelineConfig, reference: pd.DataFrame, rows_per_partition: int, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Measure each monitored column's drift statistic when nothing drifted, and set its alarm threshold from it.
+
+    Draws `calibration_draws` random chunks of the reference the size of a typical partition (capped by
+    monitoring.sample_rows and half the reference) and compares each with the rest of the reference, as a
+    night is compared with the reference. A distance's threshold is the larger of the configured one and the
+    `calibration_quantile` of those statistics; a p-value's the smaller of the configured one and the matching
+    low quantile. Small partitions get thresholds above their noise; large ones keep the configured sensitivity.
+    """
+    drift = config.monitoring.drift
+    chunk = int(min(rows_per_partition, config.monitoring.sample_rows, len(reference) // 2))
+    numeric = set(config.features.numeric) | {SCORE}
+    tests = column_tests(config)
+    if not drift.calibrate or chunk < 10:
+        return {c: {"method": m, "threshold": t, "configured": t, "calibrated": False} for c, (m, t) in tests.items()}
+    # the rest of the reference each chunk is compared with: all of it up to 10 chunks (at least 5,000 rows); a
+    # smaller comparison set only widens the noise a little, so the thresholds err on the quiet side
+    rest_rows = min(len(reference) - chunk, max(10 * chunk, 5_000))
+    rng = np.random.default_rng(seed)
+    orders = [rng.choice(len(reference), chunk + rest_rows, replace=False) for _ in range(drift.calibration_draws)]
+    result = {}
+    for column, (method, configured) in tests.items():
+        is_numeric = column in numeric
+        raw = reference[column]
+        if is_numeric:
+            values = raw.to_numpy(dtype=float, na_value=np.nan)
+            valid = np.isfinite(values)
+        else:  # categories compared by identity: integer codes test exactly as their text does, much faster
+            values, valid = pd.factorize(raw.astype("string"))[0], raw.notna().to_numpy()
+        observed = []
+        for draw, order in enumerate(orders):
+            head, tail = order[:chunk], order[chunk : chunk + rest_rows]
+            current, rest = values[head][valid[head]], values[tail][valid[tail]]
+            if len(current) and len(rest):
+                observed.append(drift_statistic(method, rest, current, is_numeric))
+            # far below the configured distance after enough draws: the quantile cannot reach it, stop early
+            if draw == 49 and method not in P_VALUE_METHODS and observed and max(observed) < configured / 2:
+                break
+        if not observed:
+            result[column] = {"method": method, "threshold": configured, "configured": configured, "calibrated": False}
+            continue
+        if method in P_VALUE_METHODS:
+            noise = float(np.quantile(observed, 1 - drift.calibration_quantile))
+            threshold = min(configured, noise)
+        else:
+            noise = float(np.quantile(observed, drift.calibration_quantile))
+            threshold = max(configured, noise)
+        result[column] = {
+            "method": method, "threshold": threshold, "configured": configured, "calibrated": True,
+            "no_drift_quantile": noise, "quantile": drift.calibration_quantile, "chunk_rows": chunk,
+            "draws": len(observed), "no_drift_median": float(np.median(observed)),
+        }
+    raised = {c: round(v["threshold"], 4) for c, v in result.items() if v["threshold"] != v["configured"]}
+    log.info("drift thresholds calibrated on up to %d chunks of %s reference rows; stricter than configured: %s",
+             drift.calibration_draws, f"{chunk:,}", raised or "none")
+    return result
 
 
 @dataclass
@@ -143,17 +264,19 @@ def _datasets(config: PipelineConfig, current: pd.DataFrame, reference: pd.DataF
 
 
 def drift_report(
-    config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame, folder: Path
+    config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame, folder: Path,
+    calibrated: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[DriftSummary, dict[str, str]]:
-    """Write the drift report (features and score vs the champion's reference, configured tests per column).
+    """Write the drift report (features and score vs the champion's reference, one test per column).
 
-    Returns the verdicts and the report paths (HTML and JSON).
+    Thresholds are the model's calibrated ones (`calibrated`, see `calibrate_thresholds`) where it has them, else
+    the configured ones; the report shows each column's threshold. Returns the verdicts and the report paths.
     """
     os.environ["DO_NOT_TRACK"] = "1"
     from evidently import Report
     from evidently.metrics import ValueDrift
 
-    tests = column_tests(config)
+    tests = column_tests(config, calibrated)
     cur, ref = _datasets(config, current, reference)
     snapshot = Report(
         [ValueDrift(column=c, method=m, threshold=t) for c, (m, t) in tests.items()],

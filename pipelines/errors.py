@@ -30,8 +30,11 @@ class TrainingDataError(PipelineError):
     """There is not enough labelled data to train a model."""
 
 
-class TrainingNotReady(PipelineError):
-    """Retraining was asked for too early (too few labelled days since the drift onset); a later request retries."""
+class TrainingNotReady(TrainingDataError):
+    """Too little labelled data yet (partitions, rows, classes, or partitions since the drift onset): the run waits.
+
+    A retraining request that meets it is skipped with this reason, never failed; a later request retries.
+    """
 
 
 class InvalidDateError(PipelineError):

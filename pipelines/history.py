@@ -21,6 +21,7 @@ NIGHTS = sa.Table(
     sa.Column("rows", sa.BigInteger),
     sa.Column("validation_success", sa.Boolean),
     sa.Column("validation_failures", sa.JSON),
+    sa.Column("validation_warnings", sa.JSON),  # data-quality findings of checks set to warn (the night was scored)
     sa.Column("drift_share", sa.Float),
     sa.Column("drifted_columns", sa.JSON),
     sa.Column("score_drifted", sa.Boolean),
@@ -61,8 +62,19 @@ def engine(config: PipelineConfig) -> sa.Engine:
             (config.data_root / "monitoring").mkdir(parents=True, exist_ok=True)
         created = sa.create_engine(url)
         METADATA.create_all(created)
+        _add_missing_columns(created)
         _ENGINES[url] = created
     return _ENGINES[url]
+
+
+def _add_missing_columns(db: sa.Engine) -> None:
+    """Add the columns a newer release introduced to a history table an older one created (nullable, no data lost)."""
+    present = {c["name"] for c in sa.inspect(db).get_columns(NIGHTS.name)}
+    with db.begin() as conn:
+        for column in NIGHTS.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=db.dialect)
+                conn.execute(sa.text(f'ALTER TABLE {NIGHTS.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def _key(ds: str, model_name: str, model_version: str) -> Any:
@@ -115,7 +127,7 @@ def read_history(config: PipelineConfig) -> pd.DataFrame:
     """Return the whole history ordered by night (one row per night and model version)."""
     with engine(config).connect() as conn:
         frame = pd.read_sql(NIGHTS.select().order_by(NIGHTS.c.ds, NIGHTS.c.model_version), conn)
-    for column in ("validation_failures", "drifted_columns", "drift_stats", "realised_metrics", "decision_reasons", "reports", "task_seconds"):
+    for column in ("validation_failures", "validation_warnings", "drifted_columns", "drift_stats", "realised_metrics", "decision_reasons", "reports", "task_seconds"):
         frame[column] = frame[column].map(lambda v: json.loads(v) if isinstance(v, str) else v)
     return frame
 

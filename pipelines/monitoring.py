@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import logging
 import os
 import tempfile
@@ -28,6 +30,7 @@ from pipelines.lake import (
     partition_dir,
     partition_write_lock,
     replace_folder,
+    write_atomic,
     write_json_atomic,
 )
 from pipelines.performance import estimated_performance, fit_calibrator, realised_performance
@@ -51,6 +54,28 @@ def model_artifact(config: PipelineConfig, ref: registry.ModelRef, name: str) ->
     return target
 
 
+def drift_thresholds(config: PipelineConfig, ref: registry.ModelRef) -> dict[str, dict[str, Any]] | None:
+    """Return the drift thresholds calibrated when the model was registered (None for a model registered before them)."""
+    try:
+        return json.loads(model_artifact(config, ref, registry.DRIFT_THRESHOLDS_ARTIFACT).read_text())
+    except (PipelineError, OSError) as exc:
+        log.warning("model v%s has no calibrated drift thresholds (%s): using the configured ones", ref.version, exc)
+        return None
+
+
+def validation_page(ds: str, validated: dict[str, Any]) -> str:
+    """Return the night's data-quality findings as a small HTML page (every value escaped)."""
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in validated.get("warnings") or [])
+    body = f"<ul>{items}</ul>" if items else "<p>Every check passed.</p>"
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>Validation {html.escape(ds)}</title></head>'
+        f"<body style=\"font-family:sans-serif\"><h1>Validation of ds={html.escape(ds)}</h1>"
+        f"<p>{validated.get('rows', 0):,} rows, {validated.get('expectations', 0)} expectations. Data-quality warnings "
+        "(checks set to <code>warn</code> in validation.severity, or a night an operator accepted): the night was scored, "
+        f"and the warned columns count as drifted in the drift share.</p>{body}</body></html>"
+    )
+
+
 def monitor_night(
     config: PipelineConfig, ds: str, scored: dict[str, Any], airflow_run_id: str, validated: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -65,22 +90,30 @@ def monitor_night(
     sample = current_sample(config, ds, incoming_partition(config, ds), predictions)
     folder = partition_dir(config.data_root, REPORTS, ds)
     holdout = pd.read_parquet(model_artifact(config, ref, registry.HOLDOUT_ARTIFACT))
+    thresholds = drift_thresholds(config, ref)
+    validated = validated or {}
+    warned = [c for c in validated.get("warned_columns") or [] if c in config.features.all]
     calibrator = fit_calibrator(holdout["score"].to_numpy(), holdout["label"].to_numpy())
     scores = pq.read_table(predictions, columns=["score"]).column(0).to_numpy()
     estimate = estimated_performance(scores, config.model.decision_threshold, calibrator)
     built: dict[str, Any] = {}
 
     def build(staging: Path) -> None:
-        drift, written = drift_report(config, sample, reference, staging)
+        drift, written = drift_report(config, sample, reference, staging, thresholds)
         written |= summary_report(config, sample, reference, staging)
+        write_atomic(staging / "validation.html", lambda temp: temp.write_text(validation_page(ds, validated), encoding="utf-8"))
+        written["validation_html"] = str(staging / "validation.html")
         paths = {key: str(folder / Path(path).name) for key, path in written.items()}
+        shifted = sorted(set(drift.drifted_columns) | set(warned))
         summary = {
             "ds": ds,
             "model_version": ref.version,
             "airflow_run_id": airflow_run_id,
             "rows": scored["rows"],
-            "drift_share": drift.share,
+            "drift_share": len(shifted) / len(config.features.all),
             "drifted_columns": drift.drifted_columns,
+            "warned_columns": warned,
+            "validation_warnings": validated.get("warnings") or [],
             "score_drifted": drift.score_drifted,
             "estimated_roc_auc": estimate["roc_auc"],
             "estimated_accuracy": estimate["accuracy"],
@@ -96,7 +129,8 @@ def monitor_night(
     history.record_night(
         config, ds, ref.name, ref.version,
         rows=scored["rows"], validation_success=True, validation_failures=[],
-        drift_share=drift.share, drifted_columns=drift.drifted_columns, score_drifted=drift.score_drifted,
+        validation_warnings=summary["validation_warnings"],
+        drift_share=summary["drift_share"], drifted_columns=drift.drifted_columns, score_drifted=drift.score_drifted,
         drift_stats=drift.columns, estimated_roc_auc=estimate["roc_auc"], estimated_accuracy=estimate["accuracy"],
         reports=paths | {"summary_json": str(folder / "summary.json")},
         scoring_rows_per_s=scored["rows_per_second"], scoring_peak_rss_mb=scored["peak_rss_mb"],
@@ -111,15 +145,18 @@ def monitor_night(
     return summary
 
 
-def validate_against_champion(config: PipelineConfig, ds: str, airflow_run_id: str) -> dict[str, Any]:
+def validate_against_champion(
+    config: PipelineConfig, ds: str, airflow_run_id: str, accepted_by: str | None = None
+) -> dict[str, Any]:
     """Validate a partition against the champion's training profile; return a small summary for XCom.
 
-    A refused partition is also recorded in the monitoring history before the error propagates.
+    A refused partition is also recorded in the monitoring history before the error propagates. `accepted_by`
+    names the operator who accepted a quarantined night (its failures become warnings, see `validate_partition`).
     """
     started = time.monotonic()
     ref = registry.champion(config)
     try:
-        outcome = validate_partition(config, ds, registry.load_profile(config, ref))
+        outcome = validate_partition(config, ds, registry.load_profile(config, ref), accepted_by)
     except PartitionQuarantinedError as exc:
         record_quarantine(config, ds, ref, exc.failures, exc.rows, airflow_run_id)
         raise
@@ -128,6 +165,8 @@ def validate_against_champion(config: PipelineConfig, ds: str, airflow_run_id: s
         "rows": outcome.rows,
         "expectations": outcome.evaluated,
         "success": outcome.success,
+        "warnings": outcome.warnings,
+        "warned_columns": outcome.warned_columns,
         "seconds": time.monotonic() - started,
     }
 

@@ -15,7 +15,7 @@ from pipelines.config import PipelineConfig
 from pipelines.errors import AuditIntegrityError
 from pipelines.lake import REPORTS
 
-REPORT_FILES = ("drift.html", "data_summary.html", "performance.html", "drift.json", "data_summary.json",
+REPORT_FILES = ("drift.html", "data_summary.html", "performance.html", "validation.html", "drift.json", "data_summary.json",
                 "performance.json", "summary.json")
 _DS = re.compile(r"^ds=\d{4}-\d{2}-\d{2}$")
 MODEL_FILES = ("candidate.html", "champion.html", "candidate.json", "champion.json", "comparison.json")
@@ -86,7 +86,7 @@ def _label_issues(realised: object) -> str:
 
 
 def _links(ds: str, reports: dict | None, base: str) -> str:
-    names = [n for n in ("drift.html", "data_summary.html", "performance.html") if reports and any(
+    names = [n for n in ("drift.html", "data_summary.html", "performance.html", "validation.html") if reports and any(
         str(p).endswith(f"ds={ds}/{n}") for p in reports.values())]
     return " ".join(f'<a href="{base}/reports/ds={ds}/{n}">{n.removesuffix(".html").replace("_", " ")}</a>' for n in names)
 
@@ -97,11 +97,17 @@ def render_page(config: PipelineConfig, base: str) -> str:
     rows = []
     for r in frame.sort_values("ds", ascending=False).itertuples():
         failures = "; ".join(r.validation_failures or [])
+        warnings = list(getattr(r, "validation_warnings", None) or [])
+        if not r.validation_success:
+            state, css, detail = "quarantined", "bad", failures
+        elif warnings:
+            state, css, detail = f"{len(warnings)} warning(s)", "warn", "; ".join(warnings)
+        else:
+            state, css, detail = "passed", "ok", ""
         rows.append(
             "<tr>"
             f"<td>{html.escape(r.ds)}</td><td>v{html.escape(str(r.model_version))}</td>"
-            f"<td class={'ok' if r.validation_success else 'bad'} title=\"{html.escape(failures)}\">"
-            f"{'passed' if r.validation_success else 'quarantined'}</td>"
+            f"<td class={css} title=\"{html.escape(detail)}\">{state}</td>"
             f"<td>{_fmt(r.drift_share, '{:.2f}')}</td><td>{html.escape(', '.join(r.drifted_columns or [])) or '-'}</td>"
             f"<td>{_fmt(r.estimated_roc_auc)}</td><td>{_fmt(r.realised_roc_auc)}</td>"
             f"<td title=\"{html.escape(_label_issues(r.realised_metrics))}\">{_fmt(r.label_coverage, '{:.0%}')}</td>"
@@ -116,7 +122,7 @@ def render_page(config: PipelineConfig, base: str) -> str:
         chart = f'<img alt="drift share and ROC AUC per night" src="data:image/png;base64,{png}">'
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Model monitoring</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#fdd}}.ok{{background:#dfd}}</style>
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#fdd}}.ok{{background:#dfd}}.warn{{background:#ffe9b3}}</style>
 </head><body><h1>Model monitoring: {html.escape(config.model.registered_name)}</h1>{chart}
 <table id="nights"><thead><tr><th>night</th><th>model</th><th>validation</th><th>drift share</th><th>drifted columns</th>
 <th>estimated AUC</th><th>realised AUC</th><th>labels</th><th>decision</th><th>reasons</th><th>reports</th></tr></thead>

@@ -55,6 +55,8 @@ def build_alert(config: PipelineConfig, event: str, context: Any) -> alerts.Aler
         decision = ti.xcom_pull(task_ids="decide_retraining")
         return alerts.retrain_decision(config, decision, run) if decision else None
     value = ti.xcom_pull(task_ids=ti.task_id)
+    if event == "data_quality":
+        return alerts.data_quality(config, value, run) if value else None
     if not value:  # e.g. settle_approval after an approval that promoted: nothing was rejected
         return None
     return {"promotion": alerts.promotion, "rejection": alerts.rejection, "rollback": alerts.rollback}[event](

@@ -20,6 +20,7 @@ from pipelines.training import classification_metrics, load_labelled
 
 log = logging.getLogger(__name__)
 PREVIOUS = "previous"
+REFUSED = "refused"  # a first model below the floors: registered, given no alias
 
 
 class PromotionError(PipelineError):
@@ -97,15 +98,7 @@ def evaluate_gate(config: PipelineConfig, candidate: dict[str, Any], champion: r
     metrics = {who: classification_metrics(y, s, threshold) for who, s in scores.items()}
     rules = config.promotion
     comparison = paired_bootstrap(y, scores["candidate"], scores["champion"], rules.metric, threshold, rules.bootstrap_samples)
-    reasons = []
-    if comparison["difference"] < rules.min_gain:
-        reasons.append(
-            f"{rules.metric} gain {comparison['difference']:+.4f} (95% CI {comparison['ci_low']:+.4f}..{comparison['ci_high']:+.4f}) "
-            f"is below the required {rules.min_gain:+.4f}"
-        )
-    for name, floor in rules.floors.items():
-        if metrics["candidate"][name] < floor:
-            reasons.append(f"candidate {name} {metrics['candidate'][name]:.4f} is below the floor {floor:g}")
+    reasons = gain_failures(config, comparison) + floor_failures(config, metrics["candidate"])
     folder = config.data_root / REPORTS / "models" / f"v{cand.version}_vs_v{champion.version}"
     paths = {}
     for who, s in scores.items():
@@ -120,6 +113,30 @@ def evaluate_gate(config: PipelineConfig, candidate: dict[str, Any], champion: r
         client.set_model_version_tag(cand.name, cand.version, "gate.rejected_because", "; ".join(reasons)[:4900])
     log.info("gate v%s vs v%s on %s: %s %s", cand.version, champion.version, days, "PASS" if result.passed else "FAIL", reasons)
     return result
+
+
+def gain_failures(config: PipelineConfig, comparison: dict[str, float]) -> list[str]:
+    """Return why the gain is not enough: below min_gain, or (require_significance) its interval reaches down to it."""
+    rules = config.promotion
+    gain = (f"{rules.metric} gain {comparison['difference']:+.4f} (95% CI {comparison['ci_low']:+.4f}.."
+            f"{comparison['ci_high']:+.4f})")
+    if comparison["difference"] < rules.min_gain:
+        return [f"{gain} is below the required {rules.min_gain:+.4f} (promotion.min_gain)"]
+    if rules.require_significance and comparison["ci_low"] <= rules.min_gain:
+        return [f"{gain} is not significant: the interval's lower end is not above promotion.min_gain "
+                f"{rules.min_gain:+.4f}, so the gain may be noise (promotion.require_significance)"]
+    return []
+
+
+def floor_failures(config: PipelineConfig, metrics: dict[str, float], first: bool = False) -> list[str]:
+    """Return one sentence per promotion floor the candidate's held-out metrics miss."""
+    failures = []
+    for name, floor in config.promotion.floors.items():
+        if metrics[name] < floor:
+            extra = (" The first champion must pass the floors too: if this is the best this data allows, lower "
+                     f"promotion.floors.{name} in the config and retrain" if first else "")
+            failures.append(f"candidate {name} {metrics[name]:.4f} is below the floor {floor:g} (promotion.floors).{extra}")
+    return failures
 
 
 def _apply(config: PipelineConfig, entry: dict[str, Any]) -> None:
@@ -257,9 +274,13 @@ def record_bootstrap(config: PipelineConfig, candidate: registry.ModelRef, run_i
 
 
 def gate_or_bootstrap(config: PipelineConfig, candidate: dict[str, Any], alias: str) -> dict[str, Any]:
-    """Run the gate for a challenger; a bootstrapped first champion has nothing to be compared with."""
+    """Run the gate for a challenger; a first model has nothing to be compared with, only the floors."""
     if alias == registry.CHAMPION:
         return {"bootstrap": True, "passed": True, "candidate": candidate["version"], "summary": "first model"}
+    if alias == REFUSED:
+        reasons = floor_failures(config, candidate["metrics"], first=True)
+        return {"bootstrap": True, "passed": False, "candidate": candidate["version"], "reasons": reasons,
+                "summary": "first model below the floors: " + "; ".join(reasons)}
     champion = registry.champion(config)
     gate = {"bootstrap": False, **evaluate_gate(config, candidate, champion).as_dict()}
     return gate | {"summary": gate_summary(gate)}
@@ -267,10 +288,10 @@ def gate_or_bootstrap(config: PipelineConfig, candidate: dict[str, Any], alias: 
 
 def promotion_path(config: PipelineConfig, gate: dict[str, Any]) -> str:
     """Return the next task of retrain_model: done, reject_candidate, approve_promotion or auto_approve."""
-    if gate["bootstrap"]:
-        return "done"
     if not gate["passed"]:
         return "reject_candidate"
+    if gate["bootstrap"]:
+        return "done"
     return "approve_promotion" if config.promotion.require_approval else "auto_approve"
 
 

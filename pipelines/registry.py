@@ -22,6 +22,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 PROFILE_ARTIFACT = "data_profile.json"
 REFERENCE_ARTIFACT = "reference_sample.parquet"
 HOLDOUT_ARTIFACT = "holdout_scores.parquet"
+DRIFT_THRESHOLDS_ARTIFACT = "drift_thresholds.json"  # per-column alarm thresholds calibrated at registration
 LINEAGE_ARTIFACT = "training_partitions.json"
 # Types our own pipeline stores that skops does not trust by default; we only load models we logged.
 SKOPS_TRUSTED_TYPES = [
@@ -160,7 +161,7 @@ def log_candidate(config: PipelineConfig, trained: Any, digests: dict[str, str],
     example = trained.reference[features].head(5)
     signature = infer_signature(example, trained.model.predict_proba(example)[:, 1])
     tags = {
-        "training.days": f"{trained.train_days[0]}..{trained.train_days[-1]} ({len(trained.train_days)} days)",
+        "training.days": f"{trained.train_days[0]}..{trained.train_days[-1]} ({len(trained.train_days)} partitions)",
         "training.holdout_days": ",".join(trained.holdout_days),
         "training.window_digest": _combined_digest(digests),
         "code_version": code_version(),
@@ -176,6 +177,7 @@ def log_candidate(config: PipelineConfig, trained: Any, digests: dict[str, str],
             (folder / LINEAGE_ARTIFACT).write_text(json.dumps({"partitions": digests}, indent=2))
             trained.reference.to_parquet(folder / REFERENCE_ARTIFACT, index=False)
             trained.holdout_scores.to_parquet(folder / HOLDOUT_ARTIFACT, index=False)
+            (folder / DRIFT_THRESHOLDS_ARTIFACT).write_text(json.dumps(trained.drift_thresholds, indent=2))
             mlflow.log_artifacts(str(folder))
         info = mlflow.sklearn.log_model(
             trained.model,

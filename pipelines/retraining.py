@@ -8,8 +8,11 @@ from typing import Any
 
 from pipelines import registry
 from pipelines.config import PipelineConfig
-from pipelines.errors import ChampionMissingError, TrainingDataError, TrainingNotReady
-from pipelines.promotion import record_bootstrap
+from pipelines.cadence import shift
+from pipelines.decision import drifted
+from pipelines.errors import ChampionMissingError, TrainingNotReady
+from pipelines.lake import LABELS, partition_files, partition_row_count
+from pipelines.promotion import REFUSED, floor_failures, record_bootstrap
 from pipelines.training import fit_and_evaluate, load_labelled, training_partitions
 
 log = logging.getLogger(__name__)
@@ -18,51 +21,75 @@ log = logging.getLogger(__name__)
 def drift_onset(config: PipelineConfig) -> date | None:
     """Return the first night of the newest streak of drifted nights the history recorded against the champion.
 
-    A night counts as drifted when its drift share exceeds retraining.drift_share_threshold; quarantined
-    nights (no drift measured) neither extend nor break a streak. None when no drift was recorded.
+    A streak counts only when it lasted retraining.drift_consecutive_nights nights in a row (one noisy night is not
+    an onset). A night is drifted as the decision counts it (see `decision.drifted`); quarantined nights (no drift
+    measured) neither extend nor break a streak. None when no such streak was recorded.
     """
     from pipelines.history import read_history
 
-    threshold = config.retraining.drift_share_threshold
     champion = registry.alias_version(config, registry.CHAMPION)
-    if threshold is None or champion is None:
+    if config.retraining.drift_share_threshold is None or champion is None:
         return None
     history = read_history(config)
     if history.empty:
         return None
     rows = history[(history["model_version"] == champion.version) & history["drift_share"].notna()].sort_values("ds")
-    onset = None
-    for ds, share in zip(reversed(rows["ds"].tolist()), reversed(rows["drift_share"].tolist())):
-        if share > threshold:
-            onset = ds
-        elif onset is not None:
+    flags = drifted(config, rows)
+    streak: list[str] = []
+    for ds, flag in zip(reversed(rows["ds"].tolist()), reversed(flags.tolist())):
+        if flag:
+            streak.append(ds)
+            continue
+        if len(streak) >= config.retraining.drift_consecutive_nights:
             break
-    return date.fromisoformat(onset) if onset else None
+        streak = []
+    return date.fromisoformat(streak[-1]) if len(streak) >= config.retraining.drift_consecutive_nights else None
+
+
+def requirements(config: PipelineConfig) -> str:
+    """Return what a training run needs, in words (for the task log and the not-ready messages)."""
+    t = config.training
+    return (
+        f"at least {t.holdout_partitions + 1} labelled, unquarantined partitions (training.holdout_partitions "
+        f"{t.holdout_partitions} held out, at least one to train on), at least {t.min_rows:,} labelled training rows "
+        f"(training.min_rows) holding both classes, and with window since_drift_onset "
+        f"{t.min_partitions_since_onset} labelled partitions since the onset (training.min_partitions_since_onset); "
+        f"labels of a partition arrive {config.label_delay_partitions} partition(s) later (label_delay_partitions)"
+    )
+
+
+def _labelled_rows(config: PipelineConfig, days: list[date]) -> int:
+    return sum(partition_row_count(partition_files(config.data_root, LABELS, d)) for d in days)
 
 
 def plan_training_window(
-    config: PipelineConfig, end: str | None = None, window: str | None = None, window_days: int | None = None
+    config: PipelineConfig, end: str | None = None, window: str | None = None, window_partitions: int | None = None
 ) -> dict[str, Any]:
-    """Return the training window: its days (ISO strings), the mode used and the drift onset it started from.
+    """Return the training window: its partition dates (ISO strings), the mode used and the drift onset it started from.
 
-    `window` (sliding | since_drift_onset) and `window_days` override training.window and
-    training.window_days. Raises TrainingNotReady when a since-onset window has too few labelled days yet.
+    `window` (sliding | since_drift_onset) and `window_partitions` override training.window and
+    training.window_partitions. Raises TrainingNotReady when there is too little labelled data yet (too few
+    partitions since the onset or at all, too few labelled rows): the run waits for a later request.
     """
     # the bootstrap path: only a brand-new deployment (no audit entry, no monitored night) may create the store
     registry.client(config, create=registry.is_new_deployment(config))
+    log.info("training needs %s", requirements(config))
     mode = window or config.training.window
     onset = drift_onset(config) if mode == "since_drift_onset" else None
     if mode == "since_drift_onset" and onset is None:
         log.info("no drift onset recorded against the champion: using the sliding window")
         mode = "sliding"
     end_day = date.fromisoformat(end) if end else None
-    days = training_partitions(config, end_day, onset, window_days)
-    if onset is not None and len(days) < config.training.min_days_since_onset:
+    days = training_partitions(config, end_day, onset, window_partitions)
+    needed = config.training.min_partitions_since_onset
+    if onset is not None and len(days) < needed:
+        ready = shift(config, onset, needed - 1 + config.label_delay_partitions)
         raise TrainingNotReady(
-            f"drift began on {onset}, and only {len(days)} labelled day(s) since then are usable "
-            f"({', '.join(d.isoformat() for d in days) or 'none'}); training.min_days_since_onset is "
-            f"{config.training.min_days_since_onset}. Not retraining yet: a later request (the next drifted night) "
-            "retries, or run retrain_model by hand with window=sliding"
+            f"drift began on {onset}, and only {len(days)} labelled partition(s) since then are usable "
+            f"({', '.join(d.isoformat() for d in days) or 'none'}); training.min_partitions_since_onset is {needed}. "
+            f"Not retraining yet: with labels {config.label_delay_partitions} partition(s) late, enough should exist "
+            f"after the partition of {ready}; a later request (the next drifted night) retries, or run retrain_model "
+            "by hand with window=sliding"
         )
     _check_enough(config, days)
     log.info(
@@ -79,9 +106,19 @@ def select_training_window(config: PipelineConfig, end: str | None = None) -> li
 
 def _check_enough(config: PipelineConfig, days: list[date]) -> None:
     if len(days) < 2:
-        raise TrainingDataError(
-            f"found {len(days)} labelled, unquarantined partition(s) in the {config.training.window_days}-day window "
-            f"under {config.data_root}: at least 2 are needed (one to train on, one to hold out)"
+        raise TrainingNotReady(
+            f"found {len(days)} labelled, unquarantined partition(s) in the {config.training.window_partitions}-partition "
+            f"window under {config.data_root}: at least 2 are needed (one to train on, one to hold out). Not training "
+            f"yet: training needs {requirements(config)}"
+        )
+    held_out = min(config.training.holdout_partitions, len(days) - 1)
+    rows = _labelled_rows(config, days[:-held_out])
+    if rows < config.training.min_rows:
+        raise TrainingNotReady(
+            f"only {rows:,} labelled rows in the {len(days) - held_out} training partition(s) "
+            f"({days[0]} .. {days[-held_out - 1]}); training.min_rows is {config.training.min_rows:,}. Not training yet: "
+            "a later request retries once more labels exist; lower training.min_rows or widen "
+            "training.window_partitions if your partitions are small (see the README's sizing table)"
         )
 
 
@@ -106,13 +143,18 @@ def train_candidate(config: PipelineConfig, days: list[str], lineage: dict[str, 
 def bootstrap_or_challenge(config: PipelineConfig, candidate: dict[str, Any], airflow_run_id: str = "") -> str:
     """Make the candidate `champion` when there never was one (audited), else `challenger`; return the alias set.
 
-    A missing champion alias with a former champion on record raises ChampionMissingError (the candidate
-    stays `challenger`): the gate is never skipped once a champion existed.
+    A first model whose held-out metrics miss a promotion floor gets no alias (`REFUSED`; the gate step rejects it
+    with the floor named). A missing champion alias with a former champion on record raises ChampionMissingError
+    (the candidate stays `challenger`): the gate is never skipped once a champion existed.
     """
     ref = registry.ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
     if registry.alias_version(config, registry.CHAMPION) is not None:
         registry.set_alias(config, registry.CHALLENGER, ref)
         return registry.CHALLENGER
+    short = floor_failures(config, candidate["metrics"], first=True)
+    if short and not registry.former_champion(config):
+        log.warning("v%s is not made the first champion: %s", ref.version, "; ".join(short))
+        return REFUSED
     try:
         record_bootstrap(config, ref, airflow_run_id)
     except ChampionMissingError:

@@ -15,11 +15,21 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.column_kinds import (
+    CATEGORICAL,
+    NUMERIC,
+    as_days,
+    base_type,
+    describe,
+    is_number,
+    is_temporal,
+    kind_problem,
+)
 from pipelines.config import PipelineConfig
 from pipelines.errors import PartitionSchemaError
 from pipelines.lake import INCOMING, partition_files
 
-NUMERIC, CATEGORICAL, IDENTIFIER, TIMESTAMP, TARGET = "numeric", "categorical", "id", "timestamp", "target"
+IDENTIFIER, TIMESTAMP, TARGET = "id", "timestamp", "target"
 
 
 def column_roles(config: PipelineConfig, with_timestamp: bool = True) -> dict[str, str]:
@@ -32,34 +42,12 @@ def column_roles(config: PipelineConfig, with_timestamp: bool = True) -> dict[st
     return roles
 
 
-def _base(kind: pa.DataType) -> pa.DataType:
-    if pa.types.is_dictionary(kind):
-        return _base(kind.value_type)
-    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
-        return pa.string()
-    if pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
-        return pa.binary()
-    return kind
-
-
-def _describe(kind: pa.DataType) -> str:
-    return str(_base(kind))
-
-
-def _is_number(kind: pa.DataType) -> bool:
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind) or pa.types.is_boolean(kind)
-
-
 def _target_type(role: str, kinds: list[pa.DataType]) -> pa.DataType | str:
     """Return the unified type of a column with these per-file types, or a sentence saying why there is none."""
-    known = [_base(k) for k in kinds if not pa.types.is_null(k)]
-    if role == NUMERIC:
-        bad = [k for k in known if not _is_number(k)]
-        return f"is {_describe(bad[0])}, but numeric features need a number type" if bad else pa.float64()
-    if role == CATEGORICAL:
-        bad = [k for k in known if not (pa.types.is_string(k) or pa.types.is_integer(k) or pa.types.is_boolean(k)
-                                        or pa.types.is_binary(k))]
-        return f"is {_describe(bad[0])}, but categorical features need text, integer or boolean values" if bad else pa.string()
+    known = [base_type(k) for k in kinds if not pa.types.is_null(k)]
+    if role in (NUMERIC, CATEGORICAL):
+        problems = [p for p in (kind_problem(role, k) for k in known) if p]
+        return problems[0] if problems else (pa.float64() if role == NUMERIC else pa.string())
     if role in (IDENTIFIER, TARGET):
         if not known:
             return pa.int64() if role == TARGET else pa.string()
@@ -67,16 +55,16 @@ def _target_type(role: str, kinds: list[pa.DataType]) -> pa.DataType | str:
             return pa.int64()
         if all(pa.types.is_string(k) for k in known):
             return pa.string()
-        if role == TARGET and all(_is_number(k) for k in known):
+        if role == TARGET and all(is_number(k) for k in known):
             return pa.float64()
-        kinds = sorted({_describe(k) for k in known})
+        kinds = sorted({describe(k) for k in known})
         if len(kinds) > 1:
             return "mixes " + " and ".join(kinds) + " across files"
         return f"is {kinds[0]}, but the {'id column' if role == IDENTIFIER else 'target'} needs integers or text"
     if role == TIMESTAMP:
         bad = [k for k in known if not (pa.types.is_timestamp(k) or pa.types.is_date(k))]
         if bad:
-            return f"is {_describe(bad[0])}, but the timestamp column needs a date or timestamp type"
+            return f"is {describe(bad[0])}, but the timestamp column needs a date or timestamp type"
         zones = {k.tz for k in known if pa.types.is_timestamp(k)}
         if len(zones) > 1:
             return f"mixes time zones {sorted(str(z) for z in zones)} across files"
@@ -123,7 +111,7 @@ def resolve(files: list[Path], roles: dict[str, str], where: str) -> PartitionSc
         target = _target_type(role, [kind for _, kind in per_file])
         if isinstance(target, str):
             culprit = _culprit(role, per_file)
-            failures.append(f"column {column!r} {target} (file {culprit.name}: {_describe(dict(per_file)[culprit])})")
+            failures.append(f"column {column!r} {target} (file {culprit.name}: {describe(dict(per_file)[culprit])})")
         else:
             unified.append(pa.field(column, target))
     if failures:
@@ -133,9 +121,9 @@ def resolve(files: list[Path], roles: dict[str, str], where: str) -> PartitionSc
 
 def _culprit(role: str, per_file: list[tuple[Path, pa.DataType]]) -> Path:
     """Return the file whose type differs from the first file's (or the first file when that one is the odd one)."""
-    first = _base(per_file[0][1])
+    first = base_type(per_file[0][1])
     for file, kind in per_file[1:]:
-        if _base(kind) != first:
+        if base_type(kind) != first:
             return file
     return per_file[0][0]
 
@@ -150,6 +138,8 @@ def cast_batch(batch: pa.RecordBatch, schema: pa.Schema, file: Path) -> pa.Recor
     for field in schema:
         column = batch.column(field.name)
         try:
+            if is_temporal(column.type) and pa.types.is_floating(field.type):
+                column = as_days(column)  # a date or timestamp as a numeric feature: days since 1970-01-01
             columns.append(column.cast(field.type) if column.type != field.type else column)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             message = f"column {field.name!r} in file {file.name} cannot be read as {field.type}: {_first_line(exc)}"

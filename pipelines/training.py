@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -16,8 +16,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
 from pipelines.config import PipelineConfig
-from pipelines.errors import TrainingDataError
-from pipelines.errors import PipelineError
+from pipelines.drift import calibrate_thresholds
+from pipelines.errors import PipelineError, TrainingNotReady
 from pipelines.labels import id_key, read_labels
 from pipelines.lake import INCOMING, LABELS, QUARANTINE, list_partitions, partition_digest, partition_files
 from pipelines.schema import incoming_partition, read_table
@@ -27,24 +27,17 @@ log = logging.getLogger(__name__)
 
 
 def training_partitions(
-    config: PipelineConfig, end: date | None = None, start: date | None = None, window_days: int | None = None
+    config: PipelineConfig, end: date | None = None, start: date | None = None, window_partitions: int | None = None
 ) -> list[date]:
     """Return the labelled, non-quarantined partition dates of the training window ending at `end`.
 
-    `end` defaults to the newest labelled partition; the window is `window_days` (default
-    training.window_days) long and never starts before `start` when one is given.
+    `end` defaults to the newest labelled partition; the window holds the newest `window_partitions`
+    (default training.window_partitions) such partitions up to `end`, never before `start` when one is given.
     """
     labelled = set(list_partitions(config.data_root, LABELS)) & set(list_partitions(config.data_root, INCOMING))
     quarantined = {d for d in labelled if (config.data_root / QUARANTINE / f"ds={d.isoformat()}").is_dir()}
-    usable = sorted(labelled - quarantined)
-    if end is None and usable:
-        end = usable[-1]
-    if end is None:
-        return []
-    first = end - timedelta(days=(window_days or config.training.window_days) - 1)
-    if start is not None:
-        first = max(first, start)
-    return [d for d in usable if first <= d <= end]
+    usable = sorted(d for d in labelled - quarantined if (end is None or d <= end) and (start is None or d >= start))
+    return usable[-(window_partitions or config.training.window_partitions):]
 
 
 def load_labelled(config: PipelineConfig, days: list[date]) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -63,9 +56,9 @@ def load_labelled(config: PipelineConfig, days: list[date]) -> tuple[pd.DataFram
         frames.append(frame.drop(columns="key").drop_duplicates(config.id_column, keep=False).assign(ds=ds))
         digests[ds] = partition_digest(list(partition.files) + partition_files(config.data_root, LABELS, day))
     if not frames:
-        raise TrainingDataError(
+        raise TrainingNotReady(
             "no labelled partitions in the training window: generate or land labels/ds=... partitions, "
-            "or widen training.window_days"
+            "or widen training.window_partitions"
         )
     return pd.concat(frames, ignore_index=True), digests
 
@@ -111,37 +104,41 @@ class TrainedModel:
     profile: dict[str, Any]
     reference: pd.DataFrame
     holdout_scores: pd.DataFrame
+    drift_thresholds: dict[str, dict[str, Any]]
 
 
 def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedModel:
-    """Fit on the older days of the window and evaluate on the newest `training.holdout_days` days."""
+    """Fit on the older partitions of the window and evaluate on the newest `training.holdout_partitions`."""
     days = sorted(frame["ds"].unique())
     if len(days) < 2:
-        raise TrainingDataError(f"need at least 2 labelled days to train and hold out, found {len(days)}")
-    holdout_days = days[-min(config.training.holdout_days, len(days) - 1) :]
+        raise TrainingNotReady(f"need at least 2 labelled partitions to train and hold out, found {len(days)}")
+    holdout_days = days[-min(config.training.holdout_partitions, len(days) - 1) :]
     is_holdout = frame["ds"].isin(holdout_days).to_numpy()
     train, holdout = frame[~is_holdout], frame[is_holdout]
     if len(train) < config.training.min_rows:
-        raise TrainingDataError(
+        raise TrainingNotReady(
             f"only {len(train)} labelled training rows, training.min_rows is {config.training.min_rows}: "
             "wait for more labels or lower training.min_rows"
         )
     features, target = config.features.all, config.target
     if train[target].nunique() < 2:
-        raise TrainingDataError(f"target {target!r} has a single class in the training window")
+        raise TrainingNotReady(f"target {target!r} has a single class in the training window: wait for more labels")
     model = build_model(config).fit(train[features], train[target])
     score = model.predict_proba(holdout[features])[:, 1]
     metrics = classification_metrics(holdout[target].to_numpy(), score, config.model.decision_threshold)
     log.info("trained on %s rows (%d days), held-out metrics %s", f"{len(train):,}", len(days) - len(holdout_days), metrics)
     sample_rows = min(config.training.reference_sample_rows, len(train))
     reference = train.sample(n=sample_rows, random_state=config.training.seed)[[*features, target]]
-    reference = reference.assign(score=model.predict_proba(reference[features])[:, 1])
+    reference = reference.assign(score=model.predict_proba(reference[features])[:, 1]).reset_index(drop=True)
+    rows_per_partition = int(frame.groupby("ds").size().median())
+    thresholds = calibrate_thresholds(config, reference, rows_per_partition, seed=config.training.seed)
     return TrainedModel(
         model=model,
         metrics=metrics,
         train_days=[d for d in days if d not in holdout_days],
         holdout_days=list(holdout_days),
         profile=data_profile(train, config),
-        reference=reference.reset_index(drop=True),
+        reference=reference,
         holdout_scores=pd.DataFrame({"score": score, "label": holdout[target].to_numpy(), "ds": holdout["ds"].to_numpy()}),
+        drift_thresholds=thresholds,
     )

@@ -35,7 +35,7 @@ def night_run(night: date, conf: dict | None = None) -> dict:
 outcomes = {"bootstrap": asdict(run_dag("retrain_model", None, {"window_end": bootstrap_end, "reason": "bootstrap"}))}
 night = first
 while night <= last:
-    write_day(config.data_root, night - timedelta(days=config.label_delay_days), rows, 7, drift,
+    write_day(config.data_root, night - timedelta(days=config.label_delay_partitions), rows, 7, drift,
               with_labels=True, with_features=False)
     outcome = night_run(night)
     outcomes[night.isoformat()] = outcome

@@ -1,7 +1,7 @@
 """The whole loop through real Airflow, with alerts to real local receivers.
 
 Concept and covariate drift start on DRIFT_START. The monitoring asks for retraining after its third drifted night;
-retrain_model skips until min_days_since_onset labelled days exist after the onset, then trains on the days since
+retrain_model skips until min_partitions_since_onset labelled days exist after the onset, then trains on the days since
 the onset only, the candidate beats the champion on days neither trained on, and is promoted at once
 (require_approval false). The next night is scored by the new version; a rollback brings the old one back.
 """
@@ -36,7 +36,7 @@ def loop(tmp_path_factory):
     with AlertReceivers() as receivers:
         config_path = write_config(
             folder,
-            training={"holdout_days": 2, "min_days_since_onset": 4, "window": "since_drift_onset"},
+            training={"holdout_partitions": 2, "min_partitions_since_onset": 4, "window": "since_drift_onset"},
             alerts=AlertReceivers.config,
         )
         config = load_config(config_path)

@@ -67,7 +67,8 @@ def test_email_bodies_escape_what_came_from_data(tmp_path):
     alert = alerts.quarantine(config, "2026-10-03", ["column 'x<script>' is missing"] * 12, 5000, "https://x/run")
     assert "x&lt;script&gt;" in alert.html() and "<script>" not in alert.html()
     assert "... and 2 more" in alert.text()
-    assert "Fix or replace incoming/ds=2026-10-03 and rerun batch_scoring with ds=2026-10-03." in alert.text()
+    assert "Fix or replace incoming/ds=2026-10-03 and rerun batch_scoring with ds=2026-10-03; if the data is right" in alert.text()
+    assert "accept_quarantine" in alert.text()
 
 
 def test_alert_config_is_validated(tmp_path):

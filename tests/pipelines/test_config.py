@@ -47,7 +47,12 @@ def _broken(tmp_path: Path, mutate) -> Path:
     [
         (lambda r: r["validation"].update(null_rate_tolerance=2), "validation.null_rate_tolerance"),
         (lambda r: r["scoring"].update(batch_rowz=10), "scoring.batch_rowz: unknown key"),
-        (lambda r: r.update(schedule="every night"), "schedule"),
+        (lambda r: r.update(cadence="every night"), "cadence: Value error, 'every night' is not daily, weekly"),
+        (lambda r: r.update(schedule="0 2 * * *"), "schedule: renamed to cadence"),
+        (lambda r: r["training"].update(window_days=9), "training.window_days: renamed to training.window_partitions"),
+        (lambda r: r.update(label_delay_days=1), "label_delay_days: renamed to label_delay_partitions"),
+        (lambda r: r["monitoring"]["drift"].update(categorical_method="ks"), "['employment_type (ks)'"),
+        (lambda r: r["validation"]["severity"].update(range="ignore"), "validation.severity.range"),
         (lambda r: r.pop("model"), "model: Field required"),
         (lambda r: r["features"].update(numeric=["age", "age"]), "listed twice"),
         (lambda r: r["model"].update(registered_name="../x"), "model.registered_name"),
@@ -69,3 +74,43 @@ def test_loading_creates_no_folders(tmp_path):
     config = load_config(write_config(tmp_path))
     assert not config.data_root.exists()
     assert not config.mlflow.store_dir.exists()
+
+
+def test_cadence_names_and_crons_set_the_schedule(tmp_path):
+    assert load_config(write_config(tmp_path)).schedule == "0 2 * * *"
+    assert load_config(write_config(tmp_path, cadence="weekly")).schedule == "0 2 * * 1"
+    assert load_config(write_config(tmp_path, cadence="yearly")).schedule == "0 2 1 1 *"
+    assert load_config(write_config(tmp_path, cadence="30 6 * * 0")).schedule == "30 6 * * 0"
+
+
+def _typed_partition(config, **columns):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = config.data_root / "incoming" / "ds=2026-09-01"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table(columns), folder / "part-0.parquet")
+
+
+def test_a_feature_listed_under_a_kind_its_type_cannot_be_is_refused_at_load(tmp_path):
+    import datetime
+
+    import pyarrow as pa
+
+    features = {"numeric": ["flag", "count", "when", "amount"], "categorical": ["code", "label", "yes_no", "tags"]}
+    path = write_config(tmp_path, id_column="id", target="y", timestamp_column=None, features=features)
+    config = load_config(path)  # no data yet: nothing to check against
+    _typed_partition(
+        config, id=pa.array([1]), flag=pa.array([True]), count=pa.array([3], pa.int32()),
+        when=pa.array([datetime.date(2026, 9, 1)]), amount=pa.array([1.5]), code=pa.array([7]),
+        label=pa.array(["x"]).dictionary_encode(), yes_no=pa.array([False]), tags=pa.array(["a"]),
+    )
+    assert load_config(path).features.numeric == features["numeric"]  # every type where it makes sense
+    # swap two columns: text listed as numeric, a float listed as categorical
+    path.write_text(path.read_text().replace("- amount", "- TMP").replace("- tags", "- amount").replace("- TMP", "- tags"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "features.numeric: column 'tags' is string, but numeric features need a number" in message
+    assert "features.categorical: column 'amount' is double, but categorical features need text" in message
+    assert "list it under features.numeric" in message and "incoming/ds=2026-09-01/part-0.parquet" in message

@@ -29,7 +29,7 @@ def test_drift_must_persist_for_k_nights(config):
     frame = _history([0.0, 0.5, 0.5, 0.5, 0.0])
     assert not _decide(config, frame, "2026-10-03").retrain
     fired = _decide(config, frame, "2026-10-04")
-    assert fired.retrain and "drift share above 0.25 for 3 nights in a row" in fired.reasons[0]
+    assert fired.retrain and "above 0.25 for 3 nights in a row" in fired.reasons[0]
     assert not _decide(config, frame, "2026-10-05").retrain
 
 
@@ -46,7 +46,7 @@ def test_estimated_drop_age_and_force(config):
     frame = _history([0.0] * 3, estimated={2: 0.70})
     assert any("estimated roc_auc 0.700" in r for r in _decide(config, frame, "2026-10-03").reasons)
     old = _decide(config, _history([0.0]), "2026-10-01", trained_until=date(2026, 6, 1))
-    assert old.retrain and "122 days" in old.reasons[0]
+    assert old.retrain and "122 partitions (days)" in old.reasons[0]
     assert _decide(config, _history([0.0]), "2026-10-01", force=True).reasons == ["force_retrain was set on the run"]
 
 
@@ -54,7 +54,7 @@ def test_rules_set_to_null_are_off(tmp_path):
     from pipelines.config import load_config
     from tests.conftest import write_config
 
-    config = load_config(write_config(tmp_path, retraining={"drift_share_threshold": None, "max_model_age_days": None}))
+    config = load_config(write_config(tmp_path, retraining={"drift_share_threshold": None, "max_model_age_partitions": None}))
     frame = _history([0.9] * 5)
     assert not _decide(config, frame, "2026-10-05", trained_until=date(2020, 1, 1)).retrain
 
@@ -98,5 +98,16 @@ def test_drift_is_detected_and_the_decision_fires_on_the_policy_night(season):
     expected = (DRIFT_START + timedelta(days=k - 1)).isoformat()
     fired = [ds for ds in sorted(decisions) if decisions[ds]["retrain"]]
     assert fired[0] == expected
-    assert "drift share above" in decisions[expected]["reasons"][0]
+    assert "drift share (columns drifted or with a data-quality warning) above" in decisions[expected]["reasons"][0]
     assert frame.loc[expected, "decision"] == "retrain"
+
+
+def test_model_age_counts_partitions_of_the_cadence(tmp_path):
+    from pipelines.config import load_config
+    from tests.conftest import write_config
+
+    yearly = load_config(write_config(tmp_path, cadence="yearly", retraining={"max_model_age_partitions": 3}))
+    young = decide(yearly, _history([0.0]), "2026-10-01", "1", {"roc_auc": 0.8}, date(2024, 1, 1))
+    assert not young.retrain  # 2 years: within 3 partitions, though 1,000 days
+    old = decide(yearly, _history([0.0]), "2026-10-01", "1", {"roc_auc": 0.8}, date(2022, 1, 1))
+    assert old.retrain and "4 partitions (years) before 2026-10-01" in old.reasons[0]

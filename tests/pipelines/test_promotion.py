@@ -47,7 +47,7 @@ def test_a_better_candidate_passes_with_the_uncertainty_shown(lake):
     assert gate.champion == first["version"]
     assert set(gate.evaluation_days) == set(better["holdout_days"])
     assert gate.comparison["ci_low"] <= gate.comparison["difference"] <= gate.comparison["ci_high"]
-    assert gate.passed == (gate.comparison["difference"] >= config.promotion.min_gain), gate.reasons
+    assert gate.passed == (gate.comparison["ci_low"] > config.promotion.min_gain), gate.reasons  # significance
     assert gate.metrics["candidate"]["roc_auc"] > 0.65
     for key in ("candidate_html", "champion_html", "comparison_json"):
         assert gate.reports[key].endswith((".html", ".json"))
@@ -58,6 +58,37 @@ def test_a_better_candidate_passes_with_the_uncertainty_shown(lake):
         assert resolve_model_report(config, bad_pair, name) is None
     page = render_page(config, "/monitoring")
     assert "Champion history (audit log" in page and ">bootstrap<" in page
+
+
+def test_a_candidate_whose_gain_may_be_noise_is_rejected_with_its_interval(lake):
+    config, first, _, _ = lake
+    same = retraining.train_candidate(config, retraining.select_training_window(config, "2026-09-10"), {"reason": "again"})
+    gate = evaluate_gate(config, same, registry.champion(config))  # the same data and seed: a gain of exactly 0
+    assert not gate.passed
+    assert "roc_auc gain +0.0000 (95% CI +0.0000..+0.0000) is not significant" in gate.reasons[0]
+    assert "promotion.require_significance" in gate.reasons[0]
+    lenient = config.model_copy(update={"promotion": config.promotion.model_copy(
+        update={"require_significance": False})})
+    assert evaluate_gate(lenient, same, registry.champion(config)).passed  # the point estimate alone would pass
+
+
+def test_a_first_model_below_the_floors_is_registered_but_not_made_champion(tmp_path, lake):
+    from pipelines.promotion import gate_or_bootstrap, promotion_path
+
+    config = lake[0]
+    strict = load_config(write_config(tmp_path, promotion={"floors": {"roc_auc": 0.99}}))
+    import shutil
+
+    shutil.copytree(config.data_root / "incoming", strict.data_root / "incoming")
+    shutil.copytree(config.data_root / "labels", strict.data_root / "labels")
+    first = retraining.train_candidate(strict, retraining.select_training_window(strict, "2026-09-10"), {"reason": "boot"})
+    alias = retraining.bootstrap_or_challenge(strict, first, "run-boot")
+    assert alias == "refused" and registry.alias_version(strict, registry.CHAMPION) is None
+    gate = gate_or_bootstrap(strict, first, alias)
+    assert not gate["passed"] and promotion_path(strict, gate) == "reject_candidate"
+    assert "below the floor 0.99 (promotion.floors)" in gate["reasons"][0]
+    assert "lower promotion.floors.roc_auc in the config and retrain" in gate["reasons"][0]
+    assert registry.client(strict).get_model_version(strict.model.registered_name, first["version"])  # registered
 
 
 def test_a_worse_candidate_is_rejected_and_the_champion_stays(lake):

@@ -1,4 +1,5 @@
 import json
+import re
 from datetime import date
 
 import pytest
@@ -24,11 +25,20 @@ def _quarantine(config, ds):
     return json.loads((partition_dir(config.data_root, "quarantine", ds) / "validation.json").read_text())
 
 
+def _rewrite(config, ds, change):
+    import pandas as pd
+
+    file = next(partition_dir(config.data_root, "incoming", ds).glob("*.parquet"))
+    frame = pd.read_parquet(file)
+    change(frame)
+    frame.to_parquet(file, index=False)
+
+
 def test_a_good_partition_passes_every_expectation(lake, profile):
     outcome = validate_partition(lake, "2026-09-01", profile)
-    assert outcome.success and outcome.rows == 1500
-    # column exists (id, 14 features, timestamp), row count, id not null + unique, 3 per feature
-    assert outcome.evaluated == 16 + 1 + 2 + 3 * 10 + 3 * 4
+    assert outcome.success and outcome.rows == 1500 and outcome.warnings == []
+    # row count, id not null + unique, then null rate and range / known values per feature
+    assert outcome.evaluated == 3 + 2 * 14
     assert not partition_dir(lake.data_root, "quarantine", "2026-09-01").exists()
 
 
@@ -36,43 +46,76 @@ def test_a_good_partition_passes_every_expectation(lake, profile):
     ("defect", "reason"),
     [
         ("missing_column", "required column 'annual_income' is missing in file part-0000.parquet"),
-        ("unknown_category", "expect_column_values_to_be_in_set(loan_purpose): 33."),
         ("truncated", "file part-0000.parquet in incoming/ds=2026-09-02 is not readable Parquet"),
     ],
 )
-def test_bad_partitions_are_quarantined_with_a_reason(lake, profile, defect, reason):
+def test_broken_partitions_are_quarantined_with_a_reason(lake, profile, defect, reason):
     sample_data.break_partition(lake.data_root, date(2026, 9, 2), defect)
     with pytest.raises(PartitionQuarantinedError) as info:
-        validate_partition(lake, "2026-09-02", profile)
+        validate_partition(lake, "2026-09-02", profile, accepted_by="alice")  # unreadable data is never accepted
     assert reason in str(info.value)
     assert "rerun this date" in str(info.value)
     record = _quarantine(lake, "2026-09-02")
     assert reason in record["reason"]
     assert record["ds"] == "2026-09-02"
-    if defect == "unknown_category":
-        assert record["great_expectations_result"]["success"] is False
     if defect == "missing_column":  # refused by the schema resolution shared with scoring, before the GE suite
         assert record["failures"] == [
             "required column 'annual_income' is missing in file part-0000.parquet (1 file(s) in incoming/ds=2026-09-02)"
         ]
 
 
-def test_duplicate_ids_and_null_bursts_fail(lake, profile):
-    import pandas as pd
-
-    file = next(partition_dir(lake.data_root, "incoming", "2026-09-03").glob("*.parquet"))
-    frame = pd.read_parquet(file)
-    frame.loc[:10, "application_id"] = frame.loc[0, "application_id"]
-    frame.loc[: len(frame) // 4, "debt_to_income"] = None
-    frame.to_parquet(file, index=False)
+def test_duplicate_ids_null_ids_and_too_few_rows_are_broken(lake, profile):
+    def damage(frame):
+        frame.loc[:10, "application_id"] = frame.loc[0, "application_id"]
+    _rewrite(lake, "2026-09-03", damage)
     with pytest.raises(PartitionQuarantinedError) as info:
         validate_partition(lake, "2026-09-03", profile)
-    assert "expect_column_values_to_be_unique(application_id)" in str(info.value)
-    assert "expect_column_values_to_not_be_null(debt_to_income)" in str(info.value)
+    assert "id column 'application_id': expected unique ids, found 0.73% of rows sharing an id" in str(info.value)
+    assert "accept_quarantine" in str(info.value)
+    small = lake.model_copy(update={"validation": lake.validation.model_copy(update={"min_rows": 2000})})
+    with pytest.raises(PartitionQuarantinedError, match=r"expected at least 2,000 rows \(validation.min_rows\), found 1,500"):
+        validate_partition(small, "2026-09-01", profile)
 
 
-def test_a_fixed_partition_clears_its_quarantine(lake, profile):
+def test_shifted_data_is_scored_with_warnings_that_say_what_was_expected(lake, profile):
+    sample_data.break_partition(lake.data_root, date(2026, 9, 2), "unknown_category")
+
+    def move(frame):
+        frame["annual_income"] = frame["annual_income"] * 3 + 500_000
+        frame.loc[: len(frame) // 4, "debt_to_income"] = None
+    _rewrite(lake, "2026-09-02", move)
+    outcome = validate_partition(lake, "2026-09-02", profile)
+    assert outcome.success and outcome.failures == []
+    assert sorted(outcome.warned_columns) == ["annual_income", "debt_to_income", "loan_purpose"]
+    text = " | ".join(outcome.warnings)
+    income = profile["numeric"]["annual_income"]
+    assert "column 'annual_income': 100.00% of values outside the expected range [" in text
+    assert f"training [{income['min']:.6g}, {income['max']:.6g}] widened by validation.range_margin 0.25" in text
+    assert "found min 5" in text  # what the night holds
+    assert "column 'loan_purpose': 33." in text and "categories unseen in training" in text and "'crypto'" in text
+    assert "known: " in text and "'car'" in text
+    assert re.search(r"column 'debt_to_income': expected at most \d\.\d\d% nulls \(training \d\.\d\d% \+ "
+                     r"validation.null_rate_tolerance\), found 2\d\.\d\d%", text)
+    assert not partition_dir(lake.data_root, "quarantine", "2026-09-02").exists()
+
+
+def test_each_check_severity_is_configurable(lake, profile):
     sample_data.break_partition(lake.data_root, date(2026, 9, 4), "unknown_category")
+    strict = lake.model_copy(update={"validation": lake.validation.model_copy(update={
+        "severity": lake.validation.severity.model_copy(update={"unknown_categories": "quarantine"})})})
+    with pytest.raises(PartitionQuarantinedError, match="'loan_purpose': 33.*categories unseen in training"):
+        validate_partition(strict, "2026-09-04", profile)
+    assert validate_partition(lake, "2026-09-04", profile).warned_columns == ["loan_purpose"]
+
+
+def test_an_operator_can_accept_a_quarantined_night_and_a_fixed_one_clears_it(lake, profile):
+    _rewrite(lake, "2026-09-04", lambda f: f.__setitem__("application_id", 7))
+    with pytest.raises(PartitionQuarantinedError):
+        validate_partition(lake, "2026-09-04", profile)
+    assert partition_dir(lake.data_root, "quarantine", "2026-09-04").exists()
+    accepted = validate_partition(lake, "2026-09-04", profile, accepted_by="alice")
+    assert accepted.success and accepted.warnings[0].startswith("accepted by alice: id column 'application_id'")
+    assert not partition_dir(lake.data_root, "quarantine", "2026-09-04").exists()  # usable for training now
     with pytest.raises(PartitionQuarantinedError):
         validate_partition(lake, "2026-09-04", profile)
     sample_data.write_day(lake.data_root, date(2026, 9, 4), 1500, 7, sample_data.DriftSpec(), with_labels=False)
