@@ -199,6 +199,28 @@ def _demo(config: PipelineConfig, args: argparse.Namespace) -> None:
     )
 
 
+def _example(config: PipelineConfig, args: argparse.Namespace) -> None:
+    """Write the weekly churn example (data unlike the demo) and its config into a folder."""
+    import yaml
+
+    from pipelines import example_data
+    from pipelines.cadence import shift
+    from pipelines.config import load_config
+
+    folder = Path(args.folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(example_data.example_config("data", "mlflow", args.cadence), sort_keys=False))
+    example = load_config(path)
+    first = shift(example, date.fromisoformat(args.first) - timedelta(days=1), 1)  # the first partition on or after
+    dates = [shift(example, first, i) for i in range(args.partitions)]
+    shape = example_data.Shape(shift_at=args.shift_at, break_at=args.shift_at)
+    example_data.generate(example.data_root, dates, args.rows, shape=shape,
+                          labelled=args.partitions - example.label_delay_partitions)
+    print(f"wrote {len(dates)} {args.cadence} partitions ({dates[0]} .. {dates[-1]}, about {args.rows} rows each) "
+          f"under {example.data_root}\nconfig: {path}\nnext: export PIPELINE_CONFIG={path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run one command; return the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.cli", description=__doc__)
@@ -218,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     brk.add_argument("--ds", required=True)
     brk.add_argument("--defect", choices=["truncated", "missing_column", "unknown_category"], required=True)
     brk.set_defaults(handler=_break)
+    ex = sub.add_parser("example", help="write a dataset unlike the demo (weekly churn, every column type) and its config")
+    ex.add_argument("--folder", required=True, help="where pipeline.yaml, data/ and mlflow/ go")
+    ex.add_argument("--first", default="2024-01-01", help="first partition on or after this date")
+    ex.add_argument("--partitions", type=int, default=30)
+    ex.add_argument("--rows", type=int, default=300, help="rows per partition (sizes vary 60-140%%)")
+    ex.add_argument("--cadence", default="weekly")
+    ex.add_argument("--shift-at", type=int, default=20, help="partition index where the data moves and churn changes")
+    ex.set_defaults(handler=_example)
     sub.add_parser("init-mlflow", help="create the MLflow store once").set_defaults(handler=_init_mlflow)
     demo = sub.add_parser(
         "demo", help="the whole loop through Airflow: nightly scoring, drift, retraining, gate, promotion, rollback"
