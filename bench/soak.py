@@ -149,7 +149,8 @@ def main() -> int:
             gate = retrain.task_states
             notes.append("retrain: " + ("promoted" if gate.get("promote_candidate") == "success" else
                                         "rejected" if gate.get("reject_candidate") == "success" else
-                                        "skipped" if gate.get("select_training_window") == "skipped" else retrain.state))
+                                        "skipped" if "skipped" in (gate.get("select_training_window"), gate.get("train_candidate"))
+                                        else retrain.state))
         seconds = time.monotonic() - started
         problems = _invariants(config, quarantined)
         if ds.isoformat() not in quarantined and not (partition_dir(config.data_root, "predictions", ds) / "predictions.parquet").exists():

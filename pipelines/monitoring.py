@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipelines import history, registry
+from pipelines.cadence import shift
 from pipelines.config import PipelineConfig
 from pipelines.decision import Decision, decide
 from pipelines.drift import current_sample, drift_report, save_snapshot, summary_report
@@ -205,6 +206,13 @@ def evaluate_labelled_nights(config: PipelineConfig) -> list[dict[str, Any]]:
     never stop the other nights (nor the night's decision).
     """
     done = []
+    overdue = overdue_labels(config)
+    if overdue:
+        log.warning(
+            "labels are overdue for %d scored night(s) (due %d partition(s) later, label_delay_partitions): %s; their "
+            "realised metrics wait for them", len(overdue), config.label_delay_partitions,
+            ", ".join(d.isoformat() for d in overdue[-10:]),
+        )
     for day in list_partitions(config.data_root, LABELS):
         ds = day.isoformat()
         predictions_files = data_files(partition_dir(config.data_root, PREDICTIONS, ds))
@@ -227,6 +235,15 @@ def evaluate_labelled_nights(config: PipelineConfig) -> list[dict[str, Any]]:
         if result is not None:
             done.append(result)
     return done
+
+
+def overdue_labels(config: PipelineConfig) -> list[date]:
+    """Return the scored nights whose labels should exist by now (label_delay_partitions after them) but do not."""
+    scored = list_partitions(config.data_root, PREDICTIONS)
+    if not scored:
+        return []
+    labelled = set(list_partitions(config.data_root, LABELS))
+    return [d for d in scored if d not in labelled and shift(config, d, config.label_delay_partitions) <= scored[-1]]
 
 
 def _evaluate_night(

@@ -1,6 +1,7 @@
 """End to end through real Airflow: bootstrap a champion, score nights, quarantine bad partitions, rerun safely."""
 
 import json
+import re
 import subprocess
 import sys
 from datetime import date
@@ -183,7 +184,9 @@ def test_a_partition_that_never_arrives_fails_after_the_wait(world):
     log = out.stdout + out.stderr
     assert out.returncode != 0
     assert "ds=2026-09-30 has not arrived yet" in log
-    assert "AirflowSensorTimeout" in log or "timed out" in log
+    # the failure itself names the folder (not only the pokes before it)
+    assert re.search(r"AirflowSensorTimeout: gave up after waiting \d+ minutes \(partition_wait.timeout_minutes 0.05\): "
+                     r"partition \S+/incoming/ds=2026-09-30 has not arrived yet", log), log[-3000:]
     assert not partition_dir(world["config"].data_root, "predictions", "2026-09-30").exists()
 
 

@@ -96,3 +96,37 @@ def test_decision_is_recorded(night):
     assert forced["retrain"] is True and forced["reasons"] == ["force_retrain was set on the run"]
     entry = history.night(config, "2026-09-11", scored["model_name"], scored["model_version"])
     assert entry["decision"] == "retrain"
+
+
+def test_warned_columns_count_as_drifted_and_every_surface_shows_the_warning(night):
+    from pipelines.monitoring_page import render_page
+
+    config, scored, _ = night
+    warning = "column 'loan_purpose': 40.00% of values are categories unseen in training, for example ['<script>x']"
+    validated = {"rows": 2000, "expectations": 31, "warnings": [warning], "warned_columns": ["loan_purpose"]}
+    summary = monitoring.monitor_night(config, "2026-09-11", scored, "run-3", validated)
+    assert summary["warned_columns"] == ["loan_purpose"] and summary["validation_warnings"] == [warning]
+    assert summary["drift_share"] == pytest.approx(1 / len(config.features.all))  # the calm night's only "drift"
+    entry = history.night(config, "2026-09-11", scored["model_name"], scored["model_version"])
+    assert entry["validation_warnings"] == [warning] and entry["drift_share"] == summary["drift_share"]
+    page = (partition_dir(config.data_root, "reports", "2026-09-11") / "validation.html").read_text()
+    assert "[&#x27;&lt;script&gt;x&#x27;]" in page and "<script>" not in page  # a data value never acts
+    monitoring_page = render_page(config, "/monitoring")
+    assert "1 warning(s)" in monitoring_page and "&lt;script&gt;x" in monitoring_page and "<script>x" not in monitoring_page
+    assert "/monitoring/reports/ds=2026-09-11/validation.html" in monitoring_page
+    # the decision reads the drift share that includes the warned column
+    assert history.read_history(config).set_index("ds").loc["2026-09-11", "drift_share"] > 0
+
+
+def test_labels_count_as_overdue_only_once_the_label_delay_has_passed(tmp_path, champion_lake):
+    from pipelines.lake import PREDICTIONS
+
+    config = champion_lake.model_copy(update={"data_root": tmp_path})
+    for day in ("2026-09-01", "2026-09-02", "2026-09-05"):
+        folder = partition_dir(tmp_path, PREDICTIONS, day)
+        folder.mkdir(parents=True)
+        (folder / "predictions.parquet").write_bytes(b"x")
+    (partition_dir(tmp_path, "labels", "2026-09-01")).mkdir(parents=True)
+    (partition_dir(tmp_path, "labels", "2026-09-01") / "part-0.parquet").write_bytes(b"x")
+    assert config.label_delay_partitions == 3
+    assert [d.isoformat() for d in monitoring.overdue_labels(config)] == ["2026-09-02"]  # 09-05 is not due until 09-08

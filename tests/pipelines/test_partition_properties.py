@@ -165,7 +165,7 @@ def test_every_partition_is_scored_or_quarantined_with_a_reason(world, case):
             assert exc.failures and record["failures"] == exc.failures
             for failure in exc.failures:
                 assert any(repr(c) in failure or f"({c})" in failure for c in columns) or "file " in failure \
-                    or failure.startswith("expect_table_row_count"), failure
+                    or failure.startswith("row count"), failure
             assert any(name in str(exc) for name in names), str(exc)
             assert not predictions.exists()
             return
