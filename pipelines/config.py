@@ -140,7 +140,7 @@ class Drift(_Section):
     # tests the matching low quantile) when it is stricter than the configured threshold would be.
     calibrate: bool = True
     calibration_quantile: Annotated[float, Field(ge=0.9, lt=1.0)] = 0.995
-    calibration_draws: Annotated[int, Field(ge=50, le=5000)] = 400
+    calibration_draws: Annotated[int, Field(ge=50, le=5000)] = 200
 
 
 class Monitoring(_Section):

@@ -125,9 +125,9 @@ def calibrate_thresholds(
     tests = column_tests(config)
     if not drift.calibrate or chunk < 10:
         return {c: {"method": m, "threshold": t, "configured": t, "calibrated": False} for c, (m, t) in tests.items()}
-    # the rest of the reference each chunk is compared with: all of it up to 10 chunks (at least 5,000 rows); a
-    # smaller comparison set only widens the noise a little, so the thresholds err on the quiet side
-    rest_rows = min(len(reference) - chunk, max(10 * chunk, 5_000))
+    # the rest of the reference each chunk is compared with: all of it up to 5 chunks (at least 5,000 rows); a
+    # smaller comparison set only widens the noise a little (about 10%), so the thresholds err on the quiet side
+    rest_rows = min(len(reference) - chunk, max(5 * chunk, 5_000))
     rng = np.random.default_rng(seed)
     orders = [rng.choice(len(reference), chunk + rest_rows, replace=False) for _ in range(drift.calibration_draws)]
     result = {}
@@ -145,8 +145,8 @@ def calibrate_thresholds(
             current, rest = values[head][valid[head]], values[tail][valid[tail]]
             if len(current) and len(rest):
                 observed.append(drift_statistic(method, rest, current, is_numeric))
-            # far below the configured distance after enough draws: the quantile cannot reach it, stop early
-            if draw == 49 and method not in P_VALUE_METHODS and observed and max(observed) < configured / 2:
+            # well below the configured distance after 50 draws: the quantile will not reach it, stop early
+            if draw == 49 and method not in P_VALUE_METHODS and observed and max(observed) < 0.7 * configured:
                 break
         if not observed:
             result[column] = {"method": method, "threshold": configured, "configured": configured, "calibrated": False}

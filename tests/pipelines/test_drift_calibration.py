@@ -48,7 +48,7 @@ def _verdicts(config, thresholds, reference, night):
     return drifted
 
 
-@pytest.mark.parametrize("rows,nights", [(150, 150), (1_000, 80), (50_000, 12)])
+@pytest.mark.parametrize("rows,nights", [(150, 150), (1_000, 80), (50_000, 20)])
 def test_false_column_alarms_on_stable_data_stay_at_or_below_one_percent(config, rows, nights):
     reference = _stable(50_000, seed=1)  # the reference sample a model stores (training.reference_sample_rows)
     thresholds = calibrate_thresholds(config, reference, rows)
