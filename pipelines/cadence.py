@@ -16,11 +16,6 @@ def _at(day: date) -> datetime:
     return datetime.combine(day, time(0, 0), tzinfo=UTC)
 
 
-def partition_of(config: PipelineConfig, moment: datetime) -> date:
-    """Return the partition a tick at or before `moment` opened (the date its period begins)."""
-    return croniter(config.schedule, moment).get_prev(datetime).date()
-
-
 def partitions_between(config: PipelineConfig, first: date, last: date) -> int:
     """Return how many partition periods separate two partition dates (0 when `last` is not after `first`).
 

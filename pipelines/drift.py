@@ -99,15 +99,6 @@ def drift_statistic(method: str, reference: np.ndarray, current: np.ndarray, num
     raise ValueError(f"unknown drift method {method!r}")
 
 
-def column_values(frame: pd.DataFrame, column: str, numeric: bool) -> np.ndarray:
-    """Return a column's non-null values as Evidently tests them (numbers as float, categories as text)."""
-    values = frame[column]
-    if numeric:
-        array = values.to_numpy(dtype=float, na_value=np.nan)
-        return array[np.isfinite(array)]
-    return values.dropna().astype(str).to_numpy()
-
-
 def calibrate_thresholds(
     config: PipelineConfig, reference: pd.DataFrame, rows_per_partition: int, seed: int = 0
 ) -> dict[str, dict[str, Any]]:

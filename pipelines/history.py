@@ -69,12 +69,16 @@ def engine(config: PipelineConfig) -> sa.Engine:
 
 def _add_missing_columns(db: sa.Engine) -> None:
     """Add the columns a newer release introduced to a history table an older one created (nullable, no data lost)."""
-    present = {c["name"] for c in sa.inspect(db).get_columns(NIGHTS.name)}
-    with db.begin() as conn:
-        for column in NIGHTS.columns:
-            if column.name not in present:
-                kind = column.type.compile(dialect=db.dialect)
+    for column in NIGHTS.columns:
+        if column.name in {c["name"] for c in sa.inspect(db).get_columns(NIGHTS.name)}:
+            continue
+        kind = column.type.compile(dialect=db.dialect)
+        try:
+            with db.begin() as conn:
                 conn.execute(sa.text(f'ALTER TABLE {NIGHTS.name} ADD COLUMN "{column.name}" {kind}'))
+        except sa.exc.DBAPIError:  # another process added it first
+            if column.name not in {c["name"] for c in sa.inspect(db).get_columns(NIGHTS.name)}:
+                raise
 
 
 def _key(ds: str, model_name: str, model_version: str) -> Any:

@@ -5,8 +5,18 @@ import pandas as pd
 import pytest
 
 from pipelines.config import load_config
-from pipelines.drift import SCORE, calibrate_thresholds, column_tests, column_values, drift_report, drift_statistic
+from pipelines.drift import SCORE, calibrate_thresholds, column_tests, drift_report, drift_statistic
 from tests.conftest import write_config
+
+
+def column_values(frame: pd.DataFrame, column: str, numeric: bool) -> np.ndarray:
+    """Return a column's non-null values as Evidently tests them (numbers as float, categories as text)."""
+    values = frame[column]
+    if numeric:
+        array = values.to_numpy(dtype=float, na_value=np.nan)
+        return array[np.isfinite(array)]
+    return values.dropna().astype(str).to_numpy()
+
 
 NUMERIC = ["normal", "skewed", "counts", "flag", "uniform"]
 CATEGORICAL = ["many_levels", "few_levels", "rare_levels"]
