@@ -11,7 +11,7 @@ from typing import Any
 
 from pipelines.config import PipelineConfig
 from pipelines.errors import PipelineError
-from pipelines.lake import INCOMING, list_partitions
+from pipelines.lake import INCOMING, earliest_partition
 
 # With no start_date configured and no partition yet, runs (and backfills) may go back this far.
 EARLIEST_START = date(2000, 1, 1)
@@ -23,13 +23,7 @@ def start_date(config: PipelineConfig) -> datetime:
     Airflow never runs a logical date before it, so it bounds backfills; with catchup off it does not make the
     scheduler run the past on its own.
     """
-    first = config.start_date
-    if first is None:
-        try:
-            found = list_partitions(config.data_root, INCOMING)
-        except OSError:
-            found = []
-        first = found[0] if found else EARLIEST_START
+    first = config.start_date or earliest_partition(config.data_root, INCOMING) or EARLIEST_START
     return datetime.combine(first, clock(0, 0), tzinfo=UTC)
 
 

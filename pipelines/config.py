@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipelines.column_kinds import kind_problem
 from pipelines.errors import ConfigError
-from pipelines.lake import INCOMING, data_files, list_partitions
+from pipelines.lake import INCOMING, data_files, earliest_partition
 
 CONFIG_ENV_VAR = "PIPELINE_CONFIG"
 # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so it would leak between configs.
@@ -381,15 +381,15 @@ def kind_conflicts(config: PipelineConfig) -> list[str]:
     """
     import pyarrow.parquet as pq
 
+    first = earliest_partition(config.data_root, INCOMING)  # one listing and one footer: runs at DAG parse time too
+    if first is None:
+        return []
     try:
-        days = list_partitions(config.data_root, INCOMING)
-        if not days:
-            return []
-        file = data_files(config.data_root / INCOMING / f"ds={days[0].isoformat()}")[0]
+        file = data_files(config.data_root / INCOMING / f"ds={first.isoformat()}")[0]
         types = {f.name: f.type for f in pq.read_schema(file)}
     except (OSError, IndexError, ValueError):  # unreadable data is validation's business, not the config's
         return []
-    where = f"{INCOMING}/ds={days[0].isoformat()}/{file.name}"
+    where = f"{INCOMING}/ds={first.isoformat()}/{file.name}"
     conflicts = []
     for kind, columns in (("numeric", config.features.numeric), ("categorical", config.features.categorical)):
         for column in columns:

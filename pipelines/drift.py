@@ -99,6 +99,10 @@ def drift_statistic(method: str, reference: np.ndarray, current: np.ndarray, num
     raise ValueError(f"unknown drift method {method!r}")
 
 
+def _as_configured(method: str, threshold: float) -> dict[str, Any]:
+    return {"method": method, "threshold": threshold, "configured": threshold, "calibrated": False}
+
+
 def calibrate_thresholds(
     config: PipelineConfig, reference: pd.DataFrame, rows_per_partition: int, seed: int = 0
 ) -> dict[str, dict[str, Any]]:
@@ -115,7 +119,7 @@ def calibrate_thresholds(
     numeric = set(config.features.numeric) | {SCORE}
     tests = column_tests(config)
     if not drift.calibrate or chunk < 10:
-        return {c: {"method": m, "threshold": t, "configured": t, "calibrated": False} for c, (m, t) in tests.items()}
+        return {c: _as_configured(m, t) for c, (m, t) in tests.items()}
     # the rest of the reference each chunk is compared with: all of it up to 5 chunks (at least 5,000 rows); a
     # smaller comparison set only widens the noise a little (about 10%), so the thresholds err on the quiet side
     rest_rows = min(len(reference) - chunk, max(5 * chunk, 5_000))
@@ -140,7 +144,7 @@ def calibrate_thresholds(
             if draw == 49 and method not in P_VALUE_METHODS and observed and max(observed) < 0.7 * configured:
                 break
         if not observed:
-            result[column] = {"method": method, "threshold": configured, "configured": configured, "calibrated": False}
+            result[column] = _as_configured(method, configured)
             continue
         if method in P_VALUE_METHODS:
             noise = float(np.quantile(observed, 1 - drift.calibration_quantile))

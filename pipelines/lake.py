@@ -88,6 +88,15 @@ def list_partitions(data_root: Path, area: str) -> list[date]:
     return sorted(found)
 
 
+def earliest_partition(data_root: Path, area: str) -> date | None:
+    """Return the earliest `ds=` folder of an area from one directory listing (cheap enough for DAG parse time)."""
+    try:
+        names = [match.group(1) for name in os.listdir(data_root / area) if (match := _DS_DIR.match(name))]
+    except OSError:
+        return None
+    return date.fromisoformat(min(names)) if names else None
+
+
 def partition_row_count(files: list[Path]) -> int:
     """Return the total row count from the Parquet footers (reads no data pages)."""
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)

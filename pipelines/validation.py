@@ -44,10 +44,6 @@ def severity(config: PipelineConfig, check: str) -> str:
     return getattr(config.validation.severity, check) if check in CONFIGURABLE_CHECKS else "quarantine"
 
 
-def _null_floor(stats: dict[str, Any], tolerance: float) -> float:
-    return max(0.0, 1.0 - stats["null_rate"] - tolerance)
-
-
 def build_suite(config: PipelineConfig, profile: dict[str, Any]) -> Any:
     """Return the GE expectation suite for a partition, from the config and a training profile.
 
@@ -57,6 +53,13 @@ def build_suite(config: PipelineConfig, profile: dict[str, Any]) -> Any:
     import great_expectations.expectations as gxe
 
     rules = config.validation
+
+    def null_rate(column: str, stats: dict[str, Any]) -> Any:
+        return gxe.ExpectColumnValuesToNotBeNull(
+            column=column, mostly=max(0.0, 1.0 - stats["null_rate"] - rules.null_rate_tolerance),
+            meta={"check": "null_rate", "training_null_rate": stats["null_rate"]},
+        )
+
     expectations: list[Any] = [
         gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows, meta={"check": "row_count"}),
         gxe.ExpectColumnValuesToNotBeNull(column=config.id_column, meta={"check": "id_not_null"}),
@@ -65,19 +68,13 @@ def build_suite(config: PipelineConfig, profile: dict[str, Any]) -> Any:
     for column, stats in profile["numeric"].items():
         span = stats["max"] - stats["min"]
         low, high = stats["min"] - rules.range_margin * span, stats["max"] + rules.range_margin * span
-        expectations.append(gxe.ExpectColumnValuesToNotBeNull(
-            column=column, mostly=_null_floor(stats, rules.null_rate_tolerance),
-            meta={"check": "null_rate", "training_null_rate": stats["null_rate"]},
-        ))
+        expectations.append(null_rate(column, stats))
         expectations.append(gxe.ExpectColumnValuesToBeBetween(
             column=column, min_value=low, max_value=high, mostly=1.0 - rules.range_tolerance,
             meta={"check": "range", "training_min": stats["min"], "training_max": stats["max"]},
         ))
     for column, stats in profile["categorical"].items():
-        expectations.append(gxe.ExpectColumnValuesToNotBeNull(
-            column=column, mostly=_null_floor(stats, rules.null_rate_tolerance),
-            meta={"check": "null_rate", "training_null_rate": stats["null_rate"]},
-        ))
+        expectations.append(null_rate(column, stats))
         expectations.append(gxe.ExpectColumnValuesToBeInSet(
             column=column, value_set=stats["domain"], mostly=1.0 - rules.categorical_unknown_tolerance,
             meta={"check": "unknown_categories"},

@@ -58,3 +58,12 @@ def test_the_run_scores_the_requested_date_or_its_data_interval_start():
         night_for_run(None, None)
     with pytest.raises(InvalidDateError):
         night_for_run("../2026-09-30", start)
+
+
+def test_the_earliest_partition_comes_from_one_listing(tmp_path):
+    from pipelines.lake import earliest_partition
+
+    assert earliest_partition(tmp_path, "incoming") is None  # no area yet
+    for name in ("ds=2019-03-05", "ds=2019-03-04", "notes", ".ds=2001-01-01"):
+        (tmp_path / "incoming" / name).mkdir(parents=True)
+    assert str(earliest_partition(tmp_path, "incoming")) == "2019-03-04"
