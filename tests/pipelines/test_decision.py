@@ -111,3 +111,14 @@ def test_model_age_counts_partitions_of_the_cadence(tmp_path):
     assert not young.retrain  # 2 years: within 3 partitions, though 1,000 days
     old = decide(yearly, _history([0.0]), "2026-10-01", "1", {"roc_auc": 0.8}, date(2022, 1, 1))
     assert old.retrain and "4 partitions (years) before 2026-10-01" in old.reasons[0]
+
+
+def test_a_drift_share_equal_to_the_threshold_is_not_drift(config):
+    frame = _history([0.25, 0.25, 0.25])
+    assert not _decide(config, frame, "2026-10-03").retrain  # the rule is "above", not "at least"
+    assert _decide(config, _history([0.26, 0.26, 0.26]), "2026-10-03").retrain
+
+
+def test_the_drift_streak_must_end_on_the_night_being_decided(config):
+    frame = _history([0.5, 0.5, 0.5, None])  # tonight not measured (quarantined): yesterday's streak does not fire
+    assert not _decide(config, frame, "2026-10-04").retrain

@@ -121,3 +121,17 @@ def test_the_report_tests_each_column_at_its_calibrated_threshold(config, tmp_pa
     # the HTML shows them too: Evidently prints "The drift threshold is 0.xx"
     page = open(paths["drift_html"], encoding="utf-8").read()
     assert f"{thresholds['normal']['threshold']:0.2f}" in page
+
+
+def test_per_column_overrides_and_p_value_direction(tmp_path):
+    per_column = {"normal": {"method": "ks", "threshold": 0.01}}
+    config = load_config(write_config(tmp_path, features={"numeric": ["normal", "skewed"], "categorical": []},
+                                      monitoring={"drift": {"per_column": per_column}}))
+    assert column_tests(config)["normal"] == ("ks", 0.01) and column_tests(config)["skewed"][0] == "wasserstein"
+    reference, same, moved = _stable(3_000, seed=1), _stable(1_000, seed=2), _stable(1_000, seed=3)
+    moved["normal"] += 3.0
+    calm, _ = drift_report(config, same, reference, tmp_path / "calm")
+    shifted, _ = drift_report(config, moved, reference, tmp_path / "moved")
+    assert calm.columns["normal"]["method"] == "ks" and calm.columns["normal"]["kind"] == "p_value"
+    assert not calm.columns["normal"]["drifted"] and calm.columns["normal"]["statistic"] > 0.01  # a high p-value: calm
+    assert shifted.columns["normal"]["drifted"] and shifted.columns["normal"]["statistic"] < 0.01
