@@ -82,3 +82,10 @@ def test_classification_metrics_match_definitions():
     m = classification_metrics(y, s, 0.5)
     assert m["roc_auc"] == 0.75
     assert m["precision"] == 0.5 and m["recall"] == 0.5 and m["f1"] == 0.5
+
+
+def test_precision_and_recall_are_not_interchangeable():
+    y = np.array([0, 1, 1, 1, 0])
+    s = np.array([0.9, 0.8, 0.2, 0.1, 0.1])  # at 0.5: 2 predicted positive (1 right) of 3 actual positives
+    m = classification_metrics(y, s, 0.5)
+    assert m["precision"] == 0.5 and m["recall"] == pytest.approx(1 / 3) and m["f1"] == pytest.approx(0.4)

@@ -90,7 +90,10 @@ def test_shifted_data_is_scored_with_warnings_that_say_what_was_expected(lake, p
     text = " | ".join(outcome.warnings)
     income = profile["numeric"]["annual_income"]
     assert "column 'annual_income': 100.00% of values outside the expected range [" in text
-    assert f"training [{income['min']:.6g}, {income['max']:.6g}] widened by validation.range_margin 0.25" in text
+    span = income["max"] - income["min"]
+    low, high = income["min"] - 0.25 * span, income["max"] + 0.25 * span  # the margin is a share of the span
+    assert f"outside the expected range [{low:.6g}, {high:.6g}] (training [{income['min']:.6g}, {income['max']:.6g}] " \
+           "widened by validation.range_margin 0.25" in text
     assert "found min 5" in text  # what the night holds
     assert "column 'loan_purpose': 33." in text and "categories unseen in training" in text and "'crypto'" in text
     assert "known: " in text and "'car'" in text
@@ -121,3 +124,10 @@ def test_an_operator_can_accept_a_quarantined_night_and_a_fixed_one_clears_it(la
     sample_data.write_day(lake.data_root, date(2026, 9, 4), 1500, 7, sample_data.DriftSpec(), with_labels=False)
     assert validate_partition(lake, "2026-09-04", profile).success
     assert not partition_dir(lake.data_root, "quarantine", "2026-09-04").exists()
+
+
+def test_unknown_categories_under_the_tolerance_pass_quietly(lake, profile):
+    def few_unseen(frame):
+        frame.loc[frame.index % 200 == 0, "loan_purpose"] = "crypto"  # 0.5%: under the 1% tolerance
+    _rewrite(lake, "2026-09-03", few_unseen)
+    assert validate_partition(lake, "2026-09-03", profile).warnings == []
