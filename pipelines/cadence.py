@@ -12,8 +12,11 @@ from pipelines.config import PipelineConfig
 _MAX_COUNT = 100_000
 
 
-def _at(day: date) -> datetime:
-    return datetime.combine(day, time(0, 0), tzinfo=UTC)
+def _at(day: date, moment: time = time(0, 0)) -> datetime:
+    return datetime.combine(day, moment, tzinfo=UTC)
+
+
+_LAST_MINUTE = time(23, 59)
 
 
 def partitions_between(config: PipelineConfig, first: date, last: date) -> int:
@@ -23,9 +26,9 @@ def partitions_between(config: PipelineConfig, first: date, last: date) -> int:
     """
     if last <= first:
         return 0
-    ticks = croniter(config.schedule, _at(first).replace(hour=23, minute=59))
+    ticks = croniter(config.schedule, _at(first, _LAST_MINUTE))
     count = 0
-    end = _at(last).replace(hour=23, minute=59)
+    end = _at(last, _LAST_MINUTE)
     while count < _MAX_COUNT and ticks.get_next(datetime) <= end:
         count += 1
     return count
@@ -34,7 +37,7 @@ def partitions_between(config: PipelineConfig, first: date, last: date) -> int:
 def shift(config: PipelineConfig, day: date, partitions: int) -> date:
     """Return the partition date `partitions` periods after `day` (before it when negative)."""
     # ticks strictly after the partition's day going forward, strictly before it going back
-    ticks = croniter(config.schedule, _at(day).replace(hour=23, minute=59) if partitions > 0 else _at(day))
+    ticks = croniter(config.schedule, _at(day, _LAST_MINUTE) if partitions > 0 else _at(day))
     moment = _at(day)
     for _ in range(abs(partitions)):
         moment = ticks.get_next(datetime) if partitions > 0 else ticks.get_prev(datetime)

@@ -54,6 +54,13 @@ def column_tests(config: PipelineConfig, calibrated: dict[str, dict[str, Any]] |
     return tests
 
 
+def _value_counts(reference: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return how often each value of either sample occurs in each (aligned on the union of values)."""
+    keys, codes = np.unique(np.concatenate([reference, current]), return_inverse=True)
+    ref = np.bincount(codes[: len(reference)], minlength=len(keys)).astype(float)
+    return ref, np.bincount(codes[len(reference):], minlength=len(keys)).astype(float)
+
+
 def _shares(reference: np.ndarray, current: np.ndarray, numeric: bool, fill_zeroes: bool) -> tuple[np.ndarray, np.ndarray]:
     """Return the two samples' shares per bin (numeric with over 20 values: Sturges bins) or per value, as Evidently bins."""
     if numeric and len(np.unique(reference)) > 20:
@@ -61,9 +68,8 @@ def _shares(reference: np.ndarray, current: np.ndarray, numeric: bool, fill_zero
         ref = np.histogram(reference, edges)[0] / len(reference)
         cur = np.histogram(current, edges)[0] / len(current)
     else:
-        keys, codes = np.unique(np.concatenate([reference, current]), return_inverse=True)
-        ref = np.bincount(codes[: len(reference)], minlength=len(keys)) / len(reference)
-        cur = np.bincount(codes[len(reference):], minlength=len(keys)) / len(current)
+        ref, cur = _value_counts(reference, current)
+        ref, cur = ref / len(reference), cur / len(current)
     if fill_zeroes:
         for shares in (ref, cur):
             smallest = shares[shares > 0].min()
@@ -92,9 +98,7 @@ def drift_statistic(method: str, reference: np.ndarray, current: np.ndarray, num
         ref, cur = _shares(reference, current, numeric, fill_zeroes=True)
         return float(np.sum((ref - cur) * np.log(ref / cur)))
     if method == "chisquare":
-        keys, codes = np.unique(np.concatenate([reference, current]), return_inverse=True)
-        ref = np.bincount(codes[: len(reference)], minlength=len(keys)).astype(float)
-        cur = np.bincount(codes[len(reference):], minlength=len(keys)).astype(float)
+        ref, cur = _value_counts(reference, current)
         return float(stats.chisquare(cur, ref * len(current) / len(reference))[1])
     raise ValueError(f"unknown drift method {method!r}")
 

@@ -93,7 +93,7 @@ def monitor_night(
     holdout = pd.read_parquet(model_artifact(config, ref, registry.HOLDOUT_ARTIFACT))
     thresholds = drift_thresholds(config, ref)
     validated = validated or {}
-    warned = [c for c in validated.get("warned_columns") or [] if c in config.features.all]
+    warned = validated.get("warned_columns") or []  # feature columns only (validation.describe_results)
     calibrator = fit_calibrator(holdout["score"].to_numpy(), holdout["label"].to_numpy())
     scores = pq.read_table(predictions, columns=["score"]).column(0).to_numpy()
     estimate = estimated_performance(scores, config.model.decision_threshold, calibrator)
