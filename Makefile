@@ -12,6 +12,8 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(ROOT)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(ROOT)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PARALLELISM := 4
+# Tasks pass the pipeline's typed values (pipelines.contracts) to each other; Airflow deserialises only allowed classes.
+export AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES := airflow.* pipelines.*
 export AIRFLOW__API__HOST := 127.0.0.1
 export AIRFLOW__API__PORT := 8080
 export GX_ANALYTICS_ENABLED := false
@@ -38,7 +40,7 @@ airflow-db: setup
 	$(UV) run --frozen airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 
 demo: airflow-db
-	$(UV) run --frozen python -m pipelines.cli demo --fresh
+	$(UV) run --frozen python -m harness.demo --fresh
 
 test: setup
 	CI=$${CI:-} $(UV) run --frozen pytest

@@ -28,14 +28,14 @@ TRAIN_START, NIGHT, BIG_NIGHT = date(2026, 9, 1), date(2026, 9, 20), date(2026, 
 
 
 def _worker(kind: str, config_path: str, ds: str) -> None:
-    from pipelines import registry
     from pipelines.config import load_config
+    from pipelines.registry import Registry
 
     config = load_config(config_path)
     # Warm up imports, the MLflow client and the model loader so that the clock measures scoring,
     # not the ~10 s of imports both ways pay once per process.
-    ref = registry.champion(config)
-    model = registry.load_model(config, ref)
+    ref = Registry.open(config).champion()
+    model = Registry.open(config).load_model(ref)
     started = time.perf_counter()
     if kind == "floor":
         rows = 0

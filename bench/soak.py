@@ -21,7 +21,8 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, date, datetime, time as dtime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 
 import yaml
@@ -106,7 +107,7 @@ def main() -> int:
     args = parser.parse_args()
     config_path = _setup(Path(args.out))
 
-    from pipelines.airflow_adapter import retraining_requests, run_dag
+    from harness.runner import retraining_requests, run_dag
     from pipelines.config import load_config
     from pipelines.lake import partition_dir
     from pipelines.registry import init_store

@@ -33,6 +33,7 @@ from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue
 
 from pipelines.airflow_adapter import optional_date_param, start_date
 from pipelines.config import load_config
+from pipelines.contracts import Decision, LabelledNight, NightSummary, ScoringSummary, ValidatedPartition
 from pipelines.notifiers import PipelineAlert
 
 CONFIG = load_config()
@@ -92,79 +93,79 @@ def batch_scoring():
         print(message)
         if not present:
             give_up_waiting(get_current_context(), config.partition_wait.timeout_minutes, message)
-        return PokeReturnValue(is_done=present)
+        return PokeReturnValue(is_done=present, xcom_value=night)
 
     @task(retries=0)
-    def validate_partition(night: str, params: dict) -> dict:
+    def validate_partition(night: str, params: dict) -> ValidatedPartition:
+        from pipelines import monitoring
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.monitoring import validate_against_champion
 
         context = get_current_context()
         accepted_by = None
         if params.get("accept_quarantine"):
             accepted_by = getattr(context["dag_run"], "triggering_user_name", None) or "an operator (accept_quarantine)"
         with fail_without_retry_on_user_errors():
-            return validate_against_champion(load_config(), night, context["run_id"], accepted_by)
+            return monitoring.validate_partition(load_config(), night, context["run_id"], accepted_by)
 
     @task
-    def score_partition(night: str) -> dict:
+    def score_partition(validated: ValidatedPartition) -> ScoringSummary:
+        from pipelines import scoring
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.scoring import score_partition as score
 
         with fail_without_retry_on_user_errors():
-            return score(load_config(), night, get_current_context()["run_id"]).as_dict()
+            return scoring.score_partition(load_config(), validated.ds, validated.model, get_current_context()["run_id"])
 
     @task(on_success_callback=[PipelineAlert("data_quality")])
-    def monitor_night(night: str, scored: dict, validated: dict) -> dict:
+    def monitor_night(validated: ValidatedPartition, scored: ScoringSummary) -> NightSummary:
+        from pipelines import monitoring
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.monitoring import monitor_night as monitor
 
         with fail_without_retry_on_user_errors():
-            return monitor(load_config(), night, scored, get_current_context()["run_id"], validated)
+            return monitoring.monitor_night(load_config(), validated, scored, get_current_context()["run_id"])
 
+    # all_done: labels of earlier nights are evaluated even when tonight's partition was refused
     @task(trigger_rule="all_done")
-    def evaluate_labels() -> list:
+    def evaluate_labels() -> list[LabelledNight]:
+        from pipelines import evaluation
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.monitoring import evaluate_labelled_nights
 
         with fail_without_retry_on_user_errors():
-            return evaluate_labelled_nights(load_config())
+            return evaluation.evaluate_labels(load_config())
 
     @task
-    def decide_retraining(night: str, monitored: dict, params: dict) -> dict:
+    def decide_retraining(monitored: NightSummary, evaluated: list[LabelledNight], params: dict) -> Decision:
+        from pipelines import monitoring
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.monitoring import decide_night
 
         with fail_without_retry_on_user_errors():
-            return decide_night(load_config(), night, monitored["model_version"], bool(params["force_retrain"]))
+            return monitoring.decide_retraining(load_config(), monitored, evaluated, bool(params["force_retrain"]))
 
     @task.branch
-    def choose_path(decision: dict) -> str:
-        return "request_retraining" if decision["retrain"] else "keep_champion"
+    def choose_path(decision: Decision) -> str:
+        return "request_retraining" if decision.retrain else "keep_champion"
 
     @task(outlets=[RETRAIN_REQUEST], on_success_callback=[PipelineAlert("retrain_decision")])
-    def request_retraining(decision: dict, outlet_events=None) -> None:
-        outlet_events[RETRAIN_REQUEST].extra = {"ds": decision["ds"], "reasons": decision["reasons"]}
+    def request_retraining(decision: Decision, outlet_events=None) -> Decision:
+        outlet_events[RETRAIN_REQUEST].extra = {"ds": decision.ds, "reasons": decision.reasons}
+        return decision
 
     @task
-    def keep_champion(decision: dict) -> None:
-        print(f"champion v{decision['model_version']} holds after {decision['ds']}")
+    def keep_champion(decision: Decision) -> None:
+        print(f"champion v{decision.model_version} holds after {decision.ds}")
 
     @task(trigger_rule="none_failed_min_one_success")
-    def finish(decision: dict) -> dict:
+    def finish(decision: Decision) -> Decision:
         return decision
 
     night = partition_date()
-    validated = validate_partition(night)
-    scored = score_partition(night)
-    wait_for_partition(night) >> validated >> scored
-    monitored = monitor_night(night, scored, validated)
-    labelled = evaluate_labels()
-    monitored >> labelled
-    decision = decide_retraining(night, monitored)
-    labelled >> decision
+    arrived = wait_for_partition(night)
+    validated = validate_partition(arrived)
+    scored = score_partition(validated)
+    monitored = monitor_night(validated, scored)
+    evaluated = evaluate_labels()
+    monitored >> evaluated  # labels are read after tonight's night is in the history
+    decision = decide_retraining(monitored, evaluated)
     paths = [request_retraining(decision), keep_champion(decision)]
     choose_path(decision) >> paths >> finish(decision)
-
 
 batch_scoring()

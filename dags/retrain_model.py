@@ -21,7 +21,7 @@ Runs when `batch_scoring` emits a retraining request (Asset event), or by hand.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -29,28 +29,44 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from pipelines.airflow_adapter import optional_date_param
 from pipelines.config import load_config
+from pipelines.contracts import Alias, Approval, AuditEntry, Candidate, GateResult, PromotionPath, TrainingWindow
 from pipelines.notifiers import PipelineAlert
 
 CONFIG = load_config()
+# The library's verdict after the gate -> the tasks it leads to (an approval leads on to the promotion).
+NEXT_TASKS: dict[PromotionPath, str | list[str]] = {
+    PromotionPath.REJECT: "reject_candidate",
+    PromotionPath.DONE: "done",
+    PromotionPath.ASK_APPROVAL: ["approve_promotion", "promote_candidate"],
+    PromotionPath.PROMOTE: "promote_candidate",
+}
 
 
 class ApprovalStep(ApprovalOperator):
-    """ApprovalOperator that also keeps the answer (options, who, timed out) in XCom `answer`.
+    """ApprovalOperator whose return value is the answer (`Approval`) on both outcomes.
 
-    On Reject the operator skips its downstream tasks before a return value is stored, so the
-    answer is pushed first; settle_approval needs it to audit who refused.
+    On Reject it skips only the tasks that wait for an Approve (promote_candidate), not those whose trigger rule
+    is all_done (settle_approval, which audits who refused): they take the answer as an argument.
     """
 
     def execute_complete(self, context, event):
-        answer = {k: event.get(k) for k in ("chosen_options", "responded_by_user", "timedout")}
-        context["ti"].xcom_push(key="answer", value=answer)
-        return super().execute_complete(context=context, event=event)
+        from airflow.providers.standard.operators.hitl import HITLOperator
+
+        from pipelines.contracts import Approval
+
+        answer = HITLOperator.execute_complete(self, context=context, event=event)
+        approval = Approval.from_event({**answer, "timedout": event.get("timedout")})
+        self.hitl_summary_extra["approved"] = approval.approved
+        if not approval.approved:
+            waiting = [t for t in context["task"].get_direct_relatives(upstream=False) if t.trigger_rule != "all_done"]
+            self.skip(ti=context["ti"], tasks=waiting)
+        return approval
 
 
 @dag(
     dag_id="retrain_model",
     schedule=[Asset(CONFIG.retrain_asset_name)],
-    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
@@ -82,121 +98,84 @@ class ApprovalStep(ApprovalOperator):
 )
 def retrain_model():
     @task
-    def select_training_window(params: dict) -> dict:
+    def select_training_window(params: dict) -> TrainingWindow:
         """Pick the labelled partitions; too little labelled data skips this run (the next request retries)."""
-        from airflow.sdk.exceptions import AirflowSkipException
+        from pipelines import retraining
+        from pipelines.airflow_adapter import skip_until_ready
 
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.errors import TrainingNotReady
-        from pipelines.retraining import plan_training_window
-
-        with fail_without_retry_on_user_errors():
-            try:
-                return plan_training_window(
-                    load_config(), params.get("window_end"), params.get("window"), params.get("window_partitions")
-                )
-            except TrainingNotReady as exc:
-                raise AirflowSkipException(str(exc)) from exc
+        with skip_until_ready():
+            return retraining.select_training_window(
+                load_config(), params.get("window_end"), params.get("window"), params.get("window_partitions")
+            )
 
     @task
-    def train_candidate(window: dict, params: dict) -> dict:
+    def train_candidate(window: TrainingWindow, params: dict) -> Candidate:
         """Train and register; too few labelled rows (or a single class) skips the run instead of failing it."""
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.errors import TrainingNotReady
-        from pipelines.retraining import reason_from_trigger
-        from pipelines.retraining import train_candidate as train
+        from pipelines import retraining
+        from pipelines.airflow_adapter import skip_until_ready
 
         context = get_current_context()
         extras = [e.extra for events in (context.get("triggering_asset_events") or {}).values() for e in events]
-        lineage = {
-            "airflow_run_id": context["run_id"],
-            "reason": reason_from_trigger(params["reason"], extras),
-            "training.window": window["mode"] + (f" from the drift onset {window['onset']}" if window["onset"] else ""),
-        }
-        with fail_without_retry_on_user_errors():
-            try:
-                return train(load_config(), window["days"], lineage)
-            except TrainingNotReady as exc:
-                raise AirflowSkipException(str(exc)) from exc
+        lineage = {"airflow_run_id": context["run_id"], "reason": retraining.reason_from_trigger(params["reason"], extras)}
+        with skip_until_ready():
+            return retraining.train_candidate(load_config(), window, lineage)
 
     @task
-    def bootstrap_or_challenge(candidate: dict) -> str:
+    def bootstrap_or_challenge(candidate: Candidate) -> Alias:
+        from pipelines import retraining
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.retraining import bootstrap_or_challenge as assign
 
         with fail_without_retry_on_user_errors():  # a missing champion with a former one on record is refused
-            return assign(load_config(), candidate, get_current_context()["run_id"])
+            return retraining.bootstrap_or_challenge(load_config(), candidate, get_current_context()["run_id"])
 
     @task
-    def evaluate_gate(candidate: dict, alias: str) -> dict:
+    def evaluate_gate(candidate: Candidate, alias: Alias) -> GateResult:
+        from pipelines import gate
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.promotion import gate_or_bootstrap
 
         with fail_without_retry_on_user_errors():
-            return gate_or_bootstrap(load_config(), candidate, alias)
+            return gate.evaluate_gate(load_config(), candidate, alias)
 
     @task.branch
-    def choose_path(gate: dict) -> str:
-        from pipelines.promotion import promotion_path
+    def promotion_path(result: GateResult) -> str | list[str]:
+        from pipelines import gate
 
-        return promotion_path(load_config(), gate)
+        return NEXT_TASKS[gate.promotion_path(load_config(), result)]
 
     @task(retries=0, on_success_callback=[PipelineAlert("rejection")])
-    def reject_candidate(candidate: dict, gate: dict) -> dict:
-        from pipelines.promotion import reject
-        from pipelines.registry import ModelRef
+    def reject_candidate(candidate: Candidate, result: GateResult) -> AuditEntry:
+        from pipelines import promotion
 
-        ref = ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
-        reason = ("first model not made champion: " if gate["bootstrap"] else "gate failed: ") + "; ".join(gate["reasons"])
-        return reject(load_config(), ref, reason, "gate", get_current_context()["run_id"], gate)
+        return promotion.reject_candidate(load_config(), candidate, result, get_current_context()["run_id"])
 
-    # Its only upstream tasks are auto_approve and approve_promotion (inputs are pulled, not passed), so
-    # none_failed_min_one_success cannot be satisfied by some other task's success.
+    # Runs when the branch chose it directly (no approval required), or after an Approve; a Reject skips it.
     @task(trigger_rule="none_failed_min_one_success", retries=0, on_success_callback=[PipelineAlert("promotion")])
-    def promote_candidate() -> dict:
-        from pipelines.promotion import promote_after_gate
+    def promote_candidate(candidate: Candidate, result: GateResult, approval: Approval | None) -> AuditEntry:
+        from pipelines import promotion
 
-        context = get_current_context()
-        ti = context["ti"]
-        return promote_after_gate(
-            load_config(),
-            ti.xcom_pull(task_ids="train_candidate"),
-            ti.xcom_pull(task_ids="evaluate_gate"),
-            ti.xcom_pull(task_ids="approve_promotion", key="answer"),
-            context["run_id"],
-        )
+        return promotion.promote_candidate(load_config(), candidate, result, approval, get_current_context()["run_id"])
 
     @task(trigger_rule="all_done", retries=0, on_success_callback=[PipelineAlert("rejection")])
-    def settle_approval() -> dict | None:
+    def settle_approval(candidate: Candidate | None, result: GateResult | None, approval: Approval | None) -> AuditEntry | None:
         """Audit a refused or timed-out approval (the approval step skips the promotion itself)."""
-        from pipelines.promotion import settle_unapproved
+        from pipelines import promotion
 
-        ti = get_current_context()["ti"]
-        candidate, gate = ti.xcom_pull(task_ids="train_candidate"), ti.xcom_pull(task_ids="evaluate_gate")
-        if candidate is None or gate is None:  # skipped (not ready) or failed before the gate
-            return None
-        answer = ti.xcom_pull(task_ids="approve_promotion", key="answer")
-        return settle_unapproved(load_config(), candidate, gate, answer, ti.run_id)
+        return promotion.settle_approval(load_config(), candidate, result, approval, get_current_context()["run_id"])
 
     window = select_training_window()
     candidate = train_candidate(window)
     alias = bootstrap_or_challenge(candidate)
-    gate = evaluate_gate(candidate, alias)
-    path = choose_path(gate)
-    auto = EmptyOperator(task_id="auto_approve")
+    result = evaluate_gate(candidate, alias)
     approve = ApprovalStep(
         task_id="approve_promotion",
         subject="Promote the retrained model?",
-        body="{{ ti.xcom_pull(task_ids='evaluate_gate')['summary'] }}",
+        body="{{ ti.xcom_pull(task_ids='evaluate_gate').summary }}",
         defaults="Reject",
         response_timeout=timedelta(hours=CONFIG.promotion.approval_timeout_hours),
         retries=0,
     )
-    promoted = promote_candidate()
-    path >> [auto, approve, reject_candidate(candidate, gate), EmptyOperator(task_id="done")]
-    [auto, approve] >> promoted >> settle_approval()
-
+    promoted = promote_candidate(candidate, result, approve.output)
+    promotion_path(result) >> [approve, reject_candidate(candidate, result), promoted, EmptyOperator(task_id="done")]
+    promoted >> settle_approval(candidate, result, approve.output)
 
 retrain_model()

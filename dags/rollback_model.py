@@ -9,17 +9,18 @@ The next nightly run scores with the restored champion.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from pipelines.contracts import AuditEntry
 from pipelines.notifiers import PipelineAlert
 
 
 @dag(
     dag_id="rollback_model",
     schedule=None,
-    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
@@ -40,17 +41,17 @@ from pipelines.notifiers import PipelineAlert
 )
 def rollback_model():
     @task(on_success_callback=[PipelineAlert("rollback")])
-    def roll_back(params: dict) -> dict:
+    def rollback(params: dict) -> AuditEntry:
+        from pipelines import promotion
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
         from pipelines.config import load_config
-        from pipelines.promotion import rollback
 
         context = get_current_context()
         who = getattr(context["dag_run"], "triggering_user_name", None) or "unknown"
         with fail_without_retry_on_user_errors():
-            return rollback(load_config(), params.get("target_version"), params["reason"], who, context["run_id"])
+            return promotion.rollback(load_config(), params.get("target_version"), params["reason"], who, context["run_id"])
 
-    roll_back()
+    rollback()
 
 
 rollback_model()

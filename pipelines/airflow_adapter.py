@@ -1,16 +1,14 @@
-"""Airflow glue (with `notifiers`, the only modules of `pipelines` importing Airflow): error mapping, runs in-process."""
+"""Airflow glue (with `notifiers`, the only modules of `pipelines` importing Airflow): start date, Params, error mapping."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time as clock
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from pipelines.config import PipelineConfig
-from pipelines.errors import PipelineError
+from pipelines.errors import PipelineError, TrainingNotReady
 from pipelines.lake import INCOMING, earliest_partition
 
 # With no start_date configured and no partition yet, runs (and backfills) may go back this far.
@@ -24,7 +22,7 @@ def start_date(config: PipelineConfig) -> datetime:
     scheduler run the past on its own.
     """
     first = config.start_date or earliest_partition(config.data_root, INCOMING) or EARLIEST_START
-    return datetime.combine(first, clock(0, 0), tzinfo=UTC)
+    return datetime.combine(first, time(0, 0), tzinfo=UTC)
 
 
 def give_up_waiting(context: Any, timeout_minutes: float, message: str) -> None:
@@ -65,71 +63,13 @@ def fail_without_retry_on_user_errors() -> Iterator[None]:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
-@dataclass
-class DagRunOutcome:
-    """The result of one DAG run: its state, each task's state and XCom return value, and wall time."""
+@contextmanager
+def skip_until_ready() -> Iterator[None]:
+    """Like `fail_without_retry_on_user_errors`, but too little labelled data yet skips the task (a later run retries)."""
+    from airflow.sdk.exceptions import AirflowSkipException
 
-    dag_id: str
-    run_id: str
-    state: str
-    task_states: dict[str, str]
-    returns: dict[str, Any]
-    seconds: float
-
-
-def run_dag(dag_id: str, logical_date: datetime | None, conf: dict[str, Any] | None = None) -> DagRunOutcome:
-    """Run one real DAG run in this process (what `airflow dags test` does), paying imports once per process.
-
-    Airflow's `dag.test` deletes any existing run with the same logical date (a NULL one included, so a
-    queued UI or REST run would vanish). This runner never replaces a run: without a logical date it uses
-    the current instant (unique per call), and a logical date that already has a run is refused.
-    """
-    from airflow.models import DagRun, TaskInstance
-    from airflow.models.xcom import XComModel
-    from airflow.utils.cli import get_bagged_dag
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    dag = get_bagged_dag(bundle_names=None, dag_id=dag_id)
-    logical_date = logical_date or datetime.now(UTC)
-    with create_session() as session:
-        existing = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.logical_date == logical_date))
-        if existing is not None:
-            raise PipelineError(
-                f"{dag_id} already has a run for logical date {logical_date.isoformat()} ({existing.run_id}, "
-                f"{existing.state}): the in-process runner never replaces a run. Clear that run to rerun it, or "
-                "trigger a new one with the ds Param"
-            )
-    started = time.monotonic()
-    run = dag.test(logical_date=logical_date, run_conf=conf)
-    seconds = time.monotonic() - started
-    with create_session() as session:
-        tis = session.scalars(
-            select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)
-        ).all()
-        states = {ti.task_id: str(ti.state) for ti in tis}
-        rows = session.execute(
-            select(XComModel.task_id, XComModel.value).where(
-                XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.key == "return_value"
-            )
-        ).all()
-    returns = {task_id: XComModel.deserialize_value(_Row(value)) for task_id, value in rows}
-    return DagRunOutcome(dag_id, run.run_id, str(run.state), states, returns, seconds)
-
-
-@dataclass
-class _Row:
-    value: Any
-
-
-def retraining_requests(run_id: str) -> list[dict[str, Any]]:
-    """Return the extras of the Asset events (retraining requests) a DAG run emitted, oldest first."""
-    from airflow.models.asset import AssetEvent
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        events = session.scalars(
-            select(AssetEvent).where(AssetEvent.source_run_id == run_id).order_by(AssetEvent.timestamp)
-        ).all()
-        return [dict(e.extra or {}) for e in events]
+    with fail_without_retry_on_user_errors():
+        try:
+            yield
+        except TrainingNotReady as exc:
+            raise AirflowSkipException(str(exc)) from exc

@@ -11,6 +11,8 @@ from typing import Any
 from urllib.parse import quote
 
 from pipelines.config import PipelineConfig
+from pipelines.contracts import AuditEntry, Decision, GateResult, NightSummary
+from pipelines.urls import MONITORING_PREFIX, comparison_route, report_route
 
 
 @dataclass
@@ -60,17 +62,12 @@ def run_url(config: PipelineConfig, dag_id: str, run_id: str, task_id: str | Non
     return f"{url}/tasks/{quote(task_id, safe='')}" if task_id else url
 
 
-def report_url(config: PipelineConfig, relative: str) -> str:
-    """Return the address of a report under reports/ as served by the monitoring plugin."""
-    return f"{config.alerts.base_url}/monitoring/reports/{relative}"
+def report_url(config: PipelineConfig, ds: str, name: str) -> str:
+    """Return the address of a night's report as served by the monitoring plugin."""
+    return config.alerts.base_url + report_route(ds, name)
 
 
-def model_report_url(config: PipelineConfig, candidate: str, champion: str, name: str) -> str:
-    """Return the address of a gate comparison file (candidate.html, champion.html, comparison.json)."""
-    return f"{config.alerts.base_url}/monitoring/models/v{candidate}_vs_v{champion}/{name}"
-
-
-def quarantine(config: PipelineConfig, ds: str, failures: list[str], rows: int, run: str) -> Alert:
+def quarantine_alert(config: PipelineConfig, ds: str, failures: list[str], rows: int, run: str) -> Alert:
     shown = failures[:10] + ([f"... and {len(failures) - 10} more"] if len(failures) > 10 else [])
     return Alert(
         "quarantine",
@@ -78,86 +75,76 @@ def quarantine(config: PipelineConfig, ds: str, failures: list[str], rows: int, 
         ["It failed validation and was moved aside; the other nights go on.", *[f"- {f}" for f in shown],
          f"Fix or replace incoming/ds={ds} and rerun batch_scoring with ds={ds}; if the data is right after all, "
          "rerun it with accept_quarantine set."],
-        {"Airflow run": run, "Monitoring": f"{config.alerts.base_url}/monitoring/"},
+        {"Airflow run": run, "Monitoring": f"{config.alerts.base_url}{MONITORING_PREFIX}/"},
     )
 
 
-def data_quality(config: PipelineConfig, summary: dict[str, Any], run: str) -> Alert | None:
+def data_quality_alert(config: PipelineConfig, summary: NightSummary, run: str) -> Alert | None:
     """The night was scored, but checks set to `warn` found the data moved (or an operator accepted it)."""
-    warnings = summary.get("validation_warnings") or []
+    warnings, ds = summary.validation_warnings, summary.ds
     if not warnings:
         return None
-    ds = summary["ds"]
     return Alert(
         "data_quality",
         f"[{config.model.registered_name}] partition ds={ds}: {len(warnings)} data-quality warning(s), scored",
-        [*warnings[:20], f"Warned columns count as drifted: drift share {summary.get('drift_share', 0):.2f}."],
-        {"validation report": report_url(config, f"ds={ds}/validation.html"),
-         "drift report": report_url(config, f"ds={ds}/drift.html"), "Airflow run": run},
+        [*warnings[:20], f"Warned columns count as drifted: drift share {summary.drift_share:.2f}."],
+        {"validation report": report_url(config, ds, "validation.html"),
+         "drift report": report_url(config, ds, "drift.html"), "Airflow run": run},
     )
 
 
-def retrain_decision(config: PipelineConfig, decision: dict[str, Any], run: str) -> Alert:
-    ds = decision["ds"]
+def retrain_decision_alert(config: PipelineConfig, decision: Decision, run: str) -> Alert:
     return Alert(
         "retrain_decision",
-        f"[{config.model.registered_name}] retraining requested after ds={ds} (champion v{decision['model_version']})",
-        ["The monitoring decided the champion no longer holds:", *[f"- {r}" for r in decision.get("reasons", [])],
+        f"[{config.model.registered_name}] retraining requested after ds={decision.ds} (champion v{decision.model_version})",
+        ["The monitoring decided the champion no longer holds:", *[f"- {r}" for r in decision.reasons],
          "retrain_model runs on this request."],
-        {"Drift report": report_url(config, f"ds={ds}/drift.html"), "Airflow run": run},
+        {"Drift report": report_url(config, decision.ds, "drift.html"), "Airflow run": run},
     )
 
 
-def _gate_line(gate: dict[str, Any] | None) -> list[str]:
-    comparison = (gate or {}).get("comparison")
-    if not comparison:
+def _gate_line(gate: GateResult | None) -> list[str]:
+    if gate is None or gate.comparison is None:
         return []
-    days = ", ".join(gate.get("evaluation_days", []))
-    return [
-        f"Gate on {days}: difference {comparison['difference']:+.4f} "
-        f"(95% CI {comparison['ci_low']:+.4f}..{comparison['ci_high']:+.4f})."
-    ]
+    return [f"Gate on {', '.join(gate.evaluation_days)}: difference {gate.comparison.describe()}."]
 
 
-def _gate_links(config: PipelineConfig, entry: dict[str, Any]) -> dict[str, str]:
-    gate = entry.get("gate") or {}
-    if not gate.get("comparison"):
-        return {}
-    pair = (gate["candidate"], gate["champion"])
-    return {"Gate comparison": model_report_url(config, *pair, "candidate.html")}
+def _gate_links(config: PipelineConfig, gate: GateResult | None) -> dict[str, str]:
+    pair = gate.pair if gate is not None else None
+    return {"Gate comparison": config.alerts.base_url + comparison_route(pair, "candidate.html")} if pair else {}
 
 
-def promotion(config: PipelineConfig, entry: dict[str, Any], run: str) -> Alert:
+def promotion_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Alert:
     return Alert(
         "promotion",
-        f"[{entry['model']}] v{entry['to_version']} promoted to champion (was v{entry['from_version']})",
-        [f"Approved by {entry['approved_by']}; reason: {entry['reason']}.", *_gate_line(entry.get("gate")),
-         f"The next nightly run scores with v{entry['to_version']}; roll back with the rollback_model DAG."],
-        {**_gate_links(config, entry), "Airflow run": run},
+        f"[{entry.model}] v{entry.to_version} promoted to champion (was v{entry.from_version})",
+        [f"Approved by {entry.approved_by}; reason: {entry.reason}.", *_gate_line(entry.gate),
+         f"The next nightly run scores with v{entry.to_version}; roll back with the rollback_model DAG."],
+        {**_gate_links(config, entry.gate), "Airflow run": run},
     )
 
 
-def rejection(config: PipelineConfig, entry: dict[str, Any], run: str) -> Alert:
+def rejection_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Alert:
     return Alert(
         "rejection",
-        f"[{entry['model']}] candidate v{entry['to_version']} rejected; "
-        + (f"champion v{entry['from_version']} stays" if entry.get("from_version") else "there is no champion yet"),
-        [f"Why: {entry['reason']} (decided by {entry['approved_by']}).", *_gate_line(entry.get("gate"))],
-        {**_gate_links(config, entry), "Airflow run": run},
+        f"[{entry.model}] candidate v{entry.to_version} rejected; "
+        + (f"champion v{entry.from_version} stays" if entry.from_version else "there is no champion yet"),
+        [f"Why: {entry.reason} (decided by {entry.approved_by}).", *_gate_line(entry.gate)],
+        {**_gate_links(config, entry.gate), "Airflow run": run},
     )
 
 
-def rollback(config: PipelineConfig, entry: dict[str, Any], run: str) -> Alert:
+def rollback_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Alert:
     return Alert(
         "rollback",
-        f"[{entry['model']}] rolled back: champion is v{entry['to_version']} again (was v{entry['from_version']})",
-        [f"Requested by {entry['approved_by']}; reason: {entry['reason']}.",
-         f"The next nightly run scores with v{entry['to_version']}."],
+        f"[{entry.model}] rolled back: champion is v{entry.to_version} again (was v{entry.from_version})",
+        [f"Requested by {entry.approved_by}; reason: {entry.reason}.",
+         f"The next nightly run scores with v{entry.to_version}."],
         {"Airflow run": run},
     )
 
 
-def task_failure(config: PipelineConfig, dag_id: str, task_id: str, ds: str | None, error: str, run: str) -> Alert:
+def task_failure_alert(config: PipelineConfig, dag_id: str, task_id: str, ds: str | None, error: str, run: str) -> Alert:
     night = f" for ds={ds}" if ds else ""
     return Alert(
         "task_failure",

@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from pipelines import history
 from pipelines.config import AUDIT_KEY_ENV_VAR, PipelineConfig
+from pipelines.contracts import AuditEntry
 from pipelines.errors import AuditIntegrityError
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,7 @@ MOVES = ("bootstrap", "promote", "rollback", "restore")  # the actions that poin
 class AuditTrail:
     """The verified entries, oldest first, and what the reader should be told about the file."""
 
-    entries: list[dict[str, Any]]
+    entries: list[AuditEntry]
     warnings: list[str] = field(default_factory=list)
     torn_bytes: int = 0
 
@@ -68,7 +71,7 @@ def read_trail(config: PipelineConfig) -> AuditTrail:
             )
         if entry.get("previous_hash") != previous or not hmac.compare_digest(str(entry.get("hash")), expected):
             raise AuditIntegrityError(f"audit log {path} was altered at line {number}: restore it from backup")
-        trail.entries.append(entry)
+        trail.entries.append(AuditEntry.model_validate(entry))
         previous = entry["hash"]
     head = history.audit_head(config, name)
     count = len(trail.entries)
@@ -84,7 +87,7 @@ def read_trail(config: PipelineConfig) -> AuditTrail:
                 f"audit log {path} was truncated: it holds {count} entries, the history database recorded {recorded}; "
                 "restore it from backup"
             )
-        if recorded and trail.entries[recorded - 1]["hash"] != head_hash:
+        if recorded and trail.entries[recorded - 1].hash != head_hash:
             raise AuditIntegrityError(f"audit log {path} was rewritten: entry {recorded} is not the one recorded; restore it from backup")
     if torn:
         trail.torn_bytes = len(torn)
@@ -104,7 +107,7 @@ def _safe_url(config: PipelineConfig) -> str:
     return url.split("@")[-1] if "@" in url else url
 
 
-def read_audit(config: PipelineConfig) -> list[dict[str, Any]]:
+def read_audit(config: PipelineConfig) -> list[AuditEntry]:
     """Return every verified audit entry, oldest first (AuditIntegrityError if the log was tampered with)."""
     return read_trail(config).entries
 
@@ -121,15 +124,16 @@ def audit_lock(config: PipelineConfig) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def append(config: PipelineConfig, event: dict[str, Any]) -> dict[str, Any]:
+def append(config: PipelineConfig, event: dict[str, Any]) -> AuditEntry:
     """Append one entry (call under `audit_lock`): cut a torn last line, write and fsync, then record the new head."""
+    event = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in event.items()}
     trail = read_trail(config)
     path = config.audit_log
     if trail.torn_bytes:
         with open(path, "r+b") as handle:
             handle.truncate(path.stat().st_size - trail.torn_bytes)
         event = {**event, "note": f"a torn last line ({trail.torn_bytes} bytes) was removed before this entry"}
-    previous = trail.entries[-1]["hash"] if trail.entries else ""
+    previous = trail.entries[-1].hash if trail.entries else ""
     body = {"at": datetime.now(UTC).isoformat(), "previous_hash": previous, **event,
             "alg": "hmac-sha256" if config.audit_key else "sha256"}
     _, digest = _digest(config, body)
@@ -139,14 +143,14 @@ def append(config: PipelineConfig, event: dict[str, Any]) -> dict[str, Any]:
         handle.flush()
         os.fsync(handle.fileno())
     history.set_audit_head(config, config.model.registered_name, len(trail.entries) + 1, digest)
-    return entry
+    return AuditEntry.model_validate(entry)
 
 
-def expected_champion(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+def expected_champion(entries: list[AuditEntry]) -> AuditEntry | None:
     """Return the newest entry that moved `champion` (its `to_version` is the champion the log vouches for)."""
-    return next((e for e in reversed(entries) if e["action"] in MOVES), None)
+    return next((e for e in reversed(entries) if e.action in MOVES), None)
 
 
-def former_champions(entries: list[dict[str, Any]]) -> list[str]:
+def former_champions(entries: list[AuditEntry]) -> list[str]:
     """Return the versions that were champion at some point, in order of first appearance."""
-    return list(dict.fromkeys(str(e["to_version"]) for e in entries if e["action"] in MOVES))
+    return list(dict.fromkeys(e.to_version for e in entries if e.action in MOVES))

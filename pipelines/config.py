@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipelines.column_kinds import kind_problem
 from pipelines.errors import ConfigError
-from pipelines.lake import INCOMING, data_files, earliest_partition
+from pipelines.lake import INCOMING, MONITORING, data_files, earliest_partition
 
 CONFIG_ENV_VAR = "PIPELINE_CONFIG"
 # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so it would leak between configs.
@@ -263,9 +263,9 @@ class PipelineConfig(_Section):
         unknown = sorted(set(drift.per_column) - {*self.features.all, "score"})
         if unknown:
             raise ValueError(f"monitoring.drift.per_column names columns that are not features or 'score': {unknown}")
-        methods = {c: (drift.numeric_method, NUMERIC_METHODS) for c in [*self.features.numeric, "score"]}
+        methods = dict.fromkeys([*self.features.numeric, "score"], (drift.numeric_method, NUMERIC_METHODS))
         methods["score"] = (drift.score_method, NUMERIC_METHODS)
-        methods |= {c: (drift.categorical_method, CATEGORICAL_METHODS) for c in self.features.categorical}
+        methods |= dict.fromkeys(self.features.categorical, (drift.categorical_method, CATEGORICAL_METHODS))
         for column, test in drift.per_column.items():
             methods[column] = (test.method, methods[column][1])
         wrong = sorted(f"{c} ({m})" for c, (m, allowed) in methods.items() if m not in allowed)
@@ -284,11 +284,11 @@ class PipelineConfig(_Section):
     @property
     def audit_log(self) -> Path:
         """The append-only, hash-chained log of every alias move."""
-        return self.data_root / "monitoring" / "model_audit.jsonl"
+        return self.data_root / MONITORING / "model_audit.jsonl"
 
     @property
     def history_url(self) -> str:
-        return self.monitoring.history_url or f"sqlite:///{self.data_root / 'monitoring' / 'history.db'}"
+        return self.monitoring.history_url or f"sqlite:///{self.data_root / MONITORING / 'history.db'}"
 
     @property
     def tracking_uri(self) -> str:

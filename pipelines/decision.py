@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from datetime import date
 
 import pandas as pd
 
 from pipelines.cadence import partitions_between, unit
 from pipelines.config import PipelineConfig
-
-
-@dataclass
-class Decision:
-    """Whether to retrain after a night, and every rule that fired (in words)."""
-
-    retrain: bool
-    reasons: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+from pipelines.contracts import Decision
 
 
 def drifted(config: PipelineConfig, nights: pd.DataFrame) -> pd.Series:
@@ -89,4 +78,4 @@ def decide(
                 f"the champion's data ends {age} partitions ({unit(config)}s) before {ds} "
                 f"(retraining.max_model_age_partitions {policy.max_model_age_partitions})"
             )
-    return Decision(retrain=bool(reasons), reasons=reasons)
+    return Decision(retrain=bool(reasons), reasons=reasons, ds=ds, model_version=model_version)

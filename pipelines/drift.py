@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipelines.config import PipelineConfig
-from pipelines.lake import partition_row_count, write_atomic
+from pipelines.lake import partition_row_count
+from pipelines.reports import evidently, save_snapshot
 from pipelines.schema import PartitionSchema, iter_batches
 
 log = logging.getLogger(__name__)
@@ -44,8 +43,8 @@ def column_tests(config: PipelineConfig, calibrated: dict[str, dict[str, Any]] |
     is still the configured one.
     """
     drift = config.monitoring.drift
-    tests = {c: (drift.numeric_method, drift.numeric_threshold) for c in config.features.numeric}
-    tests |= {c: (drift.categorical_method, drift.categorical_threshold) for c in config.features.categorical}
+    tests = dict.fromkeys(config.features.numeric, (drift.numeric_method, drift.numeric_threshold))
+    tests |= dict.fromkeys(config.features.categorical, (drift.categorical_method, drift.categorical_threshold))
     tests[SCORE] = (drift.score_method, drift.score_threshold)
     tests |= {c: (t.method, t.threshold) for c, t in drift.per_column.items()}
     for column, found in (calibrated or {}).items():
@@ -183,44 +182,7 @@ class DriftSummary:
 
 
 def _definition(config: PipelineConfig) -> Any:
-    from evidently import DataDefinition
-
-    return DataDefinition(numerical_columns=[*config.features.numeric, SCORE], categorical_columns=config.features.categorical)
-
-
-# Evidently's standalone HTML puts the report data in two one-line JSON assignments inside a <script>
-# (JSON escapes newlines and, with ensure_ascii, every non-ASCII character, so each stays on one line).
-_DATA_LINE = re.compile(r"^\s*var (?:additional_graphs_)?metric_[0-9a-f]{32} = .*;\s*$")
-
-
-def inert_report_html(page: str) -> str:
-    """Return Evidently's HTML with its embedded data unable to end the <script> it sits in.
-
-    A data value such as `</script><img onerror=...>` would otherwise close the script block and run as
-    markup. Inside the JSON, `<`, `>` and `&` become the equivalent escapes \\u003c, \\u003e and \\u0026
-    (outside strings JSON holds none of them), so the values read the same and can never act.
-    """
-    lines = page.split("\n")
-    data_lines = [i for i, line in enumerate(lines) if _DATA_LINE.match(line)]
-    if len(data_lines) != 2:
-        raise RuntimeError(f"Evidently's HTML template changed: expected 2 embedded data lines, found {len(data_lines)}")
-    for i in data_lines:
-        lines[i] = lines[i].replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-    return "\n".join(lines)
-
-
-def save_snapshot(snapshot: Any, folder: Path, stem: str) -> dict[str, str]:
-    """Save a snapshot as HTML (data made inert, see `inert_report_html`) and JSON atomically; return their paths."""
-    paths = {}
-    writers = (
-        ("html", lambda temp: temp.write_text(inert_report_html(snapshot.get_html_str(as_iframe=False)), encoding="utf-8")),
-        ("json", lambda temp: snapshot.save_json(str(temp))),
-    )
-    for suffix, write in writers:
-        target = folder / f"{stem}.{suffix}"
-        write_atomic(target, write)
-        paths[f"{stem}_{suffix}"] = str(target)
-    return paths
+    return evidently().DataDefinition(numerical_columns=[*config.features.numeric, SCORE], categorical_columns=config.features.categorical)
 
 
 def _parse_drift(snapshot: Any, tests: dict[str, tuple[str, float]], features: list[str]) -> tuple[dict, list[str]]:
@@ -252,8 +214,7 @@ def _parse_drift(snapshot: Any, tests: dict[str, tuple[str, float]], features: l
 
 
 def _datasets(config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame) -> tuple[Any, Any]:
-    from evidently import Dataset
-
+    Dataset = evidently().Dataset
     columns = [*config.features.all, SCORE]
     definition = _definition(config)
     return (
@@ -271,10 +232,7 @@ def drift_report(
     Thresholds are the model's calibrated ones (`calibrated`, see `calibrate_thresholds`) where it has them, else
     the configured ones; the report shows each column's threshold. Returns the verdicts and the report paths.
     """
-    os.environ["DO_NOT_TRACK"] = "1"
-    from evidently import Report
-    from evidently.metrics import ValueDrift
-
+    Report, ValueDrift = evidently().Report, evidently("metrics").ValueDrift
     tests = column_tests(config, calibrated)
     cur, ref = _datasets(config, current, reference)
     snapshot = Report(
@@ -298,10 +256,7 @@ def drift_report(
 
 def summary_report(config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame, folder: Path) -> dict[str, str]:
     """Write Evidently's data-summary (quality) report of the night beside the reference; return its paths."""
-    os.environ["DO_NOT_TRACK"] = "1"
-    from evidently import Report
-    from evidently.presets import DataSummaryPreset
-
+    Report, DataSummaryPreset = evidently().Report, evidently("presets").DataSummaryPreset
     cur, ref = _datasets(config, current, reference)
     snapshot = Report([DataSummaryPreset()]).run(current_data=cur, reference_data=ref)
     folder.mkdir(parents=True, exist_ok=True)

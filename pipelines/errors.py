@@ -16,10 +16,11 @@ class PartitionMissingError(PipelineError):
 class PartitionQuarantinedError(PipelineError):
     """A partition failed validation and was quarantined instead of scored."""
 
-    def __init__(self, message: str, failures: list[str] | None = None, rows: int = 0) -> None:
+    def __init__(self, message: str, failures: list[str] | None = None, rows: int = 0, ds: str | None = None) -> None:
         super().__init__(message)
         self.failures = failures or []
         self.rows = rows
+        self.ds = ds  # the partition's date, so a failure alert needs nothing but the exception
 
 
 class NoChampionError(PipelineError):

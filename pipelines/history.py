@@ -10,6 +10,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from pipelines.config import PipelineConfig
+from pipelines.lake import MONITORING
 
 METADATA = sa.MetaData()
 NIGHTS = sa.Table(
@@ -59,7 +60,7 @@ def engine(config: PipelineConfig) -> sa.Engine:
     url = config.history_url
     if url not in _ENGINES:
         if url.startswith("sqlite:///"):
-            (config.data_root / "monitoring").mkdir(parents=True, exist_ok=True)
+            (config.data_root / MONITORING).mkdir(parents=True, exist_ok=True)
         created = sa.create_engine(url)
         METADATA.create_all(created)
         _add_missing_columns(created)

@@ -23,6 +23,11 @@ from pipelines.errors import DataRootError, InvalidDateError, PartitionMissingEr
 
 log = logging.getLogger(__name__)
 INCOMING, LABELS, PREDICTIONS, QUARANTINE, REPORTS = "incoming", "labels", "predictions", "quarantine", "reports"
+MONITORING = "monitoring"  # the pipeline's own state under the data root: history DB, audit log, artifact cache
+PREDICTIONS_FILE = "predictions.parquet"  # the one file of predictions/ds=...
+QUARANTINE_RECORD = "validation.json"  # why quarantine/ds=... was refused
+SUMMARY_FILE = "summary.json"  # reports/ds=.../summary.json: the night's machine-readable summary
+COMPARISONS = "models"  # reports/models/v<candidate>_vs_v<champion>/: the gate's comparisons
 _DS_DIR = re.compile(r"^ds=(\d{4}-\d{2}-\d{2})$")
 
 

@@ -13,12 +13,10 @@ import pandas as pd
 from pipelines import audit, history
 from pipelines.config import PipelineConfig
 from pipelines.errors import AuditIntegrityError
-from pipelines.lake import REPORTS
+from pipelines.lake import COMPARISONS, REPORTS
+from pipelines.urls import MODEL_FILES, NIGHT_PAGES, REPORT_FILES, comparison_route, report_route
 
-REPORT_FILES = ("drift.html", "data_summary.html", "performance.html", "validation.html", "drift.json", "data_summary.json",
-                "performance.json", "summary.json")
 _DS = re.compile(r"^ds=\d{4}-\d{2}-\d{2}$")
-MODEL_FILES = ("candidate.html", "champion.html", "candidate.json", "champion.json", "comparison.json")
 _PAIR = re.compile(r"^v\d{1,9}_vs_v\d{1,9}$")
 
 
@@ -37,7 +35,7 @@ def resolve_model_report(config: PipelineConfig, pair: str, name: str) -> Path |
     """Return a gate comparison file for `v<candidate>_vs_v<champion>/name`, or None (same rules as reports)."""
     if not _PAIR.match(pair) or name not in MODEL_FILES:
         return None
-    root = (config.data_root / REPORTS / "models").resolve()
+    root = (config.data_root / REPORTS / COMPARISONS).resolve()
     path = (root / pair / name).resolve()
     if root not in path.parents or not path.is_file():
         return None
@@ -86,9 +84,10 @@ def _label_issues(realised: object) -> str:
 
 
 def _links(ds: str, reports: dict | None, base: str) -> str:
-    names = [n for n in ("drift.html", "data_summary.html", "performance.html", "validation.html") if reports and any(
-        str(p).endswith(f"ds={ds}/{n}") for p in reports.values())]
-    return " ".join(f'<a href="{base}/reports/ds={ds}/{n}">{n.removesuffix(".html").replace("_", " ")}</a>' for n in names)
+    names = [n for n in NIGHT_PAGES if reports and any(str(p).endswith(f"ds={ds}/{n}") for p in reports.values())]
+    return " ".join(
+        f'<a href="{html.escape(report_route(ds, n, base))}">{n.removesuffix(".html").replace("_", " ")}</a>' for n in names
+    )
 
 
 def render_page(config: PipelineConfig, base: str) -> str:
@@ -116,7 +115,7 @@ def render_page(config: PipelineConfig, base: str) -> str:
             "</tr>"
         )
     chart = ""
-    audit = _audit_rows(config, base)
+    champions = _audit_rows(config, base)
     if len(frame):
         png = base64.b64encode(trend_chart_png(frame.sort_values("ds"))).decode()
         chart = f'<img alt="drift share and ROC AUC per night" src="data:image/png;base64,{png}">'
@@ -129,7 +128,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#
 <tbody>{''.join(rows) or '<tr><td colspan=11>No night has been monitored yet.</td></tr>'}</tbody></table>
 <h2>Champion history (audit log, newest first)</h2>
 <table id="champions"><thead><tr><th>when (UTC)</th><th>action</th><th>from</th><th>to</th><th>by</th><th>reason</th><th>gate</th>
-<th>Airflow run</th></tr></thead><tbody>{audit or '<tr><td colspan=8>No alias has moved yet.</td></tr>'}</tbody></table>
+<th>Airflow run</th></tr></thead><tbody>{champions or '<tr><td colspan=8>No alias has moved yet.</td></tr>'}</tbody></table>
 </body></html>"""
 
 
@@ -141,16 +140,16 @@ def _audit_rows(config: PipelineConfig, base: str) -> str:
     entries = trail.entries
     rows = [f'<tr><td colspan=8 class=bad>{html.escape(w)}</td></tr>' for w in trail.warnings]
     for e in reversed(entries):
-        gate, cell = e.get("gate") or {}, "-"
-        if gate.get("comparison"):
-            c, pair = gate["comparison"], f"v{gate['candidate']}_vs_v{gate['champion']}"
-            cell = (f"{c['difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] "
-                    f'<a href="{base}/models/{pair}/candidate.html">candidate</a> '
-                    f'<a href="{base}/models/{pair}/champion.html">champion</a>')
-        frm = f"v{e['from_version']}" if e.get("from_version") else "-"
+        cell = "-"
+        if e.gate is not None and e.gate.comparison is not None and e.gate.pair:
+            c, pair = e.gate.comparison, e.gate.pair
+            cell = (f"{c.difference:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}] "
+                    f'<a href="{comparison_route(pair, "candidate.html", base)}">candidate</a> '
+                    f'<a href="{comparison_route(pair, "champion.html", base)}">champion</a>')
+        frm = f"v{e.from_version}" if e.from_version else "-"
         rows.append(
-            f"<tr><td>{html.escape(e['at'][:19])}</td><td>{html.escape(e['action'])}</td><td>{html.escape(frm)}</td>"
-            f"<td>v{html.escape(str(e['to_version']))}</td><td>{html.escape(str(e.get('approved_by')))}</td>"
-            f"<td>{html.escape(str(e.get('reason')))}</td><td>{cell}</td><td>{html.escape(str(e.get('airflow_run_id')))}</td></tr>"
+            f"<tr><td>{html.escape(e.at[:19])}</td><td>{html.escape(e.action)}</td><td>{html.escape(frm)}</td>"
+            f"<td>v{html.escape(e.to_version)}</td><td>{html.escape(e.approved_by)}</td>"
+            f"<td>{html.escape(e.reason)}</td><td>{cell}</td><td>{html.escape(e.airflow_run_id)}</td></tr>"
         )
     return "".join(rows)

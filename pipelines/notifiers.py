@@ -1,7 +1,7 @@
 """Airflow notifiers for the pipeline's alerts (with airflow_adapter, the modules of `pipelines` importing Airflow).
 
 `PipelineAlert(event)` goes into a task's `on_success_callback` or `on_failure_callback`. It builds the
-message from the task's context and XCom (`pipelines.alerts`) and sends it to the targets in the
+message from the task's own exception or return value (`pipelines.alerts`) and sends it to the targets in the
 config's `alerts` section: email through the SMTP provider's hook and an Airflow SMTP connection, and a
 Slack-compatible JSON POST through the Slack provider's webhook hook and a `slackwebhook` connection.
 A target that cannot be reached is logged and does not stop the other target or fail the task.
@@ -16,7 +16,8 @@ from airflow.sdk import BaseNotifier
 
 from pipelines import alerts
 from pipelines.config import PipelineConfig, load_config
-from pipelines.errors import PartitionQuarantinedError
+from pipelines.errors import PartitionQuarantinedError, PipelineError
+from pipelines.lake import night_for_run
 
 log = logging.getLogger(__name__)
 
@@ -39,37 +40,41 @@ class PipelineAlert(BaseNotifier):
 
 
 def build_alert(config: PipelineConfig, event: str, context: Any) -> alerts.Alert | None:
-    """Return the alert for this callback, or None when there is nothing to say (e.g. an approval that promoted)."""
+    """Return the alert for this callback, or None when there is nothing to say (e.g. an approval that promoted).
+
+    What an alert reports comes from its own task: the exception of a failed task, else the task's return value.
+    """
     ti = context["ti"]
     run = alerts.run_url(config, ti.dag_id, ti.run_id)
     if event == "task_failure":
         exception = context.get("exception")
         cause = getattr(exception, "__cause__", None)
         quarantined = cause if isinstance(cause, PartitionQuarantinedError) else exception
-        ds = _night(ti)
-        if isinstance(quarantined, PartitionQuarantinedError) and ds:
-            return alerts.quarantine(config, ds, quarantined.failures, quarantined.rows, run)
+        if isinstance(quarantined, PartitionQuarantinedError) and quarantined.ds:
+            return alerts.quarantine_alert(config, quarantined.ds, quarantined.failures, quarantined.rows, run)
         task_run = alerts.run_url(config, ti.dag_id, ti.run_id, ti.task_id)
-        return alerts.task_failure(config, ti.dag_id, ti.task_id, ds, str(exception or "unknown error"), task_run)
-    if event == "retrain_decision":
-        decision = ti.xcom_pull(task_ids="decide_retraining")
-        return alerts.retrain_decision(config, decision, run) if decision else None
+        return alerts.task_failure_alert(
+            config, ti.dag_id, ti.task_id, _night(context), str(exception or "unknown error"), task_run
+        )
     value = ti.xcom_pull(task_ids=ti.task_id)
-    if event == "data_quality":
-        return alerts.data_quality(config, value, run) if value else None
-    if not value:  # e.g. settle_approval after an approval that promoted: nothing was rejected
+    if value is None:  # e.g. settle_approval after an approval that promoted: nothing was rejected
         return None
-    return {"promotion": alerts.promotion, "rejection": alerts.rejection, "rollback": alerts.rollback}[event](
-        config, value, run
-    )
+    builders: dict[str, Any] = {
+        "data_quality": alerts.data_quality_alert, "retrain_decision": alerts.retrain_decision_alert,
+        "promotion": alerts.promotion_alert, "rejection": alerts.rejection_alert, "rollback": alerts.rollback_alert,
+    }
+    alert: alerts.Alert | None = builders[event](config, value, run)
+    return alert
 
 
-def _night(ti: Any) -> str | None:
-    if ti.dag_id != "batch_scoring":
+def _night(context: Any) -> str | None:
+    """The partition a failed run was for, worked out as the run's own first task does (runs with a `ds` Param)."""
+    params = context.get("params") or {}
+    if "ds" not in params:
         return None
     try:
-        return ti.xcom_pull(task_ids="partition_date")
-    except Exception:  # noqa: BLE001 - the night is a nicety in a failure alert, never a reason to lose it
+        return night_for_run(params.get("ds"), context.get("data_interval_start"))
+    except PipelineError:
         return None
 
 

@@ -1,13 +1,28 @@
-"""Model performance: realised metrics once labels arrive, and CBPE estimates before they do."""
+"""Model performance: classification metrics, realised metrics once labels arrive, CBPE estimates before they do."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import f1_score, log_loss, precision_score, recall_score, roc_auc_score
 
-from pipelines.training import classification_metrics
+from pipelines.reports import evidently, save_snapshot
+
+
+def classification_metrics(y_true: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
+    """Return ROC AUC, precision, recall, F1 (at the threshold) and log loss of scores against labels."""
+    predicted = (score >= threshold).astype(int)
+    return {
+        "roc_auc": float(roc_auc_score(y_true, score)),
+        "precision": float(precision_score(y_true, predicted, zero_division=0)),
+        "recall": float(recall_score(y_true, predicted, zero_division=0)),
+        "f1": float(f1_score(y_true, predicted, zero_division=0)),
+        "log_loss": float(log_loss(y_true, np.clip(score, 1e-7, 1 - 1e-7), labels=[0, 1])),
+    }
 
 
 def calibration_table(y_true: np.ndarray, score: np.ndarray, bins: int = 10) -> dict[str, Any]:
@@ -59,3 +74,17 @@ def estimated_performance(score: np.ndarray, threshold: float, calibrator: Isoto
         return {"roc_auc": float("nan"), "accuracy": accuracy}
     auc = float(np.trapezoid(tp / tp[-1], fp / fp[-1]))
     return {"roc_auc": auc, "accuracy": accuracy}
+
+
+def performance_report(joined: pd.DataFrame, threshold: float, folder: Path, stem: str = "performance") -> dict[str, str]:
+    """Write Evidently's classification report of scores (`score`) against labels (`target`); return its paths."""
+    ev = evidently()
+    definition = ev.DataDefinition(
+        classification=[ev.BinaryClassification(target="target", prediction_probas="score", pos_label=1)],
+        numerical_columns=["score"],
+    )
+    frame = joined[["target", "score"]].astype({"target": "int64"})
+    snapshot = ev.Report([evidently("presets").ClassificationPreset(probas_threshold=threshold)]).run(
+        current_data=ev.Dataset.from_pandas(frame, data_definition=definition), reference_data=None
+    )
+    return save_snapshot(snapshot, folder, stem)

@@ -6,28 +6,29 @@ import logging
 from datetime import date
 from typing import Any
 
-from pipelines import registry
-from pipelines.config import PipelineConfig
 from pipelines.cadence import shift
+from pipelines.config import PipelineConfig
+from pipelines.contracts import Alias, Candidate, TrainingWindow
 from pipelines.decision import drifted
 from pipelines.errors import ChampionMissingError, TrainingNotReady
+from pipelines.gate import floor_failures
+from pipelines.history import read_history
 from pipelines.lake import LABELS, partition_files, partition_row_count
-from pipelines.promotion import REFUSED, floor_failures, record_bootstrap
+from pipelines.promotion import record_bootstrap
+from pipelines.registry import CHALLENGER, CHAMPION, Registry, is_new_deployment
 from pipelines.training import fit_and_evaluate, load_labelled, training_partitions
 
 log = logging.getLogger(__name__)
 
 
-def drift_onset(config: PipelineConfig) -> date | None:
+def drift_onset(config: PipelineConfig, models: Registry) -> date | None:
     """Return the first night of the newest streak of drifted nights the history recorded against the champion.
 
     A streak counts only when it lasted retraining.drift_consecutive_nights nights in a row (one noisy night is not
     an onset). A night is drifted as the decision counts it (see `decision.drifted`); quarantined nights (no drift
     measured) neither extend nor break a streak. None when no such streak was recorded.
     """
-    from pipelines.history import read_history
-
-    champion = registry.alias_version(config, registry.CHAMPION)
+    champion = models.alias_version(CHAMPION)
     if config.retraining.drift_share_threshold is None or champion is None:
         return None
     history = read_history(config)
@@ -62,20 +63,20 @@ def _labelled_rows(config: PipelineConfig, days: list[date]) -> int:
     return sum(partition_row_count(partition_files(config.data_root, LABELS, d)) for d in days)
 
 
-def plan_training_window(
+def select_training_window(
     config: PipelineConfig, end: str | None = None, window: str | None = None, window_partitions: int | None = None
-) -> dict[str, Any]:
-    """Return the training window: its partition dates (ISO strings), the mode used and the drift onset it started from.
+) -> TrainingWindow:
+    """Return the training window: its partition dates, the mode used and the drift onset it started from.
 
     `window` (sliding | since_drift_onset) and `window_partitions` override training.window and
     training.window_partitions. Raises TrainingNotReady when there is too little labelled data yet (too few
     partitions since the onset or at all, too few labelled rows): the run waits for a later request.
     """
     # the bootstrap path: only a brand-new deployment (no audit entry, no monitored night) may create the store
-    registry.client(config, create=registry.is_new_deployment(config))
+    models = Registry.open(config, create=is_new_deployment(config))
     log.info("training needs %s", requirements(config))
     mode = window or config.training.window
-    onset = drift_onset(config) if mode == "since_drift_onset" else None
+    onset = drift_onset(config, models) if mode == "since_drift_onset" else None
     if mode == "since_drift_onset" and onset is None:
         log.info("no drift onset recorded against the champion: using the sliding window")
         mode = "sliding"
@@ -96,12 +97,7 @@ def plan_training_window(
         "training window (%s%s): %s .. %s (%d partitions)", mode, f" from the drift onset {onset}" if onset else "",
         days[0], days[-1], len(days),
     )
-    return {"days": [d.isoformat() for d in days], "mode": mode, "onset": onset.isoformat() if onset else None}
-
-
-def select_training_window(config: PipelineConfig, end: str | None = None) -> list[str]:
-    """Return the labelled partition dates (ISO strings) of the configured training window."""
-    return plan_training_window(config, end)["days"]
+    return TrainingWindow(days=[d.isoformat() for d in days], mode=mode, onset=onset.isoformat() if onset else None)
 
 
 def _check_enough(config: PipelineConfig, days: list[date]) -> None:
@@ -122,45 +118,39 @@ def _check_enough(config: PipelineConfig, days: list[date]) -> None:
         )
 
 
-def train_candidate(config: PipelineConfig, days: list[str], lineage: dict[str, str]) -> dict[str, Any]:
-    """Train on the given days, log and register the model with lineage; return its version and metrics.
+def train_candidate(config: PipelineConfig, window: TrainingWindow, lineage: dict[str, str]) -> Candidate:
+    """Train on the window's days, log and register the model with its lineage (`reason`, `airflow_run_id`).
 
-    The store must exist (`plan_training_window` creates it for a brand-new deployment only).
+    The store must exist (`select_training_window` creates it for a brand-new deployment only).
     """
-    frame, digests = load_labelled(config, [date.fromisoformat(d) for d in days])
+    frame, digests = load_labelled(config, [date.fromisoformat(d) for d in window.days])
     trained = fit_and_evaluate(config, frame)
-    ref = registry.log_candidate(config, trained, digests, lineage)
-    return {
-        "name": ref.name,
-        "version": ref.version,
-        "run_id": ref.run_id,
-        "metrics": trained.metrics,
-        "train_days": trained.train_days,
-        "holdout_days": trained.holdout_days,
-    }
+    ref = Registry.open(config).log_candidate(trained, digests, {"training.window": window.describe(), **lineage})
+    return Candidate(name=ref.name, version=ref.version, run_id=ref.run_id, metrics=trained.metrics,
+                     train_days=trained.train_days, holdout_days=trained.holdout_days)
 
 
-def bootstrap_or_challenge(config: PipelineConfig, candidate: dict[str, Any], airflow_run_id: str = "") -> str:
+def bootstrap_or_challenge(config: PipelineConfig, candidate: Candidate, airflow_run_id: str = "") -> Alias:
     """Make the candidate `champion` when there never was one (audited), else `challenger`; return the alias set.
 
     A first model whose held-out metrics miss a promotion floor gets no alias (`REFUSED`; the gate step rejects it
     with the floor named). A missing champion alias with a former champion on record raises ChampionMissingError
     (the candidate stays `challenger`): the gate is never skipped once a champion existed.
     """
-    ref = registry.ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
-    if registry.alias_version(config, registry.CHAMPION) is not None:
-        registry.set_alias(config, registry.CHALLENGER, ref)
-        return registry.CHALLENGER
-    short = floor_failures(config, candidate["metrics"], first=True)
-    if short and not registry.former_champion(config):
+    models, ref = Registry.open(config), candidate.ref
+    if models.alias_version(CHAMPION) is not None:
+        models.set_alias(CHALLENGER, ref)
+        return Alias.CHALLENGER
+    short = floor_failures(config, candidate.metrics, first=True)
+    if short and not models.former_champion():
         log.warning("v%s is not made the first champion: %s", ref.version, "; ".join(short))
-        return REFUSED
+        return Alias.REFUSED
     try:
-        record_bootstrap(config, ref, airflow_run_id)
+        record_bootstrap(config, models, ref, airflow_run_id)
     except ChampionMissingError:
-        registry.set_alias(config, registry.CHALLENGER, ref)
+        models.set_alias(CHALLENGER, ref)
         raise
-    return registry.CHAMPION
+    return Alias.CHAMPION
 
 
 def reason_from_trigger(param_reason: str, asset_event_extras: list[dict[str, Any]]) -> str:

@@ -137,12 +137,9 @@ def write_day(
         for chunk, offset in enumerate(range(0, rows, CHUNK_ROWS)):
             frame = generate_chunk(day, chunk, min(CHUNK_ROWS, rows - offset), seed, drift)
             keep = label_rng.random(len(frame)) < label_fraction
-            tables = {
-                "features": lambda: frame.drop(columns="defaulted"),
-                "labels": lambda: frame.loc[keep, ["application_id", "defaulted"]],
-            }
             for kind in temps:
-                table = pa.Table.from_pandas(tables[kind](), preserve_index=False)
+                part = frame.drop(columns="defaulted") if kind == "features" else frame.loc[keep, ["application_id", "defaulted"]]
+                table = pa.Table.from_pandas(part, preserve_index=False)
                 if kind not in writers:
                     writers[kind] = pq.ParquetWriter(temps[kind], table.schema)
                 writers[kind].write_table(table, row_group_size=131_072)

@@ -35,8 +35,8 @@ IDENTIFIER, TIMESTAMP, TARGET = "id", "timestamp", "target"
 def column_roles(config: PipelineConfig, with_timestamp: bool = True) -> dict[str, str]:
     """Return the configured input columns of `incoming/` and what each one is, in read order."""
     roles = {config.id_column: IDENTIFIER}
-    roles |= {c: NUMERIC for c in config.features.numeric}
-    roles |= {c: CATEGORICAL for c in config.features.categorical}
+    roles |= dict.fromkeys(config.features.numeric, NUMERIC)
+    roles |= dict.fromkeys(config.features.categorical, CATEGORICAL)
     if with_timestamp and config.timestamp_column:
         roles[config.timestamp_column] = TIMESTAMP
     return roles

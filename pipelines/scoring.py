@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from pathlib import Path
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,36 +14,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
-from pipelines import registry
 from pipelines.config import PipelineConfig
+from pipelines.contracts import ModelRef, ScoringSummary
 from pipelines.errors import PartitionSchemaError, PipelineError
-from pipelines.lake import PREDICTIONS, partition_dir, partition_row_count, partition_write_lock, publish, temp_path_beside
+from pipelines.lake import (
+    PREDICTIONS,
+    PREDICTIONS_FILE,
+    partition_dir,
+    partition_row_count,
+    partition_write_lock,
+    publish,
+    temp_path_beside,
+)
+from pipelines.registry import Registry
 from pipelines.schema import PartitionSchema, incoming_partition, iter_batches
 
 log = logging.getLogger(__name__)
-
-PREDICTIONS_FILE = "predictions.parquet"
-
-
-@dataclass
-class ScoringSummary:
-    """What one scoring run did: rows, model version, score statistics, speed and where it wrote."""
-
-    ds: str
-    rows: int
-    model_name: str
-    model_version: str
-    mlflow_run_id: str
-    mean_score: float
-    positive_rate: float
-    seconds: float
-    rows_per_second: float
-    peak_rss_mb: float
-    path: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def prediction_schema(id_type: pa.DataType) -> pa.Schema:
     """Return the predictions contract for an id column of the given type."""
@@ -85,16 +70,16 @@ class _Progress:
                      100 * self.done / max(self.total, 1), f"{rate:,.0f}")
 
 
-def score_partition(config: PipelineConfig, ds: str, airflow_run_id: str) -> ScoringSummary:
-    """Score `incoming/ds=<ds>` with the champion and atomically replace `predictions/ds=<ds>`.
+def score_partition(config: PipelineConfig, ds: str, model_ref: ModelRef, airflow_run_id: str) -> ScoringSummary:
+    """Score `incoming/ds=<ds>` with a pinned model version and atomically replace `predictions/ds=<ds>`.
 
-    The champion alias is read once and pinned to its version, so a promotion during the run cannot
-    mix versions within a partition. Two runs of one night wait for each other (a partition lock),
-    and what a killed run left behind is removed first. Raises NoChampionError when there is no champion.
+    The version is the champion validation checked the night against (never an alias that can move during
+    the run), so one partition is never scored by two versions. Two runs of one night wait for each other
+    (a partition lock), and what a killed run left behind is removed first.
     """
     started = time.monotonic()
-    ref = registry.champion(config)
-    model = registry.load_model(config, ref)
+    ref = model_ref
+    model = Registry.open(config).load_model(ref)
     try:
         partition = incoming_partition(config, ds)
     except PartitionSchemaError as exc:
@@ -121,12 +106,12 @@ def score_partition(config: PipelineConfig, ds: str, airflow_run_id: str) -> Sco
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         path=str(target),
     )
-    log.info("wrote %s: %s", target, summary.as_dict())
+    log.info("wrote %s: %s", target, summary)
     return summary
 
 
 def _write_predictions(
-    config: PipelineConfig, model: Any, ref: registry.ModelRef, partition: PartitionSchema, total: int, target: Path,
+    config: PipelineConfig, model: Any, ref: ModelRef, partition: PartitionSchema, total: int, target: Path,
     airflow_run_id: str,
 ) -> tuple[float, float]:
     """Stream the partition through the model into a hidden file, then publish it; return (score sum, positives)."""

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import f1_score, log_loss, precision_score, recall_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
@@ -19,9 +18,18 @@ from pipelines.config import PipelineConfig
 from pipelines.drift import calibrate_thresholds
 from pipelines.errors import PipelineError, TrainingNotReady
 from pipelines.labels import id_key, read_labels
-from pipelines.lake import INCOMING, LABELS, QUARANTINE, list_partitions, partition_digest, partition_files
+from pipelines.lake import (
+    INCOMING,
+    LABELS,
+    QUARANTINE,
+    list_partitions,
+    partition_digest,
+    partition_dir,
+    partition_files,
+)
+from pipelines.performance import classification_metrics
+from pipelines.profile import data_profile
 from pipelines.schema import incoming_partition, read_table
-from pipelines.validation import data_profile
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +43,7 @@ def training_partitions(
     (default training.window_partitions) such partitions up to `end`, never before `start` when one is given.
     """
     labelled = set(list_partitions(config.data_root, LABELS)) & set(list_partitions(config.data_root, INCOMING))
-    quarantined = {d for d in labelled if (config.data_root / QUARANTINE / f"ds={d.isoformat()}").is_dir()}
+    quarantined = {d for d in labelled if partition_dir(config.data_root, QUARANTINE, d).is_dir()}
     usable = sorted(d for d in labelled - quarantined if (end is None or d <= end) and (start is None or d >= start))
     return usable[-(window_partitions or config.training.window_partitions):]
 
@@ -79,18 +87,6 @@ def build_model(config: PipelineConfig) -> Pipeline:
         **config.model.hyperparameters,
     )
     return Pipeline([("columns", columns), ("classifier", classifier)])
-
-
-def classification_metrics(y_true: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
-    """Return ROC AUC, precision, recall, F1 (at the threshold) and log loss of scores against labels."""
-    predicted = (score >= threshold).astype(int)
-    return {
-        "roc_auc": float(roc_auc_score(y_true, score)),
-        "precision": float(precision_score(y_true, predicted, zero_division=0)),
-        "recall": float(recall_score(y_true, predicted, zero_division=0)),
-        "f1": float(f1_score(y_true, predicted, zero_division=0)),
-        "log_loss": float(log_loss(y_true, np.clip(score, 1e-7, 1 - 1e-7), labels=[0, 1])),
-    }
 
 
 @dataclass

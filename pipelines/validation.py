@@ -13,30 +13,13 @@ import pandas as pd
 
 from pipelines.config import PipelineConfig
 from pipelines.errors import PartitionQuarantinedError, PartitionSchemaError
-from pipelines.lake import QUARANTINE, partition_dir, write_json_atomic
+from pipelines.lake import QUARANTINE, QUARANTINE_RECORD, partition_dir, write_json_atomic
 from pipelines.schema import incoming_partition, read_table
 
 log = logging.getLogger(__name__)
 
 # Checks that say the data is broken always quarantine; these may be set to `warn` (validation.severity).
 CONFIGURABLE_CHECKS = ("row_count", "range", "unknown_categories", "null_rate")
-
-
-def data_profile(frame: pd.DataFrame, config: PipelineConfig) -> dict[str, Any]:
-    """Return what validation needs to know of the training data: ranges, null rates, category domains."""
-    numeric = {
-        c: {
-            "min": float(frame[c].min()),
-            "max": float(frame[c].max()),
-            "null_rate": float(frame[c].isna().mean()),
-        }
-        for c in config.features.numeric
-    }
-    categorical = {
-        c: {"domain": sorted(str(v) for v in frame[c].dropna().unique()), "null_rate": float(frame[c].isna().mean())}
-        for c in config.features.categorical
-    }
-    return {"rows": len(frame), "numeric": numeric, "categorical": categorical}
 
 
 def severity(config: PipelineConfig, check: str) -> str:
@@ -122,7 +105,7 @@ def _describe_failure(config: PipelineConfig, result: Any, frame: pd.DataFrame) 
     allowed = 100 * (1 - (kwargs.get("mostly") or 1.0))
     found = details.get("unexpected_percent") or 0.0
     sample = sorted({str(v) for v in details.get("partial_unexpected_list") or []})[:5]
-    values = frame[column] if column in frame else None
+    values = frame.get(column)
     if check == "row_count":
         return f"row count: expected at least {kwargs['min_value']:,} rows (validation.min_rows), found {len(frame):,}"
     if check == "id_not_null":
@@ -189,7 +172,7 @@ def run_suite(frame: pd.DataFrame, suite: Any) -> Any:
 
 
 def check_partition(config: PipelineConfig, ds: str, profile: dict[str, Any]) -> ValidationOutcome:
-    """Validate `incoming/ds=<ds>` and return the outcome (no side effects; see `validate_partition`)."""
+    """Validate `incoming/ds=<ds>` and return the outcome (no side effects; see `validate_against_profile`)."""
     os.environ["GX_ANALYTICS_ENABLED"] = "false"
     try:
         partition = incoming_partition(config, ds)
@@ -202,7 +185,9 @@ def check_partition(config: PipelineConfig, ds: str, profile: dict[str, Any]) ->
                              files=[f.name for f in partition.files], warnings=warnings, warned_columns=warned)
 
 
-def validate_partition(config: PipelineConfig, ds: str, profile: dict[str, Any], accepted_by: str | None = None) -> ValidationOutcome:
+def validate_against_profile(
+    config: PipelineConfig, ds: str, profile: dict[str, Any], accepted_by: str | None = None
+) -> ValidationOutcome:
     """Validate a partition; on failure write `quarantine/ds=<ds>/validation.json` and raise.
 
     Findings of checks set to `warn` are returned as warnings and the partition passes. `accepted_by` (an operator
@@ -226,7 +211,7 @@ def validate_partition(config: PipelineConfig, ds: str, profile: dict[str, Any],
     where = f"incoming/ds={ds}" + (f" (files: {', '.join(outcome.files[:10])})" if outcome.files else "")
     reason = f"partition {where} failed validation: " + "; ".join(outcome.failures)
     write_json_atomic(
-        folder / "validation.json",
+        folder / QUARANTINE_RECORD,
         {
             "ds": ds,
             "quarantined_at": datetime.now(UTC).isoformat(),
@@ -238,7 +223,7 @@ def validate_partition(config: PipelineConfig, ds: str, profile: dict[str, Any],
             "great_expectations_result": outcome.ge_result,
         },
     )
-    log.error("%s (details in %s)", reason, folder / "validation.json")
+    log.error("%s (details in %s)", reason, folder / QUARANTINE_RECORD)
     accept = "" if not outcome.evaluated else (
         " If the data is right after all, accept the night: trigger batch_scoring with ds and accept_quarantine set."
     )
@@ -247,4 +232,5 @@ def validate_partition(config: PipelineConfig, ds: str, profile: dict[str, Any],
         f"then rerun this date.{accept}",
         failures=outcome.failures,
         rows=outcome.rows,
+        ds=ds,
     )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from airflow.plugins_manager import AirflowPlugin
+from airflow.sdk import BaseOperatorLink
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
-from airflow.plugins_manager import AirflowPlugin
-from airflow.sdk import BaseOperatorLink
-
-PREFIX = "/monitoring"
+from pipelines.urls import MONITORING_PREFIX, comparison_route, report_route
 
 # Reports are built from data that outsiders can influence. Served under the Airflow site, a report runs
 # in a sandbox: an opaque origin (no Airflow cookie, no same-origin requests), no network (connect-src),
@@ -78,7 +77,7 @@ async def _to_login(request: Request, _: LoginRequired):
 def monitoring_page(request: Request) -> HTMLResponse:
     from pipelines.monitoring_page import render_page
 
-    return HTMLResponse(render_page(_config(), base=PREFIX), headers=PAGE_HEADERS)
+    return HTMLResponse(render_page(_config(), base=MONITORING_PREFIX), headers=PAGE_HEADERS)
 
 
 @app.get("/reports/{partition}/{name}", dependencies=[Depends(require_airflow_login)])
@@ -110,10 +109,9 @@ def _sandboxed(path) -> FileResponse:
 
 def _return_value(ti_key) -> object:
     """Read a task instance's XCom return value (global links are resolved in the api-server, next to the DB)."""
-    from sqlalchemy import select
-
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
         row = session.execute(
@@ -136,8 +134,10 @@ class DriftReportLink(BaseOperatorLink):
     def get_link(self, operator, *, ti_key) -> str:
         if ti_key.dag_id != "batch_scoring" or ti_key.task_id != "monitor_night":
             return ""
+        from pipelines.contracts import NightSummary
+
         summary = _return_value(ti_key)
-        return f"{PREFIX}/reports/ds={summary['ds']}/drift.html" if isinstance(summary, dict) and summary.get("ds") else ""
+        return report_route(summary.ds, "drift.html") if isinstance(summary, NightSummary) else ""
 
 
 class GateComparisonLink(BaseOperatorLink):
@@ -148,16 +148,17 @@ class GateComparisonLink(BaseOperatorLink):
     def get_link(self, operator, *, ti_key) -> str:
         if ti_key.dag_id != "retrain_model" or ti_key.task_id != "evaluate_gate":
             return ""
+        from pipelines.contracts import GateResult
+
         gate = _return_value(ti_key)
-        if not isinstance(gate, dict) or not gate.get("champion") or gate.get("bootstrap"):
-            return ""
-        return f"{PREFIX}/models/v{gate['candidate']}_vs_v{gate['champion']}/candidate.html"
+        pair = gate.pair if isinstance(gate, GateResult) else None
+        return comparison_route(pair, "candidate.html") if pair else ""
 
 
 class ModelMonitoringPlugin(AirflowPlugin):
     name = "model_monitoring"
-    fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "Model monitoring"}]
+    fastapi_apps = [{"app": app, "url_prefix": MONITORING_PREFIX, "name": "Model monitoring"}]
     external_views = [
-        {"name": "Model monitoring", "href": f"{PREFIX}/", "destination": "nav", "url_route": "model-monitoring"}
+        {"name": "Model monitoring", "href": f"{MONITORING_PREFIX}/", "destination": "nav", "url_route": "model-monitoring"}
     ]
     global_operator_extra_links = [DriftReportLink(), GateComparisonLink()]

@@ -18,7 +18,7 @@ class _Mailbox:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         parts = [p.get_content() for p in message.walk() if p.get_content_type() in ("text/html", "text/plain")]
         self.messages.append({
@@ -38,7 +38,7 @@ class AlertReceivers:
         posts = self.posts
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's hook name
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 posts.append({"path": self.path, "content_type": self.headers.get("content-type"),
                               "json": json.loads(body)})

@@ -59,6 +59,22 @@ def champion_lake(tmp_path_factory: pytest.TempPathFactory) -> PipelineConfig:
     return config
 
 
+def score_with_champion(config: PipelineConfig, ds: str, run_id: str):
+    """Score a night with the current champion (no validation), for the scoring tests."""
+    from pipelines import scoring
+    from pipelines.registry import Registry
+
+    return scoring.score_partition(config, ds, Registry.open(config).champion(), run_id)
+
+
+def score_night(config: PipelineConfig, ds: str, run_id: str):
+    """Validate a night against the champion and score it, as batch_scoring does; return both values."""
+    from pipelines import monitoring, scoring
+
+    validated = monitoring.validate_partition(config, ds, run_id)
+    return validated, scoring.score_partition(config, ds, validated.model, run_id)
+
+
 def airflow_env(home: Path, config_path: Path) -> dict[str, str]:
     """Environment for a real Airflow process on a temporary AIRFLOW_HOME, this repo's DAGs and a given config."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_TRACKING"))}
@@ -69,6 +85,7 @@ def airflow_env(home: Path, config_path: Path) -> dict[str, str]:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES": "airflow.* pipelines.*",
             "PIPELINE_CONFIG": str(config_path),
             "AIRFLOW_VAR_PIPELINE_AUDIT_KEY": AUDIT_KEY,
             "GX_ANALYTICS_ENABLED": "false",

@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from pipelines.airflow_adapter import run_dag
+from harness.runner import run_dag
 
 out_dir = Path(sys.argv[1])
 outcomes = {"bootstrap": asdict(run_dag("retrain_model", None, {"window_end": "2026-09-08", "reason": "bootstrap"}))}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from harness.runner import retraining_requests, run_dag
 from pipelines import example_data
-from pipelines.airflow_adapter import retraining_requests, run_dag
 from pipelines.cadence import shift
 from pipelines.config import load_config
 from pipelines.lake import INCOMING, partition_dir

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.airflow_adapter import retraining_requests, run_dag
+from harness.runner import retraining_requests, run_dag
 from pipelines.config import load_config
 from pipelines.lake import PREDICTIONS, partition_dir
 from pipelines.retraining import reason_from_trigger

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
-from pipelines.airflow_adapter import run_dag
+from harness.runner import run_dag
 from pipelines.config import load_config
 from pipelines.lake import PREDICTIONS, partition_dir
 
@@ -55,7 +55,7 @@ from airflow.utils.session import create_session  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 with create_session() as session:
-    from airflow.models import DagRun  # noqa: E402
+    from airflow.models import DagRun
 
     outcomes["runs"] = [r.run_id for r in session.scalars(select(DagRun).where(DagRun.dag_id == "batch_scoring")).all()]
     outcomes["asset_events"] = [

@@ -21,6 +21,7 @@ import pytest
 from pipelines import registry, sample_data
 from pipelines.config import load_config
 from pipelines.promotion import read_audit
+from pipelines.registry import Registry
 from tests.alert_receivers import AlertReceivers
 from tests.api_server import admin_headers, free_port, wait_until_healthy
 from tests.conftest import REPO, airflow_env, write_config
@@ -83,7 +84,7 @@ def approvals(tmp_path_factory):
                     step = ("approve", "reject", "timeout")[len(answers)]
                     seen[step] = {
                         "detail": detail,
-                        "champion_while_waiting": registry.champion(config).version,
+                        "champion_while_waiting": Registry.open(config).champion().version,
                         "state_while_waiting": httpx.get(
                             f"{base}/api/v2/dags/retrain_model/dagRuns/{run_id}/taskInstances/approve_promotion",
                             headers=headers).json()["state"],
@@ -145,7 +146,7 @@ def test_approval_through_the_rest_api_promotes(approvals):
 def test_rejection_and_timeout_do_not_promote(approvals):
     config, outcomes = approvals["config"], approvals["outcomes"]
     champion = outcomes["approve"]["returns"]["train_candidate"]["version"]
-    assert registry.champion(config).version == champion
+    assert Registry.open(config).champion().version == champion
     rejections = {e["airflow_run_id"]: e for e in read_audit(config) if e["action"] == "reject"}
     for step, who in (("reject", "admin"), ("timeout", "timeout")):
         outcome = outcomes[step]

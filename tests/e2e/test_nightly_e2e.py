@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from pipelines import registry, sample_data
 from pipelines.config import load_config
 from pipelines.lake import partition_dir
+from pipelines.registry import Registry
 from tests.conftest import REPO, airflow_env, write_config
 
 pytestmark = pytest.mark.e2e
@@ -53,7 +54,7 @@ def test_bootstrap_made_the_first_champion(world):
     boot = world["outcomes"]["bootstrap"]
     assert boot["state"] == "success"
     assert boot["returns"]["bootstrap_or_challenge"] == "champion"
-    ref = registry.champion(world["config"])
+    ref = Registry.open(world["config"]).champion()
     assert ref.version == boot["returns"]["train_candidate"]["version"]
     tags = MlflowClient(world["config"].tracking_uri).get_model_version(ref.name, ref.version).tags
     assert tags["airflow_run_id"] == boot["run_id"]
@@ -264,6 +265,6 @@ def test_rollback_refuses_bad_targets_and_restores_the_previous_champion(world):
     else:
         assert outcomes["rollback"]["state"] == "failed"
         assert "no 'previous' champion" in world["log"]
-    assert registry.champion(config).version == first
+    assert Registry.open(config).champion().version == first
     after = pd.read_parquet(partition_dir(config.data_root, "predictions", "2026-09-16"))
     assert set(after["model_version"]) == {first}

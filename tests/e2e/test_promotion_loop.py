@@ -20,6 +20,7 @@ from pipelines import registry, sample_data
 from pipelines.config import load_config
 from pipelines.lake import partition_dir
 from pipelines.promotion import PREVIOUS, read_audit
+from pipelines.registry import Registry
 from tests.alert_receivers import AlertReceivers
 from tests.conftest import REPO, airflow_env, write_config
 
@@ -117,8 +118,8 @@ def test_rollback_restores_the_previous_champion_audited(loop):
     new = _retrains(outcomes)["2026-09-20"]["returns"]["train_candidate"]["version"]
     assert outcomes["rollback_bad"]["state"] == "failed"
     assert outcomes["rollback"]["state"] == "success"
-    assert registry.champion(config).version == boot
-    assert registry.alias_version(config, PREVIOUS).version == new
+    assert Registry.open(config).champion().version == boot
+    assert Registry.open(config).alias_version(PREVIOUS).version == new
     actions = [(e["action"], e["from_version"], e["to_version"]) for e in read_audit(config)]
     assert actions == [("bootstrap", None, boot), ("promote", boot, new), ("rollback", new, boot)]
     assert read_audit(config)[-1]["reason"] == "loop test: undo the promotion"

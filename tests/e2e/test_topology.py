@@ -73,7 +73,7 @@ def test_compose_file_describes_this_topology():
 def topology(tmp_path_factory):
     try:
         _admin("SELECT 1")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) is needed: {exc}")
         pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth): {exc}")

@@ -6,6 +6,8 @@ import pytest
 
 from pipelines import alerts
 from pipelines.config import load_config
+from pipelines.contracts import AuditEntry, Comparison, Decision, GateResult
+from pipelines.errors import ConfigError
 from pipelines.notifiers import deliver
 from tests.alert_receivers import AlertReceivers, free_port
 from tests.conftest import write_config
@@ -23,16 +25,17 @@ def _config(tmp_path, **alert_overrides):
     return load_config(write_config(tmp_path, alerts={**AlertReceivers.config, **alert_overrides}))
 
 
-ENTRY = {
-    "model": "credit_default", "from_version": "3", "to_version": "4", "reason": "gate passed",
-    "approved_by": "alice", "gate": {"candidate": "4", "champion": "3", "evaluation_days": ["2026-10-09"],
-                                     "comparison": {"difference": 0.031, "ci_low": 0.012, "ci_high": 0.05}},
-}
+ENTRY = AuditEntry(
+    at="2026-10-12T02:10:00+00:00", action="promote", model="credit_default", from_version="3", to_version="4",
+    reason="gate passed", approved_by="alice",
+    gate=GateResult(passed=True, candidate="4", champion="3", evaluation_days=["2026-10-09"],
+                    comparison=Comparison(difference=0.031, ci_low=0.012, ci_high=0.05)),
+)
 
 
 def test_an_alert_reaches_both_receivers(tmp_path, receivers):
     config = _config(tmp_path)
-    alert = alerts.promotion(config, ENTRY, alerts.run_url(config, "retrain_model", "manual__2026-10-12T02:00:00+00:00"))
+    alert = alerts.promotion_alert(config, ENTRY, alerts.run_url(config, "retrain_model", "manual__2026-10-12T02:00:00+00:00"))
     assert deliver(config, alert) == {"email": "sent", "webhook": "sent"}
     (mail,), (post,) = receivers.mail, receivers.posts
     assert mail["subject"] == "[credit_default] v4 promoted to champion (was v3)"
@@ -48,14 +51,15 @@ def test_one_unreachable_target_does_not_silence_the_other(tmp_path, receivers, 
     closed = json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": free_port(),
                          "extra": {"disable_tls": True, "disable_ssl": True, "retry_limit": 0, "timeout": 5}})
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", closed)
-    outcome = deliver(config, alerts.rollback(config, ENTRY | {"reason": "bad night"}, "https://x/run"))
+    outcome = deliver(config, alerts.rollback_alert(config, ENTRY.model_copy(update={"reason": "bad night"}), "https://x/run"))
     assert outcome["webhook"] == "sent" and outcome["email"] != "sent"
     assert receivers.posts and not receivers.mail
 
 
 def test_without_targets_alerts_only_go_to_the_log(tmp_path, receivers, caplog):
     config = load_config(write_config(tmp_path))
-    alert = alerts.retrain_decision(config, {"ds": "2026-10-08", "model_version": "1", "reasons": ["drift share 0.36"]}, "u")
+    decision = Decision(retrain=True, reasons=["drift share 0.36"], ds="2026-10-08", model_version="1")
+    alert = alerts.retrain_decision_alert(config, decision, "u")
     with caplog.at_level("WARNING"):
         assert deliver(config, alert) == {}
     assert "retraining requested after ds=2026-10-08" in caplog.text
@@ -64,7 +68,7 @@ def test_without_targets_alerts_only_go_to_the_log(tmp_path, receivers, caplog):
 
 def test_email_bodies_escape_what_came_from_data(tmp_path):
     config = _config(tmp_path)
-    alert = alerts.quarantine(config, "2026-10-03", ["column 'x<script>' is missing"] * 12, 5000, "https://x/run")
+    alert = alerts.quarantine_alert(config, "2026-10-03", ["column 'x<script>' is missing"] * 12, 5000, "https://x/run")
     assert "x&lt;script&gt;" in alert.html() and "<script>" not in alert.html()
     assert "... and 2 more" in alert.text()
     assert "Fix or replace incoming/ds=2026-10-03 and rerun batch_scoring with ds=2026-10-03; if the data is right" in alert.text()
@@ -72,7 +76,7 @@ def test_email_bodies_escape_what_came_from_data(tmp_path):
 
 
 def test_alert_config_is_validated(tmp_path):
-    with pytest.raises(Exception, match="not an http"):
+    with pytest.raises(ConfigError, match="not an http"):
         load_config(write_config(tmp_path, alerts={"base_url": "airflow.local"}))
-    with pytest.raises(Exception, match="events"):
+    with pytest.raises(ConfigError, match="events"):
         load_config(write_config(tmp_path, alerts={"events": ["promotions"]}))

@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from pipelines import audit, history, registry, retraining
+from pipelines import audit, history, retraining
 from pipelines.config import AUDIT_KEY_ENV_VAR
 from pipelines.errors import AuditIntegrityError
 from pipelines.monitoring_page import render_page
 from pipelines.promotion import champion_matches_audit, promote, reject, rollback
+from pipelines.registry import Registry
 from tests.conftest import copy_lake
 
 
@@ -17,10 +18,10 @@ from tests.conftest import copy_lake
 def two_versions(champion_lake, tmp_path_factory):
     """A private copy of the champion lake with a second version promoted and rolled back (4 entries)."""
     config = copy_lake(champion_lake, tmp_path_factory.mktemp("audit"))
-    first = registry.champion(config)
+    first = Registry.open(config).champion()
     candidate = retraining.train_candidate(config, retraining.select_training_window(config), {"reason": "audit test"})
     retraining.bootstrap_or_challenge(config, candidate, "run-2")
-    second = registry.ModelRef(candidate["name"], candidate["version"], candidate["run_id"])
+    second = candidate.ref
     reject(config, second, "first look: no", "alice", "run-3", None)
     promote(config, second, "second look: yes", "bob", "run-4", None)
     rollback(config, None, "undo", "carol", "run-5")
@@ -36,9 +37,9 @@ def lake(two_versions, tmp_path):
 def test_entries_are_keyed_and_the_chain_reads_back(lake):
     config, first, second = lake
     entries = audit.read_audit(config)
-    assert [e["action"] for e in entries] == ["bootstrap", "reject", "promote", "rollback"]
-    assert {e["alg"] for e in entries} == {"hmac-sha256"}
-    assert history.audit_head(config, config.model.registered_name) == (4, entries[-1]["hash"])
+    assert [e.action for e in entries] == ["bootstrap", "reject", "promote", "rollback"]
+    assert {json.loads(line)["alg"] for line in config.audit_log.read_text().splitlines()} == {"hmac-sha256"}
+    assert history.audit_head(config, config.model.registered_name) == (4, entries[-1].hash)
     with pytest.raises(AuditIntegrityError, match="signed with hmac-sha256"):
         audit.read_audit(config.model_copy(update={"audit_key": None}))
 
@@ -54,7 +55,7 @@ def test_dropping_the_last_entries_is_detected(lake):
 
 def test_a_rewrite_with_recomputed_hashes_is_detected(lake):
     config, *_ = lake
-    entries = audit.read_audit(config)
+    entries = [json.loads(line) for line in config.audit_log.read_text().splitlines()]  # the file, as an attacker sees it
     previous, forged = "", []
     for entry in entries:  # what an attacker without the key can do: re-hash every line after the edit
         body = {k: v for k, v in entry.items() if k != "hash"} | {"previous_hash": previous}
@@ -78,8 +79,8 @@ def test_a_torn_last_line_is_reported_and_repaired_by_the_next_entry(lake):
     page = render_page(config, "/monitoring")
     assert "the last line of" in page and ">rollback<" in page
     entry = reject(config, second, "again no", "dave", "run-6", None)
-    assert "torn last line" in entry["note"]
-    assert [e["action"] for e in audit.read_audit(config)][-2:] == ["rollback", "reject"]
+    assert "torn last line" in entry.note
+    assert [e.action for e in audit.read_audit(config)][-2:] == ["rollback", "reject"]
 
 
 def test_a_log_without_its_head_record_is_refused(lake):
@@ -92,15 +93,15 @@ def test_a_log_without_its_head_record_is_refused(lake):
 
 def test_an_interrupted_alias_move_is_finished_by_the_next_one(lake):
     config, first, second = lake
-    assert registry.champion(config).version == first.version
+    assert Registry.open(config).champion().version == first.version
     with audit.audit_lock(config):  # the entry is written, then the process dies before the aliases move
         audit.append(config, {"action": "promote", "model": second.name, "from_version": first.version,
                               "to_version": second.version, "reason": "crash test", "approved_by": "gate",
                               "airflow_run_id": "run-x", "gate": None})
     assert not champion_matches_audit(config)
     reject(config, second, "unrelated later action", "erin", "run-7", None)
-    assert registry.champion(config).version == second.version
-    assert registry.alias_version(config, "previous").version == first.version
+    assert Registry.open(config).champion().version == second.version
+    assert Registry.open(config).alias_version("previous").version == first.version
     assert champion_matches_audit(config)
 
 

@@ -6,8 +6,9 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from pipelines import history, monitoring, sample_data, scoring
+from pipelines import history, monitoring, sample_data
 from pipelines.decision import decide
+from tests.conftest import score_night
 
 
 def _history(shares, version="1", realised=None, estimated=None, start=date(2026, 10, 1)):
@@ -74,9 +75,9 @@ def season(champion_lake, tmp_path_factory):
     for night in nights:
         sample_data.write_day(config.data_root, night, 2000, 7, drift, with_labels=False)
         ds = night.isoformat()
-        scored = scoring.score_partition(config, ds, f"run-{ds}").as_dict()
-        monitoring.monitor_night(config, ds, scored, f"run-{ds}")
-        decisions[ds] = monitoring.decide_night(config, ds, scored["model_version"], force=False)
+        validated, scored = score_night(config, ds, f"run-{ds}")
+        summary = monitoring.monitor_night(config, validated, scored, f"run-{ds}")
+        decisions[ds] = monitoring.decide_retraining(config, summary, [], force=False)
     return config, history.read_history(config).set_index("ds"), decisions
 
 
@@ -87,7 +88,7 @@ def test_stable_nights_raise_no_false_alarms(season):
     column_checks = len(stable) * len(config.features.all)
     false_alarms = int(stable["drifted_columns"].map(len).sum())
     assert false_alarms / column_checks <= 0.01, f"{false_alarms} false column alarms in {column_checks} checks"
-    assert not any(decisions[ds]["retrain"] for ds in stable.index)
+    assert not any(decisions[ds].retrain for ds in stable.index)
 
 
 def test_drift_is_detected_and_the_decision_fires_on_the_policy_night(season):
@@ -96,9 +97,9 @@ def test_drift_is_detected_and_the_decision_fires_on_the_policy_night(season):
     assert (drifted["drift_share"] > config.retraining.drift_share_threshold).all()
     k = config.retraining.drift_consecutive_nights
     expected = (DRIFT_START + timedelta(days=k - 1)).isoformat()
-    fired = [ds for ds in sorted(decisions) if decisions[ds]["retrain"]]
+    fired = [ds for ds in sorted(decisions) if decisions[ds].retrain]
     assert fired[0] == expected
-    assert "drift share (columns drifted or with a data-quality warning) above" in decisions[expected]["reasons"][0]
+    assert "drift share (columns drifted or with a data-quality warning) above" in decisions[expected].reasons[0]
     assert frame.loc[expected, "decision"] == "retrain"
 
 

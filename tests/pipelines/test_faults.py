@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import audit, registry, retraining, scoring
+from pipelines import audit, registry, retraining
 from pipelines.errors import StoreMissingError
 from pipelines.lake import partition_dir
 from pipelines.promotion import champion_matches_audit, promote
-from tests.conftest import REPO, copy_lake, write_config
+from pipelines.registry import Registry
+from tests.conftest import REPO, copy_lake, score_night, score_with_champion, write_config
 
 BIG = "2026-09-11"
 COPIES = 60  # 60 x 2,000 rows: long enough to kill mid-write with small batches
@@ -77,14 +78,14 @@ def test_kill_9_while_scoring_leaves_no_visible_partial_file_and_the_rerun_clean
     proc.wait()
     assert _visible(folder) == []  # nothing half-written can be read
     assert _hidden_leftovers(folder)  # the killed writer's temp file is still there ...
-    scoring.score_partition(config, BIG, "rerun")
+    score_with_champion(config, BIG, "rerun")
     assert _hidden_leftovers(folder) == []  # ... until the next run of the night removes it
     _check_predictions(config, lake["rows"], "rerun")
 
 
 def test_a_full_disk_during_the_write_keeps_the_previous_predictions(lake):
     config = lake["config"]
-    scoring.score_partition(config, BIG, "good-run")
+    score_with_champion(config, BIG, "good-run")
     folder = partition_dir(config.data_root, "predictions", BIG)
     before = (folder / "predictions.parquet").read_bytes()
     proc = _worker(lake, "score", BIG, "starved-run", str(200_000))
@@ -102,7 +103,7 @@ def test_a_disk_that_fills_up_mid_write_keeps_the_previous_predictions(lake, tmp
     if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
         pytest.skip("no private mount namespace here (unshare -m needs CAP_SYS_ADMIN); the RLIMIT_FSIZE test covers it")
     config = lake["config"]
-    scoring.score_partition(config, BIG, "good-run")
+    score_with_champion(config, BIG, "good-run")
     area = config.data_root / "predictions"
     previous = area / f"ds={BIG}" / "predictions.parquet"
     shutil.copytree(area, tmp_path / "backup")
@@ -133,20 +134,20 @@ def test_two_runs_of_one_night_at_once_write_it_once(lake):
 def test_kill_9_while_monitoring_never_shows_a_mix_of_two_runs(lake):
     config = lake["config"]
     ds = "2026-09-10"
-    scored = scoring.score_partition(config, ds, "run-a").as_dict()
+    validated, scored = score_night(config, ds, "run-a")
     from pipelines.monitoring import monitor_night
 
-    monitor_night(config, ds, scored, "run-a")
+    monitor_night(config, validated, scored, "run-a")
     reports = partition_dir(config.data_root, "reports", ds)
     complete = _visible(reports)
     assert {"drift.html", "data_summary.html", "summary.json"} <= set(complete)
-    proc = _worker(lake, "monitor", ds, "run-b", json.dumps(scored))
+    proc = _worker(lake, "monitor", ds, "run-b", validated.model_dump_json(), scored.model_dump_json())
     _wait_for(lambda: any((p / "drift.html").exists() for p in reports.parent.glob(f".ds={ds}.staging-*")), proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert _visible(reports) == complete
     assert json.loads((reports / "summary.json").read_text())["airflow_run_id"] == "run-a"
-    monitor_night(config, ds, scored, "run-c")
+    monitor_night(config, validated, scored, "run-c")
     assert json.loads((reports / "summary.json").read_text())["airflow_run_id"] == "run-c"
     assert [p.name for p in reports.parent.iterdir() if p.name.startswith(".") and p.name != ".lock"] == []
 
@@ -156,7 +157,7 @@ def contenders(lake):
     config = lake["config"]
     candidate = retraining.train_candidate(config, retraining.select_training_window(config), {"reason": "race"})
     retraining.bootstrap_or_challenge(config, candidate, "run-2")
-    return config, candidate["version"]
+    return config, candidate.version
 
 
 def test_a_promotion_racing_a_rollback_keeps_alias_and_audit_in_step(lake, contenders):
@@ -167,8 +168,8 @@ def test_a_promotion_racing_a_rollback_keeps_alias_and_audit_in_step(lake, conte
     assert procs[1].returncode in (0, 3), results[1]  # 3: nothing to roll back to yet, refused cleanly
     entries = audit.read_audit(config)  # raises if the two appends interleaved
     assert champion_matches_audit(config)
-    expected = version if procs[1].returncode == 3 else entries[0]["to_version"]
-    assert registry.champion(config).version == expected
+    expected = version if procs[1].returncode == 3 else entries[0].to_version
+    assert Registry.open(config).champion().version == expected
 
 
 def test_the_store_gone_during_a_promotion_changes_nothing(lake, contenders, tmp_path):

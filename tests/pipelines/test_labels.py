@@ -8,9 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import history, monitoring, registry, scoring
+from pipelines import evaluation, history
 from pipelines.labels import match_labels, read_labels
 from pipelines.lake import partition_dir
+from pipelines.registry import Registry
+from tests.conftest import score_with_champion
 
 GOOD, BAD = "2026-09-05", "2026-09-06"
 
@@ -22,9 +24,9 @@ def lake(champion_lake, tmp_path):
     for area in ("incoming", "labels"):
         shutil.copytree(champion_lake.data_root / area, data / area)
     config = champion_lake.model_copy(update={"data_root": data})
-    ref = registry.champion(config)
+    ref = Registry.open(config).champion()
     for ds in (GOOD, BAD):
-        summary = scoring.score_partition(config, ds, f"run-{ds}")
+        summary = score_with_champion(config, ds, f"run-{ds}")
         history.record_night(config, ds, ref.name, ref.version, rows=summary.rows, validation_success=True)
     return config
 
@@ -66,7 +68,7 @@ def test_labels_with_both_classes_are_left_out_and_reported(lake):
     matched = match_labels(_scores(lake, GOOD), read_labels(lake, GOOD))
     assert matched.coverage == 0 and matched.joined.empty
     assert any(f"{len(labels):,} id(s) are labelled with both classes" in issue for issue in matched.issues)
-    assert GOOD not in {r["ds"] for r in monitoring.evaluate_labelled_nights(lake)}
+    assert GOOD not in {r.ds for r in evaluation.evaluate_labels(lake)}
     entry = history.night(lake, GOOD, *_version(lake))
     assert entry["realised_roc_auc"] is None and entry["label_coverage"] == 0
     assert "both classes" in " ".join(entry["realised_metrics"]["labels"]["issues"])
@@ -91,7 +93,7 @@ def test_ids_of_another_type_still_match(lake):
 
 
 def _version(config):
-    ref = registry.champion(config)
+    ref = Registry.open(config).champion()
     return ref.name, ref.version
 
 
@@ -104,11 +106,11 @@ def test_broken_label_files_are_reported_and_the_other_nights_go_on(lake):
         "odd.parquet": pa.Table.from_pandas(labels.iloc[500:600].assign(defaulted=np.where(
             np.arange(100) % 2, 2, np.nan)), preserve_index=False),
     })
-    done = {r["ds"]: r for r in monitoring.evaluate_labelled_nights(lake)}
+    done = {r.ds: r for r in evaluation.evaluate_labels(lake)}
     assert set(done) == {GOOD, BAD}  # a night with broken files still gets metrics from what is usable
-    issues = " ".join(done[BAD]["label_issues"])
+    issues = " ".join(done[BAD].label_issues)
     assert "no_target.parquet has no column 'defaulted'" in issues
     assert "torn.parquet is not readable Parquet" in issues
     assert "100 label(s) are missing or not 0/1" in issues
-    assert done[BAD]["label_coverage"] == pytest.approx(500 / len(_scores(lake, BAD)))
-    assert monitoring.evaluate_labelled_nights(lake) == []  # nothing changed: nothing re-read
+    assert done[BAD].label_coverage == pytest.approx(500 / len(_scores(lake, BAD)))
+    assert evaluation.evaluate_labels(lake) == []  # nothing changed: nothing re-read

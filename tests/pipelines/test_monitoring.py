@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines import history, monitoring, sample_data, scoring
+from pipelines import evaluation, history, monitoring, sample_data
 from pipelines.lake import partition_dir
+from tests.conftest import score_night
 
 
 @pytest.fixture(scope="module")
@@ -18,13 +19,13 @@ def night(champion_lake, tmp_path_factory):
     data = tmp_path_factory.mktemp("monitoring") / "data"
     shutil.copytree(champion_lake.data_root, data)
     config = champion_lake.model_copy(update={"data_root": data})
-    scored = scoring.score_partition(config, "2026-09-11", "run-1").as_dict()
-    summary = monitoring.monitor_night(config, "2026-09-11", scored, "run-1")
-    return config, scored, summary
+    validated, scored = score_night(config, "2026-09-11", "run-1")
+    summary = monitoring.monitor_night(config, validated, scored, "run-1")
+    return config, validated, scored, summary
 
 
 def test_reports_are_written_as_html_and_json(night):
-    config, _, summary = night
+    config, _, _, summary = night
     folder = partition_dir(config.data_root, "reports", "2026-09-11")
     for stem in ("drift", "data_summary"):
         html = folder / f"{stem}.html"
@@ -36,11 +37,11 @@ def test_reports_are_written_as_html_and_json(night):
 
 
 def test_a_stable_night_does_not_drift_and_estimates_track_training(night):
-    config, scored, summary = night
-    assert summary["drift_share"] == 0.0 and summary["drifted_columns"] == []
-    assert not summary["score_drifted"]
-    assert 0.6 < summary["estimated_roc_auc"] < 0.95
-    entry = history.night(config, "2026-09-11", scored["model_name"], scored["model_version"])
+    config, _, scored, summary = night
+    assert summary.drift_share == 0.0 and summary.drifted_columns == []
+    assert not summary.score_drifted
+    assert 0.6 < summary.estimated_roc_auc < 0.95
+    entry = history.night(config, "2026-09-11", scored.model_name, scored.model_version)
     assert entry["validation_success"] and entry["rows"] == 2000
     assert set(entry["drift_stats"]) == {*config.features.all, "score"}
     assert entry["drift_stats"]["annual_income"]["method"] == "wasserstein"
@@ -48,38 +49,38 @@ def test_a_stable_night_does_not_drift_and_estimates_track_training(night):
 
 
 def test_drifted_night_is_flagged(night, tmp_path):
-    config, _, _ = night
+    config, _, _, _ = night
     drifted = sample_data.DriftSpec(start=date(2026, 9, 12), covariate=True)
     sample_data.write_day(config.data_root, date(2026, 9, 12), 2000, 7, drifted, with_labels=False)
-    scored = scoring.score_partition(config, "2026-09-12", "run-2").as_dict()
-    summary = monitoring.monitor_night(config, "2026-09-12", scored, "run-2")
-    assert {"credit_utilization", "annual_income"} <= set(summary["drifted_columns"])
-    assert summary["drift_share"] >= 0.2
+    validated, scored = score_night(config, "2026-09-12", "run-2")
+    summary = monitoring.monitor_night(config, validated, scored, "run-2")
+    assert {"credit_utilization", "annual_income"} <= set(summary.drifted_columns)
+    assert summary.drift_share >= 0.2
 
 
 def test_rerunning_a_night_leaves_one_entry(night):
-    config, scored, _ = night
-    monitoring.monitor_night(config, "2026-09-11", scored, "run-1b")
+    config, validated, scored, _ = night
+    monitoring.monitor_night(config, validated, scored, "run-1b")
     frame = history.read_history(config)
     assert (frame["ds"] == "2026-09-11").sum() == 1
     assert frame.loc[frame["ds"] == "2026-09-11", "airflow_run_id"].item() == "run-1b"
 
 
 def test_late_labels_fill_the_right_night_and_match_scikit_learn(night):
-    config, scored, _ = night
+    config, _, scored, _ = night
     # labels for 2026-09-11 arrive now, first half of them, then all of them
     full = sample_data.generate_chunk(date(2026, 9, 11), 0, 2000, 7, sample_data.DriftSpec())
     labels = partition_dir(config.data_root, "labels", "2026-09-11")
     labels.mkdir(parents=True, exist_ok=True)
     full[["application_id", "defaulted"]].iloc[:1000].to_parquet(labels / "part-0000.parquet", index=False)
-    done = monitoring.evaluate_labelled_nights(config)
-    assert [d["ds"] for d in done] == ["2026-09-11"]
-    entry = history.night(config, "2026-09-11", scored["model_name"], scored["model_version"])
+    done = evaluation.evaluate_labels(config)
+    assert [d.ds for d in done] == ["2026-09-11"]
+    entry = history.night(config, "2026-09-11", scored.model_name, scored.model_version)
     assert entry["label_coverage"] == pytest.approx(0.5)
     full[["application_id", "defaulted"]].to_parquet(labels / "part-0000.parquet", index=False)
-    assert [d["ds"] for d in monitoring.evaluate_labelled_nights(config)] == ["2026-09-11"]
-    assert monitoring.evaluate_labelled_nights(config) == []  # nothing new
-    entry = history.night(config, "2026-09-11", scored["model_name"], scored["model_version"])
+    assert [d.ds for d in evaluation.evaluate_labels(config)] == ["2026-09-11"]
+    assert evaluation.evaluate_labels(config) == []  # nothing new
+    entry = history.night(config, "2026-09-11", scored.model_name, scored.model_version)
     predictions = pd.read_parquet(partition_dir(config.data_root, "predictions", "2026-09-11"))
     joined = predictions.merge(full, left_on="id", right_on="application_id")
     assert entry["label_coverage"] == 1.0
@@ -89,26 +90,26 @@ def test_late_labels_fill_the_right_night_and_match_scikit_learn(night):
 
 
 def test_decision_is_recorded(night):
-    config, scored, _ = night
-    decision = monitoring.decide_night(config, "2026-09-11", scored["model_version"], force=False)
-    assert decision["retrain"] is False and decision["reasons"] == []
-    forced = monitoring.decide_night(config, "2026-09-11", scored["model_version"], force=True)
-    assert forced["retrain"] is True and forced["reasons"] == ["force_retrain was set on the run"]
-    entry = history.night(config, "2026-09-11", scored["model_name"], scored["model_version"])
+    config, _, scored, summary = night
+    decision = monitoring.decide_retraining(config, summary, [], force=False)
+    assert decision.retrain is False and decision.reasons == []
+    forced = monitoring.decide_retraining(config, summary, [], force=True)
+    assert forced.retrain is True and forced.reasons == ["force_retrain was set on the run"]
+    entry = history.night(config, "2026-09-11", scored.model_name, scored.model_version)
     assert entry["decision"] == "retrain"
 
 
 def test_warned_columns_count_as_drifted_and_every_surface_shows_the_warning(night):
     from pipelines.monitoring_page import render_page
 
-    config, scored, _ = night
+    config, validated, scored, _ = night
     warning = "column 'loan_purpose': 40.00% of values are categories unseen in training, for example ['<script>x']"
-    validated = {"rows": 2000, "expectations": 31, "warnings": [warning], "warned_columns": ["loan_purpose"]}
-    summary = monitoring.monitor_night(config, "2026-09-11", scored, "run-3", validated)
-    assert summary["warned_columns"] == ["loan_purpose"] and summary["validation_warnings"] == [warning]
-    assert summary["drift_share"] == pytest.approx(1 / len(config.features.all))  # the calm night's only "drift"
-    entry = history.night(config, "2026-09-11", scored["model_name"], scored["model_version"])
-    assert entry["validation_warnings"] == [warning] and entry["drift_share"] == summary["drift_share"]
+    warned = validated.model_copy(update={"warnings": [warning], "warned_columns": ["loan_purpose"]})
+    summary = monitoring.monitor_night(config, warned, scored, "run-3")
+    assert summary.warned_columns == ["loan_purpose"] and summary.validation_warnings == [warning]
+    assert summary.drift_share == pytest.approx(1 / len(config.features.all))  # the calm night's only "drift"
+    entry = history.night(config, "2026-09-11", scored.model_name, scored.model_version)
+    assert entry["validation_warnings"] == [warning] and entry["drift_share"] == summary.drift_share
     page = (partition_dir(config.data_root, "reports", "2026-09-11") / "validation.html").read_text()
     assert "[&#x27;&lt;script&gt;x&#x27;]" in page and "<script>" not in page  # a data value never acts
     monitoring_page = render_page(config, "/monitoring")
@@ -129,4 +130,4 @@ def test_labels_count_as_overdue_only_once_the_label_delay_has_passed(tmp_path, 
     (partition_dir(tmp_path, "labels", "2026-09-01")).mkdir(parents=True)
     (partition_dir(tmp_path, "labels", "2026-09-01") / "part-0.parquet").write_bytes(b"x")
     assert config.label_delay_partitions == 3
-    assert [d.isoformat() for d in monitoring.overdue_labels(config)] == ["2026-09-02"]  # 09-05 is not due until 09-08
+    assert [d.isoformat() for d in evaluation.overdue_labels(config)] == ["2026-09-02"]  # 09-05 is not due until 09-08

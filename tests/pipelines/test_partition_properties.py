@@ -26,11 +26,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import registry, scoring
 from pipelines.errors import PartitionQuarantinedError
 from pipelines.labels import id_key
 from pipelines.lake import partition_dir
-from pipelines.validation import validate_partition
+from pipelines.registry import Registry
+from pipelines.validation import validate_against_profile
+from tests.conftest import score_with_champion
 
 settings.register_profile("ci", max_examples=250, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -46,10 +47,10 @@ VALUE_DEFECTS = ["nan", "inf", "-inf", "huge", "null_id", "duplicate_id", "unsee
 
 @pytest.fixture(scope="module")
 def world(champion_lake, request):
-    ref = registry.champion(champion_lake)
+    ref = Registry.open(champion_lake).champion()
     counts: Counter = Counter()
     config = champion_lake.model_copy(update={"validation": champion_lake.validation.model_copy(update={"min_rows": 1})})
-    yield {"config": config, "profile": registry.load_profile(champion_lake, ref), "counts": counts}
+    yield {"config": config, "profile": Registry.open(champion_lake).load_profile(ref), "counts": counts}
     line = (f"partition properties ({PROFILE} profile): {sum(counts.values())} cases tried, "
             f"{counts['scored']} scored, {counts['quarantined']} quarantined")
     with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
@@ -158,7 +159,7 @@ def test_every_partition_is_scored_or_quarantined_with_a_reason(world, case):
             names.append(name)
         predictions = partition_dir(root, "predictions", DS)
         try:
-            outcome = validate_partition(lake, DS, profile)
+            outcome = validate_against_profile(lake, DS, profile)
         except PartitionQuarantinedError as exc:
             world["counts"]["quarantined"] += 1
             record = json.loads((partition_dir(root, "quarantine", DS) / "validation.json").read_text())
@@ -170,7 +171,7 @@ def test_every_partition_is_scored_or_quarantined_with_a_reason(world, case):
             assert not predictions.exists()
             return
         world["counts"]["scored"] += 1
-        summary = scoring.score_partition(lake, DS, "property-run")
+        summary = score_with_champion(lake, DS, "property-run")
         out = pd.read_parquet(predictions / "predictions.parquet")
         assert len(out) == outcome.rows == summary.rows
         assert out["id"].is_unique and out["score"].notna().all() and np.isfinite(out["score"]).all()

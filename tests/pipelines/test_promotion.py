@@ -6,9 +6,12 @@ import pytest
 
 from pipelines import registry, retraining, sample_data
 from pipelines.config import load_config
-from pipelines.monitoring_page import render_page, resolve_model_report
+from pipelines.contracts import Approval, Candidate, Comparison, GateResult, PromotionPath
 from pipelines.errors import AuditIntegrityError
-from pipelines.promotion import PromotionError, evaluate_gate, promote, read_audit, reject, rollback
+from pipelines.gate import compare
+from pipelines.monitoring_page import render_page, resolve_model_report
+from pipelines.promotion import PromotionError, promote, read_audit, reject, rollback
+from pipelines.registry import Registry
 from pipelines.training import fit_and_evaluate, load_labelled
 from tests.conftest import write_config
 
@@ -25,33 +28,30 @@ def lake(tmp_path_factory):
     frame, digests = load_labelled(config, [date(2026, 9, d) for d in range(1, 21)])
     frame[config.target] = frame[config.target].sample(frac=1.0, random_state=1).to_numpy()
     trained = fit_and_evaluate(config, frame)
-    worse_ref = registry.log_candidate(config, trained, digests, {"reason": "shuffled labels"})
-    worse = {"name": worse_ref.name, "version": worse_ref.version, "run_id": worse_ref.run_id,
-             "holdout_days": trained.holdout_days}
+    worse_ref = Registry.open(config).log_candidate(trained, digests, {"reason": "shuffled labels"})
+    worse = Candidate(name=worse_ref.name, version=worse_ref.version, run_id=worse_ref.run_id, metrics=trained.metrics,
+                      train_days=trained.train_days, holdout_days=trained.holdout_days)
     return config, first, better, worse
-
-
-def _ref(c):
-    return registry.ModelRef(c["name"], c["version"], c["run_id"])
 
 
 def test_bootstrap_is_audited(lake):
     config, first, _, _ = lake
     entries = read_audit(config)
-    assert entries[0]["action"] == "bootstrap" and entries[0]["to_version"] == first["version"]
+    assert entries[0].action == "bootstrap" and entries[0].to_version == first.version
 
 
 def test_a_better_candidate_passes_with_the_uncertainty_shown(lake):
     config, first, better, _ = lake
-    gate = evaluate_gate(config, better, registry.champion(config))
-    assert gate.champion == first["version"]
-    assert set(gate.evaluation_days) == set(better["holdout_days"])
-    assert gate.comparison["ci_low"] <= gate.comparison["difference"] <= gate.comparison["ci_high"]
-    assert gate.passed == (gate.comparison["ci_low"] > config.promotion.min_gain), gate.reasons  # significance
+    models = Registry.open(config)
+    gate = compare(config, models, better, models.champion())
+    assert gate.champion == first.version
+    assert set(gate.evaluation_days) == set(better.holdout_days)
+    assert gate.comparison.ci_low <= gate.comparison.difference <= gate.comparison.ci_high
+    assert gate.passed == (gate.comparison.ci_low > config.promotion.min_gain), gate.reasons  # significance
     assert gate.metrics["candidate"]["roc_auc"] > 0.65
     for key in ("candidate_html", "champion_html", "comparison_json"):
         assert gate.reports[key].endswith((".html", ".json"))
-    pair = f"v{better['version']}_vs_v{first['version']}"
+    pair = f"v{better.version}_vs_v{first.version}"
     assert str(resolve_model_report(config, pair, "candidate.html")) == gate.reports["candidate_html"]
     for bad_pair, name in ((pair, "../../monitoring/history.db"), ("..", "candidate.html"), (pair, "model.pkl"),
                            ("v9_vs_v1", "candidate.html")):
@@ -63,17 +63,18 @@ def test_a_better_candidate_passes_with_the_uncertainty_shown(lake):
 def test_a_candidate_whose_gain_may_be_noise_is_rejected_with_its_interval(lake):
     config, first, _, _ = lake
     same = retraining.train_candidate(config, retraining.select_training_window(config, "2026-09-10"), {"reason": "again"})
-    gate = evaluate_gate(config, same, registry.champion(config))  # the same data and seed: a gain of exactly 0
+    models = Registry.open(config)
+    gate = compare(config, models, same, models.champion())  # the same data and seed: a gain of exactly 0
     assert not gate.passed
     assert "roc_auc gain +0.0000 (95% CI +0.0000..+0.0000) is not significant" in gate.reasons[0]
     assert "promotion.require_significance" in gate.reasons[0]
     lenient = config.model_copy(update={"promotion": config.promotion.model_copy(
         update={"require_significance": False})})
-    assert evaluate_gate(lenient, same, registry.champion(config)).passed  # the point estimate alone would pass
+    assert compare(lenient, models, same, models.champion()).passed  # the point estimate alone would pass
 
 
 def test_a_first_model_below_the_floors_is_registered_but_not_made_champion(tmp_path, lake):
-    from pipelines.promotion import gate_or_bootstrap, promotion_path
+    from pipelines.gate import evaluate_gate, promotion_path
 
     config = lake[0]
     strict = load_config(write_config(tmp_path, promotion={"floors": {"roc_auc": 0.99}}))
@@ -83,40 +84,40 @@ def test_a_first_model_below_the_floors_is_registered_but_not_made_champion(tmp_
     shutil.copytree(config.data_root / "labels", strict.data_root / "labels")
     first = retraining.train_candidate(strict, retraining.select_training_window(strict, "2026-09-10"), {"reason": "boot"})
     alias = retraining.bootstrap_or_challenge(strict, first, "run-boot")
-    assert alias == "refused" and registry.alias_version(strict, registry.CHAMPION) is None
-    gate = gate_or_bootstrap(strict, first, alias)
-    assert not gate["passed"] and promotion_path(strict, gate) == "reject_candidate"
-    assert "below the floor 0.99 (promotion.floors)" in gate["reasons"][0]
-    assert "lower promotion.floors.roc_auc in the config and retrain" in gate["reasons"][0]
-    assert registry.client(strict).get_model_version(strict.model.registered_name, first["version"])  # registered
+    assert alias == "refused" and Registry.open(strict).alias_version(registry.CHAMPION) is None
+    gate = evaluate_gate(strict, first, alias)
+    assert not gate.passed and promotion_path(strict, gate) == PromotionPath.REJECT
+    assert "below the floor 0.99 (promotion.floors)" in gate.reasons[0]
+    assert "lower promotion.floors.roc_auc in the config and retrain" in gate.reasons[0]
+    assert Registry.open(strict).client.get_model_version(strict.model.registered_name, first.version)  # registered
 
 
 def test_a_worse_candidate_is_rejected_and_the_champion_stays(lake):
     config, first, _, worse = lake
-    champion_before = registry.champion(config)
-    gate = evaluate_gate(config, worse, champion_before)
+    champion_before = Registry.open(config).champion()
+    gate = compare(config, Registry.open(config), worse, champion_before)
     assert not gate.passed
     assert any("below the floor" in r for r in gate.reasons)
-    reject(config, _ref(worse), "; ".join(gate.reasons), "gate", "run-3", gate.as_dict())
-    assert registry.champion(config) == champion_before
-    tags = registry.client(config).get_model_version(worse["name"], worse["version"]).tags
+    reject(config, worse.ref, "; ".join(gate.reasons), "gate", "run-3", gate)
+    assert Registry.open(config).champion() == champion_before
+    tags = Registry.open(config).client.get_model_version(worse.name, worse.version).tags
     assert tags["gate.passed"] == "false" and "below the floor" in tags["gate.rejected_because"]
-    assert read_audit(config)[-1]["action"] == "reject"
+    assert read_audit(config)[-1].action == "reject"
 
 
 def test_promotion_then_rollback_are_audited(lake):
     config, first, better, worse = lake
-    promote(config, _ref(better), "drift on 3 nights", "alice", "run-4", {"difference": 0.01})
-    assert registry.champion(config).version == better["version"]
-    assert registry.alias_version(config, "previous").version == first["version"]
+    promote(config, better.ref, "drift on 3 nights", "alice", "run-4", None)
+    assert Registry.open(config).champion().version == better.version
+    assert Registry.open(config).alias_version("previous").version == first.version
     with pytest.raises(PromotionError, match="never champion"):
-        rollback(config, worse["version"], "try", "bob", "run-5")
+        rollback(config, worse.version, "try", "bob", "run-5")
     with pytest.raises(PromotionError, match="has no version '99'"):
         rollback(config, "99", "try", "bob", "run-5")
     entry = rollback(config, None, "bad promotion", "bob", "run-6")
-    assert registry.champion(config).version == first["version"]
-    assert entry["from_version"] == better["version"] and entry["approved_by"] == "bob"
-    actions = [e["action"] for e in read_audit(config)]
+    assert Registry.open(config).champion().version == first.version
+    assert entry.from_version == better.version and entry.approved_by == "bob"
+    actions = [e.action for e in read_audit(config)]
     assert actions[-2:] == ["promote", "rollback"]
 
 
@@ -132,16 +133,18 @@ def test_the_audit_log_detects_rewriting(lake, tmp_path):
 
 
 def test_promotion_refuses_a_failed_gate_or_a_missing_approval(lake):
-    from pipelines.promotion import promote_after_gate
+    from pipelines.promotion import promote_candidate
 
     config, _, better, worse = lake
-    champion = registry.champion(config)
+    champion = Registry.open(config).champion()
     with pytest.raises(PromotionError, match="did not pass the gate"):
-        promote_after_gate(config, worse, {"bootstrap": False, "passed": False}, None, "run-x")
+        promote_candidate(config, worse, GateResult(passed=False, candidate=worse.version), None, "run-x")
     strict = config.model_copy(update={"promotion": config.promotion.model_copy(update={"require_approval": True})})
     with pytest.raises(PromotionError, match="has no approval"):
-        promote_after_gate(strict, better, {"bootstrap": False, "passed": True}, {"chosen_options": ["Reject"]}, "run-x")
-    assert registry.champion(config) == champion
+        passed = GateResult(passed=True, candidate=better.version, champion=champion.version,
+                            comparison=Comparison(difference=0.1, ci_low=0.05, ci_high=0.15))
+        promote_candidate(strict, better, passed, Approval(chosen_options=["Reject"], responded_by="bob"), "run-x")
+    assert Registry.open(config).champion() == champion
 
 
 def test_concurrent_promotions_serialise_and_keep_the_audit_chain(lake):
@@ -161,14 +164,14 @@ def test_concurrent_promotions_serialise_and_keep_the_audit_chain(lake):
         job.join(120)
         assert job.exitcode == 0
     entries = read_audit(config)  # raises if two appends interleaved and broke the chain
-    assert [e["airflow_run_id"] for e in entries[before:]] in (["p1", "p2"], ["p2", "p1"])
+    assert [e.airflow_run_id for e in entries[before:]] in (["p1", "p2"], ["p2", "p1"])
     last = entries[-1]
-    assert registry.champion(config).version == last["to_version"]
-    assert entries[-1]["from_version"] == entries[-2]["to_version"]
+    assert Registry.open(config).champion().version == last.to_version
+    assert entries[-1].from_version == entries[-2].to_version
 
 
 def _promote_in_process(config_path, candidate, tag):
-    promote(load_config(config_path), _ref(candidate), "concurrency test", "pytest", tag, None)
+    promote(load_config(config_path), candidate.ref, "concurrency test", "pytest", tag, None)
 
 
 def test_a_promotion_during_scoring_does_not_mix_versions(lake, monkeypatch):
@@ -179,20 +182,20 @@ def test_a_promotion_during_scoring_does_not_mix_versions(lake, monkeypatch):
 
     config, first, better, _ = lake
     small = config.model_copy(update={"scoring": config.scoring.model_copy(update={"batch_rows": 1024})})
-    start = registry.champion(config)
-    other = better if start.version == first["version"] else first
+    start = Registry.open(config).champion()
+    other = better if start.version == first.version else first
     real = scoring.predict_scores
     calls = {"n": 0}
 
     def promote_midway(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
-            promote(config, _ref(other), "promoted while scoring", "pytest", "mid", None)
+            promote(config, other.ref, "promoted while scoring", "pytest", "mid", None)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(scoring, "predict_scores", promote_midway)
-    scoring.score_partition(small, "2026-09-20", "run-mid")
+    scoring.score_partition(small, "2026-09-20", start, "run-mid")
     out = pd.read_parquet(partition_dir(config.data_root, "predictions", "2026-09-20"))
     assert calls["n"] >= 2
     assert set(out["model_version"]) == {start.version}
-    assert registry.champion(config).version == other["version"]
+    assert Registry.open(config).champion().version == other.version

@@ -7,10 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import registry, scoring
 from pipelines.errors import DataRootError, PartitionQuarantinedError, PipelineError
 from pipelines.lake import describe_arrival, partition_dir
-from pipelines.validation import validate_partition
+from pipelines.registry import Registry
+from pipelines.validation import validate_against_profile
+from tests.conftest import score_with_champion
 
 DS = "2026-09-11"
 
@@ -29,7 +30,7 @@ def night(champion_lake):
 
 @pytest.fixture(scope="module")
 def profile(champion_lake):
-    return registry.load_profile(champion_lake, registry.champion(champion_lake))
+    return Registry.open(champion_lake).load_profile(Registry.open(champion_lake).champion())
 
 
 def _land(config, parts: dict[str, pa.Table]) -> None:
@@ -52,12 +53,12 @@ def test_a_file_without_a_column_is_refused_by_validation_and_by_scoring(lake, n
     first, second = _split(night)
     _land(lake, {"part-0.parquet": first, "part-1.parquet": second.drop_columns(["loan_amount"])})
     with pytest.raises(PartitionQuarantinedError) as info:
-        validate_partition(lake, DS, profile)
+        validate_against_profile(lake, DS, profile)
     assert info.value.failures == [
         f"required column 'loan_amount' is missing in file part-1.parquet (2 file(s) in incoming/ds={DS})"
     ]
     with pytest.raises(PipelineError, match="part-1.parquet") as scored:
-        scoring.score_partition(lake, DS, "run")
+        score_with_champion(lake, DS, "run")
     assert "rerun the whole night" in str(scored.value)
     assert not partition_dir(lake.data_root, "predictions", DS).joinpath("predictions.parquet").exists()
 
@@ -72,9 +73,9 @@ def test_compatible_types_across_files_are_unified_and_every_row_is_scored(lake,
                              pa.chunked_array([pa.array(night["open_accounts"].iloc[:1900].fillna(0).astype("int64"))]))
     second = second.set_column(second.schema.get_field_index("region"), "region", second["region"].dictionary_encode())
     _land(lake, {"part-0.parquet": first, "part-1.parquet": second})
-    outcome = validate_partition(lake, DS, profile)
+    outcome = validate_against_profile(lake, DS, profile)
     assert outcome.success and outcome.rows == len(night)
-    scoring.score_partition(lake, DS, "run")
+    score_with_champion(lake, DS, "run")
     out = _predictions(lake)
     assert out["id"].dtype == "int64" and sorted(out["id"]) == sorted(night["application_id"])
     assert out["score"].notna().all()
@@ -83,8 +84,8 @@ def test_compatible_types_across_files_are_unified_and_every_row_is_scored(lake,
 def test_a_pandas_category_column_is_read_as_text(lake, night, profile):
     frame = night.astype({"loan_purpose": "category", "home_ownership": "category"})
     _land(lake, {"part-0.parquet": pa.Table.from_pandas(frame, preserve_index=False)})
-    assert validate_partition(lake, DS, profile).success
-    scoring.score_partition(lake, DS, "run")
+    assert validate_against_profile(lake, DS, profile).success
+    score_with_champion(lake, DS, "run")
     assert len(_predictions(lake)) == len(night)
 
 
@@ -93,7 +94,7 @@ def test_text_in_a_numeric_column_is_refused_with_its_file(lake, night, profile)
     second = second.set_column(second.schema.get_field_index("age"), "age", second["age"].cast(pa.string()))
     _land(lake, {"a.parquet": first, "b.parquet": second})
     with pytest.raises(PartitionQuarantinedError) as info:
-        validate_partition(lake, DS, profile)
+        validate_against_profile(lake, DS, profile)
     assert info.value.failures == ["column 'age' is string, but numeric features need a number, boolean, date or timestamp type (file b.parquet: string)"]
 
 
@@ -102,7 +103,7 @@ def test_ids_of_two_kinds_are_refused(lake, night, profile):
     second = second.set_column(0, "application_id", second["application_id"].cast(pa.string()))
     _land(lake, {"a.parquet": first, "b.parquet": second})
     with pytest.raises(PartitionQuarantinedError, match="column 'application_id' mixes int64 and string across files"):
-        validate_partition(lake, DS, profile)
+        validate_against_profile(lake, DS, profile)
 
 
 def test_files_without_the_parquet_extension_are_data(lake, night, profile):
@@ -111,8 +112,8 @@ def test_files_without_the_parquet_extension_are_data(lake, night, profile):
     (partition_dir(lake.data_root, "incoming", DS) / "_SUCCESS").write_text("")
     arrived, message = describe_arrival(lake, DS)
     assert arrived and "2 file(s)" in message
-    assert validate_partition(lake, DS, profile).success
-    scoring.score_partition(lake, DS, "run")
+    assert validate_against_profile(lake, DS, profile).success
+    score_with_champion(lake, DS, "run")
     assert len(_predictions(lake)) == len(night)
 
 
@@ -120,7 +121,7 @@ def test_a_file_that_is_not_parquet_is_named(lake, night, profile):
     _land(lake, {"part-0.parquet": pa.Table.from_pandas(night, preserve_index=False)})
     (partition_dir(lake.data_root, "incoming", DS) / "notes.csv").write_text("a,b\n1,2\n")
     with pytest.raises(PartitionQuarantinedError) as info:
-        validate_partition(lake, DS, profile)
+        validate_against_profile(lake, DS, profile)
     assert info.value.failures[0].startswith(f"file notes.csv in incoming/ds={DS} is not readable Parquet")
 
 

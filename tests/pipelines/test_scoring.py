@@ -8,6 +8,8 @@ import pytest
 from pipelines import registry, scoring
 from pipelines.errors import NoChampionError
 from pipelines.lake import partition_dir
+from pipelines.registry import Registry
+from tests.conftest import score_with_champion
 
 CONTRACT = ["id", "score", "prediction", "model_name", "model_version", "mlflow_run_id", "scored_at", "airflow_run_id"]
 
@@ -26,8 +28,8 @@ def _predictions(config, ds):
 
 
 def test_scoring_writes_the_contract_with_lineage(lake):
-    summary = scoring.score_partition(lake, "2026-09-11", "scheduled__2026-09-12")
-    ref = registry.champion(lake)
+    summary = score_with_champion(lake, "2026-09-11", "scheduled__2026-09-12")
+    ref = Registry.open(lake).champion()
     out = _predictions(lake, "2026-09-11")
     assert list(out.columns) == CONTRACT
     incoming = pd.read_parquet(partition_dir(lake.data_root, "incoming", "2026-09-11"))
@@ -40,8 +42,8 @@ def test_scoring_writes_the_contract_with_lineage(lake):
 
 
 def test_streamed_scores_equal_whole_frame_scores(lake):
-    scoring.score_partition(lake, "2026-09-11", "run")
-    model = registry.load_model(lake, registry.champion(lake))
+    score_with_champion(lake, "2026-09-11", "run")
+    model = Registry.open(lake).load_model(Registry.open(lake).champion())
     incoming = pd.read_parquet(partition_dir(lake.data_root, "incoming", "2026-09-11"))
     expected = model.predict_proba(incoming[lake.features.all])[:, 1]
     out = _predictions(lake, "2026-09-11").set_index("id").loc[incoming["application_id"]]
@@ -50,9 +52,9 @@ def test_streamed_scores_equal_whole_frame_scores(lake):
 
 
 def test_rerun_replaces_the_partition(lake):
-    scoring.score_partition(lake, "2026-09-11", "first")
+    score_with_champion(lake, "2026-09-11", "first")
     first = _predictions(lake, "2026-09-11")
-    scoring.score_partition(lake, "2026-09-11", "second")
+    score_with_champion(lake, "2026-09-11", "second")
     second = _predictions(lake, "2026-09-11")
     assert len(second) == len(first) and second["id"].is_unique
     pd.testing.assert_series_equal(first["score"], second["score"])
@@ -63,7 +65,7 @@ def test_rerun_replaces_the_partition(lake):
 
 
 def test_a_crash_mid_partition_keeps_the_previous_predictions(lake, monkeypatch):
-    scoring.score_partition(lake, "2026-09-11", "good")
+    score_with_champion(lake, "2026-09-11", "good")
     folder = partition_dir(lake.data_root, "predictions", "2026-09-11")
     before = (folder / "predictions.parquet").read_bytes()
     calls = {"n": 0}
@@ -77,24 +79,24 @@ def test_a_crash_mid_partition_keeps_the_previous_predictions(lake, monkeypatch)
 
     monkeypatch.setattr(scoring, "predict_scores", crash_on_second_batch)
     with pytest.raises(MemoryError):
-        scoring.score_partition(lake, "2026-09-11", "crashing")
+        score_with_champion(lake, "2026-09-11", "crashing")
     assert sorted(p.name for p in folder.iterdir()) == [".lock", "predictions.parquet"]
     assert (folder / "predictions.parquet").read_bytes() == before
 
 
 def test_progress_is_logged_with_rows_per_second(lake, caplog):
     caplog.set_level("INFO", logger="pipelines.scoring")
-    scoring.score_partition(lake, "2026-09-10", "run")
+    score_with_champion(lake, "2026-09-10", "run")
     assert any("rows/s" in r.message and "2,000 / 2,000 rows" in r.message for r in caplog.records)
 
 
 def test_no_champion_is_a_clear_error(config):
     registry.init_store(config)
     with pytest.raises(NoChampionError, match="retrain_model"):
-        scoring.score_partition(config, "2026-09-11", "run")
+        score_with_champion(config, "2026-09-11", "run")
 
 
 def test_row_groups_stream_in_batches(lake):
-    scoring.score_partition(lake, "2026-09-12", "run")
+    score_with_champion(lake, "2026-09-12", "run")
     meta = pq.ParquetFile(partition_dir(lake.data_root, "predictions", "2026-09-12") / "predictions.parquet").metadata
     assert meta.num_rows == 2000

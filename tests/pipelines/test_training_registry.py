@@ -8,13 +8,14 @@ from mlflow import MlflowClient
 from pipelines import registry, retraining
 from pipelines.errors import NoChampionError, TrainingDataError
 from pipelines.lake import partition_digest, partition_files
+from pipelines.registry import Registry
 from pipelines.training import classification_metrics, load_labelled, training_partitions
 
 
 def test_no_champion_says_to_run_retrain_model(config):
     registry.init_store(config)
     with pytest.raises(NoChampionError, match="run the retrain_model DAG"):
-        registry.champion(config)
+        Registry.open(config).champion()
 
 
 def test_training_needs_labelled_partitions(config):
@@ -33,7 +34,7 @@ def test_window_skips_unlabelled_and_quarantined_days(champion_lake):
 
 
 def test_bootstrap_registers_the_champion_with_lineage(champion_lake):
-    ref = registry.champion(champion_lake)
+    ref = Registry.open(champion_lake).champion()
     client = MlflowClient(champion_lake.tracking_uri)
     version = client.get_model_version(ref.name, ref.version)
     assert str(client.get_registered_model(ref.name).aliases["champion"]) == ref.version
@@ -58,7 +59,7 @@ def test_bootstrap_registers_the_champion_with_lineage(champion_lake):
 def test_logged_model_has_signature_and_explicit_requirements(champion_lake):
     from mlflow.models import get_model_info
 
-    info = get_model_info(registry.champion(champion_lake).uri)
+    info = get_model_info(Registry.open(champion_lake).champion().uri)
     assert [c.name for c in info.signature.inputs.inputs] == champion_lake.features.all
     requirements = (champion_lake.artifact_root).rglob("requirements.txt")
     text = next(requirements).read_text()
@@ -66,9 +67,9 @@ def test_logged_model_has_signature_and_explicit_requirements(champion_lake):
 
 
 def test_loaded_champion_reproduces_its_holdout_auc(champion_lake):
-    ref = registry.champion(champion_lake)
-    model = registry.load_model(champion_lake, ref)
-    days = retraining.select_training_window(champion_lake)
+    ref = Registry.open(champion_lake).champion()
+    model = Registry.open(champion_lake).load_model(ref)
+    days = retraining.select_training_window(champion_lake).days
     frame, _ = load_labelled(champion_lake, [date.fromisoformat(d) for d in days[-3:]])
     score = model.predict_proba(frame[champion_lake.features.all])[:, 1]
     metrics = classification_metrics(frame[champion_lake.target].to_numpy(), score, 0.3)

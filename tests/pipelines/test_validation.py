@@ -4,10 +4,11 @@ from datetime import date
 
 import pytest
 
-from pipelines import registry, sample_data
+from pipelines import sample_data
 from pipelines.errors import PartitionQuarantinedError
 from pipelines.lake import partition_dir
-from pipelines.validation import validate_partition
+from pipelines.registry import Registry
+from pipelines.validation import validate_against_profile
 
 
 @pytest.fixture
@@ -18,7 +19,7 @@ def lake(config):
 
 @pytest.fixture(scope="module")
 def profile(champion_lake):
-    return registry.load_profile(champion_lake, registry.champion(champion_lake))
+    return Registry.open(champion_lake).load_profile(Registry.open(champion_lake).champion())
 
 
 def _quarantine(config, ds):
@@ -35,7 +36,7 @@ def _rewrite(config, ds, change):
 
 
 def test_a_good_partition_passes_every_expectation(lake, profile):
-    outcome = validate_partition(lake, "2026-09-01", profile)
+    outcome = validate_against_profile(lake, "2026-09-01", profile)
     assert outcome.success and outcome.rows == 1500 and outcome.warnings == []
     # row count, id not null + unique, then null rate and range / known values per feature
     assert outcome.evaluated == 3 + 2 * 14
@@ -52,7 +53,7 @@ def test_a_good_partition_passes_every_expectation(lake, profile):
 def test_broken_partitions_are_quarantined_with_a_reason(lake, profile, defect, reason):
     sample_data.break_partition(lake.data_root, date(2026, 9, 2), defect)
     with pytest.raises(PartitionQuarantinedError) as info:
-        validate_partition(lake, "2026-09-02", profile, accepted_by="alice")  # unreadable data is never accepted
+        validate_against_profile(lake, "2026-09-02", profile, accepted_by="alice")  # unreadable data is never accepted
     assert reason in str(info.value)
     assert "rerun this date" in str(info.value)
     record = _quarantine(lake, "2026-09-02")
@@ -69,12 +70,12 @@ def test_duplicate_ids_null_ids_and_too_few_rows_are_broken(lake, profile):
         frame.loc[:10, "application_id"] = frame.loc[0, "application_id"]
     _rewrite(lake, "2026-09-03", damage)
     with pytest.raises(PartitionQuarantinedError) as info:
-        validate_partition(lake, "2026-09-03", profile)
+        validate_against_profile(lake, "2026-09-03", profile)
     assert "id column 'application_id': expected unique ids, found 0.73% of rows sharing an id" in str(info.value)
     assert "accept_quarantine" in str(info.value)
     small = lake.model_copy(update={"validation": lake.validation.model_copy(update={"min_rows": 2000})})
     with pytest.raises(PartitionQuarantinedError, match=r"expected at least 2,000 rows \(validation.min_rows\), found 1,500"):
-        validate_partition(small, "2026-09-01", profile)
+        validate_against_profile(small, "2026-09-01", profile)
 
 
 def test_shifted_data_is_scored_with_warnings_that_say_what_was_expected(lake, profile):
@@ -84,7 +85,7 @@ def test_shifted_data_is_scored_with_warnings_that_say_what_was_expected(lake, p
         frame["annual_income"] = frame["annual_income"] * 3 + 500_000
         frame.loc[: len(frame) // 4, "debt_to_income"] = None
     _rewrite(lake, "2026-09-02", move)
-    outcome = validate_partition(lake, "2026-09-02", profile)
+    outcome = validate_against_profile(lake, "2026-09-02", profile)
     assert outcome.success and outcome.failures == []
     assert sorted(outcome.warned_columns) == ["annual_income", "debt_to_income", "loan_purpose"]
     text = " | ".join(outcome.warnings)
@@ -107,22 +108,22 @@ def test_each_check_severity_is_configurable(lake, profile):
     strict = lake.model_copy(update={"validation": lake.validation.model_copy(update={
         "severity": lake.validation.severity.model_copy(update={"unknown_categories": "quarantine"})})})
     with pytest.raises(PartitionQuarantinedError, match="'loan_purpose': 33.*categories unseen in training"):
-        validate_partition(strict, "2026-09-04", profile)
-    assert validate_partition(lake, "2026-09-04", profile).warned_columns == ["loan_purpose"]
+        validate_against_profile(strict, "2026-09-04", profile)
+    assert validate_against_profile(lake, "2026-09-04", profile).warned_columns == ["loan_purpose"]
 
 
 def test_an_operator_can_accept_a_quarantined_night_and_a_fixed_one_clears_it(lake, profile):
     _rewrite(lake, "2026-09-04", lambda f: f.__setitem__("application_id", 7))
     with pytest.raises(PartitionQuarantinedError):
-        validate_partition(lake, "2026-09-04", profile)
+        validate_against_profile(lake, "2026-09-04", profile)
     assert partition_dir(lake.data_root, "quarantine", "2026-09-04").exists()
-    accepted = validate_partition(lake, "2026-09-04", profile, accepted_by="alice")
+    accepted = validate_against_profile(lake, "2026-09-04", profile, accepted_by="alice")
     assert accepted.success and accepted.warnings[0].startswith("accepted by alice: id column 'application_id'")
     assert not partition_dir(lake.data_root, "quarantine", "2026-09-04").exists()  # usable for training now
     with pytest.raises(PartitionQuarantinedError):
-        validate_partition(lake, "2026-09-04", profile)
+        validate_against_profile(lake, "2026-09-04", profile)
     sample_data.write_day(lake.data_root, date(2026, 9, 4), 1500, 7, sample_data.DriftSpec(), with_labels=False)
-    assert validate_partition(lake, "2026-09-04", profile).success
+    assert validate_against_profile(lake, "2026-09-04", profile).success
     assert not partition_dir(lake.data_root, "quarantine", "2026-09-04").exists()
 
 
@@ -130,4 +131,4 @@ def test_unknown_categories_under_the_tolerance_pass_quietly(lake, profile):
     def few_unseen(frame):
         frame.loc[frame.index % 200 == 0, "loan_purpose"] = "crypto"  # 0.5%: under the 1% tolerance
     _rewrite(lake, "2026-09-03", few_unseen)
-    assert validate_partition(lake, "2026-09-03", profile).warnings == []
+    assert validate_against_profile(lake, "2026-09-03", profile).warnings == []

@@ -15,13 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import monitoring, sample_data, scoring
+from pipelines import monitoring, sample_data
 from pipelines.config import load_config
 from pipelines.errors import PartitionQuarantinedError
 from pipelines.lake import partition_dir
-from pipelines.monitoring import validate_against_champion
+from pipelines.monitoring import validate_partition
 from tests.api_server import admin_password, free_port, wait_until_healthy
-from tests.conftest import REPO, airflow_env, write_config
+from tests.conftest import REPO, airflow_env, score_night, write_config
 
 # A data value that closes Evidently's <script> block and calls the Airflow REST API with the viewer's login.
 ATTACK = ("document.title='PWNED';fetch('/api/v2/variables',{method:'POST',credentials:'include',"
@@ -43,11 +43,11 @@ def server(champion_lake, tmp_path_factory):
     config_path.write_text(text)
     config = load_config(config_path)
     for ds in ("2026-09-10", "2026-09-11"):
-        scored = scoring.score_partition(config, ds, f"run-{ds}").as_dict()
-        monitoring.monitor_night(config, ds, scored, f"run-{ds}")
+        validated, scored = score_night(config, ds, f"run-{ds}")
+        monitoring.monitor_night(config, validated, scored, f"run-{ds}")
     sample_data.break_partition(config.data_root, date(2026, 9, 12), "missing_column")
     with pytest.raises(PartitionQuarantinedError):
-        validate_against_champion(config, "2026-09-12", "run-bad")
+        validate_partition(config, "2026-09-12", "run-bad")
     _inject_script(config)
     port = free_port()
     env = airflow_env(folder / "airflow", config_path) | {
@@ -83,9 +83,8 @@ def _inject_script(config) -> None:
     for old in folder.iterdir():
         old.unlink()
     pq.write_table(pa.Table.from_pandas(night, preserve_index=False), folder / "part-0000.parquet")
-    validate_against_champion(config, INJECTED_NIGHT, "run-injected")
-    scored = scoring.score_partition(config, INJECTED_NIGHT, "run-injected").as_dict()
-    monitoring.monitor_night(config, INJECTED_NIGHT, scored, "run-injected")
+    validated, scored = score_night(config, INJECTED_NIGHT, "run-injected")
+    monitoring.monitor_night(config, validated, scored, "run-injected")
     raw = f"<!doctype html><html><body><h1>raw report</h1><script>{ATTACK.replace('KEY', 'pwned_by_report')}</script></body></html>"
     (partition_dir(config.data_root, "reports", RAW_NIGHT) / "performance.html").write_text(raw)
 

@@ -1,0 +1,1 @@
+"""Development surfaces over the product: the in-process DAG runner and the demo driver."""

@@ -1,0 +1,238 @@
+"""The end-to-end demo through real Airflow: nightly scoring, drift, retraining, the gate, promotion and rollback.
+
+`python -m harness.demo --fresh` (what `make demo` runs). Airflow's task logs and MLflow's output go to a log
+file under `var/`; the terminal gets one line per night and the tables at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from harness.runner import DagRunOutcome, retraining_requests, run_dag
+from pipelines.audit import read_audit
+from pipelines.config import CONFIG_ENV_VAR, DEFAULT_CONFIG, PipelineConfig, config_path, load_config
+from pipelines.contracts import Candidate, Decision, GateResult, ScoringSummary, ValidatedPartition
+from pipelines.errors import PipelineError
+from pipelines.history import read_history
+from pipelines.lake import QUARANTINE, QUARANTINE_RECORD, partition_dir
+from pipelines.registry import init_store
+from pipelines.retraining import reason_from_trigger
+from pipelines.sample_data import DriftSpec, break_partition, generate, write_day
+
+START = date(2026, 9, 1)
+TRAIN_END = date(2026, 9, 28)
+NIGHTS = 17  # to 2026-10-15: enough labelled days after the drift onset to retrain on, then one more night
+ROWS = 5000
+BAD_NIGHT = (date(2026, 10, 3), "missing_column")
+DRIFT_START = date(2026, 10, 6)
+
+
+@contextmanager
+def output_to(log_file: Path) -> Iterator[None]:
+    """Send everything this process writes to stdout and stderr (Airflow's task logs, progress bars) to a file."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_file, "ab") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    """Print dictionaries as an aligned text table."""
+    if not rows:
+        print("(none)")
+        return
+    headers = list(rows[0])
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in headers]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(row[h]).ljust(w) for h, w in zip(headers, widths)))
+
+
+def night_row(ds: date, outcome: DagRunOutcome, config: PipelineConfig) -> dict[str, object]:
+    """One row of the nights table: validation, rows, model, mean score, run time and decision."""
+    returns = outcome.returns
+    scored = ScoringSummary.model_validate(returns["score_partition"]) if "score_partition" in returns else None
+    validated = ValidatedPartition.model_validate(returns["validate_partition"]) if "validate_partition" in returns else None
+    decided = Decision.model_validate(returns["decide_retraining"]) if "decide_retraining" in returns else None
+    quarantine = partition_dir(config.data_root, QUARANTINE, ds) / QUARANTINE_RECORD
+    if validated:
+        status = f"passed {validated.expectations} checks"
+    elif quarantine.is_file():
+        status = "QUARANTINED: " + "; ".join(json.loads(quarantine.read_text())["failures"])[:90]
+    else:
+        status = outcome.task_states.get("validate_partition", "not run")
+    return {
+        "ds": ds.isoformat(),
+        "run": outcome.state,
+        "rows": scored.rows if scored else (validated.rows if validated else "-"),
+        "validation": status,
+        "model": scored.model_version if scored else "-",
+        "mean score": f"{scored.mean_score:.4f}" if scored else "-",
+        "seconds": f"{outcome.seconds:.1f}",
+        "decision": ("retrain" if decided.retrain else "keep") if decided else "-",
+    }
+
+
+def retrain_cell(outcome: DagRunOutcome | None) -> str:
+    """What a retrain_model run did, in a few words."""
+    if outcome is None:
+        return "-"
+    states, returns = outcome.task_states, outcome.returns
+    if states.get("select_training_window") == "skipped":
+        return "skipped: too few labelled days since the drift onset"
+    if outcome.state != "success":
+        return f"{outcome.state}: {states}"
+    version = Candidate.model_validate(returns["train_candidate"]).version
+    gate = GateResult.model_validate(returns["evaluate_gate"])
+    figures = f" (gain {gate.comparison.describe()})" if gate.comparison else ""
+    if states.get("promote_candidate") == "success":
+        return f"v{version} PROMOTED{figures}"
+    if states.get("reject_candidate") == "success" or states.get("settle_approval") == "success":
+        return f"v{version} rejected{figures}"
+    if states.get("approve_promotion") == "success":
+        return f"v{version} awaiting approval"
+    return f"v{version}: {states}"
+
+
+def history_rows(config: PipelineConfig) -> list[dict[str, object]]:
+    """Return the monitoring history as printable rows."""
+    rows = []
+    for r in read_history(config).itertuples():
+        rows.append({
+            "ds": r.ds, "model": r.model_version, "valid": "yes" if r.validation_success else "NO",
+            "drift share": "-" if pd.isna(r.drift_share) else f"{r.drift_share:.2f}",
+            "drifted": ",".join(r.drifted_columns or [])[:40] or "-",
+            "est auc": "-" if pd.isna(r.estimated_roc_auc) else f"{r.estimated_roc_auc:.3f}",
+            "real auc": "-" if pd.isna(r.realised_roc_auc) else f"{r.realised_roc_auc:.3f}",
+            "labels": "-" if pd.isna(r.label_coverage) else f"{100 * r.label_coverage:.0f}%",
+            "decision": r.decision or "-",
+        })
+    return rows
+
+
+def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> None:
+    """Run the whole loop; DAG output goes to `log_file`, the story and the tables to the terminal."""
+    started = time.monotonic()
+    if fresh:
+        for folder in (config.data_root, config.mlflow.store_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+        log_file.unlink(missing_ok=True)
+    nights = [TRAIN_END + timedelta(days=i + 1) for i in range(NIGHTS)]
+    total_days = (nights[-1] - START).days + 1
+    print(f"Airflow task logs and MLflow output: {log_file}\n")
+    print(f"1/6 generating {total_days} daily partitions of {ROWS:,} rows under {config.data_root}, "
+          f"with covariate and concept drift from {DRIFT_START}")
+    drift = DriftSpec(start=DRIFT_START, covariate=True, concept=True)
+    # labels exist up to the training window; later ones land night by night, label_delay_partitions late
+    first_night = TRAIN_END + timedelta(days=1)
+    generate(config.data_root, START, total_days, ROWS, config.label_delay_partitions,
+             as_of=first_night - timedelta(days=1), seed=seed, drift=drift)
+    break_partition(config.data_root, *BAD_NIGHT)
+    print(f"    damaged ds={BAD_NIGHT[0]} on purpose ({BAD_NIGHT[1]}) to show the quarantine")
+    print(f"2/6 initialising the MLflow store {init_store(config)}")
+    print("3/6 retrain_model (bootstrap: no champion yet), through Airflow")
+    with output_to(log_file):
+        boot = run_dag("retrain_model", None, {"window_end": TRAIN_END.isoformat(), "reason": "bootstrap"})
+    if boot.state != "success":
+        raise PipelineError(f"retrain_model ended {boot.state}: {boot.task_states}; see {log_file}")
+    trained = Candidate.model_validate(boot.returns["train_candidate"])
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.metrics.items())
+    print(f"    {trained.name} version {trained.version} is champion (held-out {metrics})")
+    print(f"4/6 batch_scoring for {len(nights)} nights through Airflow; after a night that requests retraining, the\n"
+          "    retrain_model run the scheduler would start on that Asset event (gate, then promotion or rejection)")
+    rows = []
+    for ds in nights:
+        landed = ds - timedelta(days=config.label_delay_partitions)
+        write_day(config.data_root, landed, ROWS, seed, drift, with_labels=True, with_features=False)
+        logical = datetime(ds.year, ds.month, ds.day, 2, tzinfo=UTC) + timedelta(days=1)  # the nightly tick
+        with output_to(log_file):
+            night = run_dag("batch_scoring", logical)
+            requests = retraining_requests(night.run_id)
+            retrain = None
+            if requests:
+                retrain = run_dag("retrain_model", None, {"reason": reason_from_trigger("retraining request", requests)})
+        row = night_row(ds, night, config) | {"retraining": retrain_cell(retrain)}
+        rows.append(row)
+        print(f"    {row['ds']}  {row['run']:<7}  {row['validation'][:40]:<40}  model v{row['model']}  "
+              f"decision {row['decision']:<7}  {row['retraining']}")
+    print("5/6 rollback_model (undo the promotion, as an operator would after a bad night), then rescore the last night")
+    with output_to(log_file):
+        rollback = run_dag("rollback_model", None, {"reason": "demo: undo the promotion"})
+        rescored = run_dag("batch_scoring", None, {"ds": nights[-1].isoformat()})
+    print("6/6 results\n")
+    print_table(rows)
+    print("\nMonitoring history (drift against the champion's reference; AUC estimated by CBPE, realised once labels land):\n")
+    print_table(history_rows(config))
+    print(f"\nAudit log of champion moves ({config.audit_log}):\n")
+    print_table([
+        {"when": e.at[:19], "action": e.action, "from": e.from_version or "-", "to": e.to_version,
+         "by": e.approved_by, "reason": e.reason[:70]}
+        for e in read_audit(config)
+    ])
+    version = rescored.returns.get("score_partition", {}).get("model_version", "?")
+    print(f"\nAfter the rollback ({rollback.state}) ds={nights[-1]} was rescored by v{version}. To return to the "
+          "promoted model, trigger rollback_model with target_version set to it.")
+    print(
+        f"\nDemo finished in {time.monotonic() - started:.0f} s. Outputs:\n"
+        f"  task logs    {log_file}\n"
+        f"  predictions  {config.data_root / 'predictions'}\n"
+        f"  quarantine   {config.data_root / 'quarantine'}\n"
+        f"  reports      {config.data_root / 'reports'}  (Evidently HTML: open drift.html in a browser;\n"
+        f"               gate comparisons under reports/models/)\n"
+        f"  history      {config.history_url}\n"
+        f"  audit log    {config.audit_log}\n"
+        f"  MLflow       {config.tracking_uri}  (UI: make mlflow-ui, then http://127.0.0.1:5000)\n"
+        f"  Airflow UI   make airflow-ui, then http://127.0.0.1:8080; the monitoring page is\n"
+        f"               'Model monitoring' in its navigation (http://127.0.0.1:8080/monitoring/)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run the demo; return the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m harness.demo", description=__doc__)
+    parser.add_argument("--config", help=f"pipeline YAML (default: ${CONFIG_ENV_VAR} or the bundled default)")
+    parser.add_argument("--fresh", action="store_true", help="delete the config's data root and MLflow store first")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--log-file", default="var/demo/airflow-tasks.log", help="where the DAG runs' output goes")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        config = load_config(args.config)
+        chosen = Path(args.config) if args.config else config_path(os.environ)
+        if args.fresh and chosen.resolve() != DEFAULT_CONFIG:
+            raise PipelineError("--fresh deletes data: it is only allowed with the bundled demo config")
+        run_demo(config, args.fresh, args.seed, Path(args.log_file).resolve())
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

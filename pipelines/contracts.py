@@ -1,0 +1,238 @@
+"""The typed values the steps hand each other (and Airflow passes between tasks as XCom).
+
+Pydantic models, so a value that crosses a task boundary comes back as the same class with its nested
+values and enums (Airflow 3 serialises them with `model_dump` and restores them with `model_validate`;
+the workers' `[core] allowed_deserialization_classes` must admit `pipelines.*`). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Contract(BaseModel):
+    """Base of the values passed between steps: unknown fields are refused, so a renamed field fails loudly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Record(BaseModel):
+    """Base of values read back from storage written by older releases: unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One registered model version, pinned (never an alias that can move underneath a reader)."""
+
+    name: str
+    version: str
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+class Alias(StrEnum):
+    """Where `bootstrap_or_challenge` put a new candidate."""
+
+    CHAMPION = "champion"  # the first model of a deployment: nothing to compare it with
+    CHALLENGER = "challenger"  # goes through the gate
+    REFUSED = "refused"  # a first model below the promotion floors: registered, given no alias
+
+
+class PromotionPath(StrEnum):
+    """What retrain_model does after the gate (the DAG file maps each to its tasks)."""
+
+    REJECT = "reject"  # the gate failed, or a first model missed the floors
+    DONE = "done"  # the first model became champion: nothing more to do
+    ASK_APPROVAL = "ask_approval"  # passed; promotion.require_approval asks a person first
+    PROMOTE = "promote"  # passed; promoted at once
+
+
+class TrainingWindow(Contract):
+    """The labelled partitions a candidate trains on, the window mode used and the drift onset it started from."""
+
+    days: list[str]
+    mode: str
+    onset: str | None = None
+
+    def describe(self) -> str:
+        return self.mode + (f" from the drift onset {self.onset}" if self.onset else "")
+
+
+class Candidate(Contract):
+    """A trained and registered model version with its held-out metrics and the days it trained and was tested on."""
+
+    name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    train_days: list[str]
+    holdout_days: list[str]
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(self.name, self.version, self.run_id)
+
+
+class ModelCard(Record):
+    """What a model version was trained on and why, read from its lineage artifact (`training_partitions.json`)."""
+
+    partitions: dict[str, str] = Field(default_factory=dict)  # partition date -> sha256 of its files
+    train_days: list[str] = Field(default_factory=list)
+    holdout_days: list[str] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)  # held-out
+    lineage: dict[str, str] = Field(default_factory=dict)  # reason, airflow_run_id, training.window
+
+    @property
+    def reason(self) -> str:
+        return self.lineage.get("reason", "unknown")
+
+
+CI_LEVEL = 0.95  # the paired bootstrap interval of the gate
+
+
+class Comparison(Record):
+    """Candidate minus champion on the gate's metric, with its paired bootstrap interval."""
+
+    difference: float
+    ci_low: float
+    ci_high: float
+    samples: int = 0
+
+    def describe(self) -> str:
+        """The difference and its interval in words, as every surface shows it."""
+        return f"{self.difference:+.4f} ({CI_LEVEL:.0%} CI {self.ci_low:+.4f}..{self.ci_high:+.4f})"
+
+
+class GateResult(Record):
+    """The gate's verdict on a candidate and the evidence behind it (a first model has no comparison)."""
+
+    passed: bool
+    candidate: str
+    champion: str | None = None
+    bootstrap: bool = False
+    evaluation_days: list[str] = Field(default_factory=list)
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    comparison: Comparison | None = None
+    reasons: list[str] = Field(default_factory=list)
+    reports: dict[str, str] = Field(default_factory=dict)
+    summary: str = ""
+
+    @property
+    def pair(self) -> str | None:
+        """The comparison's folder name (`v<candidate>_vs_v<champion>`), None without a comparison."""
+        if self.comparison is None or self.champion is None:
+            return None
+        return f"v{self.candidate}_vs_v{self.champion}"
+
+
+class Approval(Contract):
+    """The answer of the approval step: the options chosen, by whom, and whether it timed out."""
+
+    chosen_options: list[str] = Field(default_factory=list)
+    responded_by: str | None = None
+    timed_out: bool = False
+
+    @property
+    def approved(self) -> bool:
+        return self.chosen_options == ["Approve"]
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> Approval:
+        """Read Airflow's human-in-the-loop event (`responded_by_user` is a dict with name and id, or a string)."""
+        user = event.get("responded_by_user")
+        who = (user.get("name") or user.get("id")) if isinstance(user, dict) else user
+        return cls(chosen_options=list(event.get("chosen_options") or []), responded_by=who or None,
+                   timed_out=bool(event.get("timedout")))
+
+
+class AuditEntry(Record):
+    """One audited alias move or refusal, as the audit log holds it."""
+
+    at: str
+    action: str  # bootstrap | promote | reject | rollback | restore
+    model: str
+    from_version: str | None = None
+    to_version: str
+    reason: str = ""
+    approved_by: str = ""
+    airflow_run_id: str = ""
+    gate: GateResult | None = None
+    note: str | None = None
+    hash: str = ""
+
+
+class ValidatedPartition(Contract):
+    """A partition that passed validation (possibly with data-quality warnings), and the champion it was checked for."""
+
+    ds: str
+    model: ModelRef
+    rows: int
+    expectations: int
+    warnings: list[str] = Field(default_factory=list)
+    warned_columns: list[str] = Field(default_factory=list)  # feature columns only
+    seconds: float = 0.0
+
+
+class ScoringSummary(Contract):
+    """What one scoring run did: rows, model version, score statistics, speed and the file it published."""
+
+    ds: str
+    rows: int
+    model_name: str
+    model_version: str
+    mlflow_run_id: str
+    mean_score: float
+    positive_rate: float
+    seconds: float
+    rows_per_second: float
+    peak_rss_mb: float
+    path: str
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(self.model_name, self.model_version, self.mlflow_run_id)
+
+
+class NightSummary(Contract):
+    """A monitored night: drift, data-quality warnings, estimated performance and its reports."""
+
+    ds: str
+    model_version: str
+    airflow_run_id: str
+    rows: int
+    drift_share: float
+    drifted_columns: list[str]
+    warned_columns: list[str]
+    validation_warnings: list[str]
+    score_drifted: bool
+    estimated_roc_auc: float | None  # None when it cannot be estimated (JSON has no NaN)
+    estimated_accuracy: float | None
+    reports: dict[str, str]
+
+
+class LabelledNight(Contract):
+    """A scored night whose labels were (re-)evaluated: realised performance and label coverage."""
+
+    ds: str
+    model_version: str
+    label_coverage: float
+    roc_auc: float | None
+    label_issues: list[str] = Field(default_factory=list)
+
+
+class Decision(Contract):
+    """Whether to retrain after a night, and every rule that fired (in words)."""
+
+    retrain: bool
+    reasons: list[str] = Field(default_factory=list)
+    ds: str = ""
+    model_version: str = ""
