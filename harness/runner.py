@@ -38,6 +38,7 @@ def run_dag(dag_id: str, logical_date: datetime | None, conf: dict[str, Any] | N
     """
     from airflow.models import DagRun, TaskInstance
     from airflow.models.xcom import XComModel
+    from airflow.sdk.serde import deserialize
     from airflow.utils.cli import get_bagged_dag
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -65,7 +66,7 @@ def run_dag(dag_id: str, logical_date: datetime | None, conf: dict[str, Any] | N
                 XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.key == "return_value"
             )
         ).all()
-    returns = {task_id: _plain(XComModel.deserialize_value(_Row(value))) for task_id, value in rows}
+    returns = {task_id: _plain(deserialize(XComModel.deserialize_value(_Row(value)))) for task_id, value in rows}
     return DagRunOutcome(dag_id, run.run_id, str(run.state), states, returns, seconds)
 
 

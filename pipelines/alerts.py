@@ -37,7 +37,7 @@ class Alert:
         """
         links = " | ".join(f"<{url}|{_slack_escape(name)}>" for name, url in self.links.items())
         body = _slack_escape("\n".join(self.lines))
-        blocks = [
+        blocks: list[dict[str, Any]] = [
             {"type": "header", "text": {"type": "plain_text", "text": self.subject[:150]}},
             {"type": "section", "text": {"type": "mrkdwn", "text": body[:2900] or " "}},
         ]

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from croniter import croniter
@@ -149,12 +149,21 @@ class Monitoring(_Section):
     history_url: str | None = None
 
 
+GateMetric = Literal["roc_auc", "precision", "recall", "f1"]
+AlertEvent = Literal["quarantine", "data_quality", "retrain_decision", "promotion", "rejection", "rollback", "task_failure"]
+ALERT_EVENTS: tuple[AlertEvent, ...] = get_args(AlertEvent)
+
+
+def _default_floors() -> dict[GateMetric, float]:
+    return {"roc_auc": 0.65}
+
+
 class RetrainPolicy(_Section):
     """Retrain when any rule fires; a rule set to null is off."""
 
     drift_share_threshold: Fraction | None = 0.25
     drift_consecutive_nights: Annotated[int, Field(ge=1)] = 3
-    metric: Literal["roc_auc", "precision", "recall", "f1"] = "roc_auc"
+    metric: GateMetric = "roc_auc"
     realised_floor: Fraction | None = 0.65
     realised_max_drop: Fraction | None = 0.05
     estimated_max_drop: Fraction | None = 0.05
@@ -164,20 +173,16 @@ class RetrainPolicy(_Section):
 class Promotion(_Section):
     """The champion/challenger gate and the approval step."""
 
-    metric: Literal["roc_auc", "precision", "recall", "f1"] = "roc_auc"
+    metric: GateMetric = "roc_auc"
     min_gain: Annotated[float, Field(ge=-1, le=1)] = 0.0
     # true: the lower end of the gain's 95% bootstrap interval must clear min_gain (not just the point estimate)
     require_significance: bool = True
-    floors: dict[Literal["roc_auc", "precision", "recall", "f1"], Fraction] = Field(
-        default_factory=lambda: {"roc_auc": 0.65}
-    )
+    floors: dict[GateMetric, Fraction] = Field(default_factory=_default_floors)
     bootstrap_samples: Annotated[int, Field(ge=100, le=20_000)] = 1000
     require_approval: bool = False
     approval_timeout_hours: Annotated[float, Field(gt=0)] = 24
 
 
-ALERT_EVENTS = ("quarantine", "data_quality", "retrain_decision", "promotion", "rejection", "rollback", "task_failure")
-AlertEvent = Literal["quarantine", "data_quality", "retrain_decision", "promotion", "rejection", "rollback", "task_failure"]
 
 
 class EmailAlerts(_Section):
@@ -316,9 +321,10 @@ def _format_errors(error: ValidationError, path: Path) -> str:
 
 
 def _has(raw: dict, path: tuple[str, ...]) -> bool:
+    node: object = raw
     for key in path[:-1]:
-        raw = raw.get(key) if isinstance(raw, dict) else None
-    return isinstance(raw, dict) and path[-1] in raw
+        node = node.get(key) if isinstance(node, dict) else None
+    return isinstance(node, dict) and path[-1] in node
 
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> PipelineConfig:

@@ -43,7 +43,7 @@ def column_tests(config: PipelineConfig, calibrated: dict[str, dict[str, Any]] |
     is still the configured one.
     """
     drift = config.monitoring.drift
-    tests = dict.fromkeys(config.features.numeric, (drift.numeric_method, drift.numeric_threshold))
+    tests: dict[str, tuple[str, float]] = dict.fromkeys(config.features.numeric, (drift.numeric_method, drift.numeric_threshold))
     tests |= dict.fromkeys(config.features.categorical, (drift.categorical_method, drift.categorical_threshold))
     tests[SCORE] = (drift.score_method, drift.score_threshold)
     tests |= {c: (t.method, t.threshold) for c, t in drift.per_column.items()}

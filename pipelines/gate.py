@@ -108,6 +108,7 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
 
 def evaluate_gate(config: PipelineConfig, candidate: Candidate, alias: Alias) -> GateResult:
     """Run the gate for a challenger; a first model has nothing to be compared with, only the floors."""
+    alias = Alias(alias)  # an enum crosses XCom as its value
     if alias == Alias.CHAMPION:
         return GateResult(bootstrap=True, passed=True, candidate=candidate.version, summary="First model: no champion "
                           "to compare with.")

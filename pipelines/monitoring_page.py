@@ -94,10 +94,10 @@ def render_page(config: PipelineConfig, base: str) -> str:
     """Return the monitoring page: the trend chart and one table row per night and model version."""
     frame = history.read_history(config)
     rows = []
-    for r in frame.sort_values("ds", ascending=False).itertuples():
-        failures = "; ".join(r.validation_failures or [])
-        warnings = list(getattr(r, "validation_warnings", None) or [])
-        if not r.validation_success:
+    for r in frame.sort_values("ds", ascending=False).to_dict("records"):
+        failures = "; ".join(r["validation_failures"] or [])
+        warnings = list(r.get("validation_warnings") or [])
+        if not r["validation_success"]:
             state, css, detail = "quarantined", "bad", failures
         elif warnings:
             state, css, detail = f"{len(warnings)} warning(s)", "warn", "; ".join(warnings)
@@ -105,13 +105,13 @@ def render_page(config: PipelineConfig, base: str) -> str:
             state, css, detail = "passed", "ok", ""
         rows.append(
             "<tr>"
-            f"<td>{html.escape(r.ds)}</td><td>v{html.escape(str(r.model_version))}</td>"
+            f"<td>{html.escape(r['ds'])}</td><td>v{html.escape(str(r['model_version']))}</td>"
             f"<td class={css} title=\"{html.escape(detail)}\">{state}</td>"
-            f"<td>{_fmt(r.drift_share, '{:.2f}')}</td><td>{html.escape(', '.join(r.drifted_columns or [])) or '-'}</td>"
-            f"<td>{_fmt(r.estimated_roc_auc)}</td><td>{_fmt(r.realised_roc_auc)}</td>"
-            f"<td title=\"{html.escape(_label_issues(r.realised_metrics))}\">{_fmt(r.label_coverage, '{:.0%}')}</td>"
-            f"<td>{html.escape(r.decision or '-')}</td>"
-            f"<td>{html.escape('; '.join(r.decision_reasons or []))}</td><td>{_links(r.ds, r.reports, base)}</td>"
+            f"<td>{_fmt(r['drift_share'], '{:.2f}')}</td><td>{html.escape(', '.join(r['drifted_columns'] or [])) or '-'}</td>"
+            f"<td>{_fmt(r['estimated_roc_auc'])}</td><td>{_fmt(r['realised_roc_auc'])}</td>"
+            f"<td title=\"{html.escape(_label_issues(r['realised_metrics']))}\">{_fmt(r['label_coverage'], '{:.0%}')}</td>"
+            f"<td>{html.escape(r['decision'] or '-')}</td>"
+            f"<td>{html.escape('; '.join(r['decision_reasons'] or []))}</td><td>{_links(r['ds'], r['reports'], base)}</td>"
             "</tr>"
         )
     chart = ""

@@ -89,7 +89,9 @@ def resolve(files: list[Path], roles: dict[str, str], where: str) -> PartitionSc
 
     `where` names the partition in messages (for example `incoming/ds=2026-10-01`).
     """
-    failures, found, rows = [], {}, 0
+    failures: list[str] = []
+    found: dict[str, list[tuple[Path, pa.Field]]] = {}
+    rows = 0
     for file in files:
         try:
             footer = pq.read_metadata(file)

@@ -110,6 +110,7 @@ def _sandboxed(path) -> FileResponse:
 def _return_value(ti_key) -> object:
     """Read a task instance's XCom return value (global links are resolved in the api-server, next to the DB)."""
     from airflow.models.xcom import XComModel
+    from airflow.sdk.serde import deserialize
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
@@ -123,7 +124,8 @@ def _return_value(ti_key) -> object:
                 XComModel.key == "return_value",
             )
         ).first()
-    return XComModel.deserialize_value(row) if row else None
+    # task return values are stored in serde's form ({"__classname__": ...}); deserialize restores the typed value
+    return deserialize(XComModel.deserialize_value(row)) if row else None
 
 
 class DriftReportLink(BaseOperatorLink):

@@ -116,12 +116,12 @@ def test_the_break_is_detected_waited_for_retrained_and_recovered(weekly):
     waited = [v for v in retrains.values() if v["task_states"].get("train_candidate") == "skipped"
               or v["task_states"].get("select_training_window") == "skipped"]
     assert waited and all(v["state"] == "success" for v in retrains.values())  # waiting is not failing
-    promotions = [e for e in read_audit(weekly["config"]) if e["action"] == "promote"]
+    promotions = [e for e in read_audit(weekly["config"]) if e.action == "promote"]
     assert len(promotions) == 1, promotions
     assert "95% CI" in promotions[0]["reason"]
     frame = history.read_history(weekly["config"]).dropna(subset=["realised_roc_auc"])
     old = frame[(frame["model_version"] == "1") & (frame["ds"] >= dates[10])]["realised_roc_auc"]
-    new = frame[frame["model_version"] == promotions[0]["to_version"]]["realised_roc_auc"]
+    new = frame[frame["model_version"] == promotions[0].to_version]["realised_roc_auc"]
     assert len(old) and len(new), frame[["ds", "model_version", "realised_roc_auc"]]
     assert old.max() < 0.5 < 0.65 < new.min()  # the old model inverted by the break; the new one recovered
     failures = [m for m in weekly["mail"] if m["event"] == "task_failure"]

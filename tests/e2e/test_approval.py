@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from pipelines import registry, sample_data
+from pipelines.audit import read_audit
 from pipelines.config import load_config
-from pipelines.promotion import read_audit
 from pipelines.registry import Registry
 from tests.alert_receivers import AlertReceivers
 from tests.api_server import admin_headers, free_port, wait_until_healthy
@@ -136,27 +136,27 @@ def test_approval_through_the_rest_api_promotes(approvals):
     assert approvals["seen"]["approve"]["patch"]["status"] == 200
     assert approved["state"] == "success"
     assert approved["task_states"]["promote_candidate"] == "success"
-    promoted = [e for e in read_audit(config) if e["action"] == "promote"]
+    promoted = [e for e in read_audit(config) if e.action == "promote"]
     assert len(promoted) == 1
-    assert promoted[0]["to_version"] == approved["returns"]["train_candidate"]["version"]
-    assert promoted[0]["approved_by"] == "admin" and promoted[0]["airflow_run_id"] == approved["run_id"]
-    assert promoted[0]["gate"]["comparison"]["samples"] > 0
+    assert promoted[0].to_version == approved["returns"]["train_candidate"]["version"]
+    assert promoted[0].approved_by == "admin" and promoted[0].airflow_run_id == approved["run_id"]
+    assert promoted[0].gate.comparison.samples > 0
 
 
 def test_rejection_and_timeout_do_not_promote(approvals):
     config, outcomes = approvals["config"], approvals["outcomes"]
     champion = outcomes["approve"]["returns"]["train_candidate"]["version"]
     assert Registry.open(config).champion().version == champion
-    rejections = {e["airflow_run_id"]: e for e in read_audit(config) if e["action"] == "reject"}
+    rejections = {e.airflow_run_id: e for e in read_audit(config) if e.action == "reject"}
     for step, who in (("reject", "admin"), ("timeout", "timeout")):
         outcome = outcomes[step]
         assert outcome["state"] == "success"
         assert outcome["task_states"]["promote_candidate"] == "skipped"
         assert outcome["task_states"]["settle_approval"] == "success"
         entry = rejections[outcome["run_id"]]
-        assert entry["to_version"] == outcome["returns"]["train_candidate"]["version"]
-        assert entry["from_version"] == champion
-        assert entry["approved_by"] == who and entry["reason"] == f"approval refused ({who})"
+        assert entry.to_version == outcome["returns"]["train_candidate"]["version"]
+        assert entry.from_version == champion
+        assert entry.approved_by == who and entry.reason == f"approval refused ({who})"
     assert approvals["seen"]["timeout"]["state_before_sweep"] == "awaiting_input"
 
 

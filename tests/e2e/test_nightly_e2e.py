@@ -226,7 +226,7 @@ print("GATE" + GateComparisonLink().get_link(None, ti_key=gate) + "|" + GateComp
 
 
 def test_retraining_goes_through_the_gate_and_the_audit_log(world):
-    from pipelines.promotion import read_audit
+    from pipelines.audit import read_audit
 
     config, outcomes = world["config"], world["outcomes"]
     retrain = outcomes["retrain"]
@@ -236,7 +236,7 @@ def test_retraining_goes_through_the_gate_and_the_audit_log(world):
     first = outcomes["bootstrap"]["returns"]["train_candidate"]["version"]
     assert gate["champion"] == first and gate["candidate"] == candidate
     assert gate["comparison"]["ci_low"] <= gate["comparison"]["difference"] <= gate["comparison"]["ci_high"]
-    actions = [(e["action"], e["to_version"]) for e in read_audit(config)]
+    actions = [(e.action, e.to_version) for e in read_audit(config)]
     assert actions[0] == ("bootstrap", first)
     after = pd.read_parquet(partition_dir(config.data_root, "predictions", "2026-09-15"))
     if gate["passed"]:
@@ -252,7 +252,7 @@ def test_retraining_goes_through_the_gate_and_the_audit_log(world):
 
 
 def test_rollback_refuses_bad_targets_and_restores_the_previous_champion(world):
-    from pipelines.promotion import read_audit
+    from pipelines.audit import read_audit
 
     config, outcomes = world["config"], world["outcomes"]
     assert outcomes["rollback_bad"]["state"] == "failed"
@@ -260,8 +260,8 @@ def test_rollback_refuses_bad_targets_and_restores_the_previous_champion(world):
     first = outcomes["bootstrap"]["returns"]["train_candidate"]["version"]
     if outcomes["retrain"]["returns"]["evaluate_gate"]["passed"]:
         assert outcomes["rollback"]["state"] == "success"
-        assert read_audit(config)[-1]["action"] == "rollback"
-        assert read_audit(config)[-1]["to_version"] == first
+        assert read_audit(config)[-1].action == "rollback"
+        assert read_audit(config)[-1].to_version == first
     else:
         assert outcomes["rollback"]["state"] == "failed"
         assert "no 'previous' champion" in world["log"]

@@ -17,10 +17,10 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines import registry, sample_data
+from pipelines.audit import read_audit
 from pipelines.config import load_config
 from pipelines.lake import partition_dir
-from pipelines.promotion import PREVIOUS, read_audit
-from pipelines.registry import Registry
+from pipelines.registry import PREVIOUS, Registry
 from tests.alert_receivers import AlertReceivers
 from tests.conftest import REPO, airflow_env, write_config
 
@@ -120,7 +120,7 @@ def test_rollback_restores_the_previous_champion_audited(loop):
     assert outcomes["rollback"]["state"] == "success"
     assert Registry.open(config).champion().version == boot
     assert Registry.open(config).alias_version(PREVIOUS).version == new
-    actions = [(e["action"], e["from_version"], e["to_version"]) for e in read_audit(config)]
+    actions = [(e.action, e.from_version, e.to_version) for e in read_audit(config)]
     assert actions == [("bootstrap", None, boot), ("promote", boot, new), ("rollback", new, boot)]
     assert read_audit(config)[-1]["reason"] == "loop test: undo the promotion"
     rerun = pd.read_parquet(partition_dir(config.data_root, "predictions", LAST))
@@ -145,7 +145,7 @@ def _alerts(loop, event):
          "https://airflow.example.test/monitoring/models/v2_vs_v1/candidate.html"),
         ("rollback", 1, "rolled back: champion is v1 again (was v2)", "loop test: undo the promotion",
          "https://airflow.example.test/dags/rollback_model/runs/"),
-        ("task_failure", 1, "rollback_model.roll_back failed", "has no version",
+        ("task_failure", 1, "rollback_model.rollback failed", "has no version",
          "https://airflow.example.test/dags/rollback_model/runs/"),
     ],
 )

@@ -52,7 +52,8 @@ def test_one_unreachable_target_does_not_silence_the_other(tmp_path, receivers, 
                          "extra": {"disable_tls": True, "disable_ssl": True, "retry_limit": 0, "timeout": 5}})
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", closed)
     outcome = deliver(config, alerts.rollback_alert(config, ENTRY.model_copy(update={"reason": "bad night"}), "https://x/run"))
-    assert outcome["webhook"] == "sent" and outcome["email"] != "sent"
+    assert outcome["webhook"] == "sent"
+    assert outcome["email"].startswith(("ConnectionRefusedError", "SMTPServerDisconnected", "OSError")), outcome["email"]
     assert receivers.posts and not receivers.mail
 
 

@@ -113,3 +113,25 @@ def test_the_key_never_comes_from_the_yaml(tmp_path):
     path = write_config(tmp_path, audit_key="in-the-yaml")
     with pytest.raises(ConfigError, match=f"a secret never goes in the YAML; set {AUDIT_KEY_ENV_VAR}"):
         load_config(path)
+
+
+@pytest.mark.parametrize("field", ["action", "from_version", "to_version", "reason", "approved_by", "airflow_run_id", "at"])
+def test_every_field_of_an_entry_is_under_its_hash(lake, field):
+    config, *_ = lake
+    lines = config.audit_log.read_text().splitlines(keepends=True)
+    entry = json.loads(lines[2])  # the promotion: every field is set
+    entry[field] = "9" if field.endswith("version") else f"forged {field}"
+    lines[2] = json.dumps(entry) + "\n"
+    config.audit_log.write_text("".join(lines))
+    with pytest.raises(AuditIntegrityError, match="was altered at line 3"):
+        audit.read_audit(config)
+
+
+def test_entries_moved_out_of_order_break_the_chain(lake):
+    """Each line is intact on its own and the head is unchanged: only the link to the previous entry shows it."""
+    config, *_ = lake
+    lines = config.audit_log.read_text().splitlines(keepends=True)
+    lines[1], lines[2] = lines[2], lines[1]
+    config.audit_log.write_text("".join(lines))
+    with pytest.raises(AuditIntegrityError, match="was altered at line 2"):
+        audit.read_audit(config)

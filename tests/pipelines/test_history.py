@@ -1,5 +1,6 @@
 """The monitoring history table: an older deployment's table gains the columns a newer release adds."""
 
+import pytest
 import sqlalchemy as sa
 
 from pipelines import history
@@ -18,3 +19,28 @@ def test_an_older_history_table_gains_new_columns_and_keeps_its_rows(config):
     frame = history.read_history(config).set_index("ds")
     assert frame.loc["2026-09-01", "rows"] == 5  # kept
     assert frame.loc["2026-09-02", "validation_warnings"] == ["column 'x': moved"]
+
+
+def test_a_rerun_replaces_the_night_and_keeps_no_stale_fact(config):
+    history.record_night(config, "2026-09-03", "m", "1", rows=10, drift_share=0.5, decision="retrain",
+                         decision_reasons=["drift"], airflow_run_id="first")
+    history.record_night(config, "2026-09-03", "m", "1", rows=12, airflow_run_id="rerun")
+    entry = history.night(config, "2026-09-03", "m", "1")
+    assert (entry["rows"], entry["airflow_run_id"]) == (12, "rerun")
+    assert entry["drift_share"] is None and entry["decision"] is None and entry["decision_reasons"] is None
+    assert len(history.read_history(config)) == 1
+
+
+def test_later_facts_are_added_to_the_night_they_belong_to(config):
+    history.record_night(config, "2026-09-03", "m", "1", rows=10)
+    history.record_night(config, "2026-09-03", "m", "2", rows=11)
+    history.update_night(config, "2026-09-03", "m", "1", label_coverage=0.5)
+    history.merge_task_seconds(config, "2026-09-03", "m", "1", {"a": 1.0})
+    history.merge_task_seconds(config, "2026-09-03", "m", "1", {"b": 2.0})
+    one, two = history.night(config, "2026-09-03", "m", "1"), history.night(config, "2026-09-03", "m", "2")
+    assert one["label_coverage"] == 0.5 and two["label_coverage"] is None
+    assert one["task_seconds"] == {"a": 1.0, "b": 2.0} and one["rows"] == 10
+    with pytest.raises(LookupError, match="record the night first"):
+        history.update_night(config, "2026-09-04", "m", "1", rows=1)
+    with pytest.raises(ValueError, match="not history columns"):
+        history.record_night(config, "2026-09-03", "m", "1", colour="red")

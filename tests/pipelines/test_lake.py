@@ -1,6 +1,7 @@
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.errors import InvalidDateError, PartitionMissingError
@@ -67,3 +68,15 @@ def test_the_earliest_partition_comes_from_one_listing(tmp_path):
     for name in ("ds=2019-03-05", "ds=2019-03-04", "notes", ".ds=2001-01-01"):
         (tmp_path / "incoming" / name).mkdir(parents=True)
     assert str(earliest_partition(tmp_path, "incoming")) == "2019-03-04"
+
+
+def test_a_republished_file_never_changes_under_an_open_reader(tmp_path):
+    """Publishing swaps in a new file: a reader that opened the old one keeps reading the old one, whole."""
+    target = tmp_path / "predictions" / "ds=2026-10-01" / "predictions.parquet"
+    write_table_atomic(target, pa.table({"id": list(range(1000)), "run": ["first"] * 1000}))
+    old_bytes = target.read_bytes()
+    with open(target, "rb") as reader:
+        write_table_atomic(target, pa.table({"id": list(range(5)), "run": ["second"] * 5}))
+        assert reader.read() == old_bytes
+    assert pq.read_table(target).column("run").to_pylist() == ["second"] * 5
+    assert [p.name for p in target.parent.iterdir()] == ["predictions.parquet"]  # no temporary file left visible

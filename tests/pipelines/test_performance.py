@@ -55,3 +55,14 @@ def test_cbpe_follows_a_covariate_shift_of_the_scores():
 def test_cbpe_handles_empty_and_single_class():
     calibrator = fit_calibrator(np.array([0.1, 0.9]), np.array([0, 1]))
     assert np.isnan(estimated_performance(np.array([]), 0.5, calibrator)["roc_auc"])
+
+
+def test_the_calibration_error_weights_each_bin_by_its_rows():
+    # 90 rows in bin 0 off by 0.05, 10 rows in bin 9 off by 0.5: weighted (0.9 * 0.05 + 0.1 * 0.5) = 0.095,
+    # where an unweighted mean over the two bins would say 0.275
+    score = np.r_[np.full(90, 0.05), np.full(10, 0.95)]
+    y = np.r_[np.zeros(90, int), np.r_[np.ones(4, int), np.zeros(6, int)]]
+    table = calibration_table(y, score)
+    assert table["expected_calibration_error"] == pytest.approx(0.9 * 0.05 + 0.1 * abs(0.95 - 0.4))
+    assert [(b["bin"], b["rows"]) for b in table["bins"]] == [(0, 90), (9, 10)]
+    assert table["bins"][1]["observed_rate"] == pytest.approx(0.4)

@@ -5,12 +5,13 @@ from datetime import date
 import pytest
 
 from pipelines import registry, retraining, sample_data
+from pipelines.audit import read_audit
 from pipelines.config import load_config
 from pipelines.contracts import Approval, Candidate, Comparison, GateResult, PromotionPath
 from pipelines.errors import AuditIntegrityError
 from pipelines.gate import compare
 from pipelines.monitoring_page import render_page, resolve_model_report
-from pipelines.promotion import PromotionError, promote, read_audit, reject, rollback
+from pipelines.promotion import PromotionError, promote, reject, rollback
 from pipelines.registry import Registry
 from pipelines.training import fit_and_evaluate, load_labelled
 from tests.conftest import write_config
@@ -199,3 +200,24 @@ def test_a_promotion_during_scoring_does_not_mix_versions(lake, monkeypatch):
     assert calls["n"] >= 2
     assert set(out["model_version"]) == {start.version}
     assert Registry.open(config).champion().version == other.version
+
+
+def test_an_unanswered_or_refused_approval_is_audited_and_nothing_else_is(lake):
+    from pipelines.promotion import settle_approval
+
+    config, _, _, worse = lake
+    asked = config.model_copy(update={"promotion": config.promotion.model_copy(update={"require_approval": True})})
+    passed = GateResult(passed=True, candidate=worse.version, champion="1",
+                        comparison=Comparison(difference=0.1, ci_low=0.05, ci_high=0.15))
+    before = len(read_audit(config))
+    assert settle_approval(asked, None, None, None, "run-s") is None  # waited for data: nothing to settle
+    assert settle_approval(asked, worse, passed.model_copy(update={"passed": False}), None, "run-s") is None
+    assert settle_approval(asked, worse, passed.model_copy(update={"bootstrap": True}), None, "run-s") is None
+    assert settle_approval(config, worse, passed, None, "run-s") is None  # no approval was required
+    assert len(read_audit(config)) == before
+    refused = settle_approval(asked, worse, passed, Approval(chosen_options=["Reject"], responded_by="bob"), "run-r")
+    assert (refused.action, refused.to_version, refused.approved_by) == ("reject", worse.version, "bob")
+    assert refused.reason == "approval refused (bob)" and refused.gate == passed
+    timed_out = settle_approval(asked, worse, passed, None, "run-t")
+    assert timed_out.reason == "approval refused (timeout)" and timed_out.approved_by == "timeout"
+    assert [e.airflow_run_id for e in read_audit(config)[before:]] == ["run-r", "run-t"]
