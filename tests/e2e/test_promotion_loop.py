@@ -122,7 +122,7 @@ def test_rollback_restores_the_previous_champion_audited(loop):
     assert Registry.open(config).alias_version(PREVIOUS).version == new
     actions = [(e.action, e.from_version, e.to_version) for e in read_audit(config)]
     assert actions == [("bootstrap", None, boot), ("promote", boot, new), ("rollback", new, boot)]
-    assert read_audit(config)[-1]["reason"] == "loop test: undo the promotion"
+    assert read_audit(config)[-1].reason == "loop test: undo the promotion"
     rerun = pd.read_parquet(partition_dir(config.data_root, "predictions", LAST))
     assert set(rerun["model_version"]) == {boot}
 

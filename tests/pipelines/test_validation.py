@@ -7,7 +7,10 @@ import pytest
 from pipelines import sample_data
 from pipelines.errors import PartitionQuarantinedError
 from pipelines.lake import partition_dir
-from pipelines.registry import Registry
+from pipelines.config import load_config
+from pipelines.profile import data_profile
+from pipelines.schema import incoming_partition, read_table
+from tests.conftest import write_config
 from pipelines.validation import validate_against_profile
 
 
@@ -18,8 +21,14 @@ def lake(config):
 
 
 @pytest.fixture(scope="module")
-def profile(champion_lake):
-    return Registry.open(champion_lake).load_profile(Registry.open(champion_lake).champion())
+def profile(tmp_path_factory):
+    """The training profile of seven generated days, computed as training does (no model needed: a fast test)."""
+    import pandas as pd
+
+    config = load_config(write_config(tmp_path_factory.mktemp("profile")))
+    days = sample_data.generate(config.data_root, date(2026, 9, 1), 7, 2000, label_delay_days=0)
+    frame = pd.concat(read_table(incoming_partition(config, d.isoformat())).to_pandas() for d in days)
+    return data_profile(frame, config)
 
 
 def _quarantine(config, ds):
