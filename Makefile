@@ -25,7 +25,7 @@ export PYTHONUNBUFFERED := 1
 AUDIT_KEY_FILE := $(ROOT)/var/secrets/audit_key
 export AIRFLOW_VAR_PIPELINE_AUDIT_KEY ?= $(shell mkdir -p $(ROOT)/var/secrets && chmod 700 $(ROOT)/var/secrets && { test -s $(AUDIT_KEY_FILE) || python3 -c 'import secrets; print(secrets.token_hex(32))' > $(AUDIT_KEY_FILE); } && chmod 600 $(AUDIT_KEY_FILE) && cat $(AUDIT_KEY_FILE))
 
-.PHONY: setup demo test night airflow-db airflow-ui mlflow-ui bench browser clean
+.PHONY: setup demo test check mutate night airflow-db airflow-ui mlflow-ui bench browser clean
 
 $(UV):
 	@echo "uv not found: installing it into $(TOOLS)"
@@ -42,8 +42,22 @@ airflow-db: setup
 demo: airflow-db
 	$(UV) run --frozen python -m harness.demo --fresh
 
-test: setup
+# Lint, format, types and the import layers (pyproject.toml), then the test suite.
+CODE := pipelines dags plugins harness tests bench
+check: setup
+	$(UV) run --frozen ruff check $(CODE)
+	$(UV) run --frozen ruff format --check $(CODE)
+	$(UV) run --frozen mypy
+	$(UV) run --frozen lint-imports
+
+test: check
 	CI=$${CI:-} $(UV) run --frozen pytest
+
+# Mutation testing of the pure modules against the fast unit tests (by hand, not in CI; [tool.mutmut]).
+mutate: setup
+	rm -rf $(ROOT)/mutants
+	$(UV) run --frozen mutmut run --max-children 2
+	$(UV) run --frozen python bench/mutation_summary.py
 
 # One night from the command line: make night DS=2026-10-01
 night: airflow-db
@@ -65,4 +79,4 @@ browser:
 	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 clean:
-	rm -rf $(ROOT)/var/airflow $(ROOT)/var/data $(ROOT)/var/mlflow
+	rm -rf $(ROOT)/var/airflow $(ROOT)/var/data $(ROOT)/var/mlflow $(ROOT)/var/demo $(ROOT)/mutants

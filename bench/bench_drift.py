@@ -57,11 +57,23 @@ def _worker(kind: str, folder: Path) -> None:
     seconds = time.perf_counter() - started
     verdicts = {c: v["drifted"] for c, v in summary.columns.items()}
     html_mb = Path(paths["drift_html"]).stat().st_size / 1e6
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "verdicts": verdicts, "rows": len(current), "html_mb": html_mb}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_rss_mb": _peak_rss_mb(),
+                "verdicts": verdicts,
+                "rows": len(current),
+                "html_mb": html_mb,
+            }
+        )
+    )
 
 
 def _measure(kind: str, folder: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", kind, "--folder", str(folder)], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, "--folder", str(folder)], capture_output=True, text=True
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -88,7 +100,9 @@ def _prepare(folder: Path, rows: int, reference_rows: int) -> None:
     drift = sample_data.DriftSpec(start=NIGHT, covariate=True)
     sample_data.write_day(config.data_root, NIGHT, rows, 7, drift, with_labels=False)
     night = pd.read_parquet(config.data_root / "incoming" / f"ds={NIGHT}")
-    scores = pd.DataFrame({"id": night[config.id_column], "score": model.predict_proba(night[config.features.all])[:, 1]})
+    scores = pd.DataFrame(
+        {"id": night[config.id_column], "score": model.predict_proba(night[config.features.all])[:, 1]}
+    )
     scores.to_parquet(folder / "predictions.parquet")
 
 
@@ -116,8 +130,10 @@ def main() -> None:
         rss = statistics.median(r["peak_rss_mb"] for r in results)
         medians[kind] = (seconds, rss)
         each = ", ".join(f"{r['seconds']:.1f} s {r['peak_rss_mb']:,.0f} MB" for r in results)
-        print(f"{kind:<15} rows {results[0]['rows']:>9,}  median {seconds:6.1f} s  peak {rss:7,.0f} MB  "
-              f"html {results[0]['html_mb']:.1f} MB  [{each}]")
+        print(
+            f"{kind:<15} rows {results[0]['rows']:>9,}  median {seconds:6.1f} s  peak {rss:7,.0f} MB  "
+            f"html {results[0]['html_mb']:.1f} MB  [{each}]"
+        )
     full, ours = runs["evidently_full"][0]["verdicts"], runs["ours"][0]["verdicts"]
     differ = {c: (full[c], ours.get(c)) for c in full if full[c] != ours.get(c)}
     stable = all(r["verdicts"] == ours for r in runs["ours"])

@@ -47,7 +47,9 @@ def _worker(kind: str, config_path: str, ds: str) -> None:
         import pandas as pd
 
         frame = pd.read_parquet(config.data_root / "incoming" / f"ds={ds}")
-        out = pd.DataFrame({"id": frame[config.id_column], "score": model.predict_proba(frame[config.features.all])[:, 1]})
+        out = pd.DataFrame(
+            {"id": frame[config.id_column], "score": model.predict_proba(frame[config.features.all])[:, 1]}
+        )
         out["prediction"] = (out["score"] >= config.model.decision_threshold).astype("int8")
         out["model_version"] = ref.version
         out.to_parquet(Path(tempfile.mkdtemp()) / "naive.parquet")
@@ -68,7 +70,10 @@ def _measure(kind: str, config_path: Path, ds: date) -> dict[str, float]:
     env = dict(os.environ, GX_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", MLFLOW_ENABLE_TELEMETRY="false")
     proc = subprocess.Popen(
         [sys.executable, __file__, "--worker", kind, "--config", str(config_path), "--ds", ds.isoformat()],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
     )
     out, _ = proc.communicate()
     if proc.returncode != 0:

@@ -45,12 +45,18 @@ def _setup(out: Path) -> Path:
     raw["data_root"], raw["mlflow"]["store_dir"] = str(out / "data"), str(out / "mlflow")
     path = out / "pipeline.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    os.environ.update({
-        "PIPELINE_CONFIG": str(path), "AIRFLOW_HOME": str(out / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "GX_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-        "MLFLOW_ENABLE_TELEMETRY": "false",
-    })
+    os.environ.update(
+        {
+            "PIPELINE_CONFIG": str(path),
+            "AIRFLOW_HOME": str(out / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "GX_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "MLFLOW_ENABLE_TELEMETRY": "false",
+        }
+    )
     os.environ.setdefault("AIRFLOW_VAR_PIPELINE_AUDIT_KEY", "soak-audit-key")
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     return path
@@ -119,20 +125,37 @@ def main() -> int:
     first_night = start + timedelta(days=train_days)
     nights = [first_night + timedelta(days=i) for i in range(args.nights)]
     drift = DriftSpec(start=first_night + timedelta(days=20), covariate=True, concept=True)
-    generate(config.data_root, start, train_days + args.nights, args.rows, config.label_delay_partitions,
-             as_of=first_night - timedelta(days=1), seed=11, drift=drift)
+    generate(
+        config.data_root,
+        start,
+        train_days + args.nights,
+        args.rows,
+        config.label_delay_partitions,
+        as_of=first_night - timedelta(days=1),
+        seed=11,
+        drift=drift,
+    )
     kill_ds = nights[min(args.kill_night, len(nights) - 1)]
     write_day(config.data_root, kill_ds, 400_000, 11, drift, with_labels=False)  # big enough to kill mid-write
     init_store(config)
-    boot = run_dag("retrain_model", None, {"window_end": (first_night - timedelta(days=1)).isoformat(), "reason": "soak"})
+    boot = run_dag(
+        "retrain_model", None, {"window_end": (first_night - timedelta(days=1)).isoformat(), "reason": "soak"}
+    )
     assert boot.state == "success", boot.task_states
     quarantined: set[str] = set()
     rows = []
     print(f"{'night':<11} {'state':<8} {'s':>6} {'rss MB':>7} {'peak MB':>8}  notes", flush=True)
     for number, ds in enumerate(nights):
         notes = []
-        write_day(config.data_root, ds - timedelta(days=config.label_delay_partitions), args.rows, 11, drift,
-                  with_labels=True, with_features=False)
+        write_day(
+            config.data_root,
+            ds - timedelta(days=config.label_delay_partitions),
+            args.rows,
+            11,
+            drift,
+            with_labels=True,
+            with_features=False,
+        )
         if number % 7 == 3:
             defect = DEFECTS[(number // 7) % len(DEFECTS)]
             break_partition(config.data_root, ds, defect)
@@ -148,25 +171,51 @@ def main() -> int:
         if requests:
             retrain = run_dag("retrain_model", None, {"reason": reason_from_trigger("soak request", requests)})
             gate = retrain.task_states
-            notes.append("retrain: " + ("promoted" if gate.get("promote_candidate") == "success" else
-                                        "rejected" if gate.get("reject_candidate") == "success" else
-                                        "skipped" if "skipped" in (gate.get("select_training_window"), gate.get("train_candidate"))
-                                        else retrain.state))
+            notes.append(
+                "retrain: "
+                + (
+                    "promoted"
+                    if gate.get("promote_candidate") == "success"
+                    else "rejected"
+                    if gate.get("reject_candidate") == "success"
+                    else "skipped"
+                    if "skipped" in (gate.get("select_training_window"), gate.get("train_candidate"))
+                    else retrain.state
+                )
+            )
         seconds = time.monotonic() - started
         problems = _invariants(config, quarantined)
-        if ds.isoformat() not in quarantined and not (partition_dir(config.data_root, "predictions", ds) / "predictions.parquet").exists():
+        if (
+            ds.isoformat() not in quarantined
+            and not (partition_dir(config.data_root, "predictions", ds) / "predictions.parquet").exists()
+        ):
             problems.append(f"{ds}: not scored ({night.task_states})")
-        rows.append({"ds": ds.isoformat(), "seconds": seconds, "rss": _status_mb("VmRSS"), "peak": _status_mb("VmHWM"),
-                     "problems": problems, "notes": notes})
-        print(f"{ds.isoformat():<11} {night.state:<8} {seconds:>6.1f} {rows[-1]['rss']:>7.0f} {rows[-1]['peak']:>8.0f}  "
-              f"{'; '.join(notes)}{'  PROBLEMS: ' + '; '.join(problems) if problems else ''}", flush=True)
+        rows.append(
+            {
+                "ds": ds.isoformat(),
+                "seconds": seconds,
+                "rss": _status_mb("VmRSS"),
+                "peak": _status_mb("VmHWM"),
+                "problems": problems,
+                "notes": notes,
+            }
+        )
+        print(
+            f"{ds.isoformat():<11} {night.state:<8} {seconds:>6.1f} {rows[-1]['rss']:>7.0f} {rows[-1]['peak']:>8.0f}  "
+            f"{'; '.join(notes)}{'  PROBLEMS: ' + '; '.join(problems) if problems else ''}",
+            flush=True,
+        )
     plain = [r for r in rows if not r["notes"]]
     head, tail = plain[:10], plain[-10:]
-    print(f"\n{len(rows)} nights, {len(quarantined)} quarantined, {sum(bool(r['problems']) for r in rows)} with problems")
-    print(f"plain nights (no retrain, no defect): first 10 median {statistics.median(r['seconds'] for r in head):.1f} s, "
-          f"RSS {statistics.median(r['rss'] for r in head):.0f} MB; last 10 median "
-          f"{statistics.median(r['seconds'] for r in tail):.1f} s, RSS {statistics.median(r['rss'] for r in tail):.0f} MB; "
-          f"peak RSS of the process {rows[-1]['peak']:.0f} MB")
+    print(
+        f"\n{len(rows)} nights, {len(quarantined)} quarantined, {sum(bool(r['problems']) for r in rows)} with problems"
+    )
+    print(
+        f"plain nights (no retrain, no defect): first 10 median {statistics.median(r['seconds'] for r in head):.1f} s, "
+        f"RSS {statistics.median(r['rss'] for r in head):.0f} MB; last 10 median "
+        f"{statistics.median(r['seconds'] for r in tail):.1f} s, RSS {statistics.median(r['rss'] for r in tail):.0f} MB; "
+        f"peak RSS of the process {rows[-1]['peak']:.0f} MB"
+    )
     return 1 if any(r["problems"] for r in rows) else 0
 
 

@@ -61,7 +61,9 @@ WAIT = CONFIG.partition_wait
         ),
         "force_retrain": Param(False, type="boolean", title="Force retraining after this night"),
         "accept_quarantine": Param(
-            False, type="boolean", title="Accept this night although it fails validation",
+            False,
+            type="boolean",
+            title="Accept this night although it fails validation",
             description="Score the night (with ds) despite failed data checks; the failures are kept as warnings and "
             "the night becomes usable for training. Files that cannot be read as configured are never accepted.",
         ),
@@ -113,7 +115,9 @@ def batch_scoring():
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
 
         with fail_without_retry_on_user_errors():
-            return scoring.score_partition(load_config(), validated.ds, validated.model, get_current_context()["run_id"])
+            return scoring.score_partition(
+                load_config(), validated.ds, validated.model, get_current_context()["run_id"]
+            )
 
     @task(on_success_callback=[PipelineAlert("data_quality")])
     def monitor_night(validated: ValidatedPartition, scored: ScoringSummary) -> NightSummary:
@@ -167,5 +171,6 @@ def batch_scoring():
     decision = decide_retraining(monitored, evaluated)
     paths = [request_retraining(decision), keep_champion(decision)]
     choose_path(decision) >> paths >> finish(decision)
+
 
 batch_scoring()

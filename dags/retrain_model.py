@@ -57,6 +57,8 @@ class ApprovalStep(ApprovalOperator):
         answer = HITLOperator.execute_complete(self, context=context, event=event)
         approval = Approval.from_event({**answer, "timedout": event.get("timedout")})
         self.hitl_summary_extra["approved"] = approval.approved
+        # stored before the skip: the tasks that settle the answer may run before this task's return is stored
+        context["ti"].xcom_push(key="return_value", value=approval)
         if not approval.approved:
             waiting = [t for t in context["task"].get_direct_relatives(upstream=False) if t.trigger_rule != "all_done"]
             self.skip(ti=context["ti"], tasks=waiting)
@@ -90,7 +92,11 @@ class ApprovalStep(ApprovalOperator):
             "drift onset the monitoring history recorded; sliding on the newest window_partitions labelled partitions.",
         ),
         "window_days": Param(
-            None, type=["null", "integer"], minimum=2, maximum=366, title="Window length in days",
+            None,
+            type=["null", "integer"],
+            minimum=2,
+            maximum=366,
+            title="Window length in days",
             description="Empty: training.window_partitions of the config.",
         ),
         "reason": Param("manual", type="string", maxLength=500, title="Why this model is trained"),
@@ -116,7 +122,10 @@ def retrain_model():
 
         context = get_current_context()
         extras = [e.extra for events in (context.get("triggering_asset_events") or {}).values() for e in events]
-        lineage = {"airflow_run_id": context["run_id"], "reason": retraining.reason_from_trigger(params["reason"], extras)}
+        lineage = {
+            "airflow_run_id": context["run_id"],
+            "reason": retraining.reason_from_trigger(params["reason"], extras),
+        }
         with skip_until_ready():
             return retraining.train_candidate(load_config(), window, lineage)
 
@@ -156,7 +165,9 @@ def retrain_model():
         return promotion.promote_candidate(load_config(), candidate, result, approval, get_current_context()["run_id"])
 
     @task(trigger_rule="all_done", retries=0, on_success_callback=[PipelineAlert("rejection")])
-    def settle_approval(candidate: Candidate | None, result: GateResult | None, approval: Approval | None) -> AuditEntry | None:
+    def settle_approval(
+        candidate: Candidate | None, result: GateResult | None, approval: Approval | None
+    ) -> AuditEntry | None:
         """Audit a refused or timed-out approval (the approval step skips the promotion itself)."""
         from pipelines import promotion
 
@@ -177,5 +188,6 @@ def retrain_model():
     promoted = promote_candidate(candidate, result, approve.output)
     promotion_path(result) >> [approve, reject_candidate(candidate, result), promoted, EmptyOperator(task_id="done")]
     promoted >> settle_approval(candidate, result, approve.output)
+
 
 retrain_model()

@@ -33,7 +33,10 @@ from pipelines.notifiers import PipelineAlert
     },
     params={
         "target_version": Param(
-            None, type=["null", "string"], pattern=r"^[0-9]{1,9}$", title="Version to restore",
+            None,
+            type=["null", "string"],
+            pattern=r"^[0-9]{1,9}$",
+            title="Version to restore",
             description="Empty: the previous champion.",
         ),
         "reason": Param("", type="string", minLength=3, maxLength=300, title="Why roll back"),
@@ -49,7 +52,9 @@ def rollback_model():
         context = get_current_context()
         who = getattr(context["dag_run"], "triggering_user_name", None) or "unknown"
         with fail_without_retry_on_user_errors():
-            return promotion.rollback(load_config(), params.get("target_version"), params["reason"], who, context["run_id"])
+            return promotion.rollback(
+                load_config(), params.get("target_version"), params["reason"], who, context["run_id"]
+            )
 
     rollback()
 

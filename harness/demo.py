@@ -77,7 +77,9 @@ def night_row(ds: date, outcome: DagRunOutcome, config: PipelineConfig) -> dict[
     """One row of the nights table: validation, rows, model, mean score, run time and decision."""
     returns = outcome.returns
     scored = ScoringSummary.model_validate(returns["score_partition"]) if "score_partition" in returns else None
-    validated = ValidatedPartition.model_validate(returns["validate_partition"]) if "validate_partition" in returns else None
+    validated = (
+        ValidatedPartition.model_validate(returns["validate_partition"]) if "validate_partition" in returns else None
+    )
     decided = Decision.model_validate(returns["decide_retraining"]) if "decide_retraining" in returns else None
     quarantine = partition_dir(config.data_root, QUARANTINE, ds) / QUARANTINE_RECORD
     if validated:
@@ -123,15 +125,19 @@ def history_rows(config: PipelineConfig) -> list[dict[str, object]]:
     """Return the monitoring history as printable rows."""
     rows = []
     for r in read_history(config).itertuples():
-        rows.append({
-            "ds": r.ds, "model": r.model_version, "valid": "yes" if r.validation_success else "NO",
-            "drift share": "-" if pd.isna(r.drift_share) else f"{r.drift_share:.2f}",
-            "drifted": ",".join(r.drifted_columns or [])[:40] or "-",
-            "est auc": "-" if pd.isna(r.estimated_roc_auc) else f"{r.estimated_roc_auc:.3f}",
-            "real auc": "-" if pd.isna(r.realised_roc_auc) else f"{r.realised_roc_auc:.3f}",
-            "labels": "-" if pd.isna(r.label_coverage) else f"{100 * r.label_coverage:.0f}%",
-            "decision": r.decision or "-",
-        })
+        rows.append(
+            {
+                "ds": r.ds,
+                "model": r.model_version,
+                "valid": "yes" if r.validation_success else "NO",
+                "drift share": "-" if pd.isna(r.drift_share) else f"{r.drift_share:.2f}",
+                "drifted": ",".join(r.drifted_columns or [])[:40] or "-",
+                "est auc": "-" if pd.isna(r.estimated_roc_auc) else f"{r.estimated_roc_auc:.3f}",
+                "real auc": "-" if pd.isna(r.realised_roc_auc) else f"{r.realised_roc_auc:.3f}",
+                "labels": "-" if pd.isna(r.label_coverage) else f"{100 * r.label_coverage:.0f}%",
+                "decision": r.decision or "-",
+            }
+        )
     return rows
 
 
@@ -145,13 +151,23 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
     nights = [TRAIN_END + timedelta(days=i + 1) for i in range(NIGHTS)]
     total_days = (nights[-1] - START).days + 1
     print(f"Airflow task logs and MLflow output: {log_file}\n")
-    print(f"1/6 generating {total_days} daily partitions of {ROWS:,} rows under {config.data_root}, "
-          f"with covariate and concept drift from {DRIFT_START}")
+    print(
+        f"1/6 generating {total_days} daily partitions of {ROWS:,} rows under {config.data_root}, "
+        f"with covariate and concept drift from {DRIFT_START}"
+    )
     drift = DriftSpec(start=DRIFT_START, covariate=True, concept=True)
     # labels exist up to the training window; later ones land night by night, label_delay_partitions late
     first_night = TRAIN_END + timedelta(days=1)
-    generate(config.data_root, START, total_days, ROWS, config.label_delay_partitions,
-             as_of=first_night - timedelta(days=1), seed=seed, drift=drift)
+    generate(
+        config.data_root,
+        START,
+        total_days,
+        ROWS,
+        config.label_delay_partitions,
+        as_of=first_night - timedelta(days=1),
+        seed=seed,
+        drift=drift,
+    )
     break_partition(config.data_root, *BAD_NIGHT)
     print(f"    damaged ds={BAD_NIGHT[0]} on purpose ({BAD_NIGHT[1]}) to show the quarantine")
     print(f"2/6 initialising the MLflow store {init_store(config)}")
@@ -163,8 +179,10 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
     trained = Candidate.model_validate(boot.returns["train_candidate"])
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.metrics.items())
     print(f"    {trained.name} version {trained.version} is champion (held-out {metrics})")
-    print(f"4/6 batch_scoring for {len(nights)} nights through Airflow; after a night that requests retraining, the\n"
-          "    retrain_model run the scheduler would start on that Asset event (gate, then promotion or rejection)")
+    print(
+        f"4/6 batch_scoring for {len(nights)} nights through Airflow; after a night that requests retraining, the\n"
+        "    retrain_model run the scheduler would start on that Asset event (gate, then promotion or rejection)"
+    )
     rows = []
     for ds in nights:
         landed = ds - timedelta(days=config.label_delay_partitions)
@@ -175,28 +193,46 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
             requests = retraining_requests(night.run_id)
             retrain = None
             if requests:
-                retrain = run_dag("retrain_model", None, {"reason": reason_from_trigger("retraining request", requests)})
+                retrain = run_dag(
+                    "retrain_model", None, {"reason": reason_from_trigger("retraining request", requests)}
+                )
         row = night_row(ds, night, config) | {"retraining": retrain_cell(retrain)}
         rows.append(row)
-        print(f"    {row['ds']}  {row['run']:<7}  {row['validation'][:40]:<40}  model v{row['model']}  "
-              f"decision {row['decision']:<7}  {row['retraining']}")
-    print("5/6 rollback_model (undo the promotion, as an operator would after a bad night), then rescore the last night")
+        print(
+            f"    {row['ds']}  {row['run']:<7}  {row['validation'][:40]:<40}  model v{row['model']}  "
+            f"decision {row['decision']:<7}  {row['retraining']}"
+        )
+    print(
+        "5/6 rollback_model (undo the promotion, as an operator would after a bad night), then rescore the last night"
+    )
     with output_to(log_file):
         rollback = run_dag("rollback_model", None, {"reason": "demo: undo the promotion"})
         rescored = run_dag("batch_scoring", None, {"ds": nights[-1].isoformat()})
     print("6/6 results\n")
     print_table(rows)
-    print("\nMonitoring history (drift against the champion's reference; AUC estimated by CBPE, realised once labels land):\n")
+    print(
+        "\nMonitoring history (drift against the champion's reference; AUC estimated by CBPE, realised once labels land):\n"
+    )
     print_table(history_rows(config))
     print(f"\nAudit log of champion moves ({config.audit_log}):\n")
-    print_table([
-        {"when": e.at[:19], "action": e.action, "from": e.from_version or "-", "to": e.to_version,
-         "by": e.approved_by, "reason": e.reason[:70]}
-        for e in read_audit(config)
-    ])
+    print_table(
+        [
+            {
+                "when": e.at[:19],
+                "action": e.action,
+                "from": e.from_version or "-",
+                "to": e.to_version,
+                "by": e.approved_by,
+                "reason": e.reason[:70],
+            }
+            for e in read_audit(config)
+        ]
+    )
     version = rescored.returns.get("score_partition", {}).get("model_version", "?")
-    print(f"\nAfter the rollback ({rollback.state}) ds={nights[-1]} was rescored by v{version}. To return to the "
-          "promoted model, trigger rollback_model with target_version set to it.")
+    print(
+        f"\nAfter the rollback ({rollback.state}) ds={nights[-1]} was rescored by v{version}. To return to the "
+        "promoted model, trigger rollback_model with target_version set to it."
+    )
     print(
         f"\nDemo finished in {time.monotonic() - started:.0f} s. Outputs:\n"
         f"  task logs    {log_file}\n"

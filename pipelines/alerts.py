@@ -48,7 +48,9 @@ class Alert:
     def html(self) -> str:
         """The email body."""
         lines = "".join(f"<p>{html.escape(line)}</p>" for line in self.lines)
-        links = "".join(f'<li><a href="{html.escape(url)}">{html.escape(name)}</a></li>' for name, url in self.links.items())
+        links = "".join(
+            f'<li><a href="{html.escape(url)}">{html.escape(name)}</a></li>' for name, url in self.links.items()
+        )
         return f"<h3>{html.escape(self.subject)}</h3>{lines}<ul>{links}</ul>"
 
 
@@ -72,9 +74,12 @@ def quarantine_alert(config: PipelineConfig, ds: str, failures: list[str], rows:
     return Alert(
         "quarantine",
         f"[{config.model.registered_name}] partition ds={ds} quarantined ({rows:,} rows not scored)",
-        ["It failed validation and was moved aside; the other nights go on.", *[f"- {f}" for f in shown],
-         f"Fix or replace incoming/ds={ds} and rerun batch_scoring with ds={ds}; if the data is right after all, "
-         "rerun it with accept_quarantine set."],
+        [
+            "It failed validation and was moved aside; the other nights go on.",
+            *[f"- {f}" for f in shown],
+            f"Fix or replace incoming/ds={ds} and rerun batch_scoring with ds={ds}; if the data is right after all, "
+            "rerun it with accept_quarantine set.",
+        ],
         {"Airflow run": run, "Monitoring": f"{config.alerts.base_url}{MONITORING_PREFIX}/"},
     )
 
@@ -88,8 +93,11 @@ def data_quality_alert(config: PipelineConfig, summary: NightSummary, run: str) 
         "data_quality",
         f"[{config.model.registered_name}] partition ds={ds}: {len(warnings)} data-quality warning(s), scored",
         [*warnings[:20], f"Warned columns count as drifted: drift share {summary.drift_share:.2f}."],
-        {"validation report": report_url(config, ds, "validation.html"),
-         "drift report": report_url(config, ds, "drift.html"), "Airflow run": run},
+        {
+            "validation report": report_url(config, ds, "validation.html"),
+            "drift report": report_url(config, ds, "drift.html"),
+            "Airflow run": run,
+        },
     )
 
 
@@ -97,8 +105,11 @@ def retrain_decision_alert(config: PipelineConfig, decision: Decision, run: str)
     return Alert(
         "retrain_decision",
         f"[{config.model.registered_name}] retraining requested after ds={decision.ds} (champion v{decision.model_version})",
-        ["The monitoring decided the champion no longer holds:", *[f"- {r}" for r in decision.reasons],
-         "retrain_model runs on this request."],
+        [
+            "The monitoring decided the champion no longer holds:",
+            *[f"- {r}" for r in decision.reasons],
+            "retrain_model runs on this request.",
+        ],
         {"Drift report": report_url(config, decision.ds, "drift.html"), "Airflow run": run},
     )
 
@@ -118,8 +129,11 @@ def promotion_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Aler
     return Alert(
         "promotion",
         f"[{entry.model}] v{entry.to_version} promoted to champion (was v{entry.from_version})",
-        [f"Approved by {entry.approved_by}; reason: {entry.reason}.", *_gate_line(entry.gate),
-         f"The next nightly run scores with v{entry.to_version}; roll back with the rollback_model DAG."],
+        [
+            f"Approved by {entry.approved_by}; reason: {entry.reason}.",
+            *_gate_line(entry.gate),
+            f"The next nightly run scores with v{entry.to_version}; roll back with the rollback_model DAG.",
+        ],
         {**_gate_links(config, entry.gate), "Airflow run": run},
     )
 
@@ -138,17 +152,24 @@ def rollback_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Alert
     return Alert(
         "rollback",
         f"[{entry.model}] rolled back: champion is v{entry.to_version} again (was v{entry.from_version})",
-        [f"Requested by {entry.approved_by}; reason: {entry.reason}.",
-         f"The next nightly run scores with v{entry.to_version}."],
+        [
+            f"Requested by {entry.approved_by}; reason: {entry.reason}.",
+            f"The next nightly run scores with v{entry.to_version}.",
+        ],
         {"Airflow run": run},
     )
 
 
-def task_failure_alert(config: PipelineConfig, dag_id: str, task_id: str, ds: str | None, error: str, run: str) -> Alert:
+def task_failure_alert(
+    config: PipelineConfig, dag_id: str, task_id: str, ds: str | None, error: str, run: str
+) -> Alert:
     night = f" for ds={ds}" if ds else ""
     return Alert(
         "task_failure",
         f"[{config.model.registered_name}] {dag_id}.{task_id} failed{night}",
-        [f"Error: {error[:1500]}", "Open the task log from the link below; fix the cause and clear the task to rerun it."],
+        [
+            f"Error: {error[:1500]}",
+            "Open the task log from the link below; fix the cause and clear the task to rerun it.",
+        ],
         {"Task log": run},
     )

@@ -60,7 +60,9 @@ def read_trail(config: PipelineConfig) -> AuditTrail:
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise AuditIntegrityError(f"audit log {path} line {number} is not JSON ({exc}): restore the log from backup") from exc
+            raise AuditIntegrityError(
+                f"audit log {path} line {number} is not JSON ({exc}): restore the log from backup"
+            ) from exc
         body = {k: v for k, v in entry.items() if k != "hash"}
         alg, expected = _digest(config, body)
         if entry.get("alg", "sha256") != alg:
@@ -88,7 +90,9 @@ def read_trail(config: PipelineConfig) -> AuditTrail:
                 "restore it from backup"
             )
         if recorded and trail.entries[recorded - 1].hash != head_hash:
-            raise AuditIntegrityError(f"audit log {path} was rewritten: entry {recorded} is not the one recorded; restore it from backup")
+            raise AuditIntegrityError(
+                f"audit log {path} was rewritten: entry {recorded} is not the one recorded; restore it from backup"
+            )
     if torn:
         trail.torn_bytes = len(torn)
         trail.warnings.append(
@@ -96,7 +100,9 @@ def read_trail(config: PipelineConfig) -> AuditTrail:
             "before it are intact, and the torn line is removed before the next entry is written"
         )
     if not config.audit_key:
-        trail.warnings.append(f"the audit log is not keyed: set {AUDIT_KEY_ENV_VAR} so a rewritten log cannot be re-hashed")
+        trail.warnings.append(
+            f"the audit log is not keyed: set {AUDIT_KEY_ENV_VAR} so a rewritten log cannot be re-hashed"
+        )
     for warning in trail.warnings:
         log.warning(warning)
     return trail
@@ -134,8 +140,12 @@ def append(config: PipelineConfig, event: dict[str, Any]) -> AuditEntry:
             handle.truncate(path.stat().st_size - trail.torn_bytes)
         event = {**event, "note": f"a torn last line ({trail.torn_bytes} bytes) was removed before this entry"}
     previous = trail.entries[-1].hash if trail.entries else ""
-    body = {"at": datetime.now(UTC).isoformat(), "previous_hash": previous, **event,
-            "alg": "hmac-sha256" if config.audit_key else "sha256"}
+    body = {
+        "at": datetime.now(UTC).isoformat(),
+        "previous_hash": previous,
+        **event,
+        "alg": "hmac-sha256" if config.audit_key else "sha256",
+    }
     _, digest = _digest(config, body)
     entry = {**body, "hash": digest}
     with open(path, "ab") as handle:

@@ -66,10 +66,13 @@ def _example(config: PipelineConfig, args: argparse.Namespace) -> None:
     first = shift(example, date.fromisoformat(args.first) - timedelta(days=1), 1)  # the first partition on or after
     dates = [shift(example, first, i) for i in range(args.partitions)]
     shape = example_data.Shape(shift_at=args.shift_at, break_at=args.shift_at)
-    example_data.generate(example.data_root, dates, args.rows, shape=shape,
-                          labelled=args.partitions - example.label_delay_partitions)
-    print(f"wrote {len(dates)} {args.cadence} partitions ({dates[0]} .. {dates[-1]}, about {args.rows} rows each) "
-          f"under {example.data_root}\nconfig: {path}\nnext: export PIPELINE_CONFIG={path}")
+    example_data.generate(
+        example.data_root, dates, args.rows, shape=shape, labelled=args.partitions - example.label_delay_partitions
+    )
+    print(
+        f"wrote {len(dates)} {args.cadence} partitions ({dates[0]} .. {dates[-1]}, about {args.rows} rows each) "
+        f"under {example.data_root}\nconfig: {path}\nnext: export PIPELINE_CONFIG={path}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--days", type=int, default=1)
     gen.add_argument("--rows", type=int, default=SAMPLE_ROWS, help="rows per daily partition")
     gen.add_argument("--as-of", help="labels exist for days at least label_delay_partitions before this date")
-    gen.add_argument("--label-delay", type=int, help="override label_delay_partitions of the config (the sample data is daily)")
+    gen.add_argument(
+        "--label-delay", type=int, help="override label_delay_partitions of the config (the sample data is daily)"
+    )
     gen.add_argument("--drift-start", help="date from which drift is injected")
     gen.add_argument("--drift", choices=["covariate", "concept", "both"], default="both")
     gen.add_argument("--seed", type=int, default=7)
@@ -91,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     brk.add_argument("--ds", required=True)
     brk.add_argument("--defect", choices=["truncated", "missing_column", "unknown_category"], required=True)
     brk.set_defaults(handler=_break)
-    ex = sub.add_parser("example", help="write a dataset unlike the demo (weekly churn, every column type) and its config")
+    ex = sub.add_parser(
+        "example", help="write a dataset unlike the demo (weekly churn, every column type) and its config"
+    )
     ex.add_argument("--folder", required=True, help="where pipeline.yaml, data/ and mlflow/ go")
     ex.add_argument("--first", default="2024-01-01", help="first partition on or after this date")
     ex.add_argument("--partitions", type=int, default=30)

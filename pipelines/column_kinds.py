@@ -25,7 +25,12 @@ def describe(kind: pa.DataType) -> str:
 
 def is_number(kind: pa.DataType) -> bool:
     kind = base_type(kind)
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind) or pa.types.is_boolean(kind)
+    return (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_boolean(kind)
+    )
 
 
 def is_temporal(kind: pa.DataType) -> bool:
@@ -47,7 +52,12 @@ def kind_problem(kind_of_feature: str, kind: pa.DataType) -> str | None:
             return None
         return f"is {describe(kind)}, but numeric features need a number, boolean, date or timestamp type"
     if kind_of_feature == CATEGORICAL:
-        if pa.types.is_string(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_binary(kind):
+        if (
+            pa.types.is_string(kind)
+            or pa.types.is_integer(kind)
+            or pa.types.is_boolean(kind)
+            or pa.types.is_binary(kind)
+        ):
             return None
         hint = " (list it under features.numeric)" if is_number(kind) or is_temporal(kind) else ""
         return f"is {describe(kind)}, but categorical features need text, integer or boolean values{hint}"

@@ -117,7 +117,10 @@ class Scoring(_Section):
 
 
 DriftMethod = Literal["psi", "ks", "wasserstein", "jensenshannon", "chisquare"]
-NUMERIC_METHODS, CATEGORICAL_METHODS = {"psi", "ks", "wasserstein", "jensenshannon"}, {"psi", "jensenshannon", "chisquare"}
+NUMERIC_METHODS, CATEGORICAL_METHODS = (
+    {"psi", "ks", "wasserstein", "jensenshannon"},
+    {"psi", "jensenshannon", "chisquare"},
+)
 
 
 class ColumnDrift(_Section):
@@ -150,7 +153,9 @@ class Monitoring(_Section):
 
 
 GateMetric = Literal["roc_auc", "precision", "recall", "f1"]
-AlertEvent = Literal["quarantine", "data_quality", "retrain_decision", "promotion", "rejection", "rollback", "task_failure"]
+AlertEvent = Literal[
+    "quarantine", "data_quality", "retrain_decision", "promotion", "rejection", "rollback", "task_failure"
+]
 ALERT_EVENTS: tuple[AlertEvent, ...] = get_args(AlertEvent)
 
 
@@ -181,8 +186,6 @@ class Promotion(_Section):
     bootstrap_samples: Annotated[int, Field(ge=100, le=20_000)] = 1000
     require_approval: bool = False
     approval_timeout_hours: Annotated[float, Field(gt=0)] = 24
-
-
 
 
 class EmailAlerts(_Section):
@@ -345,12 +348,17 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         raise ConfigError(f"pipeline config {file} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"pipeline config {file} must be a mapping of keys to values")
-    renamed = [f"  {'.'.join(path)}: renamed to {new} (every window now counts partitions, see the README)"
-               for path, new in RENAMED_KEYS.items() if _has(raw, path)]
+    renamed = [
+        f"  {'.'.join(path)}: renamed to {new} (every window now counts partitions, see the README)"
+        for path, new in RENAMED_KEYS.items()
+        if _has(raw, path)
+    ]
     if renamed:
         raise ConfigError(f"invalid pipeline config {file}:\n" + "\n".join(renamed))
     if "audit_key" in raw:
-        raise ConfigError(f"invalid pipeline config {file}:\n  audit_key: a secret never goes in the YAML; set {AUDIT_KEY_ENV_VAR}")
+        raise ConfigError(
+            f"invalid pipeline config {file}:\n  audit_key: a secret never goes in the YAML; set {AUDIT_KEY_ENV_VAR}"
+        )
     try:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:

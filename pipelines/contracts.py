@@ -150,8 +150,11 @@ class Approval(Contract):
         """Read Airflow's human-in-the-loop event (`responded_by_user` is a dict with name and id, or a string)."""
         user = event.get("responded_by_user")
         who = (user.get("name") or user.get("id")) if isinstance(user, dict) else user
-        return cls(chosen_options=list(event.get("chosen_options") or []), responded_by=who or None,
-                   timed_out=bool(event.get("timedout")))
+        return cls(
+            chosen_options=list(event.get("chosen_options") or []),
+            responded_by=who or None,
+            timed_out=bool(event.get("timedout")),
+        )
 
 
 class AuditEntry(Record):

@@ -55,7 +55,9 @@ def decide(
         row = evaluated.iloc[-1]
         value = row["realised_metrics"][policy.metric]
         if policy.realised_floor is not None and value < policy.realised_floor:
-            reasons.append(f"realised {policy.metric} {value:.3f} on {row['ds']} is below the floor {policy.realised_floor:g}")
+            reasons.append(
+                f"realised {policy.metric} {value:.3f} on {row['ds']} is below the floor {policy.realised_floor:g}"
+            )
         if policy.realised_max_drop is not None and _present(baseline) and baseline - value > policy.realised_max_drop:
             reasons.append(
                 f"realised {policy.metric} {value:.3f} on {row['ds']} is {baseline - value:.3f} below the champion's "

@@ -36,14 +36,18 @@ def sample_rows(partition: PartitionSchema, rows: int, seed: int, batch_rows: in
     return pd.concat(parts, ignore_index=True) if parts else partition.schema.empty_table().to_pandas()
 
 
-def column_tests(config: PipelineConfig, calibrated: dict[str, dict[str, Any]] | None = None) -> dict[str, tuple[str, float]]:
+def column_tests(
+    config: PipelineConfig, calibrated: dict[str, dict[str, Any]] | None = None
+) -> dict[str, tuple[str, float]]:
     """Return the drift method and threshold of every monitored column (features and the score).
 
     `calibrated` (a model's `drift_thresholds.json`) replaces a column's configured threshold when its method
     is still the configured one.
     """
     drift = config.monitoring.drift
-    tests: dict[str, tuple[str, float]] = dict.fromkeys(config.features.numeric, (drift.numeric_method, drift.numeric_threshold))
+    tests: dict[str, tuple[str, float]] = dict.fromkeys(
+        config.features.numeric, (drift.numeric_method, drift.numeric_threshold)
+    )
     tests |= dict.fromkeys(config.features.categorical, (drift.categorical_method, drift.categorical_threshold))
     tests[SCORE] = (drift.score_method, drift.score_threshold)
     tests |= {c: (t.method, t.threshold) for c, t in drift.per_column.items()}
@@ -57,10 +61,12 @@ def _value_counts(reference: np.ndarray, current: np.ndarray) -> tuple[np.ndarra
     """Return how often each value of either sample occurs in each (aligned on the union of values)."""
     keys, codes = np.unique(np.concatenate([reference, current]), return_inverse=True)
     ref = np.bincount(codes[: len(reference)], minlength=len(keys)).astype(float)
-    return ref, np.bincount(codes[len(reference):], minlength=len(keys)).astype(float)
+    return ref, np.bincount(codes[len(reference) :], minlength=len(keys)).astype(float)
 
 
-def _shares(reference: np.ndarray, current: np.ndarray, numeric: bool, fill_zeroes: bool) -> tuple[np.ndarray, np.ndarray]:
+def _shares(
+    reference: np.ndarray, current: np.ndarray, numeric: bool, fill_zeroes: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Return the two samples' shares per bin (numeric with over 20 values: Sturges bins) or per value, as Evidently bins."""
     if numeric and len(np.unique(reference)) > 20:
         edges = np.histogram_bin_edges(np.concatenate([reference, current]), bins="sturges")
@@ -156,13 +162,23 @@ def calibrate_thresholds(
             noise = float(np.quantile(observed, drift.calibration_quantile))
             threshold = max(configured, noise)
         result[column] = {
-            "method": method, "threshold": threshold, "configured": configured, "calibrated": True,
-            "no_drift_quantile": noise, "quantile": drift.calibration_quantile, "chunk_rows": chunk,
-            "draws": len(observed), "no_drift_median": float(np.median(observed)),
+            "method": method,
+            "threshold": threshold,
+            "configured": configured,
+            "calibrated": True,
+            "no_drift_quantile": noise,
+            "quantile": drift.calibration_quantile,
+            "chunk_rows": chunk,
+            "draws": len(observed),
+            "no_drift_median": float(np.median(observed)),
         }
     raised = {c: round(v["threshold"], 4) for c, v in result.items() if v["threshold"] != v["configured"]}
-    log.info("drift thresholds calibrated on up to %d chunks of %s reference rows; stricter than configured: %s",
-             drift.calibration_draws, f"{chunk:,}", raised or "none")
+    log.info(
+        "drift thresholds calibrated on up to %d chunks of %s reference rows; stricter than configured: %s",
+        drift.calibration_draws,
+        f"{chunk:,}",
+        raised or "none",
+    )
     return result
 
 
@@ -182,7 +198,9 @@ class DriftSummary:
 
 
 def _definition(config: PipelineConfig) -> Any:
-    return evidently().DataDefinition(numerical_columns=[*config.features.numeric, SCORE], categorical_columns=config.features.categorical)
+    return evidently().DataDefinition(
+        numerical_columns=[*config.features.numeric, SCORE], categorical_columns=config.features.categorical
+    )
 
 
 def _parse_drift(snapshot: Any, tests: dict[str, tuple[str, float]], features: list[str]) -> tuple[dict, list[str]]:
@@ -224,7 +242,10 @@ def _datasets(config: PipelineConfig, current: pd.DataFrame, reference: pd.DataF
 
 
 def drift_report(
-    config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame, folder: Path,
+    config: PipelineConfig,
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    folder: Path,
     calibrated: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[DriftSummary, dict[str, str]]:
     """Write the drift report (features and score vs the champion's reference, one test per column).
@@ -250,11 +271,18 @@ def drift_report(
         sample_rows=len(current),
         reference_rows=len(reference),
     )
-    log.info("drift share %.2f, drifted columns %s, score drifted %s", result.share, result.drifted_columns, result.score_drifted)
+    log.info(
+        "drift share %.2f, drifted columns %s, score drifted %s",
+        result.share,
+        result.drifted_columns,
+        result.score_drifted,
+    )
     return result, paths
 
 
-def summary_report(config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame, folder: Path) -> dict[str, str]:
+def summary_report(
+    config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame, folder: Path
+) -> dict[str, str]:
     """Write Evidently's data-summary (quality) report of the night beside the reference; return its paths."""
     Report, DataSummaryPreset = evidently().Report, evidently("presets").DataSummaryPreset
     cur, ref = _datasets(config, current, reference)

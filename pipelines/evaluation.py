@@ -42,7 +42,9 @@ def evaluate_labels(config: PipelineConfig) -> list[LabelledNight]:
     if overdue:
         log.warning(
             "labels are overdue for %d scored night(s) (due %d partition(s) later, label_delay_partitions): %s; their "
-            "realised metrics wait for them", len(overdue), config.label_delay_partitions,
+            "realised metrics wait for them",
+            len(overdue),
+            config.label_delay_partitions,
             ", ".join(d.isoformat() for d in overdue[-10:]),
         )
     for day in list_partitions(config.data_root, LABELS):
@@ -62,7 +64,9 @@ def evaluate_labels(config: PipelineConfig) -> list[LabelledNight]:
         try:
             result = _evaluate_night(config, ds, name, version, entry, predictions_files[0])
         except (PipelineError, OSError, ValueError) as exc:
-            log.error("labels of %s could not be evaluated (%s: %s); the other nights go on", ds, type(exc).__name__, exc)
+            log.error(
+                "labels of %s could not be evaluated (%s: %s); the other nights go on", ds, type(exc).__name__, exc
+            )
             continue
         if result is not None:
             done.append(result)
@@ -87,22 +91,46 @@ def _evaluate_night(
     matched = match_labels(pd.read_parquet(predictions_file, columns=["id", "score"]), labels)
     facts = matched.summary(labels)
     if matched.joined["target"].nunique() < 2:
-        log.warning("labels of %s: %d matched ids hold fewer than two classes; realised metrics wait for more labels",
-                    ds, matched.matched_ids)
-        history.update_night(config, ds, name, version, label_coverage=matched.coverage, realised_metrics={"labels": facts})
+        log.warning(
+            "labels of %s: %d matched ids hold fewer than two classes; realised metrics wait for more labels",
+            ds,
+            matched.matched_ids,
+        )
+        history.update_night(
+            config, ds, name, version, label_coverage=matched.coverage, realised_metrics={"labels": facts}
+        )
         return None
     joined = matched.joined
-    metrics = realised_performance(joined["target"].to_numpy(), joined["score"].to_numpy(), config.model.decision_threshold)
+    metrics = realised_performance(
+        joined["target"].to_numpy(), joined["score"].to_numpy(), config.model.decision_threshold
+    )
     metrics["labelled_rows"] = int(len(joined))
     metrics["labels"] = facts
     folder = partition_dir(config.data_root, REPORTS, ds)
     with partition_write_lock(folder.parent):
         paths = performance_report(joined, config.model.decision_threshold, folder)
     history.update_night(
-        config, ds, name, version, realised_metrics=metrics, realised_roc_auc=metrics["roc_auc"],
-        realised_accuracy=metrics["accuracy"], label_coverage=matched.coverage, reports={**(entry["reports"] or {}), **paths},
+        config,
+        ds,
+        name,
+        version,
+        realised_metrics=metrics,
+        realised_roc_auc=metrics["roc_auc"],
+        realised_accuracy=metrics["accuracy"],
+        label_coverage=matched.coverage,
+        reports={**(entry["reports"] or {}), **paths},
     )
-    log.info("realised performance of %s (v%s, %.0f%% of scored ids labelled): roc_auc %.3f",
-             ds, version, 100 * matched.coverage, metrics["roc_auc"])
-    return LabelledNight(ds=ds, model_version=version, label_coverage=matched.coverage, roc_auc=metrics["roc_auc"],
-                         label_issues=matched.issues)
+    log.info(
+        "realised performance of %s (v%s, %.0f%% of scored ids labelled): roc_auc %.3f",
+        ds,
+        version,
+        100 * matched.coverage,
+        metrics["roc_auc"],
+    )
+    return LabelledNight(
+        ds=ds,
+        model_version=version,
+        label_coverage=matched.coverage,
+        roc_auc=metrics["roc_auc"],
+        label_issues=matched.issues,
+    )

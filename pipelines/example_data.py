@@ -58,20 +58,23 @@ def partition(ds: date, index: int, rows: int, seed: int, shape: Shape) -> tuple
     last_login = [start - timedelta(hours=float(h)) for h in rng.exponential(48.0, rows)]
     churned = (rng.random(rows) < _churn_probability(tenure, spend, premium, tickets, autopay, broken)).astype("int8")
     ids = pa.array([f"c-{seed}-{index}-{i}" for i in range(rows)])
-    features = pa.table({
-        "customer_id": ids,
-        "snapshot_ts": pa.array([start + timedelta(seconds=int(s)) for s in rng.integers(0, 3600, rows)],
-                                pa.timestamp("us", tz="UTC")),
-        "tenure_weeks": pa.array(tenure, pa.int64()),
-        "monthly_spend": pa.array(spend, pa.float64(), from_pandas=True),
-        "is_premium": pa.array(premium, pa.bool_()),
-        "signup_date": pa.array(signup, pa.date32()),
-        "last_login": pa.array(last_login, pa.timestamp("ms", tz="UTC")),
-        "plan": pa.array(plan, pa.string()),
-        "region": pa.array(region, pa.string()).dictionary_encode(),
-        "support_tickets": pa.array(tickets, pa.int32()),
-        "autopay": pa.array(autopay, pa.bool_()),
-    })
+    features = pa.table(
+        {
+            "customer_id": ids,
+            "snapshot_ts": pa.array(
+                [start + timedelta(seconds=int(s)) for s in rng.integers(0, 3600, rows)], pa.timestamp("us", tz="UTC")
+            ),
+            "tenure_weeks": pa.array(tenure, pa.int64()),
+            "monthly_spend": pa.array(spend, pa.float64(), from_pandas=True),
+            "is_premium": pa.array(premium, pa.bool_()),
+            "signup_date": pa.array(signup, pa.date32()),
+            "last_login": pa.array(last_login, pa.timestamp("ms", tz="UTC")),
+            "plan": pa.array(plan, pa.string()),
+            "region": pa.array(region, pa.string()).dictionary_encode(),
+            "support_tickets": pa.array(tickets, pa.int32()),
+            "autopay": pa.array(autopay, pa.bool_()),
+        }
+    )
     labels = pa.table({"customer_id": ids, "churned": pa.array(churned)})
     return features, labels
 
@@ -91,7 +94,9 @@ def generate(
             write_table_atomic(partition_dir(data_root, LABELS, ds) / "part-0.parquet", labels)
 
 
-def write_labels(data_root: Path, dates: list[date], index: int, rows: int, seed: int = 3, shape: Shape = Shape()) -> None:
+def write_labels(
+    data_root: Path, dates: list[date], index: int, rows: int, seed: int = 3, shape: Shape = Shape()
+) -> None:
     """Land the labels of partition `index` of `dates` (as `generate` would have written them)."""
     sizes = np.random.default_rng(seed).integers(int(rows * 0.6), int(rows * 1.4) + 1, len(dates))
     _, labels = partition(dates[index], index, int(sizes[index]), seed, shape)
@@ -109,10 +114,18 @@ def example_config(data_root: str, store_dir: str, cadence: str = "weekly") -> d
         "label_delay_partitions": 1,
         "features": {"numeric": NUMERIC, "categorical": CATEGORICAL},
         "validation": {"min_rows": 50},
-        "model": {"registered_name": "weekly_churn", "decision_threshold": 0.5,
-                  "hyperparameters": {"learning_rate": 0.1, "max_iter": 100, "max_leaf_nodes": 15}},
+        "model": {
+            "registered_name": "weekly_churn",
+            "decision_threshold": 0.5,
+            "hyperparameters": {"learning_rate": 0.1, "max_iter": 100, "max_leaf_nodes": 15},
+        },
         "mlflow": {"store_dir": store_dir, "experiment": "weekly_churn"},
-        "training": {"window_partitions": 12, "min_partitions_since_onset": 3, "holdout_partitions": 2, "min_rows": 600},
+        "training": {
+            "window_partitions": 12,
+            "min_partitions_since_onset": 3,
+            "holdout_partitions": 2,
+            "min_rows": 600,
+        },
         "retraining": {"drift_consecutive_nights": 2, "max_model_age_partitions": 52},
         "promotion": {"floors": {"roc_auc": 0.6}},
     }

@@ -31,7 +31,13 @@ def _metric(name: str, y: np.ndarray, score: np.ndarray, threshold: float) -> fl
 
 
 def paired_bootstrap(
-    y: np.ndarray, candidate: np.ndarray, champion: np.ndarray, metric: str, threshold: float, samples: int, seed: int = 0
+    y: np.ndarray,
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    metric: str,
+    threshold: float,
+    samples: int,
+    seed: int = 0,
 ) -> Comparison:
     """Return the candidate-minus-champion metric difference and its paired bootstrap interval (CI_LEVEL)."""
     rng = np.random.default_rng(seed)
@@ -40,7 +46,9 @@ def paired_bootstrap(
         idx = rng.integers(0, len(y), len(y))
         if y[idx].min() == y[idx].max():
             continue
-        diffs.append(_metric(metric, y[idx], candidate[idx], threshold) - _metric(metric, y[idx], champion[idx], threshold))
+        diffs.append(
+            _metric(metric, y[idx], candidate[idx], threshold) - _metric(metric, y[idx], champion[idx], threshold)
+        )
     point = _metric(metric, y, candidate, threshold) - _metric(metric, y, champion, threshold)
     tail = 100 * (1 - CI_LEVEL) / 2
     low, high = np.percentile(diffs, [tail, 100 - tail])
@@ -54,8 +62,10 @@ def gain_failures(config: PipelineConfig, comparison: Comparison) -> list[str]:
     if comparison.difference < rules.min_gain:
         return [f"{gain} is below the required {rules.min_gain:+.4f} (promotion.min_gain)"]
     if rules.require_significance and comparison.ci_low <= rules.min_gain:
-        return [f"{gain} is not significant: the interval's lower end is not above promotion.min_gain "
-                f"{rules.min_gain:+.4f}, so the gain may be noise (promotion.require_significance)"]
+        return [
+            f"{gain} is not significant: the interval's lower end is not above promotion.min_gain "
+            f"{rules.min_gain:+.4f}, so the gain may be noise (promotion.require_significance)"
+        ]
     return []
 
 
@@ -64,9 +74,15 @@ def floor_failures(config: PipelineConfig, metrics: dict[str, float], first: boo
     failures = []
     for name, floor in config.promotion.floors.items():
         if metrics[name] < floor:
-            extra = (" The first champion must pass the floors too: if this is the best this data allows, lower "
-                     f"promotion.floors.{name} in the config and retrain" if first else "")
-            failures.append(f"candidate {name} {metrics[name]:.4f} is below the floor {floor:g} (promotion.floors).{extra}")
+            extra = (
+                " The first champion must pass the floors too: if this is the best this data allows, lower "
+                f"promotion.floors.{name} in the config and retrain"
+                if first
+                else ""
+            )
+            failures.append(
+                f"candidate {name} {metrics[name]:.4f} is below the floor {floor:g} (promotion.floors).{extra}"
+            )
     return failures
 
 
@@ -88,10 +104,19 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
     }
     metrics = {who: classification_metrics(y, s, threshold) for who, s in scores.items()}
     rules = config.promotion
-    comparison = paired_bootstrap(y, scores["candidate"], scores["champion"], rules.metric, threshold, rules.bootstrap_samples)
+    comparison = paired_bootstrap(
+        y, scores["candidate"], scores["champion"], rules.metric, threshold, rules.bootstrap_samples
+    )
     reasons = gain_failures(config, comparison) + floor_failures(config, metrics["candidate"])
-    result = GateResult(passed=not reasons, candidate=candidate.version, champion=champion.version, evaluation_days=days,
-                        metrics=metrics, comparison=comparison, reasons=reasons)
+    result = GateResult(
+        passed=not reasons,
+        candidate=candidate.version,
+        champion=champion.version,
+        evaluation_days=days,
+        metrics=metrics,
+        comparison=comparison,
+        reasons=reasons,
+    )
     folder = config.data_root / REPORTS / COMPARISONS / str(result.pair)
     for who, s in scores.items():
         result.reports |= performance_report(frame.assign(target=y, score=s), threshold, folder, stem=who)
@@ -101,8 +126,14 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
     models.tag(candidate.ref, "gate.comparison", comparison.model_dump_json())
     if reasons:
         models.tag(candidate.ref, "gate.rejected_because", "; ".join(reasons))
-    log.info("gate v%s vs v%s on %s: %s %s", candidate.version, champion.version, days,
-             "PASS" if result.passed else "FAIL", reasons)
+    log.info(
+        "gate v%s vs v%s on %s: %s %s",
+        candidate.version,
+        champion.version,
+        days,
+        "PASS" if result.passed else "FAIL",
+        reasons,
+    )
     return result
 
 
@@ -110,12 +141,21 @@ def evaluate_gate(config: PipelineConfig, candidate: Candidate, alias: Alias) ->
     """Run the gate for a challenger; a first model has nothing to be compared with, only the floors."""
     alias = Alias(alias)  # an enum crosses XCom as its value
     if alias == Alias.CHAMPION:
-        return GateResult(bootstrap=True, passed=True, candidate=candidate.version, summary="First model: no champion "
-                          "to compare with.")
+        return GateResult(
+            bootstrap=True,
+            passed=True,
+            candidate=candidate.version,
+            summary="First model: no champion to compare with.",
+        )
     if alias == Alias.REFUSED:
         reasons = floor_failures(config, candidate.metrics, first=True)
-        return GateResult(bootstrap=True, passed=False, candidate=candidate.version, reasons=reasons,
-                          summary="first model below the floors: " + "; ".join(reasons))
+        return GateResult(
+            bootstrap=True,
+            passed=False,
+            candidate=candidate.version,
+            reasons=reasons,
+            summary="first model below the floors: " + "; ".join(reasons),
+        )
     models = Registry.open(config)
     result = compare(config, models, candidate, models.champion())
     result.summary = gate_summary(result)
@@ -136,7 +176,8 @@ def gate_summary(gate: GateResult) -> str:
     if gate.comparison is None:
         return gate.summary
     rows = "\n".join(
-        f"| {m} | {gate.metrics['candidate'][m]:.4f} | {gate.metrics['champion'][m]:.4f} |" for m in gate.metrics["candidate"]
+        f"| {m} | {gate.metrics['candidate'][m]:.4f} | {gate.metrics['champion'][m]:.4f} |"
+        for m in gate.metrics["candidate"]
     )
     return (
         f"Candidate v{gate.candidate} vs champion v{gate.champion} on {', '.join(gate.evaluation_days)}\n\n"

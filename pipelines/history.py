@@ -109,7 +109,9 @@ def update_night(config: PipelineConfig, ds: str, model_name: str, model_version
             raise LookupError(f"no history entry for ds={ds} {model_name} v{model_version}: record the night first")
 
 
-def merge_task_seconds(config: PipelineConfig, ds: str, model_name: str, model_version: str, seconds: dict[str, float]) -> None:
+def merge_task_seconds(
+    config: PipelineConfig, ds: str, model_name: str, model_version: str, seconds: dict[str, float]
+) -> None:
     """Add task durations to a night's entry."""
     current = night(config, ds, model_name, model_version) or {}
     update_night(config, ds, model_name, model_version, task_seconds={**(current.get("task_seconds") or {}), **seconds})
@@ -132,7 +134,16 @@ def read_history(config: PipelineConfig) -> pd.DataFrame:
     """Return the whole history ordered by night (one row per night and model version)."""
     with engine(config).connect() as conn:
         frame = pd.read_sql(NIGHTS.select().order_by(NIGHTS.c.ds, NIGHTS.c.model_version), conn)
-    for column in ("validation_failures", "validation_warnings", "drifted_columns", "drift_stats", "realised_metrics", "decision_reasons", "reports", "task_seconds"):
+    for column in (
+        "validation_failures",
+        "validation_warnings",
+        "drifted_columns",
+        "drift_stats",
+        "realised_metrics",
+        "decision_reasons",
+        "reports",
+        "task_seconds",
+    ):
         frame[column] = frame[column].map(lambda v: json.loads(v) if isinstance(v, str) else v)
     return frame
 
@@ -140,8 +151,9 @@ def read_history(config: PipelineConfig) -> pd.DataFrame:
 def audit_head(config: PipelineConfig, model_name: str) -> tuple[int, str] | None:
     """Return the recorded (entry count, head hash) of a model's audit log, or None if none was recorded."""
     with engine(config).connect() as conn:
-        row = conn.execute(sa.select(AUDIT_HEAD.c.entries, AUDIT_HEAD.c.head_hash).where(
-            AUDIT_HEAD.c.model_name == model_name)).first()
+        row = conn.execute(
+            sa.select(AUDIT_HEAD.c.entries, AUDIT_HEAD.c.head_hash).where(AUDIT_HEAD.c.model_name == model_name)
+        ).first()
     return (int(row[0]), str(row[1])) if row else None
 
 
@@ -149,8 +161,11 @@ def set_audit_head(config: PipelineConfig, model_name: str, entries: int, head_h
     """Record the audit log's new head (called under the audit lock, after the entry is on disk)."""
     with engine(config).begin() as conn:
         conn.execute(AUDIT_HEAD.delete().where(AUDIT_HEAD.c.model_name == model_name))
-        conn.execute(AUDIT_HEAD.insert().values(
-            model_name=model_name, entries=entries, head_hash=head_hash, updated_at=datetime.now(UTC)))
+        conn.execute(
+            AUDIT_HEAD.insert().values(
+                model_name=model_name, entries=entries, head_hash=head_hash, updated_at=datetime.now(UTC)
+            )
+        )
 
 
 def has_nights(config: PipelineConfig) -> bool:

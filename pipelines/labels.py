@@ -51,8 +51,12 @@ class LabelMatch:
 
     def summary(self, labels: LabelSet) -> dict[str, object]:
         return {
-            "fingerprint": labels.fingerprint, "label_rows": labels.rows_read, "scored_ids": self.scored_ids,
-            "matched_ids": self.matched_ids, "unscored_label_ids": self.unscored_label_ids, "issues": self.issues,
+            "fingerprint": labels.fingerprint,
+            "label_rows": labels.rows_read,
+            "scored_ids": self.scored_ids,
+            "matched_ids": self.matched_ids,
+            "unscored_label_ids": self.unscored_label_ids,
+            "issues": self.issues,
         }
 
 
@@ -87,7 +91,9 @@ def _binary(target: pd.Series) -> pd.Series:
     """Return the target as 0/1 floats; anything else (2, 'yes', NaN) becomes NaN."""
     if pd.api.types.is_bool_dtype(target):
         return target.astype(float)
-    numeric = pd.to_numeric(target, errors="coerce") if not pd.api.types.is_numeric_dtype(target) else target.astype(float)
+    numeric = (
+        pd.to_numeric(target, errors="coerce") if not pd.api.types.is_numeric_dtype(target) else target.astype(float)
+    )
     return numeric.where(numeric.isin([0.0, 1.0]))
 
 
@@ -145,6 +151,6 @@ def match_labels(predictions: pd.DataFrame, labels: LabelSet) -> LabelMatch:
             f"no label id matches a scored id: label ids look like {_examples(labels.labels['key'])[:3]}, "
             f"scored ids like {_examples(scored['key'])[:3]}"
         )
-    for issue in issues[len(labels.issues):]:
+    for issue in issues[len(labels.issues) :]:
         log.warning("labels of %s: %s", labels.ds, issue)
     return LabelMatch(joined.reset_index(drop=True), len(scored), len(joined), unscored, issues)

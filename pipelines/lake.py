@@ -229,7 +229,9 @@ def describe_arrival(config: Any, ds: str) -> tuple[bool, str]:
         )
     folder = partition_dir(root, INCOMING, ds)
     if folder.exists() and not folder.is_dir():
-        raise DataRootError(f"{folder} is a file, not a partition folder: move it aside and land the partition's files in a folder")
+        raise DataRootError(
+            f"{folder} is a file, not a partition folder: move it aside and land the partition's files in a folder"
+        )
     files = data_files(folder)
     if files:
         return True, f"partition {folder} has arrived ({len(files)} file(s): {', '.join(f.name for f in files[:5])})"

@@ -54,15 +54,29 @@ def validate_partition(
     except PartitionQuarantinedError as exc:
         record_quarantine(config, ds, ref, exc.failures, exc.rows, airflow_run_id)
         raise
-    return ValidatedPartition(ds=ds, model=ref, rows=outcome.rows, expectations=outcome.evaluated,
-                              warnings=outcome.warnings, warned_columns=outcome.warned_columns,
-                              seconds=time.monotonic() - started)
+    return ValidatedPartition(
+        ds=ds,
+        model=ref,
+        rows=outcome.rows,
+        expectations=outcome.evaluated,
+        warnings=outcome.warnings,
+        warned_columns=outcome.warned_columns,
+        seconds=time.monotonic() - started,
+    )
 
 
-def record_quarantine(config: PipelineConfig, ds: str, ref: ModelRef, failures: list[str], rows: int, run_id: str) -> None:
+def record_quarantine(
+    config: PipelineConfig, ds: str, ref: ModelRef, failures: list[str], rows: int, run_id: str
+) -> None:
     """Record a refused night in the history so the UI and the decision see it."""
     history.record_night(
-        config, ds, ref.name, ref.version, rows=rows, validation_success=False, validation_failures=failures,
+        config,
+        ds,
+        ref.name,
+        ref.version,
+        rows=rows,
+        validation_success=False,
+        validation_failures=failures,
         reports={"quarantine_json": str(partition_dir(config.data_root, QUARANTINE, ds) / QUARANTINE_RECORD)},
         airflow_run_id=run_id,
     )
@@ -75,7 +89,7 @@ def validation_page(validated: ValidatedPartition) -> str:
     body = f"<ul>{items}</ul>" if items else "<p>Every check passed.</p>"
     return (
         f'<!doctype html><html><head><meta charset="utf-8"><title>Validation {ds}</title></head>'
-        f"<body style=\"font-family:sans-serif\"><h1>Validation of ds={ds}</h1>"
+        f'<body style="font-family:sans-serif"><h1>Validation of ds={ds}</h1>'
         f"<p>{validated.rows:,} rows, {validated.expectations} expectations. Data-quality warnings "
         "(checks set to <code>warn</code> in validation.severity, or a night an operator accepted): the night was scored, "
         f"and the warned columns count as drifted in the drift share.</p>{body}</body></html>"
@@ -105,14 +119,22 @@ def monitor_night(
     def build(staging: Path) -> None:
         drift, written = drift_report(config, sample, reference, staging, thresholds)
         written |= summary_report(config, sample, reference, staging)
-        write_atomic(staging / "validation.html", lambda temp: temp.write_text(validation_page(validated), encoding="utf-8"))
+        write_atomic(
+            staging / "validation.html", lambda temp: temp.write_text(validation_page(validated), encoding="utf-8")
+        )
         written["validation_html"] = str(staging / "validation.html")
         shifted = sorted(set(drift.drifted_columns) | set(validated.warned_columns))
         summary = NightSummary(
-            ds=ds, model_version=ref.version, airflow_run_id=airflow_run_id, rows=scored.rows,
-            drift_share=len(shifted) / len(config.features.all), drifted_columns=drift.drifted_columns,
-            warned_columns=validated.warned_columns, validation_warnings=validated.warnings,
-            score_drifted=drift.score_drifted, estimated_roc_auc=_finite(estimate["roc_auc"]),
+            ds=ds,
+            model_version=ref.version,
+            airflow_run_id=airflow_run_id,
+            rows=scored.rows,
+            drift_share=len(shifted) / len(config.features.all),
+            drifted_columns=drift.drifted_columns,
+            warned_columns=validated.warned_columns,
+            validation_warnings=validated.warnings,
+            score_drifted=drift.score_drifted,
+            estimated_roc_auc=_finite(estimate["roc_auc"]),
             estimated_accuracy=_finite(estimate["accuracy"]),
             reports={key: str(folder / Path(path).name) for key, path in written.items()},
         )
@@ -124,13 +146,23 @@ def monitor_night(
         replace_folder(folder, build)
     summary, drift = built["summary"], built["drift"]
     history.record_night(
-        config, ds, ref.name, ref.version,
-        rows=scored.rows, validation_success=True, validation_failures=[],
+        config,
+        ds,
+        ref.name,
+        ref.version,
+        rows=scored.rows,
+        validation_success=True,
+        validation_failures=[],
         validation_warnings=validated.warnings,
-        drift_share=summary.drift_share, drifted_columns=drift.drifted_columns, score_drifted=drift.score_drifted,
-        drift_stats=drift.columns, estimated_roc_auc=estimate["roc_auc"], estimated_accuracy=estimate["accuracy"],
+        drift_share=summary.drift_share,
+        drifted_columns=drift.drifted_columns,
+        score_drifted=drift.score_drifted,
+        drift_stats=drift.columns,
+        estimated_roc_auc=estimate["roc_auc"],
+        estimated_accuracy=estimate["accuracy"],
         reports=summary.reports | {"summary_json": str(folder / SUMMARY_FILE)},
-        scoring_rows_per_s=scored.rows_per_second, scoring_peak_rss_mb=scored.peak_rss_mb,
+        scoring_rows_per_s=scored.rows_per_second,
+        scoring_peak_rss_mb=scored.peak_rss_mb,
         task_seconds={
             "validate_partition": validated.seconds,
             "score_partition": scored.seconds,
@@ -162,11 +194,16 @@ def decide_retraining(
         log.info("labels evaluated tonight: %s", ", ".join(f"{e.ds} (v{e.model_version})" for e in evaluated))
     result = decide(config, history.read_history(config), ds, version, card.metrics, trained_until, force)
     history.update_night(
-        config, ds, config.model.registered_name, version,
-        decision="retrain" if result.retrain else "keep", decision_reasons=result.reasons,
+        config,
+        ds,
+        config.model.registered_name,
+        version,
+        decision="retrain" if result.retrain else "keep",
+        decision_reasons=result.reasons,
     )
-    history.merge_task_seconds(config, ds, config.model.registered_name, version,
-                               {"decide_retraining": time.monotonic() - started})
+    history.merge_task_seconds(
+        config, ds, config.model.registered_name, version, {"decide_retraining": time.monotonic() - started}
+    )
     for reason in result.reasons:
         log.warning("retrain rule fired for %s: %s", ds, reason)
     if not result.retrain:

@@ -86,7 +86,8 @@ def _label_issues(realised: object) -> str:
 def _links(ds: str, reports: dict | None, base: str) -> str:
     names = [n for n in NIGHT_PAGES if reports and any(str(p).endswith(f"ds={ds}/{n}") for p in reports.values())]
     return " ".join(
-        f'<a href="{html.escape(report_route(ds, n, base))}">{n.removesuffix(".html").replace("_", " ")}</a>' for n in names
+        f'<a href="{html.escape(report_route(ds, n, base))}">{n.removesuffix(".html").replace("_", " ")}</a>'
+        for n in names
     )
 
 
@@ -106,10 +107,10 @@ def render_page(config: PipelineConfig, base: str) -> str:
         rows.append(
             "<tr>"
             f"<td>{html.escape(r['ds'])}</td><td>v{html.escape(str(r['model_version']))}</td>"
-            f"<td class={css} title=\"{html.escape(detail)}\">{state}</td>"
+            f'<td class={css} title="{html.escape(detail)}">{state}</td>'
             f"<td>{_fmt(r['drift_share'], '{:.2f}')}</td><td>{html.escape(', '.join(r['drifted_columns'] or [])) or '-'}</td>"
             f"<td>{_fmt(r['estimated_roc_auc'])}</td><td>{_fmt(r['realised_roc_auc'])}</td>"
-            f"<td title=\"{html.escape(_label_issues(r['realised_metrics']))}\">{_fmt(r['label_coverage'], '{:.0%}')}</td>"
+            f'<td title="{html.escape(_label_issues(r["realised_metrics"]))}">{_fmt(r["label_coverage"], "{:.0%}")}</td>'
             f"<td>{html.escape(r['decision'] or '-')}</td>"
             f"<td>{html.escape('; '.join(r['decision_reasons'] or []))}</td><td>{_links(r['ds'], r['reports'], base)}</td>"
             "</tr>"
@@ -125,10 +126,10 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#
 </head><body><h1>Model monitoring: {html.escape(config.model.registered_name)}</h1>{chart}
 <table id="nights"><thead><tr><th>night</th><th>model</th><th>validation</th><th>drift share</th><th>drifted columns</th>
 <th>estimated AUC</th><th>realised AUC</th><th>labels</th><th>decision</th><th>reasons</th><th>reports</th></tr></thead>
-<tbody>{''.join(rows) or '<tr><td colspan=11>No night has been monitored yet.</td></tr>'}</tbody></table>
+<tbody>{"".join(rows) or "<tr><td colspan=11>No night has been monitored yet.</td></tr>"}</tbody></table>
 <h2>Champion history (audit log, newest first)</h2>
 <table id="champions"><thead><tr><th>when (UTC)</th><th>action</th><th>from</th><th>to</th><th>by</th><th>reason</th><th>gate</th>
-<th>Airflow run</th></tr></thead><tbody>{champions or '<tr><td colspan=8>No alias has moved yet.</td></tr>'}</tbody></table>
+<th>Airflow run</th></tr></thead><tbody>{champions or "<tr><td colspan=8>No alias has moved yet.</td></tr>"}</tbody></table>
 </body></html>"""
 
 
@@ -136,16 +137,18 @@ def _audit_rows(config: PipelineConfig, base: str) -> str:
     try:
         trail = audit.read_trail(config)
     except AuditIntegrityError as exc:
-        return f'<tr><td colspan=8 class=bad>{html.escape(str(exc))}</td></tr>'
+        return f"<tr><td colspan=8 class=bad>{html.escape(str(exc))}</td></tr>"
     entries = trail.entries
-    rows = [f'<tr><td colspan=8 class=bad>{html.escape(w)}</td></tr>' for w in trail.warnings]
+    rows = [f"<tr><td colspan=8 class=bad>{html.escape(w)}</td></tr>" for w in trail.warnings]
     for e in reversed(entries):
         cell = "-"
         if e.gate is not None and e.gate.comparison is not None and e.gate.pair:
             c, pair = e.gate.comparison, e.gate.pair
-            cell = (f"{c.difference:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}] "
-                    f'<a href="{comparison_route(pair, "candidate.html", base)}">candidate</a> '
-                    f'<a href="{comparison_route(pair, "champion.html", base)}">champion</a>')
+            cell = (
+                f"{c.difference:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}] "
+                f'<a href="{comparison_route(pair, "candidate.html", base)}">candidate</a> '
+                f'<a href="{comparison_route(pair, "champion.html", base)}">champion</a>'
+            )
         frm = f"v{e.from_version}" if e.from_version else "-"
         rows.append(
             f"<tr><td>{html.escape(e.at[:19])}</td><td>{html.escape(e.action)}</td><td>{html.escape(frm)}</td>"

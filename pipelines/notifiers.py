@@ -60,8 +60,11 @@ def build_alert(config: PipelineConfig, event: str, context: Any) -> alerts.Aler
     if value is None:  # e.g. settle_approval after an approval that promoted: nothing was rejected
         return None
     builders: dict[str, Any] = {
-        "data_quality": alerts.data_quality_alert, "retrain_decision": alerts.retrain_decision_alert,
-        "promotion": alerts.promotion_alert, "rejection": alerts.rejection_alert, "rollback": alerts.rollback_alert,
+        "data_quality": alerts.data_quality_alert,
+        "retrain_decision": alerts.retrain_decision_alert,
+        "promotion": alerts.promotion_alert,
+        "rejection": alerts.rejection_alert,
+        "rollback": alerts.rollback_alert,
     }
     alert: alerts.Alert | None = builders[event](config, value, run)
     return alert

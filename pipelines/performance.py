@@ -76,7 +76,9 @@ def estimated_performance(score: np.ndarray, threshold: float, calibrator: Isoto
     return {"roc_auc": auc, "accuracy": accuracy}
 
 
-def performance_report(joined: pd.DataFrame, threshold: float, folder: Path, stem: str = "performance") -> dict[str, str]:
+def performance_report(
+    joined: pd.DataFrame, threshold: float, folder: Path, stem: str = "performance"
+) -> dict[str, str]:
     """Write Evidently's classification report of scores (`score`) against labels (`target`); return its paths."""
     ev = evidently()
     definition = ev.DataDefinition(

@@ -13,8 +13,17 @@ from pipelines.gate import PromotionError
 from pipelines.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
 
 log = logging.getLogger(__name__)
-__all__ = ["PromotionError", "champion_matches_audit", "promote", "promote_candidate", "record_bootstrap", "reject",
-           "reject_candidate", "rollback", "settle_approval"]
+__all__ = [
+    "PromotionError",
+    "champion_matches_audit",
+    "promote",
+    "promote_candidate",
+    "record_bootstrap",
+    "reject",
+    "reject_candidate",
+    "rollback",
+    "settle_approval",
+]
 
 
 def _apply(models: Registry, entry: AuditEntry) -> None:
@@ -40,7 +49,11 @@ def _finish_interrupted_move(config: PipelineConfig, models: Registry) -> None:
         return
     log.warning(
         "the champion alias points at v%s but the audit log's last move (%s at %s) made v%s champion: an alias move was "
-        "interrupted; finishing it", current.version, last.action, last.at[:19], last.to_version,
+        "interrupted; finishing it",
+        current.version,
+        last.action,
+        last.at[:19],
+        last.to_version,
     )
     _apply(models, last)
 
@@ -58,11 +71,19 @@ def promote(
     with audit_lock(config):
         _finish_interrupted_move(config, models)
         old = models.champion()
-        entry = audit.append(config, {
-            "action": "promote", "model": candidate.name, "from_version": old.version,
-            "to_version": candidate.version, "reason": reason, "approved_by": approved_by, "airflow_run_id": run_id,
-            "gate": gate,
-        })
+        entry = audit.append(
+            config,
+            {
+                "action": "promote",
+                "model": candidate.name,
+                "from_version": old.version,
+                "to_version": candidate.version,
+                "reason": reason,
+                "approved_by": approved_by,
+                "airflow_run_id": run_id,
+                "gate": gate,
+            },
+        )
         _apply(models, entry)
         return entry
 
@@ -76,14 +97,24 @@ def reject(
         _finish_interrupted_move(config, models)
         models.tag(candidate, "promotion.rejected", reason)
         champion = models.alias_version(CHAMPION)
-        return audit.append(config, {
-            "action": "reject", "model": candidate.name, "from_version": champion.version if champion else None,
-            "to_version": candidate.version, "reason": reason, "approved_by": decided_by, "airflow_run_id": run_id,
-            "gate": gate,
-        })
+        return audit.append(
+            config,
+            {
+                "action": "reject",
+                "model": candidate.name,
+                "from_version": champion.version if champion else None,
+                "to_version": candidate.version,
+                "reason": reason,
+                "approved_by": decided_by,
+                "airflow_run_id": run_id,
+                "gate": gate,
+            },
+        )
 
 
-def rollback(config: PipelineConfig, target_version: str | None, reason: str, requested_by: str, run_id: str) -> AuditEntry:
+def rollback(
+    config: PipelineConfig, target_version: str | None, reason: str, requested_by: str, run_id: str
+) -> AuditEntry:
     """Move `champion` back to `previous` (or to a named version that was champion before); audit the move.
 
     With the champion alias missing (deleted, or a restored registry) a named former champion is
@@ -99,14 +130,17 @@ def rollback(config: PipelineConfig, target_version: str | None, reason: str, re
             target = models.alias_version(PREVIOUS)
             if target is None or current is None:
                 raise PromotionError(
-                    "there is no 'previous' champion to roll back to" if current is not None else
-                    "the champion alias is missing: name the version to restore (target_version)"
+                    "there is no 'previous' champion to roll back to"
+                    if current is not None
+                    else "the champion alias is missing: name the version to restore (target_version)"
                 )
         else:
             try:
                 target = models.version(str(target_version))
             except MlflowException as exc:
-                raise PromotionError(f"{models.name} has no version {target_version!r}: pick one from the audit log") from exc
+                raise PromotionError(
+                    f"{models.name} has no version {target_version!r}: pick one from the audit log"
+                ) from exc
         former = audit.former_champions(read_audit(config))
         if target.version not in former:
             raise PromotionError(
@@ -115,11 +149,19 @@ def rollback(config: PipelineConfig, target_version: str | None, reason: str, re
             )
         if current is not None and target.version == current.version:
             raise PromotionError(f"version {target.version} is already the champion")
-        entry = audit.append(config, {
-            "action": "rollback" if current is not None else "restore", "model": models.name,
-            "from_version": current.version if current is not None else None, "to_version": target.version,
-            "reason": reason, "approved_by": requested_by, "airflow_run_id": run_id, "gate": None,
-        })
+        entry = audit.append(
+            config,
+            {
+                "action": "rollback" if current is not None else "restore",
+                "model": models.name,
+                "from_version": current.version if current is not None else None,
+                "to_version": target.version,
+                "reason": reason,
+                "approved_by": requested_by,
+                "airflow_run_id": run_id,
+                "gate": None,
+            },
+        )
         _apply(models, entry)
         return entry
 
@@ -137,10 +179,19 @@ def record_bootstrap(config: PipelineConfig, models: Registry, candidate: ModelR
                 "model only replaces a champion through the gate. Re-establish the champion with the rollback_model "
                 f"DAG (target_version), then retrain; v{candidate.version} stays registered as 'challenger'"
             )
-        entry = audit.append(config, {
-            "action": "bootstrap", "model": candidate.name, "from_version": None, "to_version": candidate.version,
-            "reason": "no champion existed", "approved_by": "retrain_model", "airflow_run_id": run_id, "gate": None,
-        })
+        entry = audit.append(
+            config,
+            {
+                "action": "bootstrap",
+                "model": candidate.name,
+                "from_version": None,
+                "to_version": candidate.version,
+                "reason": "no champion existed",
+                "approved_by": "retrain_model",
+                "airflow_run_id": run_id,
+                "gate": None,
+            },
+        )
         _apply(models, entry)
         return entry
 

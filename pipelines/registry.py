@@ -77,8 +77,8 @@ class Registry:
                 advice = (
                     "This deployment has no history yet: run the retrain_model DAG (it creates the store and "
                     "bootstraps the first model), or `python -m pipelines.cli init-mlflow`"
-                    if is_new_deployment(config) else
-                    "This deployment has a monitoring history and an audit log, so the store existed: restore it (and "
+                    if is_new_deployment(config)
+                    else "This deployment has a monitoring history and an audit log, so the store existed: restore it (and "
                     "its artifacts folder) from backup or point the config at it. Do not create a new one: models "
                     "would be registered where the real registry cannot see them (init-mlflow only for a brand-new "
                     "deployment)"
@@ -206,8 +206,15 @@ class Registry:
         """Download one artifact of a model version's run into `folder`; StoreMissingError if it is gone."""
         import mlflow.artifacts
 
-        return Path(self._artifacts(ref, name, lambda: mlflow.artifacts.download_artifacts(
-            run_id=ref.run_id, artifact_path=name, dst_path=str(folder), tracking_uri=self.config.tracking_uri)))
+        return Path(
+            self._artifacts(
+                ref,
+                name,
+                lambda: mlflow.artifacts.download_artifacts(
+                    run_id=ref.run_id, artifact_path=name, dst_path=str(folder), tracking_uri=self.config.tracking_uri
+                ),
+            )
+        )
 
     def cached_artifact(self, ref: ModelRef, name: str) -> Path:
         """Return the local path of an artifact of a model version, downloaded once per data root.
@@ -237,7 +244,9 @@ class Registry:
         try:
             return dict(json.loads(self.cached_artifact(ref, DRIFT_THRESHOLDS_ARTIFACT).read_text()))
         except (PipelineError, OSError) as exc:
-            log.warning("model v%s has no calibrated drift thresholds (%s): using the configured ones", ref.version, exc)
+            log.warning(
+                "model v%s has no calibrated drift thresholds (%s): using the configured ones", ref.version, exc
+            )
             return None
 
     def log_candidate(self, trained: TrainedModel, digests: dict[str, str], lineage: dict[str, str]) -> ModelRef:
@@ -251,8 +260,13 @@ class Registry:
         features = config.features.all
         example = trained.reference[features].head(5)
         signature = infer_signature(example, trained.model.predict_proba(example)[:, 1])
-        card = ModelCard(partitions=digests, train_days=trained.train_days, holdout_days=trained.holdout_days,
-                         metrics=trained.metrics, lineage=lineage)
+        card = ModelCard(
+            partitions=digests,
+            train_days=trained.train_days,
+            holdout_days=trained.holdout_days,
+            metrics=trained.metrics,
+            lineage=lineage,
+        )
         tags = {  # for people browsing MLflow; the pipeline reads the model card instead
             "training.days": f"{trained.train_days[0]}..{trained.train_days[-1]} ({len(trained.train_days)} partitions)",
             "training.holdout_days": ",".join(trained.holdout_days),
@@ -315,5 +329,3 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() or "unknown"
-
-

@@ -33,7 +33,9 @@ def inert_report_html(page: str) -> str:
     lines = page.split("\n")
     data_lines = [i for i, line in enumerate(lines) if _DATA_LINE.match(line)]
     if len(data_lines) != 2:
-        raise RuntimeError(f"Evidently's HTML template changed: expected 2 embedded data lines, found {len(data_lines)}")
+        raise RuntimeError(
+            f"Evidently's HTML template changed: expected 2 embedded data lines, found {len(data_lines)}"
+        )
     for i in data_lines:
         lines[i] = lines[i].replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
     return "\n".join(lines)
@@ -43,7 +45,10 @@ def save_snapshot(snapshot: Any, folder: Path, stem: str) -> dict[str, str]:
     """Save a snapshot as HTML (data made inert, see `inert_report_html`) and JSON atomically; return their paths."""
     paths = {}
     writers = (
-        ("html", lambda temp: temp.write_text(inert_report_html(snapshot.get_html_str(as_iframe=False)), encoding="utf-8")),
+        (
+            "html",
+            lambda temp: temp.write_text(inert_report_html(snapshot.get_html_str(as_iframe=False)), encoding="utf-8"),
+        ),
         ("json", lambda temp: snapshot.save_json(str(temp))),
     )
     for suffix, write in writers:
@@ -51,5 +56,3 @@ def save_snapshot(snapshot: Any, folder: Path, stem: str) -> dict[str, str]:
         write_atomic(target, write)
         paths[f"{stem}_{suffix}"] = str(target)
     return paths
-
-

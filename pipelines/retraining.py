@@ -94,8 +94,12 @@ def select_training_window(
         )
     _check_enough(config, days)
     log.info(
-        "training window (%s%s): %s .. %s (%d partitions)", mode, f" from the drift onset {onset}" if onset else "",
-        days[0], days[-1], len(days),
+        "training window (%s%s): %s .. %s (%d partitions)",
+        mode,
+        f" from the drift onset {onset}" if onset else "",
+        days[0],
+        days[-1],
+        len(days),
     )
     return TrainingWindow(days=[d.isoformat() for d in days], mode=mode, onset=onset.isoformat() if onset else None)
 
@@ -126,8 +130,14 @@ def train_candidate(config: PipelineConfig, window: TrainingWindow, lineage: dic
     frame, digests = load_labelled(config, [date.fromisoformat(d) for d in window.days])
     trained = fit_and_evaluate(config, frame)
     ref = Registry.open(config).log_candidate(trained, digests, {"training.window": window.describe(), **lineage})
-    return Candidate(name=ref.name, version=ref.version, run_id=ref.run_id, metrics=trained.metrics,
-                     train_days=trained.train_days, holdout_days=trained.holdout_days)
+    return Candidate(
+        name=ref.name,
+        version=ref.version,
+        run_id=ref.run_id,
+        metrics=trained.metrics,
+        train_days=trained.train_days,
+        holdout_days=trained.holdout_days,
+    )
 
 
 def bootstrap_or_challenge(config: PipelineConfig, candidate: Candidate, airflow_run_id: str = "") -> Alias:

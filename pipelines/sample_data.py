@@ -72,7 +72,12 @@ def _features(rng: np.random.Generator, n: int, covariate: bool) -> pd.DataFrame
     for name, (values, probs) in CATEGORIES.items():
         p = DRIFTED_PURPOSE if covariate and name == "loan_purpose" else probs
         frame[name] = rng.choice(np.array(values, dtype=object), size=n, p=p)
-    for column, rate in {"annual_income": 0.03, "debt_to_income": 0.02, "employment_years": 0.04, "region": 0.01}.items():
+    for column, rate in {
+        "annual_income": 0.03,
+        "debt_to_income": 0.02,
+        "employment_years": 0.04,
+        "region": 0.01,
+    }.items():
         frame.loc[rng.random(n) < rate, column] = None
     return frame
 
@@ -138,7 +143,11 @@ def write_day(
             frame = generate_chunk(day, chunk, min(CHUNK_ROWS, rows - offset), seed, drift)
             keep = label_rng.random(len(frame)) < label_fraction
             for kind in temps:
-                part = frame.drop(columns="defaulted") if kind == "features" else frame.loc[keep, ["application_id", "defaulted"]]
+                part = (
+                    frame.drop(columns="defaulted")
+                    if kind == "features"
+                    else frame.loc[keep, ["application_id", "defaulted"]]
+                )
                 table = pa.Table.from_pandas(part, preserve_index=False)
                 if kind not in writers:
                     writers[kind] = pq.ParquetWriter(temps[kind], table.schema)

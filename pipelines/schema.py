@@ -102,7 +102,9 @@ def resolve(files: list[Path], roles: dict[str, str], where: str) -> PartitionSc
         rows += footer.num_rows
         for column in roles:
             if column not in fields:
-                failures.append(f"required column {column!r} is missing in file {file.name} ({len(files)} file(s) in {where})")
+                failures.append(
+                    f"required column {column!r} is missing in file {file.name} ({len(files)} file(s) in {where})"
+                )
             else:
                 found.setdefault(column, []).append((file, fields[column]))
     unified = []
@@ -117,7 +119,9 @@ def resolve(files: list[Path], roles: dict[str, str], where: str) -> PartitionSc
         else:
             unified.append(pa.field(column, target))
     if failures:
-        raise PartitionSchemaError(f"partition {where} cannot be read as configured: " + "; ".join(failures), failures, rows)
+        raise PartitionSchemaError(
+            f"partition {where} cannot be read as configured: " + "; ".join(failures), failures, rows
+        )
     return PartitionSchema(tuple(files), pa.schema(unified))
 
 

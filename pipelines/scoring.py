@@ -31,6 +31,7 @@ from pipelines.schema import PartitionSchema, incoming_partition, iter_batches
 
 log = logging.getLogger(__name__)
 
+
 def prediction_schema(id_type: pa.DataType) -> pa.Schema:
     """Return the predictions contract for an id column of the given type."""
     return pa.schema(
@@ -66,8 +67,13 @@ class _Progress:
         if now - self.last >= self.every or self.done == self.total:
             self.last = now
             rate = self.done / max(now - self.start, 1e-9)
-            log.info("scored %s / %s rows (%.0f%%), %s rows/s", f"{self.done:,}", f"{self.total:,}",
-                     100 * self.done / max(self.total, 1), f"{rate:,.0f}")
+            log.info(
+                "scored %s / %s rows (%.0f%%), %s rows/s",
+                f"{self.done:,}",
+                f"{self.total:,}",
+                100 * self.done / max(self.total, 1),
+                f"{rate:,.0f}",
+            )
 
 
 def score_partition(config: PipelineConfig, ds: str, model_ref: ModelRef, airflow_run_id: str) -> ScoringSummary:
@@ -111,7 +117,12 @@ def score_partition(config: PipelineConfig, ds: str, model_ref: ModelRef, airflo
 
 
 def _write_predictions(
-    config: PipelineConfig, model: Any, ref: ModelRef, partition: PartitionSchema, total: int, target: Path,
+    config: PipelineConfig,
+    model: Any,
+    ref: ModelRef,
+    partition: PartitionSchema,
+    total: int,
+    target: Path,
     airflow_run_id: str,
 ) -> tuple[float, float]:
     """Stream the partition through the model into a hidden file, then publish it; return (score sum, positives)."""

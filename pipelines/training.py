@@ -45,7 +45,7 @@ def training_partitions(
     labelled = set(list_partitions(config.data_root, LABELS)) & set(list_partitions(config.data_root, INCOMING))
     quarantined = {d for d in labelled if partition_dir(config.data_root, QUARANTINE, d).is_dir()}
     usable = sorted(d for d in labelled - quarantined if (end is None or d <= end) and (start is None or d >= start))
-    return usable[-(window_partitions or config.training.window_partitions):]
+    return usable[-(window_partitions or config.training.window_partitions) :]
 
 
 def load_labelled(config: PipelineConfig, days: list[date]) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -122,7 +122,9 @@ def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedMode
     model = build_model(config).fit(train[features], train[target])
     score = model.predict_proba(holdout[features])[:, 1]
     metrics = classification_metrics(holdout[target].to_numpy(), score, config.model.decision_threshold)
-    log.info("trained on %s rows (%d days), held-out metrics %s", f"{len(train):,}", len(days) - len(holdout_days), metrics)
+    log.info(
+        "trained on %s rows (%d days), held-out metrics %s", f"{len(train):,}", len(days) - len(holdout_days), metrics
+    )
     sample_rows = min(config.training.reference_sample_rows, len(train))
     reference = train.sample(n=sample_rows, random_state=config.training.seed)[[*features, target]]
     reference = reference.assign(score=model.predict_proba(reference[features])[:, 1]).reset_index(drop=True)
@@ -135,6 +137,8 @@ def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedMode
         holdout_days=list(holdout_days),
         profile=data_profile(train, config),
         reference=reference,
-        holdout_scores=pd.DataFrame({"score": score, "label": holdout[target].to_numpy(), "ds": holdout["ds"].to_numpy()}),
+        holdout_scores=pd.DataFrame(
+            {"score": score, "label": holdout[target].to_numpy(), "ds": holdout["ds"].to_numpy()}
+        ),
         drift_thresholds=thresholds,
     )

@@ -5,8 +5,16 @@ from __future__ import annotations
 from pipelines.lake import REPORTS
 
 MONITORING_PREFIX = "/monitoring"  # where the plugin's app is mounted on the Airflow api-server
-REPORT_FILES = ("drift.html", "data_summary.html", "performance.html", "validation.html", "drift.json",
-                "data_summary.json", "performance.json", "summary.json")  # what reports/ds=.../ may serve
+REPORT_FILES = (
+    "drift.html",
+    "data_summary.html",
+    "performance.html",
+    "validation.html",
+    "drift.json",
+    "data_summary.json",
+    "performance.json",
+    "summary.json",
+)  # what reports/ds=.../ may serve
 NIGHT_PAGES = ("drift.html", "data_summary.html", "performance.html", "validation.html")  # linked per night
 MODEL_FILES = ("candidate.html", "champion.html", "candidate.json", "champion.json", "comparison.json")
 

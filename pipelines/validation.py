@@ -39,7 +39,8 @@ def build_suite(config: PipelineConfig, profile: dict[str, Any]) -> Any:
 
     def null_rate(column: str, stats: dict[str, Any]) -> Any:
         return gxe.ExpectColumnValuesToNotBeNull(
-            column=column, mostly=max(0.0, 1.0 - stats["null_rate"] - rules.null_rate_tolerance),
+            column=column,
+            mostly=max(0.0, 1.0 - stats["null_rate"] - rules.null_rate_tolerance),
             meta={"check": "null_rate", "training_null_rate": stats["null_rate"]},
         )
 
@@ -52,16 +53,25 @@ def build_suite(config: PipelineConfig, profile: dict[str, Any]) -> Any:
         span = stats["max"] - stats["min"]
         low, high = stats["min"] - rules.range_margin * span, stats["max"] + rules.range_margin * span
         expectations.append(null_rate(column, stats))
-        expectations.append(gxe.ExpectColumnValuesToBeBetween(
-            column=column, min_value=low, max_value=high, mostly=1.0 - rules.range_tolerance,
-            meta={"check": "range", "training_min": stats["min"], "training_max": stats["max"]},
-        ))
+        expectations.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column=column,
+                min_value=low,
+                max_value=high,
+                mostly=1.0 - rules.range_tolerance,
+                meta={"check": "range", "training_min": stats["min"], "training_max": stats["max"]},
+            )
+        )
     for column, stats in profile["categorical"].items():
         expectations.append(null_rate(column, stats))
-        expectations.append(gxe.ExpectColumnValuesToBeInSet(
-            column=column, value_set=stats["domain"], mostly=1.0 - rules.categorical_unknown_tolerance,
-            meta={"check": "unknown_categories"},
-        ))
+        expectations.append(
+            gxe.ExpectColumnValuesToBeInSet(
+                column=column,
+                value_set=stats["domain"],
+                mostly=1.0 - rules.categorical_unknown_tolerance,
+                meta={"check": "unknown_categories"},
+            )
+        )
     return gx.ExpectationSuite(name=f"{config.model.registered_name}_partition", expectations=expectations)
 
 
@@ -111,7 +121,9 @@ def _describe_failure(config: PipelineConfig, result: Any, frame: pd.DataFrame) 
     if check == "id_not_null":
         return f"id column {column!r}: expected no null ids, found {found:.2f}% null"
     if check == "id_unique":
-        return f"id column {column!r}: expected unique ids, found {found:.2f}% of rows sharing an id, for example {sample}"
+        return (
+            f"id column {column!r}: expected unique ids, found {found:.2f}% of rows sharing an id, for example {sample}"
+        )
     if check == "null_rate":
         observed = 100 * float(values.isna().mean()) if values is not None else found
         return (
@@ -137,7 +149,9 @@ def _describe_failure(config: PipelineConfig, result: Any, frame: pd.DataFrame) 
     return f"{expectation.type}({column}): observed {details.get('observed_value')!r}"
 
 
-def describe_results(config: PipelineConfig, results: list[Any], frame: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
+def describe_results(
+    config: PipelineConfig, results: list[Any], frame: pd.DataFrame
+) -> tuple[list[str], list[str], list[str]]:
     """Return (quarantine failures, warnings, warned feature columns) for the failed expectations, in words."""
     failures, warnings, warned = [], [], []
     for result in results:
@@ -181,8 +195,16 @@ def check_partition(config: PipelineConfig, ds: str, profile: dict[str, Any]) ->
         return ValidationOutcome(ds, rows=exc.rows, evaluated=0, failures=exc.failures)
     result = run_suite(frame, build_suite(config, profile))
     failures, warnings, warned = describe_results(config, result.results, frame)
-    return ValidationOutcome(ds, len(frame), len(result.results), failures, result.to_json_dict(),
-                             files=[f.name for f in partition.files], warnings=warnings, warned_columns=warned)
+    return ValidationOutcome(
+        ds,
+        len(frame),
+        len(result.results),
+        failures,
+        result.to_json_dict(),
+        files=[f.name for f in partition.files],
+        warnings=warnings,
+        warned_columns=warned,
+    )
 
 
 def validate_against_profile(
@@ -205,8 +227,13 @@ def validate_against_profile(
         shutil.rmtree(folder, ignore_errors=True)
         for warning in outcome.warnings:
             log.warning("data-quality warning for %s: %s", ds, warning)
-        log.info("partition %s passed %d expectations on %s rows (%d warning(s))", ds, outcome.evaluated,
-                 f"{outcome.rows:,}", len(outcome.warnings))
+        log.info(
+            "partition %s passed %d expectations on %s rows (%d warning(s))",
+            ds,
+            outcome.evaluated,
+            f"{outcome.rows:,}",
+            len(outcome.warnings),
+        )
         return outcome
     where = f"incoming/ds={ds}" + (f" (files: {', '.join(outcome.files[:10])})" if outcome.files else "")
     reason = f"partition {where} failed validation: " + "; ".join(outcome.failures)
@@ -224,8 +251,12 @@ def validate_against_profile(
         },
     )
     log.error("%s (details in %s)", reason, folder / QUARANTINE_RECORD)
-    accept = "" if not outcome.evaluated else (
-        " If the data is right after all, accept the night: trigger batch_scoring with ds and accept_quarantine set."
+    accept = (
+        ""
+        if not outcome.evaluated
+        else (
+            " If the data is right after all, accept the night: trigger batch_scoring with ds and accept_quarantine set."
+        )
     )
     raise PartitionQuarantinedError(
         f"{reason}. The partition was quarantined in {folder} and not scored: fix the upstream data, "

@@ -161,6 +161,11 @@ class ModelMonitoringPlugin(AirflowPlugin):
     name = "model_monitoring"
     fastapi_apps = [{"app": app, "url_prefix": MONITORING_PREFIX, "name": "Model monitoring"}]
     external_views = [
-        {"name": "Model monitoring", "href": f"{MONITORING_PREFIX}/", "destination": "nav", "url_route": "model-monitoring"}
+        {
+            "name": "Model monitoring",
+            "href": f"{MONITORING_PREFIX}/",
+            "destination": "nav",
+            "url_route": "model-monitoring",
+        }
     ]
     global_operator_extra_links = [DriftReportLink(), GateComparisonLink()]

@@ -21,10 +21,15 @@ class _Mailbox:
     async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         parts = [p.get_content() for p in message.walk() if p.get_content_type() in ("text/html", "text/plain")]
-        self.messages.append({
-            "from": envelope.mail_from, "to": list(envelope.rcpt_tos), "subject": str(message["subject"]),
-            "event": str(message["X-Pipeline-Alert"]), "body": "\n".join(parts),
-        })
+        self.messages.append(
+            {
+                "from": envelope.mail_from,
+                "to": list(envelope.rcpt_tos),
+                "subject": str(message["subject"]),
+                "event": str(message["X-Pipeline-Alert"]),
+                "body": "\n".join(parts),
+            }
+        )
         return "250 Message accepted for delivery"
 
 
@@ -40,8 +45,9 @@ class AlertReceivers:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                posts.append({"path": self.path, "content_type": self.headers.get("content-type"),
-                              "json": json.loads(body)})
+                posts.append(
+                    {"path": self.path, "content_type": self.headers.get("content-type"), "json": json.loads(body)}
+                )
                 self.send_response(200)
                 self.send_header("content-type", "text/plain")
                 self.end_headers()
@@ -68,10 +74,17 @@ class AlertReceivers:
 
     @property
     def env(self) -> dict[str, str]:
-        smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": self.smtp.port,
-                "extra": {"disable_tls": True, "disable_ssl": True, "retry_limit": 0, "timeout": 10}}
-        hook = {"conn_type": "slackwebhook", "host": f"http://127.0.0.1:{self.http.server_port}",
-                "password": "T000/B000/alerts"}
+        smtp = {
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": self.smtp.port,
+            "extra": {"disable_tls": True, "disable_ssl": True, "retry_limit": 0, "timeout": 10},
+        }
+        hook = {
+            "conn_type": "slackwebhook",
+            "host": f"http://127.0.0.1:{self.http.server_port}",
+            "password": "T000/B000/alerts",
+        }
         return {"AIRFLOW_CONN_SMTP_ALERTS": json.dumps(smtp), "AIRFLOW_CONN_ALERTS_WEBHOOK": json.dumps(hook)}
 
     config = {

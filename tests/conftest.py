@@ -110,9 +110,13 @@ def copy_lake(config: PipelineConfig, folder: Path) -> PipelineConfig:
     shutil.copytree(config.mlflow.store_dir, folder / "mlflow")
     old, new = str(config.mlflow.store_dir), str(folder / "mlflow")
     with sqlite3.connect(folder / "mlflow" / "mlflow.db") as db:
-        for table, column in (("runs", "artifact_uri"), ("logged_models", "artifact_location"),
-                              ("experiments", "artifact_location"), ("model_versions", "storage_location"),
-                              ("model_versions", "source")):
+        for table, column in (
+            ("runs", "artifact_uri"),
+            ("logged_models", "artifact_location"),
+            ("experiments", "artifact_location"),
+            ("model_versions", "storage_location"),
+            ("model_versions", "source"),
+        ):
             db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (old, new))
     copy = load_config(write_config(folder))
     return copy.model_copy(update={"model": config.model, "scoring": config.scoring})

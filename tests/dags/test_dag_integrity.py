@@ -43,7 +43,10 @@ print("JSON" + json.dumps(out))
 def parse_report(env):
     out = subprocess.run(
         [sys.executable, str(Path(__file__).parent / "parse_dag_files.py"), str(REPO / "dags")],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -68,9 +71,11 @@ def test_every_dag_has_tags_docs_owner_and_retries(dagbag):
     # Retried: steps whose failure can be transient (a lost worker, a full disk freed). Never retried: the sensor
     # (it times out on its own), validation (bad data stays bad) and every alias move or refusal (a retry could
     # audit a decision twice); rollback is an operator action, rerun by the operator.
-    never = {"batch_scoring": {"wait_for_partition", "validate_partition"},
-             "retrain_model": {"approve_promotion", "reject_candidate", "promote_candidate", "settle_approval"},
-             "rollback_model": set(dagbag["dags"]["rollback_model"]["tasks"])}
+    never = {
+        "batch_scoring": {"wait_for_partition", "validate_partition"},
+        "retrain_model": {"approve_promotion", "reject_candidate", "promote_candidate", "settle_approval"},
+        "rollback_model": set(dagbag["dags"]["rollback_model"]["tasks"]),
+    }
     for dag_id, dag in dagbag["dags"].items():
         retried = {t for t, task in dag["tasks"].items() if task["retries"] >= 1}
         assert retried == set(dag["tasks"]) - never[dag_id], dag_id

@@ -22,8 +22,12 @@ from pipelines.retraining import reason_from_trigger
 
 out_dir, scenario = Path(sys.argv[1]), json.loads(sys.argv[2])
 config = load_config()
-dates = [date_ for date_ in (shift(config, datetime.fromisoformat(scenario["first"]).date(), i)
-                             for i in range(scenario["partitions"]))]
+dates = [
+    date_
+    for date_ in (
+        shift(config, datetime.fromisoformat(scenario["first"]).date(), i) for i in range(scenario["partitions"])
+    )
+]
 shape = example_data.Shape(shift_at=scenario.get("shift_at"), break_at=scenario.get("break_at"))
 rows, bootstrap_end, first_night = scenario["rows"], scenario["bootstrap_end"], scenario["first_night"]
 example_data.generate(config.data_root, dates, rows, shape=shape, labelled=bootstrap_end + 1)
@@ -38,8 +42,12 @@ def night_run(index: int, conf: dict | None = None) -> dict:
     return asdict(run_dag("batch_scoring", logical, conf))
 
 
-outcomes = {"dates": [d.isoformat() for d in dates], "bootstrap": asdict(
-    run_dag("retrain_model", None, {"window_end": dates[bootstrap_end].isoformat(), "reason": "bootstrap"}))}
+outcomes = {
+    "dates": [d.isoformat() for d in dates],
+    "bootstrap": asdict(
+        run_dag("retrain_model", None, {"window_end": dates[bootstrap_end].isoformat(), "reason": "bootstrap"})
+    ),
+}
 for index in range(first_night, len(dates)):
     delayed = index - config.label_delay_partitions
     if delayed > bootstrap_end:

@@ -35,8 +35,15 @@ def night_run(night: date, conf: dict | None = None) -> dict:
 outcomes = {"bootstrap": asdict(run_dag("retrain_model", None, {"window_end": bootstrap_end, "reason": "bootstrap"}))}
 night = first
 while night <= last:
-    write_day(config.data_root, night - timedelta(days=config.label_delay_partitions), rows, 7, drift,
-              with_labels=True, with_features=False)
+    write_day(
+        config.data_root,
+        night - timedelta(days=config.label_delay_partitions),
+        rows,
+        7,
+        drift,
+        with_labels=True,
+        with_features=False,
+    )
     outcome = night_run(night)
     outcomes[night.isoformat()] = outcome
     requests = retraining_requests(outcome["run_id"])
@@ -45,7 +52,9 @@ while night <= last:
         outcomes[f"retrain after {night}"] = asdict(run_dag("retrain_model", None, {"reason": reason}))
     night += timedelta(days=1)
 
-outcomes["last_night_versions"] = sorted(set(pd.read_parquet(partition_dir(config.data_root, PREDICTIONS, last))["model_version"]))
+outcomes["last_night_versions"] = sorted(
+    set(pd.read_parquet(partition_dir(config.data_root, PREDICTIONS, last))["model_version"])
+)
 outcomes["rollback_bad"] = asdict(run_dag("rollback_model", None, {"target_version": "99", "reason": "typo"}))
 outcomes["rollback"] = asdict(run_dag("rollback_model", None, {"reason": "loop test: undo the promotion"}))
 outcomes["rerun_after_rollback"] = night_run(last, {"ds": last.isoformat()})

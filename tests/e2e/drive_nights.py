@@ -15,7 +15,12 @@ from harness.runner import run_dag
 from pipelines.config import load_config
 from pipelines.lake import PREDICTIONS, partition_dir
 
-out_dir, window_end, first, last = Path(sys.argv[1]), sys.argv[2], date.fromisoformat(sys.argv[3]), date.fromisoformat(sys.argv[4])
+out_dir, window_end, first, last = (
+    Path(sys.argv[1]),
+    sys.argv[2],
+    date.fromisoformat(sys.argv[3]),
+    date.fromisoformat(sys.argv[4]),
+)
 config = load_config()
 outcomes = {"bootstrap": asdict(run_dag("retrain_model", None, {"window_end": window_end, "reason": "bootstrap"}))}
 night = first

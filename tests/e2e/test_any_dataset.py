@@ -27,8 +27,16 @@ from tests.conftest import REPO, airflow_env
 
 pytestmark = pytest.mark.e2e
 
-WEEKLY = {"first": "2021-01-04", "partitions": 17, "rows": 400, "bootstrap_end": 7, "first_night": 8, "tiny": 9,
-          "shift_at": 10, "break_at": 10}
+WEEKLY = {
+    "first": "2021-01-04",
+    "partitions": 17,
+    "rows": 400,
+    "bootstrap_end": 7,
+    "first_night": 8,
+    "tiny": 9,
+    "shift_at": 10,
+    "break_at": 10,
+}
 YEARLY = {"first": "2001-01-01", "partitions": 10, "rows": 300, "bootstrap_end": 6, "first_night": 7, "shift_at": 8}
 
 
@@ -46,7 +54,12 @@ def _drive(folder: Path, cadence: str, scenario: dict, receivers: AlertReceivers
     drive = run([sys.executable, str(Path(__file__).parent / "drive_datasets.py"), str(folder), json.dumps(scenario)])
     assert drive.returncode == 0, (drive.stdout + drive.stderr)[-5000:]
     outcomes = json.loads((folder / "outcomes.json").read_text())
-    return {"config": load_config(path), "outcomes": outcomes, "dates": outcomes["dates"], "log": drive.stdout + drive.stderr}
+    return {
+        "config": load_config(path),
+        "outcomes": outcomes,
+        "dates": outcomes["dates"],
+        "log": drive.stdout + drive.stderr,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +126,16 @@ def test_the_break_is_detected_waited_for_retrained_and_recovered(weekly):
     retrains = {k.split()[-1]: v for k, v in outcomes.items() if k.startswith("retrain after")}
     assert retrains, "the drift never asked for retraining"
     assert min(retrains) >= dates[10]
-    waited = [v for v in retrains.values() if v["task_states"].get("train_candidate") == "skipped"
-              or v["task_states"].get("select_training_window") == "skipped"]
+    waited = [
+        v
+        for v in retrains.values()
+        if v["task_states"].get("train_candidate") == "skipped"
+        or v["task_states"].get("select_training_window") == "skipped"
+    ]
     assert waited and all(v["state"] == "success" for v in retrains.values())  # waiting is not failing
     promotions = [e for e in read_audit(weekly["config"]) if e.action == "promote"]
     assert len(promotions) == 1, promotions
-    assert "95% CI" in promotions[0]["reason"]
+    assert "95% CI" in promotions[0].reason
     frame = history.read_history(weekly["config"]).dropna(subset=["realised_roc_auc"])
     old = frame[(frame["model_version"] == "1") & (frame["ds"] >= dates[10])]["realised_roc_auc"]
     new = frame[frame["model_version"] == promotions[0].to_version]["realised_roc_auc"]

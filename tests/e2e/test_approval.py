@@ -55,15 +55,23 @@ def approvals(tmp_path_factory):
         sample_data.generate(config.data_root, date(2026, 9, 1), 14, 2000, label_delay_days=3)
         registry.init_store(config)
         port = free_port()
-        env = airflow_env(folder / "airflow", config_path) | receivers.env | {
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-        }
+        env = (
+            airflow_env(folder / "airflow", config_path)
+            | receivers.env
+            | {
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(port),
+            }
+        )
         run = lambda args, **kw: subprocess.run(args, env=env, capture_output=True, text=True, cwd=REPO, **kw)  # noqa: E731
         assert run([sys.executable, "-m", "airflow", "db", "migrate"], timeout=600).returncode == 0
         api_log = folder / "api-server.log"
-        api = subprocess.Popen([sys.executable, "-m", "airflow", "api-server", "--port", str(port)], env=env,
-                               stdout=api_log.open("w"), stderr=subprocess.STDOUT)
+        api = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "api-server", "--port", str(port)],
+            env=env,
+            stdout=api_log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
         driver_log = folder / "driver.log"
         driver = None
         base = f"http://127.0.0.1:{port}"
@@ -71,8 +79,18 @@ def approvals(tmp_path_factory):
             wait_until_healthy(base, {"api-server": (api, api_log)})
             headers = admin_headers(base, folder / "airflow")
             driver = subprocess.Popen(
-                [sys.executable, str(Path(__file__).parent / "drive_approval.py"), str(folder), "approve", "reject", "timeout"],
-                env=env, stdout=driver_log.open("w"), stderr=subprocess.STDOUT, cwd=REPO,
+                [
+                    sys.executable,
+                    str(Path(__file__).parent / "drive_approval.py"),
+                    str(folder),
+                    "approve",
+                    "reject",
+                    "timeout",
+                ],
+                env=env,
+                stdout=driver_log.open("w"),
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
             )
             answers, seen = {}, {}
             deadline = time.monotonic() + 1200
@@ -87,7 +105,8 @@ def approvals(tmp_path_factory):
                         "champion_while_waiting": Registry.open(config).champion().version,
                         "state_while_waiting": httpx.get(
                             f"{base}/api/v2/dags/retrain_model/dagRuns/{run_id}/taskInstances/approve_promotion",
-                            headers=headers).json()["state"],
+                            headers=headers,
+                        ).json()["state"],
                     }
                     if step == "timeout":
                         time.sleep(TIMEOUT_HOURS * 3600 + 2)
@@ -100,15 +119,25 @@ def approvals(tmp_path_factory):
                     choice = "Approve" if step == "approve" else "Reject"
                     patch = httpx.patch(
                         f"{base}/api/v2/dags/retrain_model/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails",
-                        headers=headers, json={"chosen_options": [choice], "params_input": {}}, timeout=30,
+                        headers=headers,
+                        json={"chosen_options": [choice], "params_input": {}},
+                        timeout=30,
                     )
                     seen[step]["patch"] = {"status": patch.status_code, "body": patch.json()}
                     answers[run_id] = step
                 time.sleep(1)
             assert driver.wait(timeout=60) == 0, driver_log.read_text()[-5000:]
             outcomes = json.loads((folder / "outcomes.json").read_text())
-            yield {"config": config, "outcomes": outcomes, "seen": seen, "answers": answers, "mail": list(receivers.mail),
-                   "posts": list(receivers.posts), "base": base, "headers": headers}
+            yield {
+                "config": config,
+                "outcomes": outcomes,
+                "seen": seen,
+                "answers": answers,
+                "mail": list(receivers.mail),
+                "posts": list(receivers.posts),
+                "base": base,
+                "headers": headers,
+            }
         finally:
             if driver is not None and driver.poll() is None:
                 driver.kill()
@@ -124,7 +153,9 @@ def test_the_run_waits_for_a_person_with_the_gate_comparison_on_screen(approvals
     for step in ("approve", "reject", "timeout"):
         seen = approvals["seen"][step]
         assert seen["state_while_waiting"] == "awaiting_input"
-        assert seen["champion_while_waiting"] == (boot if step == "approve" else approvals["outcomes"]["approve"]["returns"]["train_candidate"]["version"])
+        assert seen["champion_while_waiting"] == (
+            boot if step == "approve" else approvals["outcomes"]["approve"]["returns"]["train_candidate"]["version"]
+        )
         detail = seen["detail"]
         assert detail["options"] == ["Approve", "Reject"] and detail["defaults"] == ["Reject"]
         assert "95% paired bootstrap interval" in detail["body"] and "| roc_auc |" in detail["body"]

@@ -41,8 +41,14 @@ def world(tmp_path_factory):
     migrate = _run([sys.executable, "-m", "airflow", "db", "migrate"], env)
     assert migrate.returncode == 0, migrate.stderr[-3000:]
     drive = _run(
-        [sys.executable, str(Path(__file__).parent / "drive_nights.py"), str(folder), "2026-09-10",
-         FIRST.isoformat(), LAST.isoformat()],
+        [
+            sys.executable,
+            str(Path(__file__).parent / "drive_nights.py"),
+            str(folder),
+            "2026-09-10",
+            FIRST.isoformat(),
+            LAST.isoformat(),
+        ],
         env,
     )
     assert drive.returncode == 0, (drive.stdout + drive.stderr)[-5000:]
@@ -71,7 +77,9 @@ def test_every_valid_row_has_exactly_one_prediction_with_lineage(world):
         assert predictions["id"].is_unique
         assert sorted(predictions["id"]) == sorted(incoming["application_id"])
         (version,) = set(predictions["model_version"])
-        assert set(predictions["mlflow_run_id"]) == {client.get_model_version(config.model.registered_name, version).run_id}
+        assert set(predictions["mlflow_run_id"]) == {
+            client.get_model_version(config.model.registered_name, version).run_id
+        }
         if night in (FIRST, LAST, date(2026, 9, 15)):  # rerun by hand afterwards
             continue
         assert version == outcomes["bootstrap"]["returns"]["train_candidate"]["version"]
@@ -109,7 +117,9 @@ def test_rerunning_a_night_replaces_it_without_duplicates(world):
     pd.testing.assert_frame_equal(first[["id", "score", "prediction"]], second[["id", "score", "prediction"]])
     assert set(second["airflow_run_id"]) == {rerun["run_id"]}
     assert sorted(p.name for p in partition_dir(config.data_root, "predictions", FIRST).iterdir()) == [
-        ".lock", "predictions.parquet"]
+        ".lock",
+        "predictions.parquet",
+    ]
 
 
 def test_the_in_process_runner_never_replaces_a_run(world):
@@ -130,7 +140,9 @@ def test_every_night_is_in_the_monitoring_history_with_reports(world):
         row = frame.loc[night.isoformat()]
         assert row["validation_success"] and row["rows"] == 2000
         assert row["drift_share"] == 0.0
-        assert {"validate_partition", "score_partition", "monitor_night", "decide_retraining"} <= set(row["task_seconds"])
+        assert {"validate_partition", "score_partition", "monitor_night", "decide_retraining"} <= set(
+            row["task_seconds"]
+        )
         assert row["decision"] == "keep" or night == LAST
         for key in ("drift_html", "data_summary_html"):
             assert Path(row["reports"][key]).is_file()
@@ -139,7 +151,9 @@ def test_every_night_is_in_the_monitoring_history_with_reports(world):
         assert not row["validation_success"] and row["validation_failures"]
     # labels arrive 3 days late: the first nights were evaluated by later runs
     assert frame.loc[FIRST.isoformat(), "label_coverage"] == 1.0
-    assert abs(frame.loc[FIRST.isoformat(), "realised_roc_auc"] - frame.loc[FIRST.isoformat(), "estimated_roc_auc"]) < 0.06
+    assert (
+        abs(frame.loc[FIRST.isoformat(), "realised_roc_auc"] - frame.loc[FIRST.isoformat(), "estimated_roc_auc"]) < 0.06
+    )
 
 
 def test_both_branch_paths_reach_the_finish(world):
@@ -169,7 +183,9 @@ def test_progress_is_in_the_task_log(world):
 
 
 def test_airflow_dags_test_cli_scores_a_night(world):
-    out = _run([sys.executable, "-m", "airflow", "dags", "test", "batch_scoring", "-c", '{"ds": "2026-09-12"}'], world["env"])
+    out = _run(
+        [sys.executable, "-m", "airflow", "dags", "test", "batch_scoring", "-c", '{"ds": "2026-09-12"}'], world["env"]
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     predictions = pd.read_parquet(partition_dir(world["config"].data_root, "predictions", "2026-09-12"))
     assert predictions["id"].is_unique and len(predictions) == 2000
@@ -186,8 +202,11 @@ def test_a_partition_that_never_arrives_fails_after_the_wait(world):
     assert out.returncode != 0
     assert "ds=2026-09-30 has not arrived yet" in log
     # the failure itself names the folder (not only the pokes before it)
-    assert re.search(r"AirflowSensorTimeout: gave up after waiting \d+ minutes \(partition_wait.timeout_minutes 0.05\): "
-                     r"partition \S+/incoming/ds=2026-09-30 has not arrived yet", log), log[-3000:]
+    assert re.search(
+        r"AirflowSensorTimeout: gave up after waiting \d+ minutes \(partition_wait.timeout_minutes 0.05\): "
+        r"partition \S+/incoming/ds=2026-09-30 has not arrived yet",
+        log,
+    ), log[-3000:]
     assert not partition_dir(world["config"].data_root, "predictions", "2026-09-30").exists()
 
 

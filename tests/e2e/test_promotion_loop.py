@@ -43,18 +43,35 @@ def loop(tmp_path_factory):
         config = load_config(config_path)
         drift = sample_data.DriftSpec(start=DRIFT_START, covariate=True, concept=True)
         days = (LAST - START).days + 1
-        sample_data.generate(config.data_root, START, days, ROWS, label_delay_days=3, as_of=date(2026, 9, 11), drift=drift)
+        sample_data.generate(
+            config.data_root, START, days, ROWS, label_delay_days=3, as_of=date(2026, 9, 11), drift=drift
+        )
         sample_data.break_partition(config.data_root, BAD, "missing_column")
         registry.init_store(config)
         env = airflow_env(folder / "airflow", config_path) | receivers.env
         run = lambda args: subprocess.run(args, env=env, capture_output=True, text=True, timeout=1500, cwd=REPO)  # noqa: E731
         assert run([sys.executable, "-m", "airflow", "db", "migrate"]).returncode == 0
-        drive = run([sys.executable, str(Path(__file__).parent / "drive_loop.py"), str(folder), BOOTSTRAP_END,
-                     FIRST.isoformat(), LAST.isoformat(), str(ROWS), DRIFT_START.isoformat()])
+        drive = run(
+            [
+                sys.executable,
+                str(Path(__file__).parent / "drive_loop.py"),
+                str(folder),
+                BOOTSTRAP_END,
+                FIRST.isoformat(),
+                LAST.isoformat(),
+                str(ROWS),
+                DRIFT_START.isoformat(),
+            ]
+        )
         assert drive.returncode == 0, (drive.stdout + drive.stderr)[-5000:]
         outcomes = json.loads((folder / "outcomes.json").read_text())
-        yield {"config": config, "outcomes": outcomes, "mail": list(receivers.mail), "posts": list(receivers.posts),
-               "log": drive.stdout + drive.stderr}
+        yield {
+            "config": config,
+            "outcomes": outcomes,
+            "mail": list(receivers.mail),
+            "posts": list(receivers.posts),
+            "log": drive.stdout + drive.stderr,
+        }
 
 
 def _retrains(outcomes):
@@ -62,8 +79,11 @@ def _retrains(outcomes):
 
 
 def test_drift_leads_to_a_retraining_request_on_the_third_drifted_night(loop):
-    decisions = {k: v["returns"]["finish"]["retrain"] for k, v in loop["outcomes"].items()
-                 if k[:4] == "2026" and "finish" in v["returns"]}
+    decisions = {
+        k: v["returns"]["finish"]["retrain"]
+        for k, v in loop["outcomes"].items()
+        if k[:4] == "2026" and "finish" in v["returns"]
+    }
     assert [d for d, fired in sorted(decisions.items()) if fired][0] == "2026-09-16"
     assert not any(fired for d, fired in decisions.items() if d < "2026-09-16")
     assert "drift" in " ".join(loop["outcomes"]["2026-09-16"]["returns"]["finish"]["reasons"])
@@ -97,7 +117,10 @@ def test_the_candidate_trained_since_the_onset_wins_and_is_promoted(loop):
     assert winner["task_states"]["reject_candidate"] == "skipped"
     entry = winner["returns"]["promote_candidate"]
     assert (entry["from_version"], entry["to_version"]) == (boot["version"], candidate["version"])
-    assert entry["reason"].startswith("gate passed (roc_auc +0.") and "retrained because: 2026-09-20: drift share" in entry["reason"]
+    assert (
+        entry["reason"].startswith("gate passed (roc_auc +0.")
+        and "retrained because: 2026-09-20: drift share" in entry["reason"]
+    )
     tags = MlflowClient(config.tracking_uri).get_model_version(candidate["name"], candidate["version"]).tags
     assert tags["training.window"] == "since_drift_onset from the drift onset 2026-09-14"
     assert tags["reason"].startswith("2026-09-20: ") and tags["airflow_run_id"] == winner["run_id"]
@@ -129,24 +152,51 @@ def test_rollback_restores_the_previous_champion_audited(loop):
 
 def _alerts(loop, event):
     mails = [m for m in loop["mail"] if m["event"] == event]
-    posts = [p["json"] for p in loop["posts"] if any(m["subject"] == p["json"]["blocks"][0]["text"]["text"] for m in mails)]
+    posts = [
+        p["json"] for p in loop["posts"] if any(m["subject"] == p["json"]["blocks"][0]["text"]["text"] for m in mails)
+    ]
     return mails, posts
 
 
 @pytest.mark.parametrize(
     ("event", "count", "subject", "body", "link"),
     [
-        ("quarantine", 1, "partition ds=2026-09-13 quarantined (3,000 rows not scored)",
-         "required column", "https://airflow.example.test/dags/batch_scoring/runs/"),
+        (
+            "quarantine",
+            1,
+            "partition ds=2026-09-13 quarantined (3,000 rows not scored)",
+            "required column",
+            "https://airflow.example.test/dags/batch_scoring/runs/",
+        ),
         # nights 16-20 on v1, and the rerun of 21 after the rollback to v1; none for 21 scored by v2
-        ("retrain_decision", 6, "retraining requested after ds=2026-09-16", "drift share",
-         "https://airflow.example.test/monitoring/reports/ds=2026-09-16/drift.html"),
-        ("promotion", 1, "promoted to champion (was v1)", "95% CI",
-         "https://airflow.example.test/monitoring/models/v2_vs_v1/candidate.html"),
-        ("rollback", 1, "rolled back: champion is v1 again (was v2)", "loop test: undo the promotion",
-         "https://airflow.example.test/dags/rollback_model/runs/"),
-        ("task_failure", 1, "rollback_model.rollback failed", "has no version",
-         "https://airflow.example.test/dags/rollback_model/runs/"),
+        (
+            "retrain_decision",
+            6,
+            "retraining requested after ds=2026-09-16",
+            "drift share",
+            "https://airflow.example.test/monitoring/reports/ds=2026-09-16/drift.html",
+        ),
+        (
+            "promotion",
+            1,
+            "promoted to champion (was v1)",
+            "95% CI",
+            "https://airflow.example.test/monitoring/models/v2_vs_v1/candidate.html",
+        ),
+        (
+            "rollback",
+            1,
+            "rolled back: champion is v1 again (was v2)",
+            "loop test: undo the promotion",
+            "https://airflow.example.test/dags/rollback_model/runs/",
+        ),
+        (
+            "task_failure",
+            1,
+            "rollback_model.rollback failed",
+            "has no version",
+            "https://airflow.example.test/dags/rollback_model/runs/",
+        ),
     ],
 )
 def test_alerts_arrive_by_email_and_webhook(loop, event, count, subject, body, link):
@@ -160,7 +210,7 @@ def test_alerts_arrive_by_email_and_webhook(loop, event, count, subject, body, l
     if event == "retrain_decision":
         assert all("(champion v1)" in m["subject"] for m in mails)
     if event == "promotion":
-        fetched = (loop["config"].data_root / "reports" / "models" / "v2_vs_v1" / "candidate.html")
+        fetched = loop["config"].data_root / "reports" / "models" / "v2_vs_v1" / "candidate.html"
         assert fetched.is_file()  # the link points at a report that exists
 
 

@@ -109,19 +109,33 @@ def topology(tmp_path_factory):
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "PIPELINE_HISTORY_URL": history_url,
     }
-    migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True,
-                             text=True, timeout=600)
+    migrate = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert migrate.returncode == 0, migrate.stderr[-3000:]
     procs, logs = {}, {}
     base = f"http://127.0.0.1:{port}"
     try:
         for name, command in COMPONENTS.items():
             logs[name] = folder / f"{name}.log"
-            procs[name] = subprocess.Popen([sys.executable, "-m", "airflow", *command], env=env, cwd=REPO,
-                                           stdout=logs[name].open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", *command],
+                env=env,
+                cwd=REPO,
+                stdout=logs[name].open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_until_healthy(base, {name: (procs[name], logs[name]) for name in procs})
-        yield {"base": base, "headers": admin_headers(base, folder / "airflow"), "config": config, "today": today,
-               "logs": logs, "procs": procs, "champion": champion}
+        yield {
+            "base": base,
+            "headers": admin_headers(base, folder / "airflow"),
+            "config": config,
+            "today": today,
+            "logs": logs,
+            "procs": procs,
+            "champion": champion,
+        }
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -149,7 +163,9 @@ def _wait(t, dag_id, predicate, seconds=600):
         if done:
             return done[0]
         time.sleep(3)
-    raise AssertionError(f"no finished {dag_id} run: {_runs(t, dag_id)}\n{t['logs']['airflow-scheduler'].read_text()[-4000:]}")
+    raise AssertionError(
+        f"no finished {dag_id} run: {_runs(t, dag_id)}\n{t['logs']['airflow-scheduler'].read_text()[-4000:]}"
+    )
 
 
 def test_the_scheduler_runs_the_nightly_dag_on_its_own(topology):
@@ -161,20 +177,26 @@ def test_the_scheduler_runs_the_nightly_dag_on_its_own(topology):
 
     predictions = pd.read_parquet(topology["config"].data_root / "predictions" / f"ds={ds}")
     assert set(predictions["airflow_run_id"]) == {run["dag_run_id"]}
-    assert set(predictions["model_version"]) == {topology["champion"]["version"]}
+    assert set(predictions["model_version"]) == {topology["champion"].version}
 
 
 def test_a_trigger_with_a_path_for_a_date_is_refused(topology):
-    response = httpx.post(f"{topology['base']}/api/v2/dags/batch_scoring/dagRuns", headers=topology["headers"],
-                          json={"logical_date": None, "conf": {"ds": "../../etc/passwd"}})
+    response = httpx.post(
+        f"{topology['base']}/api/v2/dags/batch_scoring/dagRuns",
+        headers=topology["headers"],
+        json={"logical_date": None, "conf": {"ds": "../../etc/passwd"}},
+    )
     assert response.status_code == 400, response.text
     assert "ds" in response.text
 
 
 def test_a_retraining_request_starts_retrain_model_through_the_scheduler(topology):
     ds = (topology["today"] - timedelta(days=3)).isoformat()
-    response = httpx.post(f"{topology['base']}/api/v2/dags/batch_scoring/dagRuns", headers=topology["headers"],
-                          json={"logical_date": None, "conf": {"ds": ds, "force_retrain": True}})
+    response = httpx.post(
+        f"{topology['base']}/api/v2/dags/batch_scoring/dagRuns",
+        headers=topology["headers"],
+        json={"logical_date": None, "conf": {"ds": ds, "force_retrain": True}},
+    )
     assert response.status_code == 200, response.text
     triggered = response.json()["dag_run_id"]
     night = _wait(topology, "batch_scoring", lambda r: r["dag_run_id"] == triggered)
@@ -193,10 +215,17 @@ def test_a_retraining_request_starts_retrain_model_through_the_scheduler(topolog
 
 def test_airflow_backfill_scores_past_partitions_in_order_once_each(topology):
     """Airflow's own backfill (as from the UI's Backfill dialog) of three dates years before today."""
-    response = httpx.post(f"{topology['base']}/api/v2/backfills", headers=topology["headers"], json={
-        "dag_id": "batch_scoring", "from_date": f"{BACKFILL[0]}T00:00:00Z", "to_date": f"{BACKFILL[-1]}T23:00:00Z",
-        "max_active_runs": 1, "reprocess_behavior": "none",
-    })
+    response = httpx.post(
+        f"{topology['base']}/api/v2/backfills",
+        headers=topology["headers"],
+        json={
+            "dag_id": "batch_scoring",
+            "from_date": f"{BACKFILL[0]}T00:00:00Z",
+            "to_date": f"{BACKFILL[-1]}T23:00:00Z",
+            "max_active_runs": 1,
+            "reprocess_behavior": "none",
+        },
+    )
     assert response.status_code == 200, response.text
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:

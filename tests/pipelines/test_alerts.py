@@ -26,34 +26,60 @@ def _config(tmp_path, **alert_overrides):
 
 
 ENTRY = AuditEntry(
-    at="2026-10-12T02:10:00+00:00", action="promote", model="credit_default", from_version="3", to_version="4",
-    reason="gate passed", approved_by="alice",
-    gate=GateResult(passed=True, candidate="4", champion="3", evaluation_days=["2026-10-09"],
-                    comparison=Comparison(difference=0.031, ci_low=0.012, ci_high=0.05)),
+    at="2026-10-12T02:10:00+00:00",
+    action="promote",
+    model="credit_default",
+    from_version="3",
+    to_version="4",
+    reason="gate passed",
+    approved_by="alice",
+    gate=GateResult(
+        passed=True,
+        candidate="4",
+        champion="3",
+        evaluation_days=["2026-10-09"],
+        comparison=Comparison(difference=0.031, ci_low=0.012, ci_high=0.05),
+    ),
 )
 
 
 def test_an_alert_reaches_both_receivers(tmp_path, receivers):
     config = _config(tmp_path)
-    alert = alerts.promotion_alert(config, ENTRY, alerts.run_url(config, "retrain_model", "manual__2026-10-12T02:00:00+00:00"))
+    alert = alerts.promotion_alert(
+        config, ENTRY, alerts.run_url(config, "retrain_model", "manual__2026-10-12T02:00:00+00:00")
+    )
     assert deliver(config, alert) == {"email": "sent", "webhook": "sent"}
     (mail,), (post,) = receivers.mail, receivers.posts
     assert mail["subject"] == "[credit_default] v4 promoted to champion (was v3)"
     assert mail["event"] == "promotion" and mail["to"] == ["ml-oncall@example.test"]
     assert "Gate on 2026-10-09: difference +0.0310 (95% CI +0.0120..+0.0500)" in mail["body"]
-    assert "https://airflow.example.test/dags/retrain_model/runs/manual__2026-10-12T02%3A00%3A00%2B00%3A00" in mail["body"]
+    assert (
+        "https://airflow.example.test/dags/retrain_model/runs/manual__2026-10-12T02%3A00%3A00%2B00%3A00" in mail["body"]
+    )
     assert post["path"] == "/T000/B000/alerts" and post["json"]["text"] == alert.text()
-    assert "<https://airflow.example.test/monitoring/models/v4_vs_v3/candidate.html|Gate comparison>" in json.dumps(post["json"])
+    assert "<https://airflow.example.test/monitoring/models/v4_vs_v3/candidate.html|Gate comparison>" in json.dumps(
+        post["json"]
+    )
 
 
 def test_one_unreachable_target_does_not_silence_the_other(tmp_path, receivers, monkeypatch):
     config = _config(tmp_path)
-    closed = json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": free_port(),
-                         "extra": {"disable_tls": True, "disable_ssl": True, "retry_limit": 0, "timeout": 5}})
+    closed = json.dumps(
+        {
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "extra": {"disable_tls": True, "disable_ssl": True, "retry_limit": 0, "timeout": 5},
+        }
+    )
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", closed)
-    outcome = deliver(config, alerts.rollback_alert(config, ENTRY.model_copy(update={"reason": "bad night"}), "https://x/run"))
+    outcome = deliver(
+        config, alerts.rollback_alert(config, ENTRY.model_copy(update={"reason": "bad night"}), "https://x/run")
+    )
     assert outcome["webhook"] == "sent"
-    assert outcome["email"].startswith(("ConnectionRefusedError", "SMTPServerDisconnected", "OSError")), outcome["email"]
+    assert outcome["email"].startswith(("ConnectionRefusedError", "SMTPServerDisconnected", "OSError")), outcome[
+        "email"
+    ]
     assert receivers.posts and not receivers.mail
 
 
@@ -72,7 +98,10 @@ def test_email_bodies_escape_what_came_from_data(tmp_path):
     alert = alerts.quarantine_alert(config, "2026-10-03", ["column 'x<script>' is missing"] * 12, 5000, "https://x/run")
     assert "x&lt;script&gt;" in alert.html() and "<script>" not in alert.html()
     assert "... and 2 more" in alert.text()
-    assert "Fix or replace incoming/ds=2026-10-03 and rerun batch_scoring with ds=2026-10-03; if the data is right" in alert.text()
+    assert (
+        "Fix or replace incoming/ds=2026-10-03 and rerun batch_scoring with ds=2026-10-03; if the data is right"
+        in alert.text()
+    )
     assert "accept_quarantine" in alert.text()
 
 

@@ -39,10 +39,19 @@ MOVES = [("bootstrap", None, "1"), ("reject", "1", "2"), ("promote", "1", "2"), 
 
 def _append(config, action, old, new, number):
     with audit.audit_lock(config):
-        return audit.append(config, {
-            "action": action, "model": config.model.registered_name, "from_version": old, "to_version": new,
-            "reason": f"step {number}", "approved_by": "alice", "airflow_run_id": f"run-{number}", "gate": None,
-        })
+        return audit.append(
+            config,
+            {
+                "action": action,
+                "model": config.model.registered_name,
+                "from_version": old,
+                "to_version": new,
+                "reason": f"step {number}",
+                "approved_by": "alice",
+                "airflow_run_id": f"run-{number}",
+                "gate": None,
+            },
+        )
 
 
 @pytest.fixture
@@ -74,7 +83,9 @@ def test_dropping_the_last_entries_is_detected(log):
 
 def test_a_rewrite_with_recomputed_hashes_is_detected(log):
     config = log
-    entries = [json.loads(line) for line in config.audit_log.read_text().splitlines()]  # the file, as an attacker sees it
+    entries = [
+        json.loads(line) for line in config.audit_log.read_text().splitlines()
+    ]  # the file, as an attacker sees it
     previous, forged = "", []
     for entry in entries:  # what an attacker without the key can do: re-hash every line after the edit
         body = {k: v for k, v in entry.items() if k != "hash"} | {"previous_hash": previous}
@@ -114,9 +125,19 @@ def test_an_interrupted_alias_move_is_finished_by_the_next_one(lake):
     config, first, second = lake
     assert Registry.open(config).champion().version == first.version
     with audit.audit_lock(config):  # the entry is written, then the process dies before the aliases move
-        audit.append(config, {"action": "promote", "model": second.name, "from_version": first.version,
-                              "to_version": second.version, "reason": "crash test", "approved_by": "gate",
-                              "airflow_run_id": "run-x", "gate": None})
+        audit.append(
+            config,
+            {
+                "action": "promote",
+                "model": second.name,
+                "from_version": first.version,
+                "to_version": second.version,
+                "reason": "crash test",
+                "approved_by": "gate",
+                "airflow_run_id": "run-x",
+                "gate": None,
+            },
+        )
     assert not champion_matches_audit(config)
     reject(config, second, "unrelated later action", "erin", "run-7", None)
     assert Registry.open(config).champion().version == second.version
@@ -134,7 +155,9 @@ def test_the_key_never_comes_from_the_yaml(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("field", ["action", "from_version", "to_version", "reason", "approved_by", "airflow_run_id", "at"])
+@pytest.mark.parametrize(
+    "field", ["action", "from_version", "to_version", "reason", "approved_by", "airflow_run_id", "at"]
+)
 def test_every_field_of_an_entry_is_under_its_hash(log, field):
     config = log
     lines = config.audit_log.read_text().splitlines(keepends=True)

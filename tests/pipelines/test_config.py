@@ -101,13 +101,22 @@ def test_a_feature_listed_under_a_kind_its_type_cannot_be_is_refused_at_load(tmp
     path = write_config(tmp_path, id_column="id", target="y", timestamp_column=None, features=features)
     config = load_config(path)  # no data yet: nothing to check against
     _typed_partition(
-        config, id=pa.array([1]), flag=pa.array([True]), count=pa.array([3], pa.int32()),
-        when=pa.array([datetime.date(2026, 9, 1)]), amount=pa.array([1.5]), code=pa.array([7]),
-        label=pa.array(["x"]).dictionary_encode(), yes_no=pa.array([False]), tags=pa.array(["a"]),
+        config,
+        id=pa.array([1]),
+        flag=pa.array([True]),
+        count=pa.array([3], pa.int32()),
+        when=pa.array([datetime.date(2026, 9, 1)]),
+        amount=pa.array([1.5]),
+        code=pa.array([7]),
+        label=pa.array(["x"]).dictionary_encode(),
+        yes_no=pa.array([False]),
+        tags=pa.array(["a"]),
     )
     assert load_config(path).features.numeric == features["numeric"]  # every type where it makes sense
     # swap two columns: text listed as numeric, a float listed as categorical
-    path.write_text(path.read_text().replace("- amount", "- TMP").replace("- tags", "- amount").replace("- TMP", "- tags"))
+    path.write_text(
+        path.read_text().replace("- amount", "- TMP").replace("- tags", "- amount").replace("- TMP", "- tags")
+    )
     with pytest.raises(ConfigError) as info:
         load_config(path)
     message = str(info.value)

@@ -14,11 +14,16 @@ from tests.conftest import score_night
 def _history(shares, version="1", realised=None, estimated=None, start=date(2026, 10, 1)):
     rows = []
     for i, share in enumerate(shares):
-        rows.append({
-            "ds": (start + timedelta(days=i)).isoformat(), "model_version": version, "validation_success": True,
-            "drift_share": share, "estimated_roc_auc": (estimated or {}).get(i, 0.8),
-            "realised_metrics": {"roc_auc": realised[i]} if realised and i in realised else None,
-        })
+        rows.append(
+            {
+                "ds": (start + timedelta(days=i)).isoformat(),
+                "model_version": version,
+                "validation_success": True,
+                "drift_share": share,
+                "estimated_roc_auc": (estimated or {}).get(i, 0.8),
+                "realised_metrics": {"roc_auc": realised[i]} if realised and i in realised else None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -55,7 +60,9 @@ def test_rules_set_to_null_are_off(tmp_path):
     from pipelines.config import load_config
     from tests.conftest import write_config
 
-    config = load_config(write_config(tmp_path, retraining={"drift_share_threshold": None, "max_model_age_partitions": None}))
+    config = load_config(
+        write_config(tmp_path, retraining={"drift_share_threshold": None, "max_model_age_partitions": None})
+    )
     frame = _history([0.9] * 5)
     assert not _decide(config, frame, "2026-10-05", trained_until=date(2020, 1, 1)).retrain
 

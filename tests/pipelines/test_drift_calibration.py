@@ -25,17 +25,19 @@ CATEGORICAL = ["many_levels", "few_levels", "rare_levels"]
 def _stable(rows: int, seed: int) -> pd.DataFrame:
     """Generated stable data of several shapes (not the demo's): symmetric, skewed, counts, 0/1, bounded, categories."""
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "normal": rng.normal(10, 3, rows),
-        "skewed": rng.lognormal(3, 1, rows),
-        "counts": rng.poisson(2.5, rows).astype(float),
-        "flag": (rng.random(rows) < 0.3).astype(float),
-        "uniform": rng.uniform(0, 1, rows),
-        "many_levels": rng.choice([f"l{i}" for i in range(15)], rows, p=np.arange(15, 0, -1) / 120),
-        "few_levels": rng.choice(["a", "b", "c"], rows, p=[0.6, 0.3, 0.1]),
-        "rare_levels": rng.choice(["x", "y", "z", "w"], rows, p=[0.9, 0.05, 0.04, 0.01]),
-        SCORE: rng.beta(2, 8, rows),
-    })
+    frame = pd.DataFrame(
+        {
+            "normal": rng.normal(10, 3, rows),
+            "skewed": rng.lognormal(3, 1, rows),
+            "counts": rng.poisson(2.5, rows).astype(float),
+            "flag": (rng.random(rows) < 0.3).astype(float),
+            "uniform": rng.uniform(0, 1, rows),
+            "many_levels": rng.choice([f"l{i}" for i in range(15)], rows, p=np.arange(15, 0, -1) / 120),
+            "few_levels": rng.choice(["a", "b", "c"], rows, p=[0.6, 0.3, 0.1]),
+            "rare_levels": rng.choice(["x", "y", "z", "w"], rows, p=[0.9, 0.05, 0.04, 0.01]),
+            SCORE: rng.beta(2, 8, rows),
+        }
+    )
     frame.loc[rng.random(rows) < 0.03, "skewed"] = np.nan
     return frame
 
@@ -52,8 +54,12 @@ def _verdicts(config, thresholds, reference, night):
     drifted = {}
     for column in [*NUMERIC, *CATEGORICAL]:
         method, threshold = tests[column]
-        stat = drift_statistic(method, column_values(reference, column, column in numeric),
-                               column_values(night, column, column in numeric), column in numeric)
+        stat = drift_statistic(
+            method,
+            column_values(reference, column, column in numeric),
+            column_values(night, column, column in numeric),
+            column in numeric,
+        )
         drifted[column] = stat < threshold if method in ("ks", "chisquare") else stat >= threshold
     return drifted
 
@@ -62,7 +68,11 @@ def _verdicts(config, thresholds, reference, night):
 def test_false_column_alarms_on_stable_data_stay_at_or_below_one_percent(config, rows, nights):
     reference = _stable(50_000, seed=1)  # the reference sample a model stores (training.reference_sample_rows)
     thresholds = calibrate_thresholds(config, reference, rows)
-    alarms = [flag for n in range(nights) for flag in _verdicts(config, thresholds, reference, _stable(rows, 100 + n)).values()]
+    alarms = [
+        flag
+        for n in range(nights)
+        for flag in _verdicts(config, thresholds, reference, _stable(rows, 100 + n)).values()
+    ]
     rate = sum(alarms) / len(alarms)
     print(f"{rows} rows a night: {sum(alarms)} false column alarms in {len(alarms)} column-nights ({rate:.2%})")
     assert rate <= 0.01
@@ -95,19 +105,27 @@ def test_without_calibration_small_partitions_alarm_often(config):
 @pytest.mark.parametrize("method", ["wasserstein", "jensenshannon", "psi", "ks", "chisquare"])
 def test_our_statistic_is_the_one_evidently_reports(tmp_path, method):
     """Calibration measures the statistic the nightly Evidently report tests, with nulls in the data."""
-    kinds = {"wasserstein": ["normal", "skewed", "counts"], "ks": ["normal", "skewed", "counts"],
-             "chisquare": ["many_levels"]}.get(method, ["normal", "skewed", "counts", "many_levels"])
+    kinds = {
+        "wasserstein": ["normal", "skewed", "counts"],
+        "ks": ["normal", "skewed", "counts"],
+        "chisquare": ["many_levels"],
+    }.get(method, ["normal", "skewed", "counts", "many_levels"])
     per_column = {c: {"method": method, "threshold": 0.5} for c in kinds}
-    config = load_config(write_config(tmp_path, features={"numeric": ["normal", "skewed", "counts"],
-                                                          "categorical": ["many_levels"]},
-                                      monitoring={"drift": {"per_column": per_column}}))
+    config = load_config(
+        write_config(
+            tmp_path,
+            features={"numeric": ["normal", "skewed", "counts"], "categorical": ["many_levels"]},
+            monitoring={"drift": {"per_column": per_column}},
+        )
+    )
     reference, night = _stable(3_000, seed=1), _stable(400, seed=2)
     night["skewed"] *= 1.3
     summary, _ = drift_report(config, night, reference, tmp_path / "report")
     for column in kinds:
         numeric = column != "many_levels"
-        ours = drift_statistic(method, column_values(reference, column, numeric), column_values(night, column, numeric),
-                               numeric)
+        ours = drift_statistic(
+            method, column_values(reference, column, numeric), column_values(night, column, numeric), numeric
+        )
         assert ours == pytest.approx(summary.columns[column]["statistic"], rel=1e-9, abs=1e-12), column
 
 
@@ -125,8 +143,13 @@ def test_the_report_tests_each_column_at_its_calibrated_threshold(config, tmp_pa
 
 def test_per_column_overrides_and_p_value_direction(tmp_path):
     per_column = {"normal": {"method": "ks", "threshold": 0.01}}
-    config = load_config(write_config(tmp_path, features={"numeric": ["normal", "skewed"], "categorical": []},
-                                      monitoring={"drift": {"per_column": per_column}}))
+    config = load_config(
+        write_config(
+            tmp_path,
+            features={"numeric": ["normal", "skewed"], "categorical": []},
+            monitoring={"drift": {"per_column": per_column}},
+        )
+    )
     assert column_tests(config)["normal"] == ("ks", 0.01) and column_tests(config)["skewed"][0] == "wasserstein"
     reference, same, moved = _stable(3_000, seed=1), _stable(1_000, seed=2), _stable(1_000, seed=3)
     moved["normal"] += 3.0

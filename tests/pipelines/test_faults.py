@@ -37,13 +37,23 @@ def lake(champion_lake, tmp_path):
         old.unlink()
     pq.write_table(pa.Table.from_pandas(big, preserve_index=False), folder / "part-0000.parquet", row_group_size=8192)
     path = write_config(tmp_path, scoring={"batch_rows": 1024, "predict_chunk_rows": 256})
-    return {"config": config.model_copy(update={"scoring": config.scoring.model_copy(
-        update={"batch_rows": 1024, "predict_chunk_rows": 256})}), "path": path, "rows": len(big)}
+    return {
+        "config": config.model_copy(
+            update={"scoring": config.scoring.model_copy(update={"batch_rows": 1024, "predict_chunk_rows": 256})}
+        ),
+        "path": path,
+        "rows": len(big),
+    }
 
 
 def _worker(lake, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO / "tests" / "fault_worker.py"), str(lake["path"]), *args],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "fault_worker.py"), str(lake["path"]), *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(predicate, proc, seconds=120):
@@ -60,7 +70,11 @@ def _visible(folder: Path) -> list[str]:
 
 
 def _hidden_leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != ".lock") if folder.exists() else []
+    return (
+        sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != ".lock")
+        if folder.exists()
+        else []
+    )
 
 
 def _check_predictions(config, rows, run_id):
@@ -109,10 +123,14 @@ def test_a_disk_that_fills_up_mid_write_keeps_the_previous_predictions(lake, tmp
     shutil.copytree(area, tmp_path / "backup")
     room = previous.stat().st_size + 256 * 1024
     worker = f"{sys.executable} {REPO / 'tests' / 'fault_worker.py'} {lake['path']} score {BIG} full-disk-run"
-    script = (f"mount -t tmpfs -o size={room} tmpfs {area} && cp -a {tmp_path / 'backup'}/. {area}/ && "
-              f"{{ {worker} > {tmp_path / 'worker.out'} 2>&1; echo $? > {tmp_path / 'worker.rc'}; }}; "
-              f"ls -A {area / f'ds={BIG}'} > {tmp_path / 'after.txt'}; sha256sum {previous} > {tmp_path / 'sum.txt'}")
-    done = subprocess.run(["unshare", "-m", "bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    script = (
+        f"mount -t tmpfs -o size={room} tmpfs {area} && cp -a {tmp_path / 'backup'}/. {area}/ && "
+        f"{{ {worker} > {tmp_path / 'worker.out'} 2>&1; echo $? > {tmp_path / 'worker.rc'}; }}; "
+        f"ls -A {area / f'ds={BIG}'} > {tmp_path / 'after.txt'}; sha256sum {previous} > {tmp_path / 'sum.txt'}"
+    )
+    done = subprocess.run(
+        ["unshare", "-m", "bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     output = (tmp_path / "worker.out").read_text()
     assert (tmp_path / "worker.rc").read_text().strip() != "0" and "No space left on device" in output, output[-2000:]

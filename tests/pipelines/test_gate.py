@@ -72,8 +72,14 @@ def test_the_verdict_after_the_gate(config):
 
 
 def test_a_first_model_is_judged_by_the_floors_alone(config):
-    candidate = Candidate(name="m", version="1", run_id="r", metrics={"roc_auc": 0.6, "precision": 0.5, "recall": 0.5,
-                          "f1": 0.5}, train_days=["2026-09-01"], holdout_days=["2026-09-02"])
+    candidate = Candidate(
+        name="m",
+        version="1",
+        run_id="r",
+        metrics={"roc_auc": 0.6, "precision": 0.5, "recall": 0.5, "f1": 0.5},
+        train_days=["2026-09-01"],
+        holdout_days=["2026-09-02"],
+    )
     first = evaluate_gate(config, candidate, Alias.CHAMPION)
     assert first.passed and first.bootstrap and first.comparison is None and first.pair is None
     refused = evaluate_gate(config, candidate, "refused")  # an enum arrives from XCom as its value
@@ -83,10 +89,15 @@ def test_a_first_model_is_judged_by_the_floors_alone(config):
 
 
 def test_the_approval_summary_shows_both_models_and_the_interval():
-    gate = GateResult(passed=True, candidate="3", champion="2", evaluation_days=["2026-10-01", "2026-10-02"],
-                      metrics={"candidate": {"roc_auc": 0.81}, "champion": {"roc_auc": 0.78}},
-                      comparison=Comparison(difference=0.03, ci_low=0.01, ci_high=0.05),
-                      reports={"comparison_json": "/x/comparison.json"})
+    gate = GateResult(
+        passed=True,
+        candidate="3",
+        champion="2",
+        evaluation_days=["2026-10-01", "2026-10-02"],
+        metrics={"candidate": {"roc_auc": 0.81}, "champion": {"roc_auc": 0.78}},
+        comparison=Comparison(difference=0.03, ci_low=0.01, ci_high=0.05),
+        reports={"comparison_json": "/x/comparison.json"},
+    )
     text = gate_summary(gate)
     assert "Candidate v3 vs champion v2 on 2026-10-01, 2026-10-02" in text
     assert "| roc_auc | 0.8100 | 0.7800 |" in text

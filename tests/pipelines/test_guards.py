@@ -52,20 +52,26 @@ def test_only_a_former_champion_can_be_restored(lake):
 def test_a_missing_store_is_an_error_and_is_not_recreated(lake, tmp_path):
     database = lake.mlflow.store_dir / "mlflow.db"
     database.rename(tmp_path / "moved.db")
-    for step in (lambda: score_with_champion(lake, "2026-09-11", "run"),
-                 lambda: validate_partition(lake, "2026-09-11", "run"),
-                 lambda: retraining.select_training_window(lake)):
+    for step in (
+        lambda: score_with_champion(lake, "2026-09-11", "run"),
+        lambda: validate_partition(lake, "2026-09-11", "run"),
+        lambda: retraining.select_training_window(lake),
+    ):
         with pytest.raises(StoreMissingError, match="does not exist") as info:
             step()
-        assert "restore it (and its artifacts folder) from backup" in str(info.value) and "Do not create" in str(info.value)
+        assert "restore it (and its artifacts folder) from backup" in str(info.value) and "Do not create" in str(
+            info.value
+        )
         assert not database.exists()
 
 
 def test_missing_artifacts_are_a_clear_error(lake, tmp_path):
     shutil.move(lake.mlflow.store_dir / "artifacts", tmp_path / "moved-artifacts")
     registry._load_model.cache_clear()
-    for step in (lambda: score_with_champion(lake, "2026-09-11", "run"),
-                 lambda: validate_partition(lake, "2026-09-11", "run")):
+    for step in (
+        lambda: score_with_champion(lake, "2026-09-11", "run"),
+        lambda: validate_partition(lake, "2026-09-11", "run"),
+    ):
         with pytest.raises(StoreMissingError, match="restore the MLflow artifacts folder"):
             step()
     assert not (lake.data_root / "predictions" / "ds=2026-09-11" / "predictions.parquet").exists()

@@ -13,7 +13,9 @@ def test_an_older_history_table_gains_new_columns_and_keeps_its_rows(config):
     columns = [c.copy() for c in history.NIGHTS.columns if c.name != "validation_warnings"]
     sa.Table("nights", sa.MetaData(), *columns).create(old)
     with old.begin() as conn:
-        conn.execute(sa.text("INSERT INTO nights (ds, model_name, model_version, rows) VALUES ('2026-09-01', 'm', '1', 5)"))
+        conn.execute(
+            sa.text("INSERT INTO nights (ds, model_name, model_version, rows) VALUES ('2026-09-01', 'm', '1', 5)")
+        )
     old.dispose()
     history.record_night(config, "2026-09-02", "m", "1", rows=7, validation_warnings=["column 'x': moved"])
     frame = history.read_history(config).set_index("ds")
@@ -22,8 +24,17 @@ def test_an_older_history_table_gains_new_columns_and_keeps_its_rows(config):
 
 
 def test_a_rerun_replaces_the_night_and_keeps_no_stale_fact(config):
-    history.record_night(config, "2026-09-03", "m", "1", rows=10, drift_share=0.5, decision="retrain",
-                         decision_reasons=["drift"], airflow_run_id="first")
+    history.record_night(
+        config,
+        "2026-09-03",
+        "m",
+        "1",
+        rows=10,
+        drift_share=0.5,
+        decision="retrain",
+        decision_reasons=["drift"],
+        airflow_run_id="first",
+    )
     history.record_night(config, "2026-09-03", "m", "1", rows=12, airflow_run_id="rerun")
     entry = history.night(config, "2026-09-03", "m", "1")
     assert (entry["rows"], entry["airflow_run_id"]) == (12, "rerun")

@@ -99,13 +99,18 @@ def _version(config):
 
 def test_broken_label_files_are_reported_and_the_other_nights_go_on(lake):
     labels = _labels(lake, BAD)
-    _replace_labels(lake, BAD, {
-        "good.parquet": pa.Table.from_pandas(labels.iloc[:500], preserve_index=False),
-        "no_target.parquet": pa.Table.from_pandas(labels[["application_id"]], preserve_index=False),
-        "torn.parquet": b"PAR1 not really",
-        "odd.parquet": pa.Table.from_pandas(labels.iloc[500:600].assign(defaulted=np.where(
-            np.arange(100) % 2, 2, np.nan)), preserve_index=False),
-    })
+    _replace_labels(
+        lake,
+        BAD,
+        {
+            "good.parquet": pa.Table.from_pandas(labels.iloc[:500], preserve_index=False),
+            "no_target.parquet": pa.Table.from_pandas(labels[["application_id"]], preserve_index=False),
+            "torn.parquet": b"PAR1 not really",
+            "odd.parquet": pa.Table.from_pandas(
+                labels.iloc[500:600].assign(defaulted=np.where(np.arange(100) % 2, 2, np.nan)), preserve_index=False
+            ),
+        },
+    )
     done = {r.ds: r for r in evaluation.evaluate_labels(lake)}
     assert set(done) == {GOOD, BAD}  # a night with broken files still gets metrics from what is usable
     issues = " ".join(done[BAD].label_issues)

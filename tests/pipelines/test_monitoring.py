@@ -113,7 +113,11 @@ def test_warned_columns_count_as_drifted_and_every_surface_shows_the_warning(nig
     page = (partition_dir(config.data_root, "reports", "2026-09-11") / "validation.html").read_text()
     assert "[&#x27;&lt;script&gt;x&#x27;]" in page and "<script>" not in page  # a data value never acts
     monitoring_page = render_page(config, "/monitoring")
-    assert "1 warning(s)" in monitoring_page and "&lt;script&gt;x" in monitoring_page and "<script>x" not in monitoring_page
+    assert (
+        "1 warning(s)" in monitoring_page
+        and "&lt;script&gt;x" in monitoring_page
+        and "<script>x" not in monitoring_page
+    )
     assert "/monitoring/reports/ds=2026-09-11/validation.html" in monitoring_page
     # the decision reads the drift share that includes the warned column
     assert history.read_history(config).set_index("ds").loc["2026-09-11", "drift_share"] > 0

@@ -33,15 +33,35 @@ from pipelines.registry import Registry
 from pipelines.validation import validate_against_profile
 from tests.conftest import score_with_champion
 
-settings.register_profile("ci", max_examples=250, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("thorough", max_examples=3000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "ci",
+    max_examples=250,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=3000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 DS = "2026-09-20"
 SCRIPT = "</script><img src=x onerror=alert(document.cookie)><b>&amp;"
-FILE_DEFECTS = ["none"] * 12 + ["drop", "rename", "retype_text", "retype_int32", "retype_bool",
-                "dictionary", "extra", "empty", "not_parquet", "zero_bytes", "binary_text"]
+FILE_DEFECTS = ["none"] * 12 + [
+    "drop",
+    "rename",
+    "retype_text",
+    "retype_int32",
+    "retype_bool",
+    "dictionary",
+    "extra",
+    "empty",
+    "not_parquet",
+    "zero_bytes",
+    "binary_text",
+]
 VALUE_DEFECTS = ["nan", "inf", "-inf", "huge", "null_id", "duplicate_id", "unseen", "script", "huge_text", "null_text"]
 
 
@@ -49,10 +69,14 @@ VALUE_DEFECTS = ["nan", "inf", "-inf", "huge", "null_id", "duplicate_id", "unsee
 def world(champion_lake, request):
     ref = Registry.open(champion_lake).champion()
     counts: Counter = Counter()
-    config = champion_lake.model_copy(update={"validation": champion_lake.validation.model_copy(update={"min_rows": 1})})
+    config = champion_lake.model_copy(
+        update={"validation": champion_lake.validation.model_copy(update={"min_rows": 1})}
+    )
     yield {"config": config, "profile": Registry.open(champion_lake).load_profile(ref), "counts": counts}
-    line = (f"partition properties ({PROFILE} profile): {sum(counts.values())} cases tried, "
-            f"{counts['scored']} scored, {counts['quarantined']} quarantined")
+    line = (
+        f"partition properties ({PROFILE} profile): {sum(counts.values())} cases tried, "
+        f"{counts['scored']} scored, {counts['quarantined']} quarantined"
+    )
     with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
         print(f"\n{line}")
 
@@ -85,7 +109,9 @@ def _apply_values(frame: pd.DataFrame, config, defects: list[tuple[str, int, int
             frame.loc[frame.index[row], config.id_column] = frame[config.id_column].iloc[0]
         else:
             column = categorical[col_pick % len(categorical)]
-            value = {"unseen": "never-seen-before", "script": SCRIPT, "huge_text": "x" * 100_000, "null_text": None}[kind]
+            value = {"unseen": "never-seen-before", "script": SCRIPT, "huge_text": "x" * 100_000, "null_text": None}[
+                kind
+            ]
             frame[column] = frame[column].astype(object)
             frame.loc[frame.index[row], column] = value
     return frame
@@ -131,12 +157,16 @@ def pc_safe_int32(values: pa.ChunkedArray) -> pa.ChunkedArray | None:
         return None
 
 
-partitions = st.fixed_dictionaries({
-    "rows": st.integers(0, 300),
-    "seed": st.integers(0, 2**16),
-    "values": st.lists(st.tuples(st.sampled_from(VALUE_DEFECTS), st.integers(0, 20), st.integers(0, 300)), max_size=3),
-    "files": st.lists(st.tuples(st.sampled_from(FILE_DEFECTS), st.integers(0, 20)), min_size=1, max_size=3),
-})
+partitions = st.fixed_dictionaries(
+    {
+        "rows": st.integers(0, 300),
+        "seed": st.integers(0, 2**16),
+        "values": st.lists(
+            st.tuples(st.sampled_from(VALUE_DEFECTS), st.integers(0, 20), st.integers(0, 300)), max_size=3
+        ),
+        "files": st.lists(st.tuples(st.sampled_from(FILE_DEFECTS), st.integers(0, 20)), min_size=1, max_size=3),
+    }
+)
 
 
 @settings(settings.get_profile(PROFILE))
@@ -165,8 +195,11 @@ def test_every_partition_is_scored_or_quarantined_with_a_reason(world, case):
             record = json.loads((partition_dir(root, "quarantine", DS) / "validation.json").read_text())
             assert exc.failures and record["failures"] == exc.failures
             for failure in exc.failures:
-                assert any(repr(c) in failure or f"({c})" in failure for c in columns) or "file " in failure \
-                    or failure.startswith("row count"), failure
+                assert (
+                    any(repr(c) in failure or f"({c})" in failure for c in columns)
+                    or "file " in failure
+                    or failure.startswith("row count")
+                ), failure
             assert any(name in str(exc) for name in names), str(exc)
             assert not predictions.exists()
             return
@@ -186,4 +219,6 @@ def test_every_partition_is_scored_or_quarantined_with_a_reason(world, case):
 def test_both_outcomes_were_exercised(world):
     """The generator is only useful if it produces scoreable partitions as well as broken ones."""
     counts = world["counts"]
-    assert counts["scored"] >= 0.2 * sum(counts.values()) and counts["quarantined"] >= 0.2 * sum(counts.values()), counts
+    assert counts["scored"] >= 0.2 * sum(counts.values()) and counts["quarantined"] >= 0.2 * sum(counts.values()), (
+        counts
+    )

@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score

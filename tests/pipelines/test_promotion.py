@@ -22,7 +22,9 @@ def lake(tmp_path_factory):
     """20 labelled days; v1 bootstrapped on days 1-10, v2 trained on days 1-20, v3 on shuffled labels."""
     config = load_config(write_config(tmp_path_factory.mktemp("promotion")))
     sample_data.generate(config.data_root, date(2026, 9, 1), 20, 2000, label_delay_days=0)
-    first = retraining.train_candidate(config, retraining.select_training_window(config, "2026-09-10"), {"reason": "boot"})
+    first = retraining.train_candidate(
+        config, retraining.select_training_window(config, "2026-09-10"), {"reason": "boot"}
+    )
     assert retraining.bootstrap_or_challenge(config, first, "run-boot") == "champion"
     better = retraining.train_candidate(config, retraining.select_training_window(config), {"reason": "drift"})
     assert retraining.bootstrap_or_challenge(config, better, "run-2") == "challenger"
@@ -30,8 +32,14 @@ def lake(tmp_path_factory):
     frame[config.target] = frame[config.target].sample(frac=1.0, random_state=1).to_numpy()
     trained = fit_and_evaluate(config, frame)
     worse_ref = Registry.open(config).log_candidate(trained, digests, {"reason": "shuffled labels"})
-    worse = Candidate(name=worse_ref.name, version=worse_ref.version, run_id=worse_ref.run_id, metrics=trained.metrics,
-                      train_days=trained.train_days, holdout_days=trained.holdout_days)
+    worse = Candidate(
+        name=worse_ref.name,
+        version=worse_ref.version,
+        run_id=worse_ref.run_id,
+        metrics=trained.metrics,
+        train_days=trained.train_days,
+        holdout_days=trained.holdout_days,
+    )
     return config, first, better, worse
 
 
@@ -54,8 +62,12 @@ def test_a_better_candidate_passes_with_the_uncertainty_shown(lake):
         assert gate.reports[key].endswith((".html", ".json"))
     pair = f"v{better.version}_vs_v{first.version}"
     assert str(resolve_model_report(config, pair, "candidate.html")) == gate.reports["candidate_html"]
-    for bad_pair, name in ((pair, "../../monitoring/history.db"), ("..", "candidate.html"), (pair, "model.pkl"),
-                           ("v9_vs_v1", "candidate.html")):
+    for bad_pair, name in (
+        (pair, "../../monitoring/history.db"),
+        ("..", "candidate.html"),
+        (pair, "model.pkl"),
+        ("v9_vs_v1", "candidate.html"),
+    ):
         assert resolve_model_report(config, bad_pair, name) is None
     page = render_page(config, "/monitoring")
     assert "Champion history (audit log" in page and ">bootstrap<" in page
@@ -63,14 +75,17 @@ def test_a_better_candidate_passes_with_the_uncertainty_shown(lake):
 
 def test_a_candidate_whose_gain_may_be_noise_is_rejected_with_its_interval(lake):
     config, first, _, _ = lake
-    same = retraining.train_candidate(config, retraining.select_training_window(config, "2026-09-10"), {"reason": "again"})
+    same = retraining.train_candidate(
+        config, retraining.select_training_window(config, "2026-09-10"), {"reason": "again"}
+    )
     models = Registry.open(config)
     gate = compare(config, models, same, models.champion())  # the same data and seed: a gain of exactly 0
     assert not gate.passed
     assert "roc_auc gain +0.0000 (95% CI +0.0000..+0.0000) is not significant" in gate.reasons[0]
     assert "promotion.require_significance" in gate.reasons[0]
-    lenient = config.model_copy(update={"promotion": config.promotion.model_copy(
-        update={"require_significance": False})})
+    lenient = config.model_copy(
+        update={"promotion": config.promotion.model_copy(update={"require_significance": False})}
+    )
     assert compare(lenient, models, same, models.champion()).passed  # the point estimate alone would pass
 
 
@@ -83,7 +98,9 @@ def test_a_first_model_below_the_floors_is_registered_but_not_made_champion(tmp_
 
     shutil.copytree(config.data_root / "incoming", strict.data_root / "incoming")
     shutil.copytree(config.data_root / "labels", strict.data_root / "labels")
-    first = retraining.train_candidate(strict, retraining.select_training_window(strict, "2026-09-10"), {"reason": "boot"})
+    first = retraining.train_candidate(
+        strict, retraining.select_training_window(strict, "2026-09-10"), {"reason": "boot"}
+    )
     alias = retraining.bootstrap_or_challenge(strict, first, "run-boot")
     assert alias == "refused" and Registry.open(strict).alias_version(registry.CHAMPION) is None
     gate = evaluate_gate(strict, first, alias)
@@ -142,8 +159,12 @@ def test_promotion_refuses_a_failed_gate_or_a_missing_approval(lake):
         promote_candidate(config, worse, GateResult(passed=False, candidate=worse.version), None, "run-x")
     strict = config.model_copy(update={"promotion": config.promotion.model_copy(update={"require_approval": True})})
     with pytest.raises(PromotionError, match="has no approval"):
-        passed = GateResult(passed=True, candidate=better.version, champion=champion.version,
-                            comparison=Comparison(difference=0.1, ci_low=0.05, ci_high=0.15))
+        passed = GateResult(
+            passed=True,
+            candidate=better.version,
+            champion=champion.version,
+            comparison=Comparison(difference=0.1, ci_low=0.05, ci_high=0.15),
+        )
         promote_candidate(strict, better, passed, Approval(chosen_options=["Reject"], responded_by="bob"), "run-x")
     assert Registry.open(config).champion() == champion
 
@@ -207,8 +228,12 @@ def test_an_unanswered_or_refused_approval_is_audited_and_nothing_else_is(lake):
 
     config, _, _, worse = lake
     asked = config.model_copy(update={"promotion": config.promotion.model_copy(update={"require_approval": True})})
-    passed = GateResult(passed=True, candidate=worse.version, champion="1",
-                        comparison=Comparison(difference=0.1, ci_low=0.05, ci_high=0.15))
+    passed = GateResult(
+        passed=True,
+        candidate=worse.version,
+        champion="1",
+        comparison=Comparison(difference=0.1, ci_low=0.05, ci_high=0.15),
+    )
     before = len(read_audit(config))
     assert settle_approval(asked, None, None, None, "run-s") is None  # waited for data: nothing to settle
     assert settle_approval(asked, worse, passed.model_copy(update={"passed": False}), None, "run-s") is None

@@ -42,7 +42,9 @@ def _land(config, parts: dict[str, pa.Table]) -> None:
 
 
 def _split(night: pd.DataFrame, at: int = 1900) -> tuple[pa.Table, pa.Table]:
-    return pa.Table.from_pandas(night.iloc[:at], preserve_index=False), pa.Table.from_pandas(night.iloc[at:], preserve_index=False)
+    return pa.Table.from_pandas(night.iloc[:at], preserve_index=False), pa.Table.from_pandas(
+        night.iloc[at:], preserve_index=False
+    )
 
 
 def _predictions(config):
@@ -67,10 +69,14 @@ def test_compatible_types_across_files_are_unified_and_every_row_is_scored(lake,
     night = night.assign(application_id=range(len(night)))
     first, second = _split(night)
     second = second.set_column(0, "application_id", second["application_id"].cast(pa.int32()))
-    second = second.set_column(second.schema.get_field_index("open_accounts"), "open_accounts",
-                               second["open_accounts"].cast(pa.float64()))
-    first = first.set_column(first.schema.get_field_index("open_accounts"), "open_accounts",
-                             pa.chunked_array([pa.array(night["open_accounts"].iloc[:1900].fillna(0).astype("int64"))]))
+    second = second.set_column(
+        second.schema.get_field_index("open_accounts"), "open_accounts", second["open_accounts"].cast(pa.float64())
+    )
+    first = first.set_column(
+        first.schema.get_field_index("open_accounts"),
+        "open_accounts",
+        pa.chunked_array([pa.array(night["open_accounts"].iloc[:1900].fillna(0).astype("int64"))]),
+    )
     second = second.set_column(second.schema.get_field_index("region"), "region", second["region"].dictionary_encode())
     _land(lake, {"part-0.parquet": first, "part-1.parquet": second})
     outcome = validate_against_profile(lake, DS, profile)
@@ -95,7 +101,9 @@ def test_text_in_a_numeric_column_is_refused_with_its_file(lake, night, profile)
     _land(lake, {"a.parquet": first, "b.parquet": second})
     with pytest.raises(PartitionQuarantinedError) as info:
         validate_against_profile(lake, DS, profile)
-    assert info.value.failures == ["column 'age' is string, but numeric features need a number, boolean, date or timestamp type (file b.parquet: string)"]
+    assert info.value.failures == [
+        "column 'age' is string, but numeric features need a number, boolean, date or timestamp type (file b.parquet: string)"
+    ]
 
 
 def test_ids_of_two_kinds_are_refused(lake, night, profile):

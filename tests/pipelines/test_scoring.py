@@ -19,8 +19,12 @@ def lake(champion_lake, tmp_path):
     """The shared champion lake with a private copy of its data root."""
     data = tmp_path / "data"
     shutil.copytree(champion_lake.data_root / "incoming", data / "incoming")
-    return champion_lake.model_copy(update={"data_root": data, "scoring": champion_lake.scoring.model_copy(
-        update={"batch_rows": 1024, "predict_chunk_rows": 256})})
+    return champion_lake.model_copy(
+        update={
+            "data_root": data,
+            "scoring": champion_lake.scoring.model_copy(update={"batch_rows": 1024, "predict_chunk_rows": 256}),
+        }
+    )
 
 
 def _predictions(config, ds):
@@ -60,7 +64,8 @@ def test_rerun_replaces_the_partition(lake):
     pd.testing.assert_series_equal(first["score"], second["score"])
     assert (second["airflow_run_id"] == "second").all()
     assert sorted(p.name for p in partition_dir(lake.data_root, "predictions", "2026-09-11").iterdir()) == [
-        ".lock", "predictions.parquet"
+        ".lock",
+        "predictions.parquet",
     ]
 
 

@@ -48,7 +48,9 @@ def test_bootstrap_registers_the_champion_with_lineage(champion_lake):
     assert set(run.data.metrics) >= {f"holdout_{m}" for m in ("roc_auc", "precision", "recall", "f1", "log_loss")}
     from mlflow.artifacts import download_artifacts
 
-    path = download_artifacts(run_id=ref.run_id, artifact_path=registry.LINEAGE_ARTIFACT, tracking_uri=champion_lake.tracking_uri)
+    path = download_artifacts(
+        run_id=ref.run_id, artifact_path=registry.LINEAGE_ARTIFACT, tracking_uri=champion_lake.tracking_uri
+    )
     lineage = json.loads(open(path).read())["partitions"]
     expected = partition_files(champion_lake.data_root, "incoming", "2026-09-03") + partition_files(
         champion_lake.data_root, "labels", "2026-09-03"

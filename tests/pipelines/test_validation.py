@@ -5,13 +5,13 @@ from datetime import date
 import pytest
 
 from pipelines import sample_data
+from pipelines.config import load_config
 from pipelines.errors import PartitionQuarantinedError
 from pipelines.lake import partition_dir
-from pipelines.config import load_config
 from pipelines.profile import data_profile
 from pipelines.schema import incoming_partition, read_table
-from tests.conftest import write_config
 from pipelines.validation import validate_against_profile
+from tests.conftest import write_config
 
 
 @pytest.fixture
@@ -77,13 +77,16 @@ def test_broken_partitions_are_quarantined_with_a_reason(lake, profile, defect, 
 def test_duplicate_ids_null_ids_and_too_few_rows_are_broken(lake, profile):
     def damage(frame):
         frame.loc[:10, "application_id"] = frame.loc[0, "application_id"]
+
     _rewrite(lake, "2026-09-03", damage)
     with pytest.raises(PartitionQuarantinedError) as info:
         validate_against_profile(lake, "2026-09-03", profile)
     assert "id column 'application_id': expected unique ids, found 0.73% of rows sharing an id" in str(info.value)
     assert "accept_quarantine" in str(info.value)
     small = lake.model_copy(update={"validation": lake.validation.model_copy(update={"min_rows": 2000})})
-    with pytest.raises(PartitionQuarantinedError, match=r"expected at least 2,000 rows \(validation.min_rows\), found 1,500"):
+    with pytest.raises(
+        PartitionQuarantinedError, match=r"expected at least 2,000 rows \(validation.min_rows\), found 1,500"
+    ):
         validate_against_profile(small, "2026-09-01", profile)
 
 
@@ -93,6 +96,7 @@ def test_shifted_data_is_scored_with_warnings_that_say_what_was_expected(lake, p
     def move(frame):
         frame["annual_income"] = frame["annual_income"] * 3 + 500_000
         frame.loc[: len(frame) // 4, "debt_to_income"] = None
+
     _rewrite(lake, "2026-09-02", move)
     outcome = validate_against_profile(lake, "2026-09-02", profile)
     assert outcome.success and outcome.failures == []
@@ -102,20 +106,30 @@ def test_shifted_data_is_scored_with_warnings_that_say_what_was_expected(lake, p
     assert "column 'annual_income': 100.00% of values outside the expected range [" in text
     span = income["max"] - income["min"]
     low, high = income["min"] - 0.25 * span, income["max"] + 0.25 * span  # the margin is a share of the span
-    assert f"outside the expected range [{low:.6g}, {high:.6g}] (training [{income['min']:.6g}, {income['max']:.6g}] " \
-           "widened by validation.range_margin 0.25" in text
+    assert (
+        f"outside the expected range [{low:.6g}, {high:.6g}] (training [{income['min']:.6g}, {income['max']:.6g}] "
+        "widened by validation.range_margin 0.25" in text
+    )
     assert "found min 5" in text  # what the night holds
     assert "column 'loan_purpose': 33." in text and "categories unseen in training" in text and "'crypto'" in text
     assert "known: " in text and "'car'" in text
-    assert re.search(r"column 'debt_to_income': expected at most \d\.\d\d% nulls \(training \d\.\d\d% \+ "
-                     r"validation.null_rate_tolerance\), found 2\d\.\d\d%", text)
+    assert re.search(
+        r"column 'debt_to_income': expected at most \d\.\d\d% nulls \(training \d\.\d\d% \+ "
+        r"validation.null_rate_tolerance\), found 2\d\.\d\d%",
+        text,
+    )
     assert not partition_dir(lake.data_root, "quarantine", "2026-09-02").exists()
 
 
 def test_each_check_severity_is_configurable(lake, profile):
     sample_data.break_partition(lake.data_root, date(2026, 9, 4), "unknown_category")
-    strict = lake.model_copy(update={"validation": lake.validation.model_copy(update={
-        "severity": lake.validation.severity.model_copy(update={"unknown_categories": "quarantine"})})})
+    strict = lake.model_copy(
+        update={
+            "validation": lake.validation.model_copy(
+                update={"severity": lake.validation.severity.model_copy(update={"unknown_categories": "quarantine"})}
+            )
+        }
+    )
     with pytest.raises(PartitionQuarantinedError, match="'loan_purpose': 33.*categories unseen in training"):
         validate_against_profile(strict, "2026-09-04", profile)
     assert validate_against_profile(lake, "2026-09-04", profile).warned_columns == ["loan_purpose"]
@@ -139,5 +153,6 @@ def test_an_operator_can_accept_a_quarantined_night_and_a_fixed_one_clears_it(la
 def test_unknown_categories_under_the_tolerance_pass_quietly(lake, profile):
     def few_unseen(frame):
         frame.loc[frame.index % 200 == 0, "loan_purpose"] = "crypto"  # 0.5%: under the 1% tolerance
+
     _rewrite(lake, "2026-09-03", few_unseen)
     assert validate_against_profile(lake, "2026-09-03", profile).warnings == []

@@ -24,14 +24,23 @@ from tests.api_server import admin_password, free_port, wait_until_healthy
 from tests.conftest import REPO, airflow_env, score_night, write_config
 
 # A data value that closes Evidently's <script> block and calls the Airflow REST API with the viewer's login.
-ATTACK = ("document.title='PWNED';fetch('/api/v2/variables',{method:'POST',credentials:'include',"
-          "headers:{'content-type':'application/json'},body:JSON.stringify({key:'KEY',value:'x'})})")
+ATTACK = (
+    "document.title='PWNED';fetch('/api/v2/variables',{method:'POST',credentials:'include',"
+    "headers:{'content-type':'application/json'},body:JSON.stringify({key:'KEY',value:'x'})})"
+)
 INJECTED_NIGHT, RAW_NIGHT = "2026-09-09", "2026-09-10"
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 COOKIE = "_token"  # airflow.api_fastapi.auth.managers.base_auth_manager.COOKIE_NAME_JWT_TOKEN
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-quic"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +64,18 @@ def server(champion_lake, tmp_path_factory):
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
     }
-    assert subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True).returncode == 0
+    assert (
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True).returncode == 0
+    )
     log = open(folder / "airflow.log", "w")
     # what `make airflow-ui` runs: api-server, scheduler, dag-processor and triggerer
-    proc = subprocess.Popen(["bash", str(REPO / "include" / "airflow_local.sh")], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "include" / "airflow_local.sh")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base, {"airflow": (proc, folder / "airflow.log")})
@@ -112,7 +128,11 @@ def _token(server) -> str:
 def test_page_and_reports_refuse_anonymous_users(server):
     base = server["base"]
     assert httpx.get(f"{base}/monitoring/").status_code == 401
-    for route in ("reports/ds=2026-09-11/drift.html", "reports/ds=2026-09-11/drift.json", "models/v2_vs_v1/candidate.html"):
+    for route in (
+        "reports/ds=2026-09-11/drift.html",
+        "reports/ds=2026-09-11/drift.json",
+        "models/v2_vs_v1/candidate.html",
+    ):
         assert httpx.get(f"{base}/monitoring/{route}").status_code == 401, route
     browser_like = httpx.get(f"{base}/monitoring/", headers={"accept": "text/html"})
     assert browser_like.status_code == 303 and browser_like.headers["location"].startswith("/auth/login")
@@ -124,13 +144,20 @@ def test_report_paths_cannot_escape_the_reports_folder(server):
     headers = {"authorization": f"Bearer {_token(server)}"}
     base = server["base"]
     assert httpx.get(f"{base}/monitoring/reports/ds=2026-09-11/drift.html", headers=headers).status_code == 200
-    for path in ("ds=2026-09-11/..%2F..%2Fmonitoring%2Fhistory.db", "..%2Fincoming/part-0000.parquet",
-                 "ds=2026-09-11/validation.json", "ds=../drift.html", "ds=2026-09-30/drift.html"):
+    for path in (
+        "ds=2026-09-11/..%2F..%2Fmonitoring%2Fhistory.db",
+        "..%2Fincoming/part-0000.parquet",
+        "ds=2026-09-11/validation.json",
+        "ds=../drift.html",
+        "ds=2026-09-30/drift.html",
+    ):
         assert httpx.get(f"{base}/monitoring/reports/{path}", headers=headers).status_code == 404, path
 
 
 def test_plugin_adds_a_nav_entry(server):
-    plugins = httpx.get(f"{server['base']}/api/v2/plugins", headers={"authorization": f"Bearer {_token(server)}"}).json()
+    plugins = httpx.get(
+        f"{server['base']}/api/v2/plugins", headers={"authorization": f"Bearer {_token(server)}"}
+    ).json()
     views = [v for p in plugins["plugins"] for v in p["external_views"]]
     assert {"name": "Model monitoring", "href": "/monitoring/"}.items() <= views[0].items()
 
@@ -197,7 +224,11 @@ def test_reports_are_served_sandboxed(server):
     base = server["base"]
     html = httpx.get(f"{base}/monitoring/reports/ds={INJECTED_NIGHT}/drift.html", headers=headers)
     policy = html.headers["content-security-policy"]
-    assert policy.startswith("sandbox allow-scripts;") and "connect-src 'none'" in policy and "allow-same-origin" not in policy
+    assert (
+        policy.startswith("sandbox allow-scripts;")
+        and "connect-src 'none'" in policy
+        and "allow-same-origin" not in policy
+    )
     assert "</script><script>document.title" not in html.text and "\\u003c/script\\u003e" in html.text
     data = httpx.get(f"{base}/monitoring/reports/ds={INJECTED_NIGHT}/drift.json", headers=headers)
     assert data.headers["content-type"] == "application/json" and data.headers["x-content-type-options"] == "nosniff"
