@@ -147,7 +147,6 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
     if fresh:
         for folder in (config.data_root, config.mlflow.store_dir):
             shutil.rmtree(folder, ignore_errors=True)
-        log_file.unlink(missing_ok=True)
     nights = [TRAIN_END + timedelta(days=i + 1) for i in range(NIGHTS)]
     total_days = (nights[-1] - START).days + 1
     print(f"Airflow task logs and MLflow output: {log_file}\n")
@@ -170,7 +169,9 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
     )
     break_partition(config.data_root, *BAD_NIGHT)
     print(f"    damaged ds={BAD_NIGHT[0]} on purpose ({BAD_NIGHT[1]}) to show the quarantine")
-    print(f"2/6 initialising the MLflow store {init_store(config)}")
+    with output_to(log_file):
+        uri = init_store(config)
+    print(f"2/6 initialising the MLflow store {uri}")
     print("3/6 retrain_model (bootstrap: no champion yet), through Airflow")
     with output_to(log_file):
         boot = run_dag("retrain_model", None, {"window_end": TRAIN_END.isoformat(), "reason": "bootstrap"})
@@ -199,7 +200,7 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
         row = night_row(ds, night, config) | {"retraining": retrain_cell(retrain)}
         rows.append(row)
         print(
-            f"    {row['ds']}  {row['run']:<7}  {row['validation'][:40]:<40}  model v{row['model']}  "
+            f"    {row['ds']}  {row['run']:<7}  {row['validation'][:40]:<40}  model {row['model']:<3}  "
             f"decision {row['decision']:<7}  {row['retraining']}"
         )
     print(
@@ -256,14 +257,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--log-file", default="var/demo/airflow-tasks.log", help="where the DAG runs' output goes")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_file = Path(args.log_file).resolve()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    if args.fresh:
+        log_file.unlink(missing_ok=True)
+    # the library's own log lines go to the same file as Airflow's task logs; the terminal gets the story
+    logging.basicConfig(level=logging.INFO, filename=log_file, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         config = load_config(args.config)
         chosen = Path(args.config) if args.config else config_path(os.environ)
         if args.fresh and chosen.resolve() != DEFAULT_CONFIG:
             raise PipelineError("--fresh deletes data: it is only allowed with the bundled demo config")
-        run_demo(config, args.fresh, args.seed, Path(args.log_file).resolve())
+        run_demo(config, args.fresh, args.seed, log_file)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -64,10 +64,19 @@ def champion_matches_audit(config: PipelineConfig) -> bool:
 
 
 def promote(
-    config: PipelineConfig, candidate: ModelRef, reason: str, approved_by: str, run_id: str, gate: GateResult | None
+    config: PipelineConfig,
+    candidate: ModelRef,
+    reason: str,
+    approved_by: str,
+    run_id: str,
+    gate: GateResult | None,
+    models: Registry | None = None,
 ) -> AuditEntry:
-    """Move `champion` to the candidate and `previous` to the old champion; audit the move (the entry goes first)."""
-    models = Registry.open(config)
+    """Move `champion` to the candidate and `previous` to the old champion; audit the move (the entry goes first).
+
+    `models`: the task's open registry, if it has one.
+    """
+    models = models or Registry.open(config)
     with audit_lock(config):
         _finish_interrupted_move(config, models)
         old = models.champion()
@@ -89,10 +98,19 @@ def promote(
 
 
 def reject(
-    config: PipelineConfig, candidate: ModelRef, reason: str, decided_by: str, run_id: str, gate: GateResult | None
+    config: PipelineConfig,
+    candidate: ModelRef,
+    reason: str,
+    decided_by: str,
+    run_id: str,
+    gate: GateResult | None,
+    models: Registry | None = None,
 ) -> AuditEntry:
-    """Record that a candidate was not promoted (gate failed, approval refused or timed out); champion unchanged."""
-    models = Registry.open(config)
+    """Record that a candidate was not promoted (gate failed, approval refused or timed out); champion unchanged.
+
+    `models`: the task's open registry, if it has one.
+    """
+    models = models or Registry.open(config)
     with audit_lock(config):
         _finish_interrupted_move(config, models)
         models.tag(candidate, "promotion.rejected", reason)
@@ -212,11 +230,12 @@ def settle_approval(
     """
     if candidate is None or gate is None or gate.bootstrap or not gate.passed or not config.promotion.require_approval:
         return None
-    champion = Registry.open(config).alias_version(CHAMPION)
+    models = Registry.open(config)
+    champion = models.alias_version(CHAMPION)
     if champion is not None and champion.version == candidate.version:
         return None
     who = (approval.responded_by if approval else None) or "timeout"
-    return reject(config, candidate.ref, f"approval refused ({who})", who, run_id, gate)
+    return reject(config, candidate.ref, f"approval refused ({who})", who, run_id, gate, models)
 
 
 def promote_candidate(
@@ -228,8 +247,9 @@ def promote_candidate(
     if config.promotion.require_approval and not (approval and approval.approved):
         raise PromotionError(f"candidate v{candidate.version} has no approval: it cannot be promoted")
     approved_by = (approval.responded_by if approval else None) or "gate (no approval required)"
-    trained_because = Registry.open(config).model_card(candidate.ref).reason
+    models = Registry.open(config)
+    trained_because = models.model_card(candidate.ref).reason
     reason = (
         f"gate passed ({config.promotion.metric} {gate.comparison.describe()}); retrained because: {trained_because}"
     )
-    return promote(config, candidate.ref, reason, approved_by, run_id, gate)
+    return promote(config, candidate.ref, reason, approved_by, run_id, gate, models)
