@@ -34,15 +34,16 @@ def _worker(kind: str, config_path: str, ds: str) -> None:
     config = load_config(config_path)
     # Warm up imports, the MLflow client and the model loader so that the clock measures scoring,
     # not the ~10 s of imports both ways pay once per process.
-    ref = Registry.open(config).champion()
-    model = Registry.open(config).load_model(ref)
+    models = Registry.open(config)
+    ref = models.champion()
+    model = models.load_model(ref)
     started = time.perf_counter()
     if kind == "floor":
         rows = 0
     elif kind == "ours":
         from pipelines.scoring import score_partition
 
-        rows = score_partition(config, ds, "bench").rows
+        rows = score_partition(config, ds, ref, "bench").rows
     else:
         import pandas as pd
 
@@ -97,8 +98,8 @@ def _prepare(folder: Path, rows: int, big_rows: int) -> Path:
     config = load_config(path)
     print(f"preparing: training data, champion, a {rows:,}-row and a {big_rows:,}-row partition in {folder}")
     sample_data.generate(config.data_root, TRAIN_START, 14, 20_000, label_delay_days=0)
-    days = retraining.select_training_window(config)
-    retraining.bootstrap_or_challenge(config, retraining.train_candidate(config, days, {"reason": "bench"}))
+    window = retraining.select_training_window(config)
+    retraining.bootstrap_or_challenge(config, retraining.train_candidate(config, window, {"reason": "bench"}))
     for day, n in ((NIGHT, rows), (BIG_NIGHT, big_rows)):
         sample_data.write_day(config.data_root, day, n, 11, sample_data.DriftSpec(), with_labels=False)
     registry.init_store(config)
