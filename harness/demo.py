@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.runner import DagRunOutcome, retraining_requests, run_dag
+from harness.runner import DagRunOutcome, forget_runs, retraining_requests, run_dag
 from pipelines.audit import read_audit
 from pipelines.config import CONFIG_ENV_VAR, DEFAULT_CONFIG, PipelineConfig, config_path, load_config
 from pipelines.contracts import Candidate, Decision, GateResult, ScoringSummary, ValidatedPartition
@@ -147,6 +147,10 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
     if fresh:
         for folder in (config.data_root, config.mlflow.store_dir):
             shutil.rmtree(folder, ignore_errors=True)
+        with output_to(log_file):
+            forgotten = forget_runs(["batch_scoring", "retrain_model", "rollback_model"])
+        if forgotten:
+            print(f"starting over: removed {forgotten} earlier demo run(s) from the Airflow metadata DB")
     nights = [TRAIN_END + timedelta(days=i + 1) for i in range(NIGHTS)]
     total_days = (nights[-1] - START).days + 1
     print(f"Airflow task logs and MLflow output: {log_file}\n")
@@ -157,17 +161,18 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
     drift = DriftSpec(start=DRIFT_START, covariate=True, concept=True)
     # labels exist up to the training window; later ones land night by night, label_delay_partitions late
     first_night = TRAIN_END + timedelta(days=1)
-    generate(
-        config.data_root,
-        START,
-        total_days,
-        ROWS,
-        config.label_delay_partitions,
-        as_of=first_night - timedelta(days=1),
-        seed=seed,
-        drift=drift,
-    )
-    break_partition(config.data_root, *BAD_NIGHT)
+    with output_to(log_file):
+        generate(
+            config.data_root,
+            START,
+            total_days,
+            ROWS,
+            config.label_delay_partitions,
+            as_of=first_night - timedelta(days=1),
+            seed=seed,
+            drift=drift,
+        )
+        break_partition(config.data_root, *BAD_NIGHT)
     print(f"    damaged ds={BAD_NIGHT[0]} on purpose ({BAD_NIGHT[1]}) to show the quarantine")
     with output_to(log_file):
         uri = init_store(config)
@@ -187,9 +192,9 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
     rows = []
     for ds in nights:
         landed = ds - timedelta(days=config.label_delay_partitions)
-        write_day(config.data_root, landed, ROWS, seed, drift, with_labels=True, with_features=False)
         logical = datetime(ds.year, ds.month, ds.day, 2, tzinfo=UTC) + timedelta(days=1)  # the nightly tick
         with output_to(log_file):
+            write_day(config.data_root, landed, ROWS, seed, drift, with_labels=True, with_features=False)
             night = run_dag("batch_scoring", logical)
             requests = retraining_requests(night.run_id)
             retrain = None
@@ -253,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the demo; return the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m harness.demo", description=__doc__)
     parser.add_argument("--config", help=f"pipeline YAML (default: ${CONFIG_ENV_VAR} or the bundled default)")
-    parser.add_argument("--fresh", action="store_true", help="delete the config's data root and MLflow store first")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the config's data root, MLflow store and earlier runs of the three DAGs first",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--log-file", default="var/demo/airflow-tasks.log", help="where the DAG runs' output goes")
     args = parser.parse_args(argv)

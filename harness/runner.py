@@ -97,3 +97,21 @@ def retraining_requests(run_id: str) -> list[dict[str, Any]]:
             select(AssetEvent).where(AssetEvent.source_run_id == run_id).order_by(AssetEvent.timestamp)
         ).all()
         return [dict(e.extra or {}) for e in events]
+
+
+def forget_runs(dag_ids: list[str]) -> int:
+    """Delete every run of these DAGs (with their task instances and XComs) from the metadata DB; return how many.
+
+    For a demo that starts over: the runner never replaces a run, so a second demo over the same nights would be
+    refused otherwise. Task-instance rows that hang off a run go with it (the metadata DB cascades).
+    """
+    from airflow.models import DagRun, TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete, func, select
+
+    with create_session() as session:
+        runs = session.scalar(select(func.count()).select_from(DagRun).where(DagRun.dag_id.in_(dag_ids))) or 0
+        for model in (XComModel, TaskInstance, DagRun):
+            session.execute(delete(model).where(model.dag_id.in_(dag_ids)))
+    return int(runs)
