@@ -246,3 +246,17 @@ def test_an_unanswered_or_refused_approval_is_audited_and_nothing_else_is(lake):
     timed_out = settle_approval(asked, worse, passed, None, "run-t")
     assert timed_out.reason == "approval refused (timeout)" and timed_out.approved_by == "timeout"
     assert [e.airflow_run_id for e in read_audit(config)[before:]] == ["run-r", "run-t"]
+
+
+def test_reject_candidate_audits_the_gates_reasons(lake):
+    from pipelines.promotion import reject_candidate
+
+    config, _, _, worse = lake
+    champion = Registry.open(config).champion()
+    failed = GateResult(passed=False, candidate=worse.version, champion=champion.version, reasons=["a", "b"])
+    entry = reject_candidate(config, worse, failed, "run-rc")
+    assert (entry.action, entry.reason, entry.approved_by) == ("reject", "gate failed: a; b", "gate")
+    assert entry.from_version == champion.version and entry.gate == failed
+    first = reject_candidate(config, worse, failed.model_copy(update={"bootstrap": True}), "run-rc2")
+    assert first.reason == "first model not made champion: a; b"
+    assert Registry.open(config).champion() == champion
