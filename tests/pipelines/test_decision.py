@@ -130,3 +130,63 @@ def test_a_drift_share_equal_to_the_threshold_is_not_drift(config):
 def test_the_drift_streak_must_end_on_the_night_being_decided(config):
     frame = _history([0.5, 0.5, 0.5, None])  # tonight not measured (quarantined): yesterday's streak does not fire
     assert not _decide(config, frame, "2026-10-04").retrain
+
+
+def _policy(config, **retraining):
+    return config.model_copy(update={"retraining": config.retraining.model_copy(update=retraining)})
+
+
+def test_each_rule_fires_above_its_limit_not_at_it(config):
+    """Limits chosen exact in binary (0.75 - 0.5 == 0.25): at the limit no rule fires, just past it each one does."""
+    strict = _policy(
+        config,
+        realised_floor=0.5,
+        realised_max_drop=0.25,
+        estimated_max_drop=0.25,
+        max_model_age_partitions=10,
+        drift_share_threshold=None,
+    )
+    baseline = {"roc_auc": 0.75}
+
+    def reasons(frame, trained_until=date(2026, 9, 25)):
+        return decide(strict, frame, "2026-10-01", "1", baseline, trained_until).reasons
+
+    at_limits = _history([0.0], realised={0: 0.5}, estimated={0: 0.5})
+    assert reasons(at_limits) == []  # realised == floor, drops == allowed, age 6 partitions
+    assert reasons(at_limits, trained_until=date(2026, 9, 21)) == []  # age exactly 10 partitions
+    past = _history([0.0], realised={0: 0.4999}, estimated={0: 0.4999})
+    text = " | ".join(reasons(past, trained_until=date(2026, 9, 20)))
+    for rule in (
+        "below the floor 0.5",
+        "below the champion's held-out 0.750 (allowed 0.25)",
+        "estimated roc_auc 0.500 is 0.250 below",
+        "11 partitions (days) before 2026-10-01",
+    ):
+        assert rule in text, rule
+
+
+def test_a_champion_without_a_held_out_metric_is_judged_by_the_floor_alone(config):
+    frame = _history([0.0], realised={0: 0.6}, estimated={0: 0.1})
+    reasons = decide(config, frame, "2026-10-01", "1", {}, None).reasons
+    assert reasons == ["realised roc_auc 0.600 on 2026-10-01 is below the floor 0.65"]
+
+
+def test_the_estimate_rule_applies_to_roc_auc_only(config):
+    frame = _history([0.0], estimated={0: 0.1})
+    by_f1 = _policy(config, metric="f1", realised_floor=None)
+    assert decide(by_f1, frame, "2026-10-01", "1", {"f1": 0.8, "roc_auc": 0.8}, None).reasons == []
+    off = _policy(config, estimated_max_drop=None)
+    assert decide(off, frame, "2026-10-01", "1", {"roc_auc": 0.8}, None).reasons == []
+
+
+def test_quarantined_nights_neither_count_nor_break_a_streak(config):
+    frame = _history([0.5, 0.5, 0.5])
+    frame.loc[1, "validation_success"] = False  # a refused night in the middle: measured nights are 1, 3
+    assert not _decide(config, frame, "2026-10-03").retrain
+    unknown = _history([0.5, 0.5, 0.5])
+    unknown["validation_success"] = unknown["validation_success"].astype(object)
+    unknown.loc[1, "validation_success"] = None  # an unknown verdict counts as not scored
+    assert not _decide(config, unknown, "2026-10-03").retrain
+    fired = _decide(config, _history([0.3, 0.4, 0.5]), "2026-10-03").reasons[0]
+    assert fired.endswith("(2026-10-01 0.30, 2026-10-02 0.40, 2026-10-03 0.50)")
+    assert not _decide(_policy(config, drift_share_threshold=None), _history([0.9] * 3), "2026-10-03").retrain

@@ -55,3 +55,15 @@ def test_later_facts_are_added_to_the_night_they_belong_to(config):
         history.update_night(config, "2026-09-04", "m", "1", rows=1)
     with pytest.raises(ValueError, match="not history columns"):
         history.record_night(config, "2026-09-03", "m", "1", colour="red")
+
+
+def test_nights_of_two_models_with_the_same_version_number_stay_apart(config):
+    history.record_night(config, "2026-09-03", "churn", "1", rows=10)
+    history.record_night(config, "2026-09-03", "credit", "1", rows=20)
+    history.update_night(config, "2026-09-03", "churn", "1", decision="retrain")
+    churn, credit = (
+        history.night(config, "2026-09-03", "churn", "1"),
+        history.night(config, "2026-09-03", "credit", "1"),
+    )
+    assert (churn["rows"], churn["decision"]) == (10, "retrain") and (credit["rows"], credit["decision"]) == (20, None)
+    assert churn["updated_at"] is not None and credit["updated_at"] is not None

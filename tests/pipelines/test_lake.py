@@ -80,3 +80,10 @@ def test_a_republished_file_never_changes_under_an_open_reader(tmp_path):
         assert reader.read() == old_bytes
     assert pq.read_table(target).column("run").to_pylist() == ["second"] * 5
     assert [p.name for p in target.parent.iterdir()] == ["predictions.parquet"]  # no temporary file left visible
+
+
+def test_predictions_are_written_in_row_groups_a_reader_can_stream(tmp_path):
+    target = tmp_path / "p" / "ds=2026-10-01" / "predictions.parquet"
+    write_table_atomic(target, pa.table({"id": list(range(300_000))}))
+    meta = pq.ParquetFile(target).metadata
+    assert meta.num_row_groups == 3 and meta.row_group(0).num_rows == 131_072

@@ -65,3 +65,42 @@ def test_the_calibration_error_weights_each_bin_by_its_rows():
     assert table["expected_calibration_error"] == pytest.approx(0.9 * 0.05 + 0.1 * abs(0.95 - 0.4))
     assert [(b["bin"], b["rows"]) for b in table["bins"]] == [(0, 90), (9, 10)]
     assert table["bins"][1]["observed_rate"] == pytest.approx(0.4)
+
+
+class _AsIs:
+    """A calibrator that returns the scores themselves (optionally shifted out of [0, 1]) as probabilities."""
+
+    def __init__(self, shift=0.0):
+        self.shift = shift
+
+    def predict(self, score):
+        return score + self.shift
+
+
+def _expected_auc(score, p):
+    """The area under the expected ROC curve by its definition: pairs (positive weight p_i, negative 1 - p_j)."""
+    above = (score[:, None] > score[None, :]) + 0.5 * (score[:, None] == score[None, :])
+    return float((p[:, None] * (1 - p)[None, :] * above).sum() / (p.sum() * (1 - p).sum()))
+
+
+def test_cbpe_is_the_expected_roc_curve_of_calibrated_probabilities_with_ties():
+    rng = np.random.default_rng(4)
+    score = np.round(rng.random(400), 2)  # many ties
+    est = estimated_performance(score, 0.5, _AsIs())
+    assert est["roc_auc"] == pytest.approx(_expected_auc(score, score), abs=1e-12)
+    assert est["accuracy"] == pytest.approx(np.where(score >= 0.5, score, 1 - score).mean())
+
+
+def test_cbpe_clips_probabilities_and_counts_a_score_at_the_threshold_as_positive():
+    score = np.array([0.1, 0.3, 0.3, 0.9])
+    est = estimated_performance(score, 0.3, _AsIs(shift=0.5))  # probabilities 0.6, 0.8, 0.8, 1.4 -> 1.0
+    assert est["accuracy"] == pytest.approx((1 - 0.6 + 0.8 + 0.8 + 1.0) / 4)
+    certain = estimated_performance(np.array([0.2, 0.8]), 0.5, _AsIs(shift=2.0))  # every row surely positive
+    assert np.isnan(certain["roc_auc"]) and certain["accuracy"] == pytest.approx(0.5)
+
+
+def test_calibration_bins_are_ten_equal_widths_with_both_ends_included():
+    score = np.array([0.0, 0.0999, 0.1, 0.5, 0.95, 1.0])
+    table = calibration_table(np.array([0, 0, 1, 0, 1, 1]), score)
+    assert [(b["bin"], b["rows"]) for b in table["bins"]] == [(0, 2), (1, 1), (5, 1), (9, 2)]
+    assert table["bins"][3] == {"bin": 9, "rows": 2, "mean_score": pytest.approx(0.975), "observed_rate": 1.0}
