@@ -53,7 +53,8 @@ def test_cbpe_follows_a_covariate_shift_of_the_scores():
 
 def test_cbpe_handles_empty_and_single_class():
     calibrator = fit_calibrator(np.array([0.1, 0.9]), np.array([0, 1]))
-    assert np.isnan(estimated_performance(np.array([]), 0.5, calibrator)["roc_auc"])
+    empty = estimated_performance(np.array([]), 0.5, calibrator)
+    assert np.isnan(empty["roc_auc"]) and np.isnan(empty["accuracy"])
 
 
 def test_the_calibration_error_weights_each_bin_by_its_rows():
@@ -85,10 +86,12 @@ def _expected_auc(score, p):
 
 def test_cbpe_is_the_expected_roc_curve_of_calibrated_probabilities_with_ties():
     rng = np.random.default_rng(4)
-    score = np.round(rng.random(400), 2)  # many ties
+    score = np.round(0.05 + 0.9 * rng.random(400), 2)  # many ties, and no certain row at either end
     est = estimated_performance(score, 0.5, _AsIs())
     assert est["roc_auc"] == pytest.approx(_expected_auc(score, score), abs=1e-12)
     assert est["accuracy"] == pytest.approx(np.where(score >= 0.5, score, 1 - score).mean())
+    for pair in (np.array([0.2, 0.6]), np.array([0.7, 0.9])):  # expected positives (or negatives) below one row
+        assert estimated_performance(pair, 0.5, _AsIs())["roc_auc"] == pytest.approx(_expected_auc(pair, pair))
 
 
 def test_cbpe_clips_probabilities_and_counts_a_score_at_the_threshold_as_positive():
@@ -97,6 +100,8 @@ def test_cbpe_clips_probabilities_and_counts_a_score_at_the_threshold_as_positiv
     assert est["accuracy"] == pytest.approx((1 - 0.6 + 0.8 + 0.8 + 1.0) / 4)
     certain = estimated_performance(np.array([0.2, 0.8]), 0.5, _AsIs(shift=2.0))  # every row surely positive
     assert np.isnan(certain["roc_auc"]) and certain["accuracy"] == pytest.approx(0.5)
+    never = estimated_performance(np.array([0.2, 0.8]), 0.5, _AsIs(shift=-1.0))  # clipped to 0: surely negative
+    assert np.isnan(never["roc_auc"]) and never["accuracy"] == pytest.approx(0.5)
 
 
 def test_calibration_bins_are_ten_equal_widths_with_both_ends_included():
