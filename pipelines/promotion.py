@@ -58,6 +58,33 @@ def _finish_interrupted_move(config: PipelineConfig, models: Registry) -> None:
     _apply(models, last)
 
 
+def _record(
+    config: PipelineConfig,
+    action: str,
+    model: str,
+    from_version: str | None,
+    to_version: str,
+    reason: str,
+    by: str,
+    run_id: str,
+    gate: GateResult | None,
+) -> AuditEntry:
+    """Append one audited decision (call under `audit_lock`, before any alias moves)."""
+    return audit.append(
+        config,
+        {
+            "action": action,
+            "model": model,
+            "from_version": from_version,
+            "to_version": to_version,
+            "reason": reason,
+            "approved_by": by,
+            "airflow_run_id": run_id,
+            "gate": gate,
+        },
+    )
+
+
 def champion_matches_audit(config: PipelineConfig) -> bool:
     """Return whether the champion alias is the version the audit log's last move named (both absent counts)."""
     return Registry.open(config).champion_matches(audit.expected_champion(read_audit(config)))
@@ -80,18 +107,8 @@ def promote(
     with audit_lock(config):
         _finish_interrupted_move(config, models)
         old = models.champion()
-        entry = audit.append(
-            config,
-            {
-                "action": "promote",
-                "model": candidate.name,
-                "from_version": old.version,
-                "to_version": candidate.version,
-                "reason": reason,
-                "approved_by": approved_by,
-                "airflow_run_id": run_id,
-                "gate": gate,
-            },
+        entry = _record(
+            config, "promote", candidate.name, old.version, candidate.version, reason, approved_by, run_id, gate
         )
         _apply(models, entry)
         return entry
@@ -115,18 +132,16 @@ def reject(
         _finish_interrupted_move(config, models)
         models.tag(candidate, "promotion.rejected", reason)
         champion = models.alias_version(CHAMPION)
-        return audit.append(
+        return _record(
             config,
-            {
-                "action": "reject",
-                "model": candidate.name,
-                "from_version": champion.version if champion else None,
-                "to_version": candidate.version,
-                "reason": reason,
-                "approved_by": decided_by,
-                "airflow_run_id": run_id,
-                "gate": gate,
-            },
+            "reject",
+            candidate.name,
+            champion.version if champion else None,
+            candidate.version,
+            reason,
+            decided_by,
+            run_id,
+            gate,
         )
 
 
@@ -167,18 +182,16 @@ def rollback(
             )
         if current is not None and target.version == current.version:
             raise PromotionError(f"version {target.version} is already the champion")
-        entry = audit.append(
+        entry = _record(
             config,
-            {
-                "action": "rollback" if current is not None else "restore",
-                "model": models.name,
-                "from_version": current.version if current is not None else None,
-                "to_version": target.version,
-                "reason": reason,
-                "approved_by": requested_by,
-                "airflow_run_id": run_id,
-                "gate": None,
-            },
+            "rollback" if current is not None else "restore",
+            models.name,
+            current.version if current is not None else None,
+            target.version,
+            reason,
+            requested_by,
+            run_id,
+            None,
         )
         _apply(models, entry)
         return entry
@@ -197,18 +210,16 @@ def record_bootstrap(config: PipelineConfig, models: Registry, candidate: ModelR
                 "model only replaces a champion through the gate. Re-establish the champion with the rollback_model "
                 f"DAG (target_version), then retrain; v{candidate.version} stays registered as 'challenger'"
             )
-        entry = audit.append(
+        entry = _record(
             config,
-            {
-                "action": "bootstrap",
-                "model": candidate.name,
-                "from_version": None,
-                "to_version": candidate.version,
-                "reason": "no champion existed",
-                "approved_by": "retrain_model",
-                "airflow_run_id": run_id,
-                "gate": None,
-            },
+            "bootstrap",
+            candidate.name,
+            None,
+            candidate.version,
+            "no champion existed",
+            "retrain_model",
+            run_id,
+            None,
         )
         _apply(models, entry)
         return entry
