@@ -72,11 +72,11 @@ WAIT = CONFIG.partition_wait
 def batch_scoring():
     @task
     def partition_date(params: dict, data_interval_start: datetime | None = None) -> str:
+        from pipelines import lake
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.lake import night_for_run
 
         with fail_without_retry_on_user_errors():
-            return night_for_run(params.get("ds"), data_interval_start)
+            return lake.partition_date(params.get("ds"), data_interval_start)
 
     # The poke itself gives up after timeout_minutes, naming the folder; the sensor's own timeout is a backstop.
     @task.sensor(
@@ -86,12 +86,12 @@ def batch_scoring():
         timeout=WAIT.timeout_minutes * 60 + 2 * WAIT.poke_interval_seconds,
     )
     def wait_for_partition(night: str) -> PokeReturnValue:
+        from pipelines import lake
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors, give_up_waiting
-        from pipelines.lake import describe_arrival
 
         config = load_config()
         with fail_without_retry_on_user_errors():  # a missing data root fails at once instead of waiting
-            present, message = describe_arrival(config, night)
+            present, message = lake.wait_for_partition(config, night)
         print(message)
         if not present:
             give_up_waiting(get_current_context(), config.partition_wait.timeout_minutes, message)

@@ -43,7 +43,7 @@ def parse_ds(value: str | date) -> date:
         raise InvalidDateError(f"partition date {value!r} is not a calendar date: {exc}") from exc
 
 
-def night_for_run(requested: str | None, interval_start: datetime | None) -> str:
+def partition_date(requested: str | None, interval_start: datetime | None) -> str:
     """Return the partition date a run scores: the requested `ds`, else the day its data interval starts."""
     if requested:
         return parse_ds(requested).isoformat()
@@ -214,8 +214,8 @@ def write_table_atomic(target: Path, table: pa.Table) -> None:
         temp.unlink(missing_ok=True)
 
 
-def describe_arrival(config: Any, ds: str) -> tuple[bool, str]:
-    """Return whether `incoming/ds=<ds>` has arrived and a sentence for the task log.
+def wait_for_partition(config: Any, ds: str) -> tuple[bool, str]:
+    """One look for `incoming/ds=<ds>` (the sensor's poke): whether it has arrived, and a sentence for the task log.
 
     Raises DataRootError when waiting cannot help: the data root is missing or not a folder, or the
     partition's path is a file.

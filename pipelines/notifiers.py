@@ -17,7 +17,7 @@ from airflow.sdk import BaseNotifier
 from pipelines import alerts
 from pipelines.config import PipelineConfig, load_config
 from pipelines.errors import PartitionQuarantinedError, PipelineError
-from pipelines.lake import night_for_run
+from pipelines.lake import partition_date
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def _night(context: Any) -> str | None:
     if "ds" not in params:
         return None
     try:
-        return night_for_run(params.get("ds"), context.get("data_interval_start"))
+        return partition_date(params.get("ds"), context.get("data_interval_start"))
     except PipelineError:
         return None
 

@@ -7,8 +7,8 @@ import pytest
 from pipelines.errors import InvalidDateError, PartitionMissingError
 from pipelines.lake import (
     list_partitions,
-    night_for_run,
     parse_ds,
+    partition_date,
     partition_dir,
     partition_files,
     write_json_atomic,
@@ -53,12 +53,12 @@ def test_list_partitions_skips_empty_and_hidden(tmp_path):
 
 def test_the_run_scores_the_requested_date_or_its_data_interval_start():
     start = datetime(2026, 10, 5, 2, 0, tzinfo=UTC)
-    assert night_for_run(None, start) == "2026-10-05"
-    assert night_for_run("2026-09-30", start) == "2026-09-30"
+    assert partition_date(None, start) == "2026-10-05"
+    assert partition_date("2026-09-30", start) == "2026-09-30"
     with pytest.raises(InvalidDateError, match="trigger it with the `ds` Param"):
-        night_for_run(None, None)
+        partition_date(None, None)
     with pytest.raises(InvalidDateError):
-        night_for_run("../2026-09-30", start)
+        partition_date("../2026-09-30", start)
 
 
 def test_the_earliest_partition_comes_from_one_listing(tmp_path):

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.errors import DataRootError, PartitionQuarantinedError, PipelineError
-from pipelines.lake import describe_arrival, partition_dir
+from pipelines.lake import partition_dir, wait_for_partition
 from pipelines.registry import Registry
 from pipelines.validation import validate_against_profile
 from tests.conftest import score_with_champion
@@ -118,7 +118,7 @@ def test_files_without_the_parquet_extension_are_data(lake, night, profile):
     first, second = _split(night)
     _land(lake, {"part-00000": first, "PART-1.PARQUET": second})
     (partition_dir(lake.data_root, "incoming", DS) / "_SUCCESS").write_text("")
-    arrived, message = describe_arrival(lake, DS)
+    arrived, message = wait_for_partition(lake, DS)
     assert arrived and "2 file(s)" in message
     assert validate_against_profile(lake, DS, profile).success
     score_with_champion(lake, DS, "run")
@@ -134,13 +134,13 @@ def test_a_file_that_is_not_parquet_is_named(lake, night, profile):
 
 
 def test_waiting_cannot_help_when_the_data_root_is_wrong(lake, tmp_path):
-    assert describe_arrival(lake, DS)[0] is False  # an empty root: the partition may still arrive
+    assert wait_for_partition(lake, DS)[0] is False  # an empty root: the partition may still arrive
     missing = lake.model_copy(update={"data_root": tmp_path / "nowhere"})
     with pytest.raises(DataRootError, match="does not exist"):
-        describe_arrival(missing, DS)
+        wait_for_partition(missing, DS)
     (tmp_path / "a-file").write_text("")
     with pytest.raises(DataRootError, match="is a file, not a folder"):
-        describe_arrival(lake.model_copy(update={"data_root": tmp_path / "a-file"}), DS)
+        wait_for_partition(lake.model_copy(update={"data_root": tmp_path / "a-file"}), DS)
     partition_dir(lake.data_root, "incoming", DS).write_text("")
     with pytest.raises(DataRootError, match="is a file, not a partition folder"):
-        describe_arrival(lake, DS)
+        wait_for_partition(lake, DS)
