@@ -76,6 +76,9 @@ class Severities(_Section):
 
 
 class Validation(_Section):
+    # streamed: the suite's counts added up record batch by record batch (flat memory at any size);
+    # great_expectations: the whole partition in Great Expectations' pandas engine (memory grows with the partition)
+    engine: Literal["streamed", "great_expectations"] = "streamed"
     severity: Severities = Severities()
     categorical_unknown_tolerance: Fraction = 0.01
     null_rate_tolerance: Fraction = 0.05

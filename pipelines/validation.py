@@ -1,20 +1,31 @@
-"""The validation gate: a Great Expectations suite built from the config and the champion's training profile."""
+"""The validation gate: a Great Expectations suite built from the config and the champion's training profile.
+
+The suite is evaluated in one of two ways (`validation.engine`). `streamed` (the default) reads the partition
+record batch by record batch and adds up each expectation's counts (rows, nulls, values out of range or outside
+the known set, ids seen more than once), so memory stays flat at any partition size; `great_expectations` hands
+the whole partition to Great Expectations' pandas engine. Both give the same verdicts and the same reasons
+(tests/pipelines/test_validation.py compares them).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.config import PipelineConfig
 from pipelines.errors import PartitionQuarantinedError, PartitionSchemaError
 from pipelines.lake import QUARANTINE, QUARANTINE_RECORD, partition_dir, write_json_atomic
-from pipelines.schema import incoming_partition, read_table
+from pipelines.schema import PartitionSchema, incoming_partition, iter_batches, read_table
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +104,65 @@ class ValidationOutcome:
         return not self.failures
 
 
+# how many unexpected values a result keeps as examples (Great Expectations' partial_unexpected_list)
+EXAMPLES = 20
+
+
+@dataclass
+class CheckResult:
+    """One expectation's verdict and the counts behind it, from either engine, for the messages and the record."""
+
+    expectation: Any  # the suite's ExpectationConfiguration: type, kwargs, meta
+    success: bool
+    rows: int = 0  # element_count
+    missing: int = 0  # nulls left out of the check (NaN counts as null, as in Great Expectations' pandas engine)
+    unexpected: int = 0
+    examples: list[Any] = field(default_factory=list)  # the first unexpected values, in row order
+    present_min: float | None = None  # of the non-null values (range checks)
+    present_max: float | None = None
+    error: str | None = None
+
+    @property
+    def check(self) -> str:
+        return str((self.expectation.meta or {}).get("check", self.expectation.type))
+
+    @property
+    def unexpected_percent(self) -> float:
+        """Unexpected values as a share of the values considered (the non-null ones; all rows for a null check)."""
+        considered = self.rows - self.missing
+        return 100 * self.unexpected / considered if considered else 0.0
+
+    def as_record(self) -> dict[str, Any]:
+        """The result as the quarantine record keeps it (the shape of a Great Expectations result, SUMMARY)."""
+        return {
+            "expectation_config": {
+                "type": self.expectation.type,
+                "kwargs": dict(self.expectation.kwargs),
+                "meta": self.expectation.meta or {},
+            },
+            "success": self.success,
+            "result": {
+                "element_count": self.rows,
+                "missing_count": self.missing,
+                "unexpected_count": self.unexpected,
+                "unexpected_percent": self.unexpected_percent,
+                "partial_unexpected_list": [_plain(v) for v in self.examples],
+            },
+            "exception_info": {"raised_exception": self.error is not None, "exception_message": self.error},
+        }
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _mostly(considered: int, unexpected: int, mostly: float | None) -> bool:
+    """Great Expectations' rule: vacuously true with nothing to consider, else the passing share >= mostly."""
+    if considered == 0:
+        return True
+    return (considered - unexpected) / considered >= (1.0 if mostly is None else mostly)
+
+
 def _exception_message(info: dict[str, Any]) -> str | None:
     """Return the message of an expectation's exception; GE nests it per metric for some expectations."""
     candidates = [info, *(v for v in info.values() if isinstance(v, dict))]
@@ -103,21 +173,17 @@ def _num(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _describe_failure(config: PipelineConfig, result: Any, frame: pd.DataFrame) -> str:
+def _describe_failure(config: PipelineConfig, result: CheckResult) -> str:
     """Say what the check expected and what the partition holds."""
-    expectation = result.expectation_config
-    kwargs, meta = expectation.kwargs, expectation.meta or {}
-    column, check = kwargs.get("column"), meta.get("check", expectation.type)
-    error = _exception_message(result.exception_info or {})
-    if error:
-        return f"{check} check of column {column!r} could not be evaluated: {error}"
-    details = result.result or {}
+    kwargs, meta = result.expectation.kwargs, result.expectation.meta or {}
+    column, check = kwargs.get("column"), result.check
+    if result.error:
+        return f"{check} check of column {column!r} could not be evaluated: {result.error}"
     allowed = 100 * (1 - (kwargs.get("mostly") or 1.0))
-    found = details.get("unexpected_percent") or 0.0
-    sample = sorted({str(v) for v in details.get("partial_unexpected_list") or []})[:5]
-    values = frame.get(column)
+    found = result.unexpected_percent
+    sample = sorted({str(v) for v in result.examples})[:5]
     if check == "row_count":
-        return f"row count: expected at least {kwargs['min_value']:,} rows (validation.min_rows), found {len(frame):,}"
+        return f"row count: expected at least {kwargs['min_value']:,} rows (validation.min_rows), found {result.rows:,}"
     if check == "id_not_null":
         return f"id column {column!r}: expected no null ids, found {found:.2f}% null"
     if check == "id_unique":
@@ -125,14 +191,16 @@ def _describe_failure(config: PipelineConfig, result: Any, frame: pd.DataFrame) 
             f"id column {column!r}: expected unique ids, found {found:.2f}% of rows sharing an id, for example {sample}"
         )
     if check == "null_rate":
-        observed = 100 * float(values.isna().mean()) if values is not None else found
         return (
             f"column {column!r}: expected at most {allowed:.2f}% nulls (training {100 * meta['training_null_rate']:.2f}% "
-            f"+ validation.null_rate_tolerance), found {observed:.2f}%"
+            f"+ validation.null_rate_tolerance), found {found:.2f}%"
         )
     if check == "range":
-        present = values.dropna() if values is not None else pd.Series(dtype=float)
-        seen = f"; found min {_num(present.min())}, max {_num(present.max())}" if len(present) else ""
+        seen = (
+            f"; found min {_num(result.present_min)}, max {_num(result.present_max)}"
+            if result.present_min is not None and result.present_max is not None
+            else ""
+        )
         return (
             f"column {column!r}: {found:.2f}% of values outside the expected range "
             f"[{_num(kwargs['min_value'])}, {_num(kwargs['max_value'])}] (training [{_num(meta['training_min'])}, "
@@ -146,22 +214,19 @@ def _describe_failure(config: PipelineConfig, result: Any, frame: pd.DataFrame) 
             f"column {column!r}: {found:.2f}% of values are categories unseen in training (allowed {allowed:.2f}%), "
             f"for example {sample}; known: {shown}"
         )
-    return f"{expectation.type}({column}): observed {details.get('observed_value')!r}"
+    return f"{result.expectation.type}({column}): {result.unexpected} unexpected of {result.rows}"
 
 
-def describe_results(
-    config: PipelineConfig, results: list[Any], frame: pd.DataFrame
-) -> tuple[list[str], list[str], list[str]]:
+def describe_results(config: PipelineConfig, results: list[CheckResult]) -> tuple[list[str], list[str], list[str]]:
     """Return (quarantine failures, warnings, warned feature columns) for the failed expectations, in words."""
     failures, warnings, warned = [], [], []
     for result in results:
         if result.success:
             continue
-        check = (result.expectation_config.meta or {}).get("check", "")
-        text = _describe_failure(config, result, frame)
-        if severity(config, check) == "warn":
+        text = _describe_failure(config, result)
+        if severity(config, result.check) == "warn":
             warnings.append(text)
-            column = result.expectation_config.kwargs.get("column")
+            column = result.expectation.kwargs.get("column")
             if column in config.features.all and column not in warned:
                 warned.append(column)
         else:
@@ -185,22 +250,183 @@ def run_suite(frame: pd.DataFrame, suite: Any) -> Any:
     return batch.validate(suite, result_format="SUMMARY")
 
 
+def check_with_great_expectations(partition: PartitionSchema, suite: Any, batch_rows: int) -> list[CheckResult]:
+    """Evaluate the suite with Great Expectations' pandas engine on the whole partition (held in memory)."""
+    frame = read_table(partition, batch_rows).to_pandas()
+    outcome = run_suite(frame, suite)
+    results = []
+    for ge in outcome.results:
+        details, column = ge.result or {}, ge.expectation_config.kwargs.get("column")
+        ranged = ge.expectation_config.type == "expect_column_values_to_be_between"
+        present = frame[column].dropna() if ranged and column in frame else None
+        results.append(
+            CheckResult(
+                expectation=ge.expectation_config,
+                success=bool(ge.success),
+                rows=int(details.get("element_count", details.get("observed_value", len(frame))) or 0),
+                missing=int(details.get("missing_count") or 0),
+                unexpected=int(details.get("unexpected_count") or 0),
+                examples=list(details.get("partial_unexpected_list") or []),
+                present_min=float(present.min()) if present is not None and len(present) else None,
+                present_max=float(present.max()) if present is not None and len(present) else None,
+                error=_exception_message(ge.exception_info or {}),
+            )
+        )
+    return results
+
+
+class _Tally:
+    """The running counts of one column expectation over the record batches."""
+
+    def __init__(self, expectation: Any) -> None:
+        self.expectation, self.rows, self.missing, self.unexpected = expectation, 0, 0, 0
+        self.examples: list[Any] = []
+        self.low: float | None = None
+        self.high: float | None = None
+
+    def add(self, column: pa.Array) -> None:
+        kind, kwargs = self.expectation.type, self.expectation.kwargs
+        null = pc.is_null(column, nan_is_null=True)
+        nulls = pc.sum(null).as_py() or 0
+        self.rows += len(column)
+        if kind == "expect_column_values_to_not_be_null":  # every row is considered; a null is unexpected
+            self.unexpected += nulls
+            return
+        self.missing += nulls
+        present = pc.invert(null)
+        if kind == "expect_column_values_to_be_between":
+            inside = pc.and_kleene(
+                pc.greater_equal(column, kwargs["min_value"]), pc.less_equal(column, kwargs["max_value"])
+            )
+            values = pc.filter(column, present)
+            if len(values):
+                low, high = pc.min_max(values).values()
+                self.low = low.as_py() if self.low is None else min(self.low, low.as_py())
+                self.high = high.as_py() if self.high is None else max(self.high, high.as_py())
+        elif kind == "expect_column_values_to_be_in_set":
+            inside = pc.is_in(column, value_set=pa.array(kwargs["value_set"], column.type))
+        else:
+            raise ValueError(f"the streamed engine cannot evaluate {kind}: set validation.engine great_expectations")
+        bad = pc.and_(present, pc.invert(pc.fill_null(inside, False)))
+        count = pc.sum(bad).as_py() or 0
+        self.unexpected += count
+        if count and len(self.examples) < EXAMPLES:
+            self.examples += pc.filter(column, bad).slice(0, EXAMPLES - len(self.examples)).to_pylist()
+
+    def result(self) -> CheckResult:
+        success = _mostly(self.rows - self.missing, self.unexpected, self.expectation.kwargs.get("mostly"))
+        return CheckResult(
+            self.expectation,
+            success,
+            self.rows,
+            self.missing,
+            self.unexpected,
+            self.examples,
+            self.low,
+            self.high,
+        )
+
+
+def _id_keys(column: pa.Array) -> np.ndarray:
+    """Return one 64-bit key per non-null id: the integer itself, or a hash of the text (collisions ~1e-7 at 5M)."""
+    present = pc.drop_null(column)
+    if pa.types.is_integer(present.type):
+        return present.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    return pd.util.hash_array(np.asarray(present.to_numpy(zero_copy_only=False), dtype=object)).view(np.int64)
+
+
+def _batches(partition: PartitionSchema, columns: list[str], batch_rows: int) -> Iterable[pa.RecordBatch]:
+    projected = PartitionSchema(partition.files, pa.schema([partition.schema.field(c) for c in columns]))
+    return iter_batches(projected, batch_rows)
+
+
+def check_streamed(partition: PartitionSchema, suite: Any, batch_rows: int, id_column: str) -> list[CheckResult]:
+    """Evaluate the suite record batch by record batch; ids are checked for uniqueness across the whole partition.
+
+    Memory: one record batch, plus 8 bytes per id for the uniqueness pass (a second pass, only when ids repeat,
+    collects the first examples in row order).
+    """
+    tallies: dict[int, _Tally] = {}
+    row_count, unique = None, None
+    for position, expectation in enumerate(e.configuration for e in suite.expectations):
+        kind = expectation.type
+        if kind == "expect_table_row_count_to_be_between":
+            row_count = (position, expectation)
+        elif kind == "expect_column_values_to_be_unique":
+            unique = (position, expectation)
+        else:
+            tallies[position] = _Tally(expectation)
+    columns = sorted({t.expectation.kwargs["column"] for t in tallies.values()} | {id_column})
+    rows, keys = 0, []
+    for batch in _batches(partition, columns, batch_rows):
+        rows += batch.num_rows
+        for tally in tallies.values():
+            tally.add(batch.column(tally.expectation.kwargs["column"]))
+        if unique is not None:
+            keys.append(_id_keys(batch.column(id_column)))
+    results: dict[int, CheckResult] = {position: tally.result() for position, tally in tallies.items()}
+    if row_count is not None:
+        position, expectation = row_count
+        low, high = expectation.kwargs.get("min_value"), expectation.kwargs.get("max_value")
+        success = (low is None or rows >= low) and (high is None or rows <= high)
+        results[position] = CheckResult(expectation, success, rows=rows)
+    if unique is not None:
+        position, expectation = unique
+        results[position] = _uniqueness(partition, expectation, keys, rows, batch_rows)
+    return [results[position] for position in sorted(results)]
+
+
+def _uniqueness(
+    partition: PartitionSchema, expectation: Any, keys: list[np.ndarray], rows: int, batch_rows: int
+) -> CheckResult:
+    column = expectation.kwargs["column"]
+    every = np.concatenate(keys) if keys else np.empty(0, np.int64)
+    values, counts = np.unique(every, return_counts=True)
+    repeated = values[counts > 1]
+    unexpected = int(counts[counts > 1].sum())
+    examples: list[Any] = []
+    if unexpected:
+        for batch in _batches(partition, [column], batch_rows):
+            ids = pc.drop_null(batch.column(column))
+            mask = np.isin(_id_keys(ids), repeated)
+            examples += pc.filter(ids, pa.array(mask)).slice(0, EXAMPLES - len(examples)).to_pylist()
+            if len(examples) >= EXAMPLES:
+                break
+    considered = len(every)
+    return CheckResult(
+        expectation,
+        _mostly(considered, unexpected, expectation.kwargs.get("mostly")),
+        rows,
+        rows - considered,
+        unexpected,
+        examples,
+    )
+
+
 def check_partition(config: PipelineConfig, ds: str, profile: dict[str, Any]) -> ValidationOutcome:
     """Validate `incoming/ds=<ds>` and return the outcome (no side effects; see `validate_against_profile`)."""
     os.environ["GX_ANALYTICS_ENABLED"] = "false"
     try:
         partition = incoming_partition(config, ds)
-        frame = read_table(partition, config.scoring.batch_rows).to_pandas()
+        suite = build_suite(config, profile)
+        if config.validation.engine == "great_expectations":
+            results = check_with_great_expectations(partition, suite, config.scoring.batch_rows)
+        else:
+            results = check_streamed(partition, suite, config.scoring.batch_rows, config.id_column)
     except PartitionSchemaError as exc:
         return ValidationOutcome(ds, rows=exc.rows, evaluated=0, failures=exc.failures)
-    result = run_suite(frame, build_suite(config, profile))
-    failures, warnings, warned = describe_results(config, result.results, frame)
+    failures, warnings, warned = describe_results(config, results)
+    rows = next((r.rows for r in results if r.check == "row_count"), results[0].rows if results else 0)
     return ValidationOutcome(
         ds,
-        len(frame),
-        len(result.results),
+        rows,
+        len(results),
         failures,
-        result.to_json_dict(),
+        {
+            "engine": config.validation.engine,
+            "success": not failures,
+            "results": [r.as_record() for r in results],
+        },
         files=[f.name for f in partition.files],
         warnings=warnings,
         warned_columns=warned,

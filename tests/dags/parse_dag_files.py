@@ -1,6 +1,7 @@
 """Import each DAG file the way a DAG processor would, with network and database access forbidden.
 
-Prints one JSON object: per file, parse seconds, DAG ids, and any connection or query attempted.
+Prints one JSON object: per file, parse seconds, DAG ids, any connection or query attempted, and the heavy
+libraries (the ones a task needs, never the parse) that importing it loaded.
 """
 
 import importlib.util
@@ -16,6 +17,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 attempts: list[str] = []
+# what tasks load; pyarrow is not here: loading the config reads one Parquet footer to check the column kinds
+HEAVY = ("pandas", "sklearn", "scipy", "mlflow", "evidently", "great_expectations", "joblib", "matplotlib", "treelite")
 
 
 def _forbid(kind):
@@ -38,6 +41,7 @@ for path in sorted(Path(sys.argv[1]).glob("*.py")):
 
     DagContext.autoregistered_dags.clear()
     before = len(attempts)
+    loaded = set(sys.modules)
     started = time.perf_counter()
     name = f"dagfile_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -51,5 +55,12 @@ for path in sorted(Path(sys.argv[1]).glob("*.py")):
         error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - started
     dag_ids = sorted(dag.dag_id for dag, _ in DagContext.autoregistered_dags)
-    report[path.name] = {"seconds": seconds, "dag_ids": dag_ids, "attempts": attempts[before:], "error": error}
+    heavy = sorted({m.split(".")[0] for m in set(sys.modules) - loaded} & set(HEAVY))
+    report[path.name] = {
+        "seconds": seconds,
+        "dag_ids": dag_ids,
+        "attempts": attempts[before:],
+        "error": error,
+        "heavy_imports": heavy,
+    }
 print(json.dumps(report))

@@ -88,7 +88,8 @@ def test_parsing_opens_no_connection_and_is_cheap(parse_report, name):
     assert entry["error"] is None
     assert entry["attempts"] == []
     assert entry["dag_ids"] == [Path(name).stem]
-    assert entry["seconds"] < 1.0, f"{name} took {entry['seconds']:.2f}s to parse"
+    # cheap: the DAG processor parses every file often; the libraries a task needs load in the task, not here
+    assert entry["heavy_imports"] == [], f"parsing {name} loaded {entry['heavy_imports']}"
 
 
 def test_dag_files_stay_thin():

@@ -23,7 +23,7 @@ from pipelines.audit import read_audit
 from pipelines.config import load_config
 from pipelines.lake import PREDICTIONS, QUARANTINE, REPORTS, partition_dir
 from tests.alert_receivers import AlertReceivers
-from tests.conftest import REPO, airflow_env
+from tests.conftest import REPO, airflow_env, airflow_home
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,14 @@ WEEKLY = {
 YEARLY = {"first": "2001-01-01", "partitions": 10, "rows": 300, "bootstrap_end": 6, "first_night": 7, "shift_at": 8}
 
 
-def _drive(folder: Path, cadence: str, scenario: dict, receivers: AlertReceivers | None = None, **overrides) -> dict:
+def _drive(
+    airflow_db: Path,
+    folder: Path,
+    cadence: str,
+    scenario: dict,
+    receivers: AlertReceivers | None = None,
+    **overrides,
+) -> dict:
     raw = example_data.example_config(str(folder / "data"), str(folder / "mlflow"), cadence)
     for key, value in overrides.items():
         raw[key] = {**raw.get(key, {}), **value}
@@ -48,9 +55,8 @@ def _drive(folder: Path, cadence: str, scenario: dict, receivers: AlertReceivers
         raw["alerts"] = AlertReceivers.config
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(raw))
-    env = airflow_env(folder / "airflow", path) | (receivers.env if receivers else {})
+    env = airflow_env(airflow_home(airflow_db, folder / "airflow"), path) | (receivers.env if receivers else {})
     run = lambda args: subprocess.run(args, env=env, capture_output=True, text=True, timeout=1500, cwd=REPO)  # noqa: E731
-    assert run([sys.executable, "-m", "airflow", "db", "migrate"]).returncode == 0
     drive = run([sys.executable, str(Path(__file__).parent / "drive_datasets.py"), str(folder), json.dumps(scenario)])
     assert drive.returncode == 0, (drive.stdout + drive.stderr)[-5000:]
     outcomes = json.loads((folder / "outcomes.json").read_text())
@@ -63,10 +69,10 @@ def _drive(folder: Path, cadence: str, scenario: dict, receivers: AlertReceivers
 
 
 @pytest.fixture(scope="module")
-def weekly(tmp_path_factory):
+def weekly(tmp_path_factory, airflow_db):
     folder = tmp_path_factory.mktemp("weekly")
     with AlertReceivers() as receivers:
-        result = _drive(folder, "weekly", WEEKLY, receivers)
+        result = _drive(airflow_db, folder, "weekly", WEEKLY, receivers)
         result["mail"] = list(receivers.mail)
     return result
 
@@ -145,8 +151,8 @@ def test_the_break_is_detected_waited_for_retrained_and_recovered(weekly):
     assert [m["subject"] for m in failures] == [], "only the quarantine fails a task"
 
 
-def test_yearly_partitions_score_monitor_and_age_in_years(tmp_path):
-    yearly = _drive(tmp_path, "yearly", YEARLY)
+def test_yearly_partitions_score_monitor_and_age_in_years(tmp_path, airflow_db):
+    yearly = _drive(airflow_db, tmp_path, "yearly", YEARLY)
     outcomes, dates = yearly["outcomes"], yearly["dates"]
     assert dates[:3] == ["2001-01-01", "2002-01-01", "2003-01-01"]
     assert outcomes["bootstrap"]["state"] == "success"

@@ -24,11 +24,11 @@ from pipelines.config import load_config
 from pipelines.registry import Registry
 from tests.alert_receivers import AlertReceivers
 from tests.api_server import admin_headers, free_port, wait_until_healthy
-from tests.conftest import REPO, airflow_env, write_config
+from tests.conftest import REPO, airflow_env, airflow_home, write_config
 
 pytestmark = pytest.mark.e2e
 
-TIMEOUT_HOURS = 0.01  # 36 s
+TIMEOUT_HOURS = 0.005  # 18 s
 SWEEP = (
     "from airflow.jobs.job import Job\n"
     "from airflow.jobs.scheduler_job_runner import SchedulerJobRunner\n"
@@ -43,7 +43,7 @@ def _pending(base, headers):
 
 
 @pytest.fixture(scope="module")
-def approvals(tmp_path_factory):
+def approvals(tmp_path_factory, airflow_db):
     folder = tmp_path_factory.mktemp("approval")
     with AlertReceivers() as receivers:
         config_path = write_config(
@@ -56,7 +56,7 @@ def approvals(tmp_path_factory):
         registry.init_store(config)
         port = free_port()
         env = (
-            airflow_env(folder / "airflow", config_path)
+            airflow_env(airflow_home(airflow_db, folder / "airflow"), config_path)
             | receivers.env
             | {
                 "AIRFLOW__API__HOST": "127.0.0.1",
@@ -64,7 +64,6 @@ def approvals(tmp_path_factory):
             }
         )
         run = lambda args, **kw: subprocess.run(args, env=env, capture_output=True, text=True, cwd=REPO, **kw)  # noqa: E731
-        assert run([sys.executable, "-m", "airflow", "db", "migrate"], timeout=600).returncode == 0
         api_log = folder / "api-server.log"
         api = subprocess.Popen(
             [sys.executable, "-m", "airflow", "api-server", "--port", str(port)],

@@ -15,7 +15,7 @@ from pipelines import registry, sample_data
 from pipelines.config import load_config
 from pipelines.lake import partition_dir
 from pipelines.registry import Registry
-from tests.conftest import REPO, airflow_env, write_config
+from tests.conftest import REPO, airflow_env, airflow_home, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ def _run(args, env, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, airflow_db):
     folder = tmp_path_factory.mktemp("e2e")
     config_path = write_config(folder)
     config = load_config(config_path)
@@ -37,9 +37,7 @@ def world(tmp_path_factory):
     sample_data.break_partition(config.data_root, TRUNCATED, "truncated")
     sample_data.break_partition(config.data_root, NO_COLUMN, "missing_column")
     registry.init_store(config)
-    env = airflow_env(folder / "airflow", config_path)
-    migrate = _run([sys.executable, "-m", "airflow", "db", "migrate"], env)
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    env = airflow_env(airflow_home(airflow_db, folder / "airflow"), config_path)
     drive = _run(
         [
             sys.executable,
@@ -210,12 +208,11 @@ def test_a_partition_that_never_arrives_fails_after_the_wait(world):
     assert not partition_dir(world["config"].data_root, "predictions", "2026-09-30").exists()
 
 
-def test_no_champion_fails_with_instructions(tmp_path):
+def test_no_champion_fails_with_instructions(tmp_path, airflow_db):
     config_path = write_config(tmp_path)
     config = load_config(config_path)
     sample_data.generate(config.data_root, date(2026, 9, 1), 1, 500, label_delay_days=3)
-    env = airflow_env(tmp_path / "airflow", config_path)
-    assert _run([sys.executable, "-m", "airflow", "db", "migrate"], env).returncode == 0
+    env = airflow_env(airflow_home(airflow_db, tmp_path / "airflow"), config_path)
     out = _run([sys.executable, "-m", "airflow", "dags", "test", "batch_scoring", "-c", '{"ds": "2026-09-01"}'], env)
     assert out.returncode != 0
     assert "run the retrain_model DAG" in out.stdout + out.stderr

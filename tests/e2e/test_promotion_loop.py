@@ -22,7 +22,7 @@ from pipelines.config import load_config
 from pipelines.lake import partition_dir
 from pipelines.registry import PREVIOUS, Registry
 from tests.alert_receivers import AlertReceivers
-from tests.conftest import REPO, airflow_env, write_config
+from tests.conftest import REPO, airflow_env, airflow_home, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ ROWS = 3000
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory):
+def loop(tmp_path_factory, airflow_db):
     folder = tmp_path_factory.mktemp("loop")
     with AlertReceivers() as receivers:
         config_path = write_config(
@@ -48,9 +48,8 @@ def loop(tmp_path_factory):
         )
         sample_data.break_partition(config.data_root, BAD, "missing_column")
         registry.init_store(config)
-        env = airflow_env(folder / "airflow", config_path) | receivers.env
+        env = airflow_env(airflow_home(airflow_db, folder / "airflow"), config_path) | receivers.env
         run = lambda args: subprocess.run(args, env=env, capture_output=True, text=True, timeout=1500, cwd=REPO)  # noqa: E731
-        assert run([sys.executable, "-m", "airflow", "db", "migrate"]).returncode == 0
         drive = run(
             [
                 sys.executable,

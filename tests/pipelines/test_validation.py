@@ -156,3 +156,97 @@ def test_unknown_categories_under_the_tolerance_pass_quietly(lake, profile):
 
     _rewrite(lake, "2026-09-03", few_unseen)
     assert validate_against_profile(lake, "2026-09-03", profile).warnings == []
+
+
+def _split_into_two_files(config, ds, repeat_ids_from_first: int):
+    """Rewrite a partition as two files; the second repeats `repeat_ids_from_first` ids of the first."""
+    import pandas as pd
+
+    folder = partition_dir(config.data_root, "incoming", ds)
+    file = next(folder.glob("*.parquet"))
+    frame = pd.read_parquet(file)
+    first, second = frame.iloc[: len(frame) // 2].copy(), frame.iloc[len(frame) // 2 :].copy()
+    second.iloc[:repeat_ids_from_first, second.columns.get_loc("application_id")] = first["application_id"].iloc[
+        :repeat_ids_from_first
+    ]
+    file.unlink()
+    first.to_parquet(folder / "part-0000.parquet", index=False)
+    second.to_parquet(folder / "part-0001.parquet", index=False)
+
+
+def _shift(frame):
+    frame["annual_income"] = frame["annual_income"] * 3 + 500_000
+    frame.loc[: len(frame) // 4, "debt_to_income"] = float("nan")
+    frame.loc[frame.index % 3 == 0, "loan_purpose"] = "<script>alert(1)</script>"
+
+
+DAMAGE = {
+    "good": lambda config, ds: None,
+    "shifted": lambda config, ds: _rewrite(config, ds, _shift),
+    "null ids": lambda config, ds: _rewrite(
+        config,
+        ds,
+        lambda f: f.__setitem__("application_id", f["application_id"].astype("Int64").where(f.index % 7 != 0)),
+    ),
+    "duplicate ids in one file": lambda config, ds: _rewrite(
+        config, ds, lambda f: f.__setitem__("application_id", f.index // 3)
+    ),
+    "duplicate ids across two files": lambda config, ds: _split_into_two_files(config, ds, 12),
+    "all nulls in a feature": lambda config, ds: _rewrite(config, ds, lambda f: f.__setitem__("annual_income", None)),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_streamed_validation_agrees_with_great_expectations(lake, profile, damage):
+    """The streamed engine (small record batches here) and Great Expectations' own give the same verdicts and words."""
+    from pipelines.validation import build_suite, check_partition, check_streamed, check_with_great_expectations
+
+    DAMAGE[damage](lake, "2026-09-02")
+    small_batches = lake.model_copy(update={"scoring": lake.scoring.model_copy(update={"batch_rows": 1024})})
+    engines = {
+        name: small_batches.model_copy(
+            update={"validation": small_batches.validation.model_copy(update={"engine": name})}
+        )
+        for name in ("streamed", "great_expectations")
+    }
+    outcomes = {name: check_partition(config, "2026-09-02", profile) for name, config in engines.items()}
+    streamed, reference = outcomes["streamed"], outcomes["great_expectations"]
+    assert (streamed.rows, streamed.evaluated) == (reference.rows, reference.evaluated) == (1500, 31)
+    assert streamed.failures == reference.failures
+    assert streamed.warnings == reference.warnings
+    assert streamed.warned_columns == reference.warned_columns
+    partition = incoming_partition(lake, "2026-09-02")
+    suite = build_suite(lake, profile)
+    by_engine = zip(
+        check_streamed(partition, suite, 1024, lake.id_column),
+        check_with_great_expectations(partition, suite, 1024),
+        strict=True,
+    )
+    for ours, theirs in by_engine:
+        assert ours.expectation.type == theirs.expectation.type
+        assert (ours.success, ours.rows, ours.missing, ours.unexpected) == (
+            theirs.success,
+            theirs.rows,
+            theirs.missing,
+            theirs.unexpected,
+        ), ours.expectation
+        if ours.check not in ("null_rate", "id_not_null"):  # the examples of a null check are nulls
+            assert ours.examples == theirs.examples, ours.expectation
+    if damage != "good":
+        assert streamed.failures or streamed.warnings  # each damage is one the suite sees
+
+
+def test_duplicate_ids_across_two_files_of_a_partition_are_quarantined(lake, profile):
+    _split_into_two_files(lake, "2026-09-02", 3)
+    with pytest.raises(PartitionQuarantinedError) as info:
+        validate_against_profile(lake, "2026-09-02", profile)
+    # 3 ids appear in both files: 6 of 1,500 rows share an id
+    assert "expected unique ids, found 0.40% of rows sharing an id" in str(info.value)
+    record = _quarantine(lake, "2026-09-02")
+    assert record["files"] == ["part-0000.parquet", "part-0001.parquet"]
+    (unique,) = [
+        r
+        for r in record["great_expectations_result"]["results"]
+        if r["expectation_config"]["meta"]["check"] == "id_unique"
+    ]
+    assert unique["result"]["unexpected_count"] == 6 and not unique["success"]

@@ -4,7 +4,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from datetime import date
 
@@ -21,7 +20,7 @@ from pipelines.errors import PartitionQuarantinedError
 from pipelines.lake import partition_dir
 from pipelines.monitoring import validate_partition
 from tests.api_server import admin_password, free_port, wait_until_healthy
-from tests.conftest import REPO, airflow_env, score_night, write_config
+from tests.conftest import REPO, airflow_env, airflow_home, score_night, write_config
 
 # A data value that closes Evidently's <script> block and calls the Airflow REST API with the viewer's login.
 ATTACK = (
@@ -44,7 +43,7 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def server(champion_lake, tmp_path_factory):
+def server(champion_lake, tmp_path_factory, airflow_db):
     folder = tmp_path_factory.mktemp("ui")
     shutil.copytree(champion_lake.data_root, folder / "data")
     config_path = write_config(folder)
@@ -59,14 +58,11 @@ def server(champion_lake, tmp_path_factory):
         validate_partition(config, "2026-09-12", "run-bad")
     _inject_script(config)
     port = free_port()
-    env = airflow_env(folder / "airflow", config_path) | {
+    env = airflow_env(airflow_home(airflow_db, folder / "airflow"), config_path) | {
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
     }
-    assert (
-        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True).returncode == 0
-    )
     log = open(folder / "airflow.log", "w")
     # what `make airflow-ui` runs: api-server, scheduler, dag-processor and triggerer
     proc = subprocess.Popen(
