@@ -113,6 +113,9 @@ class Training(_Section):
 
 
 class Scoring(_Section):
+    # auto: the compiled trees when they verify against scikit-learn, else scikit-learn (the reason is recorded);
+    # compiled: refuse to score without them; sklearn: never compile nor load them
+    engine: Literal["auto", "compiled", "sklearn"] = "auto"
     batch_rows: Annotated[int, Field(ge=1024)] = 65_536
     predict_chunk_rows: Annotated[int, Field(ge=256)] = 65_536
     threads: Annotated[int, Field(ge=0)] = 0

@@ -199,6 +199,9 @@ class ScoringSummary(Contract):
     rows_per_second: float
     peak_rss_mb: float
     path: str
+    engine: str = "sklearn"  # compiled: the verified compiled trees scored the rows they can score exactly
+    engine_reason: str = ""  # why scikit-learn scored (empty when the compiled model did)
+    engine_rows: dict[str, int] = Field(default_factory=dict)  # rows scored by each engine
 
     @property
     def ref(self) -> ModelRef:

@@ -39,6 +39,9 @@ NIGHTS = sa.Table(
     sa.Column("scoring_rows_per_s", sa.Float),
     sa.Column("scoring_peak_rss_mb", sa.Float),
     sa.Column("task_seconds", sa.JSON),
+    sa.Column("scoring_engine", sa.String(32)),  # compiled or sklearn
+    sa.Column("scoring_engine_rows", sa.JSON),  # rows scored by each engine
+    sa.Column("scoring_engine_reason", sa.String(500)),  # why scikit-learn scored
     sa.Column("airflow_run_id", sa.String(250)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
@@ -143,6 +146,7 @@ def read_history(config: PipelineConfig) -> pd.DataFrame:
         "decision_reasons",
         "reports",
         "task_seconds",
+        "scoring_engine_rows",
     ):
         frame[column] = frame[column].map(lambda v: json.loads(v) if isinstance(v, str) else v)
     return frame

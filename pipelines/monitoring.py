@@ -163,6 +163,9 @@ def monitor_night(
         reports=summary.reports | {"summary_json": str(folder / SUMMARY_FILE)},
         scoring_rows_per_s=scored.rows_per_second,
         scoring_peak_rss_mb=scored.peak_rss_mb,
+        scoring_engine=scored.engine,
+        scoring_engine_rows=scored.engine_rows,
+        scoring_engine_reason=scored.engine_reason[:500],
         task_seconds={
             "validate_partition": validated.seconds,
             "score_partition": scored.seconds,

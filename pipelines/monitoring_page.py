@@ -91,6 +91,27 @@ def _links(ds: str, reports: dict | None, base: str) -> str:
     )
 
 
+STAGES = (  # the night's tasks, in order, as the page names them
+    ("validate_partition", "validate"),
+    ("score_partition", "score"),
+    ("monitor_night", "monitor"),
+    ("decide_retraining", "decide"),
+)
+
+
+def _stages(seconds: object, engine: object, engine_rows: object, reason: object) -> str:
+    """Seconds per stage of the night (a cell), the scoring engine and, when scikit-learn scored, why."""
+    times = seconds if isinstance(seconds, dict) else {}
+    parts = [f"{label} {times[key]:.1f}" for key, label in STAGES if isinstance(times.get(key), int | float)]
+    cell = html.escape(" · ".join(parts) or "-")
+    if isinstance(engine, str) and engine:
+        rows = engine_rows if isinstance(engine_rows, dict) else {}
+        split = ", ".join(f"{name} {count:,}" for name, count in rows.items() if count)
+        title = f' title="{html.escape(str(reason))}"' if reason else ""
+        cell += f"<br><small{title}>{html.escape(engine)}{html.escape(f' ({split} rows)' if split else '')}</small>"
+    return cell
+
+
 def render_page(config: PipelineConfig, base: str) -> str:
     """Return the monitoring page: the trend chart and one table row per night and model version."""
     frame = history.read_history(config)
@@ -112,7 +133,9 @@ def render_page(config: PipelineConfig, base: str) -> str:
             f"<td>{_fmt(r['estimated_roc_auc'])}</td><td>{_fmt(r['realised_roc_auc'])}</td>"
             f'<td title="{html.escape(_label_issues(r["realised_metrics"]))}">{_fmt(r["label_coverage"], "{:.0%}")}</td>'
             f"<td>{html.escape(r['decision'] or '-')}</td>"
-            f"<td>{html.escape('; '.join(r['decision_reasons'] or []))}</td><td>{_links(r['ds'], r['reports'], base)}</td>"
+            f"<td>{html.escape('; '.join(r['decision_reasons'] or []))}</td>"
+            f"<td>{_stages(r.get('task_seconds'), r.get('scoring_engine'), r.get('scoring_engine_rows'), r.get('scoring_engine_reason'))}</td>"
+            f"<td>{_links(r['ds'], r['reports'], base)}</td>"
             "</tr>"
         )
     chart = ""
@@ -125,8 +148,9 @@ def render_page(config: PipelineConfig, base: str) -> str:
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#fdd}}.ok{{background:#dfd}}.warn{{background:#ffe9b3}}</style>
 </head><body><h1>Model monitoring: {html.escape(config.model.registered_name)}</h1>{chart}
 <table id="nights"><thead><tr><th>night</th><th>model</th><th>validation</th><th>drift share</th><th>drifted columns</th>
-<th>estimated AUC</th><th>realised AUC</th><th>labels</th><th>decision</th><th>reasons</th><th>reports</th></tr></thead>
-<tbody>{"".join(rows) or "<tr><td colspan=11>No night has been monitored yet.</td></tr>"}</tbody></table>
+<th>estimated AUC</th><th>realised AUC</th><th>labels</th><th>decision</th><th>reasons</th><th>seconds per stage</th>
+<th>reports</th></tr></thead>
+<tbody>{"".join(rows) or "<tr><td colspan=12>No night has been monitored yet.</td></tr>"}</tbody></table>
 <h2>Champion history (audit log, newest first)</h2>
 <table id="champions"><thead><tr><th>when (UTC)</th><th>action</th><th>from</th><th>to</th><th>by</th><th>reason</th><th>gate</th>
 <th>Airflow run</th></tr></thead><tbody>{champions or "<tr><td colspan=8>No alias has moved yet.</td></tr>"}</tbody></table>

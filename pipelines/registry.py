@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pipelines import audit, history
+from pipelines import audit, compiled, history
 from pipelines.config import PipelineConfig
 from pipelines.contracts import AuditEntry, ModelCard, ModelRef
 from pipelines.errors import AuditIntegrityError, ChampionMissingError, NoChampionError, StoreMissingError
@@ -285,6 +285,12 @@ class Registry:
                 trained.reference.to_parquet(folder / REFERENCE_ARTIFACT, index=False)
                 trained.holdout_scores.to_parquet(folder / HOLDOUT_ARTIFACT, index=False)
                 (folder / DRIFT_THRESHOLDS_ARTIFACT).write_text(json.dumps(trained.drift_thresholds, indent=2))
+                if config.scoring.engine != "sklearn":  # never fails the registration: a failure is recorded
+                    build = compiled.compile_model(
+                        trained.model, folder / compiled.ARTIFACT, threads=config.scoring.threads
+                    )
+                    tags["scoring.compiled"] = "yes" if build.error is None else f"no: {build.error}"[:250]
+                    mlflow.set_tag("scoring.compiled", tags["scoring.compiled"])
                 mlflow.log_artifacts(str(folder))
             info = mlflow.sklearn.log_model(
                 trained.model,

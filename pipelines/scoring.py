@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
+from pipelines import compiled
 from pipelines.config import PipelineConfig
 from pipelines.contracts import ModelRef, ScoringSummary
-from pipelines.errors import PartitionSchemaError, PipelineError
+from pipelines.errors import PartitionSchemaError, PipelineError, StoreMissingError
 from pipelines.lake import (
     PREDICTIONS,
     PREDICTIONS_FILE,
@@ -26,7 +28,7 @@ from pipelines.lake import (
     publish,
     temp_path_beside,
 )
-from pipelines.registry import Registry
+from pipelines.registry import REFERENCE_ARTIFACT, Registry
 from pipelines.schema import PartitionSchema, incoming_partition, iter_batches
 
 log = logging.getLogger(__name__)
@@ -44,16 +46,49 @@ def prediction_schema(id_type: pa.DataType) -> pa.Schema:
             ("mlflow_run_id", pa.string()),
             ("scored_at", pa.timestamp("us", tz="UTC")),
             ("airflow_run_id", pa.string()),
+            ("scoring_engine", pa.dictionary(pa.int8(), pa.string())),  # which engine scored the row
         ]
     )
 
 
-def predict_scores(model: Any, frame: Any, chunk_rows: int) -> np.ndarray:
-    """Return positive-class probabilities, transforming once and predicting in small chunks (faster for HGB)."""
+ENGINES = pa.array(["sklearn", "compiled"], pa.string())
+
+
+def predict_scores(
+    model: Any, frame: Any, chunk_rows: int, fast: compiled.CompiledModel | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return positive-class probabilities and which rows the compiled model scored (all False without one)."""
     encoded = model[:-1].transform(frame)
+    if fast is not None:
+        return fast.predict_routed(encoded)
     classifier = model[-1]
     parts = [classifier.predict_proba(encoded[i : i + chunk_rows])[:, 1] for i in range(0, len(encoded), chunk_rows)]
-    return np.concatenate(parts) if parts else np.empty(0)
+    scores = np.concatenate(parts) if parts else np.empty(0)
+    return scores, np.zeros(len(scores), bool)
+
+
+def scoring_engine(config: PipelineConfig, models: Registry, ref: ModelRef, model: Any) -> tuple[Any, str]:
+    """Return (the verified compiled model, "") or (None, why scikit-learn scores), as `scoring.engine` says.
+
+    `auto` uses the compiled library when it verifies and falls back to scikit-learn with the reason; `compiled`
+    refuses to score without it; `sklearn` never looks for it.
+    """
+    if config.scoring.engine == "sklearn":
+        return None, "scoring.engine is sklearn"
+    try:
+        folder = models.cached_artifact(ref, compiled.ARTIFACT)
+        reference = pd.read_parquet(models.cached_artifact(ref, REFERENCE_ARTIFACT))
+        fast, reason = compiled.load_verified(model, folder, reference, config.features.all, config.scoring.threads)
+    except StoreMissingError as exc:
+        fast, reason = None, f"version {ref.version} has no compiled library ({str(exc)[:160]})"
+    if fast is None and config.scoring.engine == "compiled":
+        raise PipelineError(
+            f"scoring.engine is compiled, but the compiled model of v{ref.version} cannot be used: {reason}; "
+            "set scoring.engine to auto to score with scikit-learn instead"
+        )
+    if fast is None:
+        log.warning("scoring with scikit-learn: %s", reason)
+    return fast, reason
 
 
 class _Progress:
@@ -85,7 +120,9 @@ def score_partition(config: PipelineConfig, ds: str, model_ref: ModelRef, airflo
     """
     started = time.monotonic()
     ref = model_ref
-    model = Registry.open(config).load_model(ref)
+    models = Registry.open(config)
+    model = models.load_model(ref)
+    fast, reason = scoring_engine(config, models, ref, model)
     try:
         partition = incoming_partition(config, ds)
     except PartitionSchemaError as exc:
@@ -95,9 +132,12 @@ def score_partition(config: PipelineConfig, ds: str, model_ref: ModelRef, airflo
         ) from exc
     total = partition_row_count(list(partition.files))
     target = partition_dir(config.data_root, PREDICTIONS, ds) / PREDICTIONS_FILE
-    log.info("scoring %s rows of ds=%s with %s version %s", f"{total:,}", ds, ref.name, ref.version)
+    engine = "compiled" if fast else "sklearn"
+    log.info("scoring %s rows of ds=%s with %s version %s (%s)", f"{total:,}", ds, ref.name, ref.version, engine)
     with partition_write_lock(target.parent):
-        score_sum, positives = _write_predictions(config, model, ref, partition, total, target, airflow_run_id)
+        score_sum, positives, compiled_rows = _write_predictions(
+            config, model, fast, ref, partition, total, target, airflow_run_id
+        )
     seconds = time.monotonic() - started
     summary = ScoringSummary(
         ds=ds,
@@ -111,6 +151,9 @@ def score_partition(config: PipelineConfig, ds: str, model_ref: ModelRef, airflo
         rows_per_second=total / max(seconds, 1e-9),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         path=str(target),
+        engine=engine,
+        engine_reason=reason,
+        engine_rows={"compiled": compiled_rows, "sklearn": total - compiled_rows},
     )
     log.info("wrote %s: %s", target, summary)
     return summary
@@ -119,22 +162,27 @@ def score_partition(config: PipelineConfig, ds: str, model_ref: ModelRef, airflo
 def _write_predictions(
     config: PipelineConfig,
     model: Any,
+    fast: compiled.CompiledModel | None,
     ref: ModelRef,
     partition: PartitionSchema,
     total: int,
     target: Path,
     airflow_run_id: str,
-) -> tuple[float, float]:
-    """Stream the partition through the model into a hidden file, then publish it; return (score sum, positives)."""
+) -> tuple[float, float, int]:
+    """Stream the partition through the model into a hidden file, then publish it.
+
+    Returns the score sum, the positives and the rows the compiled model scored.
+    """
     temp = temp_path_beside(target)
     scored_at = pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC"))
     schema = prediction_schema(partition.schema.field(config.id_column).type)
     progress = _Progress(total, config.scoring.progress_every_seconds)
     score_sum = positives = 0.0
+    compiled_rows = 0
     try:
         with pq.ParquetWriter(temp, schema) as writer, threadpool_limits(limits=config.scoring.threads or None):
             for batch in iter_batches(partition, config.scoring.batch_rows):
-                scores = predict_scores(model, batch.to_pandas(), config.scoring.predict_chunk_rows)
+                scores, by_compiled = predict_scores(model, batch.to_pandas(), config.scoring.predict_chunk_rows, fast)
                 predicted = (scores >= config.model.decision_threshold).astype("int8")
                 rows = len(scores)
                 writer.write_table(
@@ -148,12 +196,14 @@ def _write_predictions(
                             pa.repeat(pa.scalar(ref.run_id, pa.string()), rows),
                             pa.repeat(scored_at, rows),
                             pa.repeat(pa.scalar(airflow_run_id, pa.string()), rows),
+                            pa.DictionaryArray.from_arrays(pa.array(by_compiled.astype("int8")), ENGINES),
                         ],
                         schema=schema,
                     )
                 )
                 score_sum += float(scores.sum())
                 positives += float(predicted.sum())
+                compiled_rows += int(by_compiled.sum())
                 progress.add(rows)
         if progress.done != total:
             raise RuntimeError(f"scored {progress.done} rows but the partition footers say {total}")
@@ -164,4 +214,4 @@ def _write_predictions(
         ) from exc
     finally:
         temp.unlink(missing_ok=True)
-    return score_sum, positives
+    return score_sum, positives, compiled_rows

@@ -32,6 +32,9 @@ def write_config(folder: Path, name: str = "pipeline.yaml", **overrides: object)
     raw["data_root"] = str(folder / "data")
     raw["mlflow"]["store_dir"] = str(folder / "mlflow")
     raw["training"]["min_rows"] = 500
+    # compiling every model the suite registers would cost minutes: the compiled engine's own tests, and the nightly
+    # end-to-end world, set scoring.engine back to the default (auto)
+    raw["scoring"]["engine"] = "sklearn"
     for key, value in overrides.items():
         if isinstance(value, dict):
             raw.setdefault(key, {}).update(value)

@@ -31,7 +31,7 @@ def _run(args, env, timeout=900):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, airflow_db):
     folder = tmp_path_factory.mktemp("e2e")
-    config_path = write_config(folder)
+    config_path = write_config(folder, scoring={"engine": "auto"})  # the default engine: compiled trees when verified
     config = load_config(config_path)
     sample_data.generate(config.data_root, date(2026, 9, 1), 16, 2000, label_delay_days=3)
     sample_data.break_partition(config.data_root, TRUNCATED, "truncated")
@@ -83,6 +83,27 @@ def test_every_valid_row_has_exactly_one_prediction_with_lineage(world):
         assert version == outcomes["bootstrap"]["returns"]["train_candidate"]["version"]
         assert set(predictions["airflow_run_id"]) == {outcome["run_id"]}
         assert outcome["returns"]["score_partition"]["rows"] == len(incoming)
+
+
+def test_nights_are_scored_by_the_verified_compiled_trees_and_say_so(world):
+    """The default engine: the version compiled at registration, verified, scores every row it can score exactly."""
+    from pipelines import history
+
+    config, outcomes = world["config"], world["outcomes"]
+    boot = outcomes["bootstrap"]["returns"]["train_candidate"]["version"]
+    tags = MlflowClient(config.tracking_uri).get_model_version(config.model.registered_name, boot).tags
+    assert tags["scoring.compiled"] == "yes"
+    recorded = history.read_history(config).set_index("ds")
+    night = GOOD_NIGHTS[1]
+    scored = outcomes[night.isoformat()]["returns"]["score_partition"]
+    assert scored["engine"] == "compiled" and scored["engine_reason"] == ""
+    predictions = pd.read_parquet(partition_dir(config.data_root, "predictions", night))
+    by_engine = predictions["scoring_engine"].astype(str).value_counts().to_dict()
+    assert by_engine == {k: v for k, v in scored["engine_rows"].items() if v}
+    assert by_engine.get("compiled", 0) > 0.5 * len(predictions)
+    row = recorded.loc[night.isoformat()]
+    assert row["scoring_engine"] == "compiled" and row["scoring_engine_rows"] == scored["engine_rows"]
+    assert set(row["task_seconds"]) >= {"validate_partition", "score_partition", "monitor_night", "decide_retraining"}
 
 
 def test_the_data_interval_picks_the_partition(world):

@@ -123,6 +123,26 @@ def test_warned_columns_count_as_drifted_and_every_surface_shows_the_warning(nig
     assert history.read_history(config).set_index("ds").loc["2026-09-11", "drift_share"] > 0
 
 
+def test_the_page_shows_each_stage_s_seconds_and_the_scoring_engine(night):
+    from pipelines.monitoring_page import render_page
+
+    config, _, scored, summary = night
+    monitoring.decide_retraining(config, summary, [], force=False)
+    entry = history.night(config, "2026-09-11", scored.model_name, scored.model_version)
+    seconds = entry["task_seconds"]
+    assert set(seconds) == {"validate_partition", "score_partition", "monitor_night", "decide_retraining"}
+    assert seconds["score_partition"] == pytest.approx(scored.seconds)
+    assert entry["scoring_engine"] == "sklearn" and entry["scoring_engine_reason"] == "scoring.engine is sklearn"
+    assert entry["scoring_engine_rows"] == {"compiled": 0, "sklearn": scored.rows}
+    page = render_page(config, "/monitoring")
+    cell = (
+        f"validate {seconds['validate_partition']:.1f} · score {seconds['score_partition']:.1f} · "
+        f"monitor {seconds['monitor_night']:.1f} · decide {seconds['decide_retraining']:.1f}"
+    )
+    assert cell in page
+    assert f'<small title="scoring.engine is sklearn">sklearn (sklearn {scored.rows:,} rows)</small>' in page
+
+
 def test_labels_count_as_overdue_only_once_the_label_delay_has_passed(tmp_path, champion_lake):
     from pipelines.lake import PREDICTIONS
 

@@ -11,7 +11,17 @@ from pipelines.lake import partition_dir
 from pipelines.registry import Registry
 from tests.conftest import score_with_champion
 
-CONTRACT = ["id", "score", "prediction", "model_name", "model_version", "mlflow_run_id", "scored_at", "airflow_run_id"]
+CONTRACT = [
+    "id",
+    "score",
+    "prediction",
+    "model_name",
+    "model_version",
+    "mlflow_run_id",
+    "scored_at",
+    "airflow_run_id",
+    "scoring_engine",
+]
 
 
 @pytest.fixture

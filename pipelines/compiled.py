@@ -1,0 +1,205 @@
+"""Compiled trees: the champion's HistGradientBoosting compiled to a shared library (treelite + tl2cgen), verified.
+
+A model version is compiled when it is registered (`compile_model`, never failing the registration) and the
+library is logged with the platform, compiler and library versions it was built with. Scoring uses it only when
+it was built for this platform, loads, and scores the model's reference sample and generated rows with missing
+and unseen values in every feature within 1e-9 of scikit-learn (`load_verified`). Rows the compiled trees cannot
+score the way scikit-learn does (a missing or unseen category: scikit-learn sends those the missing-value way,
+the compiled categorical split does not) are scored by scikit-learn in the same pass (`predict_routed`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+ARTIFACT = "compiled"  # the artifact folder of a model version's run
+LIBRARY, BUILD = "model.so", "build.json"
+TOLERANCE = 1e-9
+UNSEEN = "\x00unseen-in-training"
+
+
+@dataclass(frozen=True)
+class Build:
+    """How and where a compiled library was built, or why none was (`error`)."""
+
+    platform: str
+    compiler: str
+    treelite: str
+    tl2cgen: str
+    scikit_learn: str
+    seconds: float = 0.0
+    trees: int = 0
+    error: str | None = None
+
+    @classmethod
+    def here(cls, compiler: str = "gcc") -> Build:
+        return cls(
+            platform_tag(),
+            compiler_version(compiler),
+            _version("treelite"),
+            _version("tl2cgen"),
+            _version("scikit-learn"),
+        )
+
+    @classmethod
+    def read(cls, folder: Path) -> Build:
+        return cls(**json.loads((folder / BUILD).read_text()))
+
+
+def platform_tag() -> str:
+    """The platform a shared library is built for: OS, machine, C library and Python ABI."""
+    libc = "-".join(platform.libc_ver()) or "unknown-libc"
+    return f"{sys.platform}-{platform.machine()}-{libc}-cp{sys.version_info.major}{sys.version_info.minor}"
+
+
+def compiler_version(compiler: str) -> str:
+    """The first line of `<compiler> --version`, or `missing` when there is no such program."""
+    path = shutil.which(compiler)
+    if path is None:
+        return "missing"
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    return (out.stdout.splitlines() or ["unknown"])[0]
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "missing"
+
+
+def compile_model(model: Any, folder: Path, compiler: str = "gcc", threads: int = 0) -> Build:
+    """Compile the pipeline's classifier into `folder/model.so` and describe it in `folder/build.json`.
+
+    Never raises: a model treelite cannot import, a machine without the compiler or a failed build leaves no
+    library and a build record whose `error` says why (scoring then uses scikit-learn and records that reason).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    build = Build.here(compiler)
+    started = time.monotonic()
+    trees, error = 0, None
+    try:
+        if build.compiler == "missing":
+            raise RuntimeError(f"no C compiler {compiler!r} on this machine")
+        import tl2cgen
+        import treelite
+
+        imported = treelite.sklearn.import_model(model[-1])
+        trees = imported.num_tree
+        # parallel_comp splits the generated C into files compiled side by side (about 2x faster on 2 cores)
+        tl2cgen.export_lib(
+            imported,
+            toolchain=compiler,
+            libpath=str(folder / LIBRARY),
+            params={"parallel_comp": 8},
+            nthread=threads or None,
+        )
+    except Exception as exc:  # noqa: BLE001  (any failure means "score with scikit-learn", with the reason)
+        error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+        (folder / LIBRARY).unlink(missing_ok=True)
+    build = Build(**(asdict(build) | {"seconds": time.monotonic() - started, "trees": trees, "error": error}))
+    (folder / BUILD).write_text(json.dumps(asdict(build), indent=2))
+    if error:
+        log.warning("the model could not be compiled (%s): it will be scored by scikit-learn", error)
+    else:
+        log.info("compiled %d trees in %.1f s (%s, %s)", trees, build.seconds, build.compiler, build.platform)
+    return build
+
+
+class CompiledModel:
+    """A loaded, verified library beside the scikit-learn pipeline it was compiled from."""
+
+    def __init__(self, model: Any, predictor: Any, build: Build) -> None:
+        self.model, self.predictor, self.build = model, predictor, build
+        self.categorical = int(np.sum(model[-1].is_categorical_)) if model[-1].is_categorical_ is not None else 0
+
+    def predict_routed(self, encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return positive-class probabilities and which rows the library scored (the others: scikit-learn)."""
+        import tl2cgen
+
+        encoded = np.ascontiguousarray(encoded, dtype=np.float64)
+        # the encoder turns a missing and an unseen category alike into NaN: those rows go to scikit-learn
+        exact = ~np.isnan(encoded[:, : self.categorical]).any(axis=1)
+        scores = np.empty(len(encoded))
+        compiled = int(exact.sum())
+        if compiled:
+            rows = encoded if compiled == len(encoded) else encoded[exact]
+            scores[exact] = np.asarray(self.predictor.predict(tl2cgen.DMatrix(rows))).reshape(len(rows), -1)[:, -1]
+        if compiled < len(encoded):
+            scores[~exact] = self.model[-1].predict_proba(encoded[~exact])[:, 1]
+        return scores, exact
+
+
+def load_verified(
+    model: Any, folder: Path, reference: pd.DataFrame, features: list[str], threads: int = 0
+) -> tuple[CompiledModel | None, str]:
+    """Return the verified compiled model and "" or (None, why scikit-learn must score instead)."""
+    try:
+        build = Build.read(folder)
+    except (OSError, ValueError, TypeError) as exc:
+        return None, f"no usable build record ({type(exc).__name__}: {exc})"
+    if build.error:
+        return None, f"the model was not compiled at registration: {build.error}"
+    if build.platform != platform_tag():
+        return None, f"the library was built for {build.platform}, this worker is {platform_tag()}"
+    try:
+        import tl2cgen
+
+        predictor = tl2cgen.Predictor(str(folder / LIBRARY), nthread=threads or None)
+    except Exception as exc:  # noqa: BLE001  (a corrupt or foreign library: fall back, with the reason)
+        return None, f"the library does not load ({type(exc).__name__}: {str(exc).strip()[:200]})"
+    compiled = CompiledModel(model, predictor, build)
+    rows = verification_rows(model, reference, features)
+    encoded = model[:-1].transform(rows)
+    expected = model[-1].predict_proba(encoded)[:, 1]
+    try:
+        got, _ = compiled.predict_routed(encoded)
+    except Exception as exc:  # noqa: BLE001  (a library of another model: wrong feature count, for one)
+        return None, f"the library cannot score this model's rows ({type(exc).__name__}: {str(exc).strip()[:200]})"
+    difference = np.abs(got - expected)
+    worst = float(np.max(np.where(np.isnan(difference), np.inf, difference))) if len(rows) else 0.0
+    if not worst <= TOLERANCE:
+        return None, f"its scores differ from scikit-learn's by up to {worst:.3g} on {len(rows):,} check rows"
+    log.info("compiled model verified on %s rows (max difference %.2g)", f"{len(rows):,}", worst)
+    return compiled, ""
+
+
+def verification_rows(model: Any, reference: pd.DataFrame, features: list[str], base_rows: int = 2000) -> pd.DataFrame:
+    """The reference sample, plus copies of it with each feature missing, unseen, and each known category in turn."""
+    base = reference[features].head(base_rows).reset_index(drop=True)
+    variants = [base]
+    few = base.head(200)
+    columns = model[0]
+    encoder = columns.named_transformers_.get("categorical") if hasattr(columns, "named_transformers_") else None
+    known_by_column: dict[str, list[Any]] = (
+        {c: list(k) for c, k in zip(encoder.feature_names_in_, encoder.categories_, strict=True)} if encoder else {}
+    )
+    for position, column in enumerate(features):
+        missing = few.copy()
+        missing[column] = None if column in known_by_column else np.nan
+        unseen = few.copy()
+        if column in known_by_column:
+            unseen[column] = UNSEEN
+            known = known_by_column[column]
+            cycled = few.copy()
+            cycled[column] = [known[i % len(known)] for i in range(len(cycled))] if known else None
+            variants.append(cycled)
+        else:
+            unseen[column] = np.where(np.arange(len(unseen)) % 2 == 0, 1e12, -1e12) * (position + 1)
+        variants += [missing, unseen]
+    return pd.concat(variants, ignore_index=True)
