@@ -20,6 +20,8 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export MLFLOW_ENABLE_TELEMETRY := false
 export PYTHONUNBUFFERED := 1
+# OpenMP threads sleep instead of spinning when a task waits: a worker runs several tasks (pipelines/threads.py)
+export OMP_WAIT_POLICY ?= PASSIVE
 # The audit log's HMAC key (the Airflow Variable pipeline_audit_key): yours from the environment, else one generated
 # once for this checkout under var/ (never committed), like Airflow's generated admin password.
 AUDIT_KEY_FILE := $(ROOT)/var/secrets/audit_key

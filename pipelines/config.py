@@ -110,6 +110,7 @@ class Training(_Section):
     min_rows: Annotated[int, Field(ge=10)] = 1000
     reference_sample_rows: Annotated[int, Field(ge=100)] = 50_000
     seed: int = 42
+    threads: Annotated[int, Field(ge=0)] = 0  # native threads of a training task (0: all cores)
 
 
 class Scoring(_Section):
@@ -154,6 +155,7 @@ class Drift(_Section):
 
 class Monitoring(_Section):
     sample_rows: Annotated[int, Field(ge=1000)] = 100_000
+    threads: Annotated[int, Field(ge=0)] = 0  # native threads of a monitoring task (0: all cores)
     drift: Drift = Drift()
     history_url: str | None = None
 

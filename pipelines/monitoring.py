@@ -32,6 +32,7 @@ from pipelines.lake import (
 from pipelines.performance import estimated_performance, fit_calibrator
 from pipelines.registry import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT, Registry
 from pipelines.schema import incoming_partition
+from pipelines.threads import thread_cap
 from pipelines.validation import validate_against_profile
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def monitor_night(
         built.update(summary=summary, drift=drift)
 
     # the night's reports are built aside and swapped in whole: a killed run never leaves a mix of two runs
-    with partition_write_lock(folder.parent):
+    with partition_write_lock(folder.parent), thread_cap(config.monitoring.threads, "monitoring"):
         replace_folder(folder, build)
     summary, drift = built["summary"], built["drift"]
     history.record_night(

@@ -16,6 +16,7 @@ from pipelines.history import read_history
 from pipelines.lake import LABELS, partition_files, partition_row_count
 from pipelines.promotion import record_bootstrap
 from pipelines.registry import CHALLENGER, CHAMPION, Registry, is_new_deployment
+from pipelines.threads import thread_cap
 from pipelines.training import fit_and_evaluate, load_labelled, training_partitions
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,8 @@ def train_candidate(config: PipelineConfig, window: TrainingWindow, lineage: dic
     The store must exist (`select_training_window` creates it for a brand-new deployment only).
     """
     frame, digests = load_labelled(config, [date.fromisoformat(d) for d in window.days])
-    trained = fit_and_evaluate(config, frame)
+    with thread_cap(config.training.threads, "training"):
+        trained = fit_and_evaluate(config, frame)
     ref = Registry.open(config).log_candidate(trained, digests, {"training.window": window.describe(), **lineage})
     return Candidate(
         name=ref.name,

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from threadpoolctl import threadpool_limits
 
 from pipelines import compiled
 from pipelines.config import PipelineConfig
@@ -30,6 +29,7 @@ from pipelines.lake import (
 )
 from pipelines.registry import REFERENCE_ARTIFACT, Registry
 from pipelines.schema import PartitionSchema, incoming_partition, iter_batches
+from pipelines.threads import thread_cap
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _write_predictions(
     score_sum = positives = 0.0
     compiled_rows = 0
     try:
-        with pq.ParquetWriter(temp, schema) as writer, threadpool_limits(limits=config.scoring.threads or None):
+        with pq.ParquetWriter(temp, schema) as writer, thread_cap(config.scoring.threads, "scoring"):
             for batch in iter_batches(partition, config.scoring.batch_rows):
                 scores, by_compiled = predict_scores(model, batch.to_pandas(), config.scoring.predict_chunk_rows, fast)
                 predicted = (scores >= config.model.decision_threshold).astype("int8")

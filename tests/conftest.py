@@ -96,6 +96,7 @@ def airflow_env(home: Path, config_path: Path) -> dict[str, str]:
             "GX_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "MLFLOW_ENABLE_TELEMETRY": "false",
+            "OMP_WAIT_POLICY": "PASSIVE",
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         }
     )
