@@ -74,6 +74,7 @@ mlflow-ui: setup
 
 bench: setup
 	$(UV) run --frozen python bench/bench_scoring.py
+	$(UV) run --frozen python bench/bench_night.py
 	$(UV) run --frozen python bench/bench_drift.py
 
 # Debian's chromium for the browser test (needs root); without it that one test is skipped outside CI.
