@@ -58,7 +58,8 @@ test: check
 # Mutation testing of the pure modules against the fast unit tests (by hand, not in CI; [tool.mutmut]).
 mutate: setup
 	rm -rf $(ROOT)/mutants
-	$(UV) run --frozen mutmut run --max-children 2
+	# one OpenMP thread: mutmut forks its test runs, and a forked OpenMP thread pool hangs (read as a timeout)
+	OMP_NUM_THREADS=1 $(UV) run --frozen mutmut run --max-children 2
 	$(UV) run --frozen python bench/mutation_summary.py
 
 # One night from the command line: make night DS=2026-10-01
