@@ -121,12 +121,54 @@ def compile_model(model: Any, folder: Path, compiler: str = "gcc", threads: int 
     return build
 
 
+class ArrowEncoder:
+    """The pipeline's column encoding done on Arrow record batches (no pandas, no Python loop over values).
+
+    Built from the fitted OrdinalEncoder: a known category becomes its index, a null what the encoder makes of
+    a missing value, anything else NaN (unseen); numeric columns pass through as float64. `load_verified` only
+    uses it after it gave exactly the pipeline's own encoding on the check rows.
+    """
+
+    def __init__(self, model: Any) -> None:
+        import pyarrow as pa
+
+        columns = model[0]
+        encoder = columns.named_transformers_["categorical"]
+        self.categorical: list[tuple[str, Any, np.ndarray, float]] = []
+        for name, categories in zip(encoder.feature_names_in_, encoder.categories_, strict=True):
+            text = [c for c in categories if isinstance(c, str)]
+            positions = np.array([list(categories).index(c) for c in text] + [np.nan], dtype=float)
+            null_code = float(
+                encoder.transform(pd.DataFrame({n: [None] for n in encoder.feature_names_in_}))[0][
+                    list(encoder.feature_names_in_).index(name)
+                ]
+            )
+            self.categorical.append((name, pa.array(text, pa.string()), positions, null_code))
+        self.numeric = [str(c) for c in columns.transformers_[1][2]] if len(columns.transformers_) > 1 else []
+
+    def encode(self, batch: Any) -> np.ndarray:
+        import pyarrow.compute as pc
+
+        out = np.empty((batch.num_rows, len(self.categorical) + len(self.numeric)))
+        for j, (name, known, positions, null_code) in enumerate(self.categorical):
+            column = batch.column(name)
+            index = pc.index_in(column, value_set=known).to_numpy(zero_copy_only=False)
+            index = np.where(np.isnan(index.astype(float)), len(positions) - 1, index).astype(np.int64)
+            codes = positions[index]
+            codes[pc.is_null(column).to_numpy(zero_copy_only=False)] = null_code
+            out[:, j] = codes
+        for j, name in enumerate(self.numeric, start=len(self.categorical)):
+            out[:, j] = batch.column(name).to_numpy(zero_copy_only=False)
+        return out
+
+
 class CompiledModel:
     """A loaded, verified library beside the scikit-learn pipeline it was compiled from."""
 
     def __init__(self, model: Any, predictor: Any, build: Build) -> None:
         self.model, self.predictor, self.build = model, predictor, build
         self.categorical = int(np.sum(model[-1].is_categorical_)) if model[-1].is_categorical_ is not None else 0
+        self.encoder: ArrowEncoder | None = None  # set by load_verified when it encodes exactly as the pipeline
 
     def predict_routed(self, encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return positive-class probabilities and which rows the library scored (the others: scikit-learn)."""
@@ -176,7 +218,28 @@ def load_verified(
     if not worst <= TOLERANCE:
         return None, f"its scores differ from scikit-learn's by up to {worst:.3g} on {len(rows):,} check rows"
     log.info("compiled model verified on %s rows (max difference %.2g)", f"{len(rows):,}", worst)
+    compiled.encoder = _verified_encoder(model, rows, encoded)
     return compiled, ""
+
+
+def _verified_encoder(model: Any, rows: pd.DataFrame, encoded: np.ndarray) -> ArrowEncoder | None:
+    """The Arrow encoder when it gives exactly the pipeline's encoding of the check rows, else None (pandas path)."""
+    import pyarrow as pa
+
+    try:
+        encoder = ArrowEncoder(model)
+        numeric = {n: pa.array(rows[n].to_numpy(dtype=float, na_value=np.nan)) for n in encoder.numeric}
+        text = {
+            n: pa.array([v if isinstance(v, str) else None for v in rows[n].tolist()], pa.string())
+            for n, *_ in encoder.categorical
+        }
+        batch = pa.RecordBatch.from_pydict({**text, **numeric})
+        if np.array_equal(encoder.encode(batch), np.asarray(encoded, dtype=float), equal_nan=True):
+            return encoder
+        log.info("the Arrow encoding differs from the pipeline's on the check rows: encoding with the pipeline")
+    except Exception as exc:  # noqa: BLE001  (an encoder it does not know: the pipeline's own encoding)
+        log.info("no Arrow encoding for this pipeline (%s: %s): encoding with the pipeline", type(exc).__name__, exc)
+    return None
 
 
 def verification_rows(model: Any, reference: pd.DataFrame, features: list[str], base_rows: int = 2000) -> pd.DataFrame:

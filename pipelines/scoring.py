@@ -55,12 +55,13 @@ ENGINES = pa.array(["sklearn", "compiled"], pa.string())
 
 
 def predict_scores(
-    model: Any, frame: Any, chunk_rows: int, fast: compiled.CompiledModel | None = None
+    model: Any, batch: pa.RecordBatch, chunk_rows: int, fast: compiled.CompiledModel | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return positive-class probabilities and which rows the compiled model scored (all False without one)."""
-    encoded = model[:-1].transform(frame)
     if fast is not None:
+        encoded = fast.encoder.encode(batch) if fast.encoder else model[:-1].transform(batch.to_pandas())
         return fast.predict_routed(encoded)
+    encoded = model[:-1].transform(batch.to_pandas())
     classifier = model[-1]
     parts = [classifier.predict_proba(encoded[i : i + chunk_rows])[:, 1] for i in range(0, len(encoded), chunk_rows)]
     scores = np.concatenate(parts) if parts else np.empty(0)
@@ -182,7 +183,7 @@ def _write_predictions(
     try:
         with pq.ParquetWriter(temp, schema) as writer, thread_cap(config.scoring.threads, "scoring"):
             for batch in iter_batches(partition, config.scoring.batch_rows):
-                scores, by_compiled = predict_scores(model, batch.to_pandas(), config.scoring.predict_chunk_rows, fast)
+                scores, by_compiled = predict_scores(model, batch, config.scoring.predict_chunk_rows, fast)
                 predicted = (scores >= config.model.decision_threshold).astype("int8")
                 rows = len(scores)
                 writer.write_table(

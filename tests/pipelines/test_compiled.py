@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from pipelines import compiled
@@ -77,10 +78,16 @@ def test_compiled_scores_equal_scikit_learn_on_every_kind_of_row(request, which)
     assert (folder / compiled.LIBRARY).is_file()
     fast, reason = compiled.load_verified(model, folder, reference, features)
     assert reason == "" and fast is not None
+    assert fast.encoder is not None  # the Arrow encoding matched the pipeline's on the check rows
     categorical = list(model[0].named_transformers_["categorical"].feature_names_in_)
     for kind, rows in _rows_of_every_kind(reference, features, categorical).items():
         encoded = model[:-1].transform(rows)
         expected = model[-1].predict_proba(encoded)[:, 1]
+        batch = pa.RecordBatch.from_pydict(
+            {c: pa.array([v if isinstance(v, str) else None for v in rows[c]], pa.string()) for c in categorical}
+            | {c: pa.array(rows[c].to_numpy(dtype=float)) for c in features if c not in categorical}
+        )
+        assert np.array_equal(fast.encoder.encode(batch), np.asarray(encoded, float), equal_nan=True), kind
         got, by_compiled = fast.predict_routed(encoded)
         assert np.abs(got - expected).max() <= 1e-9, kind
         # a category the encoder does not know (unseen, or missing when training had none) is NaN once encoded:
