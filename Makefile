@@ -35,7 +35,9 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet uv
 
 setup: $(UV)
-	$(UV) sync --frozen
+	@# bytecode compiled once at install: with PYTHONDONTWRITEBYTECODE set (as on these machines) every process
+	@# would otherwise recompile every module it imports (import great_expectations: 16 s -> 9 s here)
+	$(UV) sync --frozen --compile-bytecode
 
 airflow-db: setup
 	@mkdir -p $(AIRFLOW_HOME)
