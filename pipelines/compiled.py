@@ -205,11 +205,11 @@ def load_verified(
         predictor = tl2cgen.Predictor(str(folder / LIBRARY), nthread=threads or None)
     except Exception as exc:  # noqa: BLE001  (a corrupt or foreign library: fall back, with the reason)
         return None, f"the library does not load ({type(exc).__name__}: {str(exc).strip()[:200]})"
-    compiled = CompiledModel(model, predictor, build)
-    rows = verification_rows(model, reference, features)
-    encoded = model[:-1].transform(rows)
-    expected = model[-1].predict_proba(encoded)[:, 1]
     try:
+        compiled = CompiledModel(model, predictor, build)
+        rows = verification_rows(model, reference, features)
+        encoded = model[:-1].transform(rows)
+        expected = model[-1].predict_proba(encoded)[:, 1]
         got, _ = compiled.predict_routed(encoded)
     except Exception as exc:  # noqa: BLE001  (a library of another model: wrong feature count, for one)
         return None, f"the library cannot score this model's rows ({type(exc).__name__}: {str(exc).strip()[:200]})"
@@ -248,9 +248,10 @@ def verification_rows(model: Any, reference: pd.DataFrame, features: list[str], 
     variants = [base]
     few = base.head(200)
     columns = model[0]
-    encoder = columns.named_transformers_.get("categorical") if hasattr(columns, "named_transformers_") else None
+    encoder: Any = columns.named_transformers_.get("categorical") if hasattr(columns, "named_transformers_") else None
+    fitted = hasattr(encoder, "categories_")  # an encoder of no column (no categorical feature) is never fitted
     known_by_column: dict[str, list[Any]] = (
-        {c: list(k) for c, k in zip(encoder.feature_names_in_, encoder.categories_, strict=True)} if encoder else {}
+        {c: list(k) for c, k in zip(encoder.feature_names_in_, encoder.categories_, strict=True)} if fitted else {}
     )
     for position, column in enumerate(features):
         missing = few.copy()

@@ -221,3 +221,24 @@ def test_engine_compiled_refuses_to_score_without_a_usable_library(auto_lake, de
     forced = auto_lake.model_copy(update={"scoring": auto_lake.scoring.model_copy(update={"engine": "compiled"})})
     with pytest.raises(PipelineError, match="scoring.engine is compiled, but the compiled model of v1 cannot be used"):
         score_with_champion(forced, "2026-09-11", "run-forced")
+
+
+def test_a_model_without_categorical_features_is_compiled_and_verified(tmp_path):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"x": rng.normal(size=3000), "y": rng.normal(size=3000)})
+    label = (frame["x"] + rng.normal(size=3000) > 0).astype(int)
+    columns = ColumnTransformer(
+        [("categorical", OrdinalEncoder(), []), ("numeric", "passthrough", ["x", "y"])],
+        verbose_feature_names_out=False,
+    )
+    model = Pipeline([("columns", columns), ("classifier", HistGradientBoostingClassifier(max_iter=20))])
+    model.fit(frame, label)
+    build = compiled.compile_model(model, tmp_path / compiled.ARTIFACT)
+    assert build.error is None
+    fast, reason = compiled.load_verified(model, tmp_path / compiled.ARTIFACT, frame, ["x", "y"])
+    assert reason == "" and fast is not None
