@@ -22,47 +22,15 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-TRAIN_START, NIGHT = date(2026, 9, 1), date(2026, 9, 20)
 
-
-def _prepare(folder: Path, rows: int) -> tuple[Path, dict]:
-    import yaml
-
-    from pipelines import registry, retraining, sample_data
-    from pipelines.config import DEFAULT_CONFIG, load_config
-    from pipelines.registry import Registry
-
-    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    raw.update(data_root=str(folder / "data"))
-    raw["mlflow"]["store_dir"] = str(folder / "mlflow")
-    path = folder / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    config = load_config(path)
-    if not (config.data_root / "incoming" / f"ds={NIGHT}").exists():
-        print(f"preparing: 14 training days, a compiled champion and a {rows:,}-row night in {folder}")
-        sample_data.generate(config.data_root, TRAIN_START, 14, 20_000, label_delay_days=0)
-        window = retraining.select_training_window(config)
-        retraining.bootstrap_or_challenge(config, retraining.train_candidate(config, window, {"reason": "bench"}))
-        sample_data.write_day(config.data_root, NIGHT, rows, 11, sample_data.DriftSpec(), with_labels=False)
-        registry.init_store(config)
-    ref = Registry.open(config).champion()
-    naive = {
-        "model_uri": f"runs:/{ref.run_id}/model",
-        "incoming": str(config.data_root / "incoming" / f"ds={NIGHT}"),
-        "id_column": config.id_column,
-        "features": config.features.all,
-        "threshold": config.model.decision_threshold,
-        "version": ref.version,
-        "output": str(folder / "naive.parquet"),
-    }
-    return path, {"naive": naive, "tracking_uri": config.tracking_uri}
+from bench.bench_scoring import NIGHT, busy, prepare  # noqa: E402  (the repository on the path first)
 
 
 def _env(folder: Path, config_path: Path) -> dict[str, str]:
@@ -130,7 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(args.folder or tempfile.mkdtemp(prefix="bench-night-"))
     folder.mkdir(parents=True, exist_ok=True)
-    config_path, specs = _prepare(folder, args.rows)
+    config_path, naive_spec = prepare(folder, {NIGHT: args.rows})
+    tracking_uri = naive_spec.pop("tracking_uri")
     env = _env(folder, config_path)
     home = folder / "airflow"
     if home.exists():
@@ -142,8 +111,6 @@ def main() -> None:
     )
     if migrate.returncode:
         raise SystemExit(migrate.stderr[-3000:])
-    from bench.bench_scoring import busy
-
     with busy(args.busy_loops):
         print(f"running batch_scoring for ds={NIGHT} ({args.rows:,} rows) with airflow dags test ...")
         started = time.time()
@@ -170,7 +137,7 @@ def main() -> None:
         sampler.stop.set()
         sampler.join()
         total = time.time() - started
-        naive_env = dict(env, MLFLOW_TRACKING_URI=specs["tracking_uri"])
+        naive_env = dict(env, MLFLOW_TRACKING_URI=tracking_uri)
         naive_env.pop("OMP_WAIT_POLICY")
         out = subprocess.run(
             [
@@ -179,7 +146,7 @@ def main() -> None:
                 "--worker",
                 "naive",
                 "--spec",
-                json.dumps(specs["naive"]),
+                json.dumps(naive_spec),
             ],
             env=naive_env,
             capture_output=True,

@@ -110,7 +110,11 @@ def busy(loops: int):
             proc.wait()
 
 
-def _prepare(folder: Path, rows: int, big_rows: int) -> tuple[Path, dict]:
+def prepare(folder: Path, nights: dict[date, int]) -> tuple[Path, dict]:
+    """A lake under `folder` (default config): 14 training days, a compiled champion, and `nights` (ds: rows).
+
+    Reused when it is there. Returns the config file and the naive baseline's spec for the first night.
+    """
     import yaml
 
     from pipelines import registry, retraining, sample_data
@@ -123,20 +127,21 @@ def _prepare(folder: Path, rows: int, big_rows: int) -> tuple[Path, dict]:
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(raw))
     config = load_config(path)
-    if not (config.data_root / "incoming" / f"ds={BIG_NIGHT}").exists():
-        print(f"preparing: training data, champion, a {rows:,}-row and a {big_rows:,}-row partition in {folder}")
+    if not all((config.data_root / "incoming" / f"ds={day}").exists() for day in nights):
+        sizes = " and ".join(f"a {n:,}-row" for n in nights.values())
+        print(f"preparing: training data, champion, {sizes} partition in {folder}")
         sample_data.generate(config.data_root, TRAIN_START, 14, 20_000, label_delay_days=0)
         window = retraining.select_training_window(config)
         started = time.monotonic()
         retraining.bootstrap_or_challenge(config, retraining.train_candidate(config, window, {"reason": "bench"}))
         print(f"trained, registered and compiled the champion in {time.monotonic() - started:.0f} s")
-        for day, n in ((NIGHT, rows), (BIG_NIGHT, big_rows)):
+        for day, n in nights.items():
             sample_data.write_day(config.data_root, day, n, 11, sample_data.DriftSpec(), with_labels=False)
         registry.init_store(config)
     ref = Registry.open(config).champion()
     naive = {
         "model_uri": f"runs:/{ref.run_id}/model",
-        "incoming": str(config.data_root / "incoming" / f"ds={NIGHT}"),
+        "incoming": str(config.data_root / "incoming" / f"ds={next(iter(nights))}"),
         "id_column": config.id_column,
         "features": config.features.all,
         "threshold": config.model.decision_threshold,
@@ -202,7 +207,7 @@ def main() -> None:
         return
     folder = Path(args.folder or tempfile.mkdtemp(prefix="bench-scoring-"))
     folder.mkdir(parents=True, exist_ok=True)
-    config_path, naive_spec = _prepare(folder, args.rows, args.big_rows)
+    config_path, naive_spec = prepare(folder, {NIGHT: args.rows, BIG_NIGHT: args.big_rows})
     os.environ["MLFLOW_TRACKING_URI"] = naive_spec.pop("tracking_uri")
     print(f"cpu count {os.cpu_count()}; {args.repeats} repeats per condition, interleaved")
     floor = _measure("floor", {"config": str(config_path), "ds": NIGHT.isoformat()})["peak_rss_mb"]

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,7 @@ def compile_model(model: Any, folder: Path, compiler: str = "gcc", threads: int 
     except Exception as exc:  # noqa: BLE001  (any failure means "score with scikit-learn", with the reason)
         error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
         (folder / LIBRARY).unlink(missing_ok=True)
-    build = Build(**(asdict(build) | {"seconds": time.monotonic() - started, "trees": trees, "error": error}))
+    build = replace(build, seconds=time.monotonic() - started, trees=trees, error=error)
     (folder / BUILD).write_text(json.dumps(asdict(build), indent=2))
     if error:
         log.warning("the model could not be compiled (%s): it will be scored by scikit-learn", error)
@@ -134,16 +134,13 @@ class ArrowEncoder:
 
         columns = model[0]
         encoder = columns.named_transformers_["categorical"]
+        # what the encoder makes of a missing value, per column: NaN, or the code of a learned "missing" category
+        null_codes = encoder.transform(pd.DataFrame({n: [None] for n in encoder.feature_names_in_}))[0]
         self.categorical: list[tuple[str, Any, np.ndarray, float]] = []
-        for name, categories in zip(encoder.feature_names_in_, encoder.categories_, strict=True):
-            text = [c for c in categories if isinstance(c, str)]
-            positions = np.array([list(categories).index(c) for c in text] + [np.nan], dtype=float)
-            null_code = float(
-                encoder.transform(pd.DataFrame({n: [None] for n in encoder.feature_names_in_}))[0][
-                    list(encoder.feature_names_in_).index(name)
-                ]
-            )
-            self.categorical.append((name, pa.array(text, pa.string()), positions, null_code))
+        for name, categories, null_code in zip(encoder.feature_names_in_, encoder.categories_, null_codes, strict=True):
+            text = [(i, c) for i, c in enumerate(categories) if isinstance(c, str)]
+            positions = np.array([i for i, _ in text] + [np.nan], dtype=float)  # the last: not a known category
+            self.categorical.append((name, pa.array([c for _, c in text], pa.string()), positions, float(null_code)))
         self.numeric = [str(c) for c in columns.transformers_[1][2]] if len(columns.transformers_) > 1 else []
 
     def encode(self, batch: Any) -> np.ndarray:

@@ -68,7 +68,9 @@ def predict_scores(
     return scores, np.zeros(len(scores), bool)
 
 
-def scoring_engine(config: PipelineConfig, models: Registry, ref: ModelRef, model: Any) -> tuple[Any, str]:
+def scoring_engine(
+    config: PipelineConfig, models: Registry, ref: ModelRef, model: Any
+) -> tuple[compiled.CompiledModel | None, str]:
     """Return (the verified compiled model, "") or (None, why scikit-learn scores), as `scoring.engine` says.
 
     `auto` uses the compiled library when it verifies and falls back to scikit-learn with the reason; `compiled`
