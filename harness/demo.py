@@ -220,7 +220,7 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
         "\nMonitoring history (drift against the champion's reference; AUC estimated by CBPE, realised once labels land):\n"
     )
     print_table(history_rows(config))
-    print(f"\nAudit log of champion moves ({config.audit_log}):\n")
+    print(f"\nAudit log of champion moves (table audit_log in {config.history_url}):\n")
     print_table(
         [
             {
@@ -247,7 +247,7 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
         f"  reports      {config.data_root / 'reports'}  (Evidently HTML: open drift.html in a browser;\n"
         f"               gate comparisons under reports/models/)\n"
         f"  history      {config.history_url}\n"
-        f"  audit log    {config.audit_log}\n"
+        f"  audit log    table audit_log in the history database\n"
         f"  MLflow       {config.tracking_uri}  (UI: make mlflow-ui, then http://127.0.0.1:5000)\n"
         f"  Airflow UI   make airflow-ui, then http://127.0.0.1:8080; the monitoring page is\n"
         f"               'Model monitoring' in its navigation (http://127.0.0.1:8080/monitoring/)"

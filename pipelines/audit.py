@@ -1,11 +1,19 @@
-"""The audit log of alias moves: append-only JSON lines, each keyed-hashed over the one before.
+"""The audit log of alias moves: append-only rows in the history database, each keyed-hashed over the one before.
 
 Integrity holds against three things: a rewritten entry (every entry carries an HMAC-SHA256 of its
 body and the previous entry's hash, keyed with the Airflow Variable `pipeline_audit_key`, so
-recomputing the chain needs the key), truncation (the entry count and head hash are also kept in
-the history database) and a crash mid-append (a torn last line is reported, and cut off under the
-lock before the next entry is written). Entries are written before the alias moves they describe,
-so an interrupted move is finished by the next holder of the lock.
+recomputing the chain needs the key), a removed entry (entries are numbered 1, 2, ... per model, and the
+entry count and head hash are kept in a second table, written in the same transaction) and a crash
+mid-append (an entry and its head are one transaction: either both are there or neither). The database
+refuses UPDATE and DELETE on the log (triggers on SQLite and PostgreSQL), so a change needs someone who
+can drop a trigger, and then shows in the chain.
+
+The log lives where the history does (`monitoring.history_url`): with PostgreSQL every worker of a
+distributed deployment reads and appends the same log, and `audit_lock` holds across machines (a row
+lock in the database; on SQLite, which is one machine's file, a file lock beside it). Entries are written
+before the alias moves they describe, so an interrupted move is finished by the next holder of the lock.
+A log kept as a JSON-lines file by an earlier release (`<data_root>/monitoring/model_audit.jsonl`) is
+verified and moved into the database on first use.
 """
 
 from __future__ import annotations
@@ -15,31 +23,34 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel
 
 from pipelines import history
 from pipelines.config import AUDIT_KEY_ENV_VAR, PipelineConfig
 from pipelines.contracts import AuditEntry
 from pipelines.errors import AuditIntegrityError
+from pipelines.history import AUDIT_LOCKS, AUDIT_LOG
 
 log = logging.getLogger(__name__)
+_HOLDING: ContextVar[bool] = ContextVar("audit_lock_held", default=False)
 MOVES = ("bootstrap", "promote", "rollback", "restore")  # the actions that point `champion` at `to_version`
 
 
 @dataclass
 class AuditTrail:
-    """The verified entries, oldest first, and what the reader should be told about the file."""
+    """The verified entries, oldest first, and what the reader should be told about the log."""
 
     entries: list[AuditEntry]
     warnings: list[str] = field(default_factory=list)
-    torn_bytes: int = 0
 
 
 def _digest(config: PipelineConfig, body: dict[str, Any]) -> tuple[str, str]:
@@ -51,60 +62,67 @@ def _digest(config: PipelineConfig, body: dict[str, Any]) -> tuple[str, str]:
 
 def read_trail(config: PipelineConfig) -> AuditTrail:
     """Read and verify the audit log; raise AuditIntegrityError if it was truncated, rewritten or cannot be verified."""
-    path, name = config.audit_log, config.model.registered_name
-    raw = path.read_bytes() if path.exists() else b""
-    cut = raw.rfind(b"\n") + 1  # everything after the last newline is a torn append
-    complete, torn = raw[:cut], raw[cut:]
-    trail, previous = AuditTrail([]), ""
-    for number, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), 1):
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AuditIntegrityError(
-                f"audit log {path} line {number} is not JSON ({exc}): restore the log from backup"
-            ) from exc
-        body = {k: v for k, v in entry.items() if k != "hash"}
-        alg, expected = _digest(config, body)
-        if entry.get("alg", "sha256") != alg:
-            raise AuditIntegrityError(
-                f"audit log {path} line {number} is signed with {entry.get('alg', 'sha256')}, but this process "
-                f"verifies {alg}: set the same {AUDIT_KEY_ENV_VAR} (the Airflow Variable pipeline_audit_key) "
-                "everywhere the pipeline runs"
-            )
-        if entry.get("previous_hash") != previous or not hmac.compare_digest(str(entry.get("hash")), expected):
-            raise AuditIntegrityError(f"audit log {path} was altered at line {number}: restore it from backup")
-        trail.entries.append(AuditEntry.model_validate(entry))
-        previous = entry["hash"]
+    _move_file_log_in(config)
+    name = config.model.registered_name
+    with history.engine(config).connect() as conn:
+        rows = conn.execute(
+            sa.select(AUDIT_LOG.c.seq, AUDIT_LOG.c.entry, AUDIT_LOG.c.hash)
+            .where(AUDIT_LOG.c.model_name == name)
+            .order_by(AUDIT_LOG.c.seq)
+        ).all()
+    trail = _verify(config, [(int(seq), text) for seq, text, _ in rows], f"the audit log of {name}")
     head = history.audit_head(config, name)
     count = len(trail.entries)
+    where = f"the audit log of {name} ({_safe_url(config)})"
     if head is None and count:
         raise AuditIntegrityError(
-            f"audit log {path} holds {count} entries, but the history database ({_safe_url(config)}) has no record of "
-            "its head: the log was copied in or the database replaced; restore both from the same backup"
+            f"{where} holds {count} entries, but has no record of its head: the entries were copied in or the head "
+            "table emptied; restore the database from backup"
         )
     if head is not None:
         recorded, head_hash = head
         if count < recorded:
             raise AuditIntegrityError(
-                f"audit log {path} was truncated: it holds {count} entries, the history database recorded {recorded}; "
-                "restore it from backup"
+                f"{where} was truncated: it holds {count} entries, the head record says {recorded}; restore it from backup"
             )
         if recorded and trail.entries[recorded - 1].hash != head_hash:
             raise AuditIntegrityError(
-                f"audit log {path} was rewritten: entry {recorded} is not the one recorded; restore it from backup"
+                f"{where} was rewritten: entry {recorded} is not the one recorded; restore it from backup"
             )
-    if torn:
-        trail.torn_bytes = len(torn)
-        trail.warnings.append(
-            f"the last line of {path} is incomplete ({len(torn)} bytes: a crash while writing); the {count} entries "
-            "before it are intact, and the torn line is removed before the next entry is written"
-        )
     if not config.audit_key:
         trail.warnings.append(
             f"the audit log is not keyed: set {AUDIT_KEY_ENV_VAR} so a rewritten log cannot be re-hashed"
         )
     for warning in trail.warnings:
         log.warning(warning)
+    return trail
+
+
+def _verify(config: PipelineConfig, numbered: list[tuple[int, str]], where: str) -> AuditTrail:
+    """Check every entry's number, JSON, algorithm, link to the one before and hash; return them in order."""
+    trail, previous = AuditTrail([]), ""
+    for expected_number, (number, text) in enumerate(numbered, 1):
+        if number != expected_number:
+            raise AuditIntegrityError(
+                f"{where} is missing entry {expected_number} (the next one is {number}): entries were removed; "
+                "restore it from backup"
+            )
+        try:
+            entry = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise AuditIntegrityError(f"{where} entry {number} is not JSON ({exc}): restore it from backup") from exc
+        body = {k: v for k, v in entry.items() if k != "hash"}
+        alg, expected = _digest(config, body)
+        if entry.get("alg", "sha256") != alg:
+            raise AuditIntegrityError(
+                f"{where} entry {number} is signed with {entry.get('alg', 'sha256')}, but this process "
+                f"verifies {alg}: set the same {AUDIT_KEY_ENV_VAR} (the Airflow Variable pipeline_audit_key) "
+                "everywhere the pipeline runs"
+            )
+        if entry.get("previous_hash") != previous or not hmac.compare_digest(str(entry.get("hash")), expected):
+            raise AuditIntegrityError(f"{where} was altered at entry {number}: restore it from backup")
+        trail.entries.append(AuditEntry.model_validate(entry))
+        previous = entry["hash"]
     return trail
 
 
@@ -120,25 +138,41 @@ def read_audit(config: PipelineConfig) -> list[AuditEntry]:
 
 @contextmanager
 def audit_lock(config: PipelineConfig) -> Iterator[None]:
-    """Serialise alias moves across processes on this machine (one promotion, rejection or rollback at a time)."""
-    config.audit_log.parent.mkdir(parents=True, exist_ok=True)
-    with open(config.audit_log.with_suffix(".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """Serialise alias moves of the model (one promotion, rejection or rollback at a time), across machines.
+
+    On a server database, a row of `audit_locks` is held FOR UPDATE by a transaction of its own until the block
+    ends; a killed process's connection closes and frees it. SQLite is one machine's file: a file lock beside it.
+    """
+    db, name = history.engine(config), config.model.registered_name
+    if _HOLDING.get():  # already held by this process (a file log being moved in under an append)
+        yield
+        return
+    token = _HOLDING.set(True)
+    try:
+        if db.dialect.name == "sqlite":
+            with open(Path(db.url.database or "history.db").with_suffix(".audit.lock"), "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
         try:
+            with db.begin() as conn:
+                conn.execute(AUDIT_LOCKS.insert().values(model_name=name))
+        except sa.exc.IntegrityError:  # the row exists (the usual case)
+            pass
+        with db.connect() as conn, conn.begin():
+            conn.execute(sa.select(AUDIT_LOCKS.c.model_name).where(AUDIT_LOCKS.c.model_name == name).with_for_update())
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        _HOLDING.reset(token)
 
 
 def append(config: PipelineConfig, event: dict[str, Any]) -> AuditEntry:
-    """Append one entry (call under `audit_lock`): cut a torn last line, write and fsync, then record the new head."""
+    """Append one entry (call under `audit_lock`): the entry and the new head are written in one transaction."""
     event = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in event.items()}
     trail = read_trail(config)
-    path = config.audit_log
-    if trail.torn_bytes:
-        with open(path, "r+b") as handle:
-            handle.truncate(path.stat().st_size - trail.torn_bytes)
-        event = {**event, "note": f"a torn last line ({trail.torn_bytes} bytes) was removed before this entry"}
     previous = trail.entries[-1].hash if trail.entries else ""
     body = {
         "at": datetime.now(UTC).isoformat(),
@@ -148,12 +182,46 @@ def append(config: PipelineConfig, event: dict[str, Any]) -> AuditEntry:
     }
     _, digest = _digest(config, body)
     entry = {**body, "hash": digest}
-    with open(path, "ab") as handle:
-        handle.write((json.dumps(entry, default=str) + "\n").encode())
-        handle.flush()
-        os.fsync(handle.fileno())
-    history.set_audit_head(config, config.model.registered_name, len(trail.entries) + 1, digest)
+    name, number = config.model.registered_name, len(trail.entries) + 1
+    with history.engine(config).begin() as conn:
+        conn.execute(
+            AUDIT_LOG.insert().values(model_name=name, seq=number, entry=json.dumps(entry, default=str), hash=digest)
+        )
+        history.set_audit_head(conn, name, number, digest)
     return AuditEntry.model_validate(entry)
+
+
+def _move_file_log_in(config: PipelineConfig) -> None:
+    """Verify a JSON-lines log an earlier release kept under the data root, copy it into the database, set it aside."""
+    path = config.audit_log_file
+    if not path.exists():
+        return
+    with audit_lock(config):
+        if not path.exists():  # another process moved it meanwhile
+            return
+        name = config.model.registered_name
+        raw = path.read_bytes()
+        complete = raw[: raw.rfind(b"\n") + 1]  # a torn last line (a crash while writing) is left behind
+        lines = complete.decode("utf-8", errors="replace").splitlines()
+        trail = _verify(config, list(enumerate(lines, 1)), f"audit log file {path}")
+        head = history.audit_head(config, name)
+        if head is not None and (len(lines) < head[0] or (head[0] and trail.entries[head[0] - 1].hash != head[1])):
+            raise AuditIntegrityError(
+                f"audit log file {path} was truncated or rewritten: it holds {len(lines)} entries, the history database "
+                f"recorded {head[0]}; restore it from backup"
+            )
+        with history.engine(config).begin() as conn:
+            if conn.execute(sa.select(AUDIT_LOG.c.seq).where(AUDIT_LOG.c.model_name == name).limit(1)).first():
+                raise AuditIntegrityError(
+                    f"both the database and {path} hold an audit log of {name}: keep the database's, and move the "
+                    "file away after checking it"
+                )
+            for number, (line, entry) in enumerate(zip(lines, trail.entries, strict=True), 1):
+                conn.execute(AUDIT_LOG.insert().values(model_name=name, seq=number, entry=line, hash=entry.hash))
+            if trail.entries:
+                history.set_audit_head(conn, name, len(lines), trail.entries[-1].hash)
+        path.rename(path.with_name(path.name + ".moved-to-database"))
+        log.warning("the audit log file %s (%d entries) was verified and moved into the database", path, len(lines))
 
 
 def expected_champion(entries: list[AuditEntry]) -> AuditEntry | None:

@@ -298,8 +298,8 @@ class PipelineConfig(_Section):
         return f"retrain_request__{self.model.registered_name}"
 
     @property
-    def audit_log(self) -> Path:
-        """The append-only, hash-chained log of every alias move."""
+    def audit_log_file(self) -> Path:
+        """Where releases before the audit log moved into the history database kept it (moved in on first use)."""
         return self.data_root / MONITORING / "model_audit.jsonl"
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 from pipelines.config import PipelineConfig
 from pipelines.lake import MONITORING
 
+log = logging.getLogger(__name__)
 METADATA = sa.MetaData()
 NIGHTS = sa.Table(
     "nights",
@@ -54,6 +56,17 @@ AUDIT_HEAD = sa.Table(
     sa.Column("head_hash", sa.String(128), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
+# The audit log of alias moves (pipelines.audit): append-only rows, each entry's JSON text as it was hashed.
+AUDIT_LOG = sa.Table(
+    "audit_log",
+    METADATA,
+    sa.Column("model_name", sa.String(200), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),  # 1, 2, ... per model: a gap is a deletion
+    sa.Column("entry", sa.Text, nullable=False),
+    sa.Column("hash", sa.String(128), nullable=False),
+)
+# One row per model, locked (SELECT ... FOR UPDATE) while an alias move is decided and made (not on SQLite).
+AUDIT_LOCKS = sa.Table("audit_locks", METADATA, sa.Column("model_name", sa.String(200), primary_key=True))
 COLUMNS = {c.name for c in NIGHTS.columns}
 _ENGINES: dict[str, sa.Engine] = {}
 
@@ -67,8 +80,15 @@ def engine(config: PipelineConfig) -> sa.Engine:
         created = sa.create_engine(url)
         METADATA.create_all(created)
         _add_missing_columns(created)
+        _make_append_only(created)
         _ENGINES[url] = created
     return _ENGINES[url]
+
+
+def dispose(url: str) -> None:
+    """Close and forget the engine of `url` (before its database is dropped, or to reconnect)."""
+    if url in _ENGINES:
+        _ENGINES.pop(url).dispose()
 
 
 def _add_missing_columns(db: sa.Engine) -> None:
@@ -83,6 +103,36 @@ def _add_missing_columns(db: sa.Engine) -> None:
         except sa.exc.DBAPIError:  # another process added it first
             if column.name not in {c["name"] for c in sa.inspect(db).get_columns(NIGHTS.name)}:
                 raise
+
+
+def _make_append_only(db: sa.Engine) -> None:
+    """Have the database itself refuse UPDATE and DELETE on the audit log (SQLite and PostgreSQL triggers)."""
+    message = "audit_log is append-only: entries are never changed or removed"
+    if db.dialect.name == "sqlite":
+        statements = [
+            f"CREATE TRIGGER IF NOT EXISTS audit_log_no_{verb.lower()} BEFORE {verb} ON audit_log "
+            f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            for verb in ("UPDATE", "DELETE")
+        ]
+    elif db.dialect.name == "postgresql":
+        with db.connect() as conn:
+            exists = conn.execute(sa.text("SELECT 1 FROM pg_trigger WHERE tgname = 'audit_log_append_only'")).first()
+        if exists:
+            return
+        statements = [
+            "CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN RAISE EXCEPTION '{message}'; END $$",
+            "CREATE OR REPLACE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+        ]
+    else:  # other databases: the hash chain and the head record still show a change
+        return
+    try:
+        with db.begin() as conn:
+            for statement in statements:
+                conn.execute(sa.text(statement))
+    except sa.exc.DBAPIError:  # another process created them at the same moment
+        log.debug("audit_log triggers were being created by another process")
 
 
 def _key(ds: str, model_name: str, model_version: str) -> Any:
@@ -161,15 +211,14 @@ def audit_head(config: PipelineConfig, model_name: str) -> tuple[int, str] | Non
     return (int(row[0]), str(row[1])) if row else None
 
 
-def set_audit_head(config: PipelineConfig, model_name: str, entries: int, head_hash: str) -> None:
-    """Record the audit log's new head (called under the audit lock, after the entry is on disk)."""
-    with engine(config).begin() as conn:
-        conn.execute(AUDIT_HEAD.delete().where(AUDIT_HEAD.c.model_name == model_name))
-        conn.execute(
-            AUDIT_HEAD.insert().values(
-                model_name=model_name, entries=entries, head_hash=head_hash, updated_at=datetime.now(UTC)
-            )
+def set_audit_head(conn: sa.Connection, model_name: str, entries: int, head_hash: str) -> None:
+    """Record the audit log's new head, in the transaction `conn` that appends the entry (pipelines.audit)."""
+    conn.execute(AUDIT_HEAD.delete().where(AUDIT_HEAD.c.model_name == model_name))
+    conn.execute(
+        AUDIT_HEAD.insert().values(
+            model_name=model_name, entries=entries, head_hash=head_hash, updated_at=datetime.now(UTC)
         )
+    )
 
 
 def has_nights(config: PipelineConfig) -> bool:

@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -48,6 +50,37 @@ def write_config(folder: Path, name: str = "pipeline.yaml", **overrides: object)
 @pytest.fixture
 def config(tmp_path: Path) -> PipelineConfig:
     return load_config(write_config(tmp_path))
+
+
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+
+def postgres_admin(sql: str) -> None:
+    """Run one statement on the machine's PostgreSQL (127.0.0.1:5432, trust auth) outside a transaction."""
+    import psycopg2
+
+    conn = psycopg2.connect(dbname="postgres", **PG)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+@contextmanager
+def fresh_postgres_database(name: str) -> Iterator[str]:
+    """Create an empty database (dropped afterwards) and yield its SQLAlchemy URL; skip, or fail in CI, without one."""
+    try:
+        postgres_admin("SELECT 1")
+    except Exception as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) is needed: {exc}")
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth): {exc}")
+    postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    postgres_admin(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,14 @@
-"""The audit log holds against truncation, a rewrite with recomputed hashes, a torn last line and an interrupted move."""
+"""The audit log holds against truncation, a rewrite with recomputed hashes, a crash mid-append and an interrupted move."""
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
+import sqlalchemy as sa
 
 from pipelines import audit, history, retraining
 from pipelines.config import AUDIT_KEY_ENV_VAR
@@ -11,7 +16,7 @@ from pipelines.errors import AuditIntegrityError
 from pipelines.monitoring_page import render_page
 from pipelines.promotion import champion_matches_audit, promote, reject, rollback
 from pipelines.registry import Registry
-from tests.conftest import copy_lake
+from tests.conftest import copy_lake, fresh_postgres_database, write_config
 
 
 @pytest.fixture(scope="module")
@@ -62,55 +67,132 @@ def log(config):
     return config
 
 
+def stored(config):
+    """The log's rows as someone with database access sees them: [(seq, entry dict)]."""
+    with history.engine(config).connect() as conn:
+        rows = conn.execute(sa.select(history.AUDIT_LOG.c.seq, history.AUDIT_LOG.c.entry).order_by("seq")).all()
+    return [(seq, json.loads(text)) for seq, text in rows]
+
+
+def tamper(config, statement, **values):
+    """Run a statement against the log as an attacker who can drop the append-only triggers would."""
+    with history.engine(config).begin() as conn:
+        conn.execute(sa.text("DROP TRIGGER IF EXISTS audit_log_no_update"))
+        conn.execute(sa.text("DROP TRIGGER IF EXISTS audit_log_no_delete"))
+        conn.execute(sa.text(statement), values)
+
+
+def rewrite(config, entries):
+    """Replace the log's rows with `entries` (numbered 1, 2, ...)."""
+    tamper(config, "DELETE FROM audit_log")
+    with history.engine(config).begin() as conn:
+        for number, entry in enumerate(entries, 1):
+            conn.execute(
+                history.AUDIT_LOG.insert().values(
+                    model_name=config.model.registered_name, seq=number, entry=json.dumps(entry), hash=entry["hash"]
+                )
+            )
+
+
 def test_entries_are_keyed_and_the_chain_reads_back(log):
     config = log
     entries = audit.read_audit(config)
     assert [e.action for e in entries] == ["bootstrap", "reject", "promote", "rollback"]
-    assert {json.loads(line)["alg"] for line in config.audit_log.read_text().splitlines()} == {"hmac-sha256"}
+    assert {entry["alg"] for _, entry in stored(config)} == {"hmac-sha256"}
+    assert [seq for seq, _ in stored(config)] == [1, 2, 3, 4]
     assert history.audit_head(config, config.model.registered_name) == (4, entries[-1].hash)
     with pytest.raises(AuditIntegrityError, match="signed with hmac-sha256"):
         audit.read_audit(config.model_copy(update={"audit_key": None}))
 
 
+@pytest.mark.parametrize(
+    "statement", ["UPDATE audit_log SET entry = 'x' WHERE seq = 2", "DELETE FROM audit_log WHERE seq = 4"]
+)
+def test_the_database_refuses_to_change_or_remove_an_entry(log, statement):
+    config = log
+    with (
+        pytest.raises(sa.exc.DatabaseError, match="audit_log is append-only"),
+        history.engine(config).begin() as conn,
+    ):
+        conn.execute(sa.text(statement))
+    assert len(audit.read_audit(config)) == 4
+
+
 def test_dropping_the_last_entries_is_detected(log):
     config = log
-    lines = config.audit_log.read_text().splitlines(keepends=True)
-    config.audit_log.write_text("".join(lines[:2]))
-    with pytest.raises(AuditIntegrityError, match="was truncated: it holds 2 entries, the history database recorded 4"):
+    tamper(config, "DELETE FROM audit_log WHERE seq > 2")
+    with pytest.raises(AuditIntegrityError, match="was truncated: it holds 2 entries, the head record says 4"):
         audit.read_audit(config)
     assert "was truncated" in render_page(config, "/monitoring")
 
 
+def test_a_removed_entry_in_the_middle_is_detected(log):
+    config = log
+    tamper(config, "DELETE FROM audit_log WHERE seq = 2")
+    with pytest.raises(AuditIntegrityError, match="is missing entry 2 \\(the next one is 3\\)"):
+        audit.read_audit(config)
+
+
 def test_a_rewrite_with_recomputed_hashes_is_detected(log):
     config = log
-    entries = [
-        json.loads(line) for line in config.audit_log.read_text().splitlines()
-    ]  # the file, as an attacker sees it
     previous, forged = "", []
-    for entry in entries:  # what an attacker without the key can do: re-hash every line after the edit
+    for _, entry in stored(config):  # what an attacker without the key can do: re-hash every entry after the edit
         body = {k: v for k, v in entry.items() if k != "hash"} | {"previous_hash": previous}
         if body["action"] == "reject":
             body["approved_by"] = "mallory"
         digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
         forged.append(body | {"hash": digest})
         previous = digest
-    config.audit_log.write_text("".join(json.dumps(e) + "\n" for e in forged))
-    with pytest.raises(AuditIntegrityError, match="was altered at line 1"):
+    rewrite(config, forged)
+    with pytest.raises(AuditIntegrityError, match="was altered at entry 1"):
         audit.read_audit(config)
 
 
-def test_a_torn_last_line_is_reported_and_repaired_by_the_next_entry(log):
+def test_a_crash_mid_append_leaves_no_entry_and_no_head(log, monkeypatch):
     config = log
-    with open(config.audit_log, "ab") as handle:
-        handle.write(b'{"at": "2026-11-27T03:00:00", "action": "prom')  # a crash in the middle of an append
-    trail = audit.read_trail(config)
-    assert len(trail.entries) == 4 and trail.torn_bytes > 0
-    assert "incomplete" in trail.warnings[0]
-    page = render_page(config, "/monitoring")
-    assert "the last line of" in page and ">rollback<" in page
-    entry = _append(config, "reject", "1", "2", 6)
-    assert "torn last line" in entry.note
-    assert [e.action for e in audit.read_audit(config)][-2:] == ["rollback", "reject"]
+    head = history.audit_head(config, config.model.registered_name)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed between the entry and its head")
+
+    monkeypatch.setattr(history, "set_audit_head", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        _append(config, "reject", "1", "2", 6)
+    monkeypatch.undo()
+    assert len(audit.read_audit(config)) == 4 and history.audit_head(config, config.model.registered_name) == head
+    _append(config, "reject", "1", "2", 7)
+    assert [e.reason for e in audit.read_audit(config)][-1] == "step 7"
+
+
+def test_a_file_log_of_an_earlier_release_is_verified_and_moved_in(config):
+    source = config.model_copy(update={"data_root": config.data_root / "old"})
+    for number, move in enumerate(MOVES):
+        _append(source, *move, number)
+    lines = [json.dumps(entry) + "\n" for _, entry in stored(source)]
+    config.audit_log_file.parent.mkdir(parents=True, exist_ok=True)
+    config.audit_log_file.write_text("".join(lines) + '{"at": "2026-11-27T03:00:00", "action": "prom')  # torn tail
+    entries = audit.read_audit(config)
+    assert [e.action for e in entries] == ["bootstrap", "reject", "promote", "rollback"]
+    assert (
+        not config.audit_log_file.exists()
+        and config.audit_log_file.with_name("model_audit.jsonl.moved-to-database").exists()
+    )
+    assert history.audit_head(config, config.model.registered_name) == (4, entries[-1].hash)
+    _append(config, "reject", "1", "2", 5)
+    assert len(audit.read_audit(config)) == 5
+
+
+def test_an_altered_file_log_is_not_moved_in(config):
+    source = config.model_copy(update={"data_root": config.data_root / "old"})
+    for number, move in enumerate(MOVES):
+        _append(source, *move, number)
+    entries = [entry for _, entry in stored(source)]
+    entries[1]["approved_by"] = "mallory"
+    config.audit_log_file.parent.mkdir(parents=True, exist_ok=True)
+    config.audit_log_file.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    with pytest.raises(AuditIntegrityError, match="was altered at entry 2"):
+        audit.read_audit(config)
+    assert config.audit_log_file.exists() and stored(config) == []
 
 
 def test_a_log_without_its_head_record_is_refused(log):
@@ -160,21 +242,77 @@ def test_the_key_never_comes_from_the_yaml(tmp_path):
 )
 def test_every_field_of_an_entry_is_under_its_hash(log, field):
     config = log
-    lines = config.audit_log.read_text().splitlines(keepends=True)
-    entry = json.loads(lines[2])  # the promotion: every field is set
+    entries = [entry for _, entry in stored(config)]
+    entry = entries[2]  # the promotion: every field is set
     assert entry["action"] == "promote" and entry["from_version"] == "1"
     entry[field] = "9" if field.endswith("version") else f"forged {field}"
-    lines[2] = json.dumps(entry) + "\n"
-    config.audit_log.write_text("".join(lines))
-    with pytest.raises(AuditIntegrityError, match="was altered at line 3"):
+    rewrite(config, entries)
+    with pytest.raises(AuditIntegrityError, match="was altered at entry 3"):
         audit.read_audit(config)
 
 
 def test_entries_moved_out_of_order_break_the_chain(lake):
-    """Each line is intact on its own and the head is unchanged: only the link to the previous entry shows it."""
+    """Each entry is intact on its own and the head is unchanged: only the link to the previous entry shows it."""
     config, *_ = lake
-    lines = config.audit_log.read_text().splitlines(keepends=True)
-    lines[1], lines[2] = lines[2], lines[1]
-    config.audit_log.write_text("".join(lines))
-    with pytest.raises(AuditIntegrityError, match="was altered at line 2"):
+    entries = [entry for _, entry in stored(config)]
+    entries[1], entries[2] = entries[2], entries[1]
+    rewrite(config, entries)
+    with pytest.raises(AuditIntegrityError, match="was altered at entry 2"):
         audit.read_audit(config)
+
+
+@pytest.fixture
+def pg_config(tmp_path):
+    """A config whose history, and so whose audit log, is a fresh PostgreSQL database."""
+    from pipelines.config import load_config
+
+    with fresh_postgres_database(f"nightly_ml_audit_{os.getpid()}") as url:
+        path = write_config(tmp_path)
+        yield load_config(path, environ={**os.environ, "PIPELINE_HISTORY_URL": url}), path, url
+        history.dispose(url)
+
+
+HOLD = """
+import os, sys, time
+from pipelines import audit
+from pipelines.config import load_config
+config = load_config(sys.argv[1])
+with audit.audit_lock(config):
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+    audit.append(config, {"action": "bootstrap", "model": config.model.registered_name, "from_version": None,
+                          "to_version": "1", "reason": "the other worker", "approved_by": "gate",
+                          "airflow_run_id": "other", "gate": None})
+"""
+
+
+def test_on_postgres_the_lock_holds_across_processes_and_the_database_guards_the_log(pg_config):
+    config, path, url = pg_config
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path), "3"],
+        env={**os.environ, "PIPELINE_HISTORY_URL": url},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout.readline().strip() == "holding"  # the other process holds the lock now
+        started = time.monotonic()
+        entry = _append(config, "promote", "1", "2", 1)  # waits for the other process's entry
+        waited = time.monotonic() - started
+    finally:
+        other.wait(timeout=60)
+    assert other.returncode == 0
+    assert waited > 1.0, f"the append did not wait for the lock holder ({waited:.2f} s)"
+    entries = audit.read_audit(config)
+    assert [e.reason for e in entries] == ["the other worker", "step 1"]
+    assert stored(config)[1][1]["previous_hash"] == entries[0].hash and entry.hash == entries[1].hash
+    with (
+        pytest.raises(sa.exc.DatabaseError, match="audit_log is append-only"),
+        history.engine(config).begin() as conn,
+    ):
+        conn.execute(sa.text("DELETE FROM audit_log"))
+    with (
+        pytest.raises(sa.exc.DatabaseError, match="audit_log is append-only"),
+        history.engine(config).begin() as conn,
+    ):
+        conn.execute(sa.text("TRUNCATE audit_log"))

@@ -140,14 +140,24 @@ def test_promotion_then_rollback_are_audited(lake):
 
 
 def test_the_audit_log_detects_rewriting(lake, tmp_path):
+    import sqlalchemy as sa
+
+    from pipelines import history
+
     config, *_ = lake
-    text = config.audit_log.read_text()
+    forge = """UPDATE audit_log SET entry = replace(entry, '"approved_by": "alice"', '"approved_by": "mallory"')"""
+    undo = """UPDATE audit_log SET entry = replace(entry, '"approved_by": "mallory"', '"approved_by": "alice"')"""
+    with history.engine(config).begin() as conn:
+        conn.execute(sa.text("DROP TRIGGER audit_log_no_update"))
+        assert conn.execute(sa.text(forge)).rowcount >= 1
     try:
-        config.audit_log.write_text(text.replace('"approved_by": "alice"', '"approved_by": "mallory"'))
-        with pytest.raises(AuditIntegrityError, match="was altered at line"):
+        with pytest.raises(AuditIntegrityError, match="was altered at entry"):
             read_audit(config)
     finally:
-        config.audit_log.write_text(text)
+        with history.engine(config).begin() as conn:
+            conn.execute(sa.text(undo))
+        history._ENGINES.clear()  # the next engine puts the trigger back
+    assert read_audit(config)
 
 
 def test_promotion_refuses_a_failed_gate_or_a_missing_approval(lake):
