@@ -22,6 +22,8 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export PYTHONUNBUFFERED := 1
 # OpenMP threads sleep instead of spinning when a task waits: a worker runs several tasks (pipelines/threads.py)
 export OMP_WAIT_POLICY ?= PASSIVE
+# Arrow gives freed memory back at once instead of keeping it for a while (pipelines/threads.py)
+export ARROW_DEFAULT_MEMORY_POOL ?= system
 # The audit log's HMAC key (the Airflow Variable pipeline_audit_key): yours from the environment, else one generated
 # once for this checkout under var/ (never committed), like Airflow's generated admin password.
 AUDIT_KEY_FILE := $(ROOT)/var/secrets/audit_key

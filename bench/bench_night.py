@@ -44,6 +44,7 @@ def _env(folder: Path, config_path: Path) -> dict[str, str]:
         "AIRFLOW_VAR_PIPELINE_AUDIT_KEY": "bench-only-audit-key",
         "PIPELINE_CONFIG": str(config_path),
         "OMP_WAIT_POLICY": "PASSIVE",
+        "ARROW_DEFAULT_MEMORY_POOL": "system",
         "GX_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "MLFLOW_ENABLE_TELEMETRY": "false",
@@ -139,6 +140,7 @@ def main() -> None:
         total = time.time() - started
         naive_env = dict(env, MLFLOW_TRACKING_URI=tracking_uri)
         naive_env.pop("OMP_WAIT_POLICY")
+        naive_env.pop("ARROW_DEFAULT_MEMORY_POOL")
         out = subprocess.run(
             [
                 sys.executable,

@@ -82,7 +82,8 @@ def _peak_rss_mb() -> float:
 
 
 def _measure(kind: str, spec: dict) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}  # each side sets (or not) its own
+    # each side sets (or not) its own native settings: the naive one keeps the libraries' defaults
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "ARROW_DEFAULT_MEMORY_POOL")}
     env |= {"GX_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "MLFLOW_ENABLE_TELEMETRY": "false"}
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", kind, "--spec", json.dumps(spec)],

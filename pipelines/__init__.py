@@ -1,6 +1,7 @@
 """Nightly batch scoring, monitoring and retraining: the product, importable without Airflow."""
 
-from pipelines.threads import prefer_passive_openmp
+from pipelines.threads import prefer_passive_openmp, prefer_system_arrow_allocator
 
-# before any step loads scikit-learn (and with it OpenMP), which reads the wait policy only then
+# before any step loads scikit-learn (and with it OpenMP) or pyarrow, which read these settings only then
 prefer_passive_openmp()
+prefer_system_arrow_allocator()

@@ -130,6 +130,7 @@ def airflow_env(home: Path, config_path: Path) -> dict[str, str]:
             "DO_NOT_TRACK": "1",
             "MLFLOW_ENABLE_TELEMETRY": "false",
             "OMP_WAIT_POLICY": "PASSIVE",
+            "ARROW_DEFAULT_MEMORY_POOL": "system",
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         }
     )

@@ -58,6 +58,7 @@ def test_compose_file_describes_this_topology():
         assert env["AIRFLOW_VAR_PIPELINE_AUDIT_KEY"].startswith("${")
         assert env["PIPELINE_CONFIG"] == "/opt/nightly-ml/include/config/pipeline.yaml"
         assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # set before any task loads OpenMP
+        assert env["ARROW_DEFAULT_MEMORY_POOL"] == "system"  # and Arrow's allocator before pyarrow loads
     published = [port for service in services.values() for port in service.get("ports", [])]
     assert published and all(str(port).startswith("127.0.0.1:") for port in published), published
     assert services["airflow-init"]["command"] == ["airflow", "db", "migrate"]

@@ -13,12 +13,15 @@ import json, os, sys
 import pipelines.scoring
 import sklearn.ensemble
 from pipelines.threads import openmp_loaded
-print(json.dumps({{"policy": os.environ.get("OMP_WAIT_POLICY"), "openmp": openmp_loaded()}}))
+import pyarrow
+print(json.dumps({{"policy": os.environ.get("OMP_WAIT_POLICY"), "openmp": openmp_loaded(),
+                  "arrow_pool": pyarrow.default_memory_pool().backend_name}}))
 """
 
 
 def _probe(first: str = "", **env: str) -> tuple[dict, str]:
-    environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | env
+    unset = {"OMP_WAIT_POLICY", "ARROW_DEFAULT_MEMORY_POOL"}
+    environ = {k: v for k, v in os.environ.items() if k not in unset} | env
     out = subprocess.run(
         [sys.executable, "-c", PROBE.format(first=first)], env=environ, capture_output=True, text=True, cwd=REPO
     )
@@ -28,7 +31,18 @@ def _probe(first: str = "", **env: str) -> tuple[dict, str]:
 
 def test_importing_the_pipeline_asks_for_passive_openmp_before_scikit_learn_loads_it():
     seen, _ = _probe()
-    assert seen == {"policy": "PASSIVE", "openmp": True}
+    assert seen == {"policy": "PASSIVE", "openmp": True, "arrow_pool": "system"}
+
+
+def test_an_arrow_allocator_set_by_the_operator_is_kept():
+    seen, _ = _probe(ARROW_DEFAULT_MEMORY_POOL="jemalloc")
+    assert seen["arrow_pool"] == "jemalloc"
+
+
+def test_pyarrow_loaded_before_the_pipeline_is_reported():
+    seen, err = _probe(first="import logging; logging.basicConfig(); import pyarrow")
+    assert seen["arrow_pool"] != "system"  # too late for this process: said so
+    assert "pyarrow was loaded before ARROW_DEFAULT_MEMORY_POOL could be set" in err
 
 
 def test_a_wait_policy_set_by_the_operator_is_kept():
