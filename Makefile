@@ -29,7 +29,7 @@ export ARROW_DEFAULT_MEMORY_POOL ?= system
 AUDIT_KEY_FILE := $(ROOT)/var/secrets/audit_key
 export AIRFLOW_VAR_PIPELINE_AUDIT_KEY ?= $(shell mkdir -p $(ROOT)/var/secrets && chmod 700 $(ROOT)/var/secrets && { test -s $(AUDIT_KEY_FILE) || python3 -c 'import secrets; print(secrets.token_hex(32))' > $(AUDIT_KEY_FILE); } && chmod 600 $(AUDIT_KEY_FILE) && cat $(AUDIT_KEY_FILE))
 
-.PHONY: setup demo test check mutate night airflow-db airflow-ui mlflow-ui bench browser clean
+.PHONY: setup demo test test-tools check mutate night airflow-db airflow-ui mlflow-ui bench browser clean
 
 $(UV):
 	@echo "uv not found: installing it into $(TOOLS)"
@@ -56,7 +56,13 @@ check: setup
 	$(UV) run --frozen mypy
 	$(UV) run --frozen lint-imports
 
-test: check
+# The compose file is checked by Debian's docker-compose (1.29: `config` needs no engine); installed when missing.
+test-tools:
+	@command -v docker-compose > /dev/null || { echo "installing Debian's docker-compose (checks docker-compose.yaml)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose > /dev/null; } \
+	  || echo "could not install docker-compose: the compose test will say so"
+
+test: check test-tools
 	CI=$${CI:-} $(UV) run --frozen pytest
 
 # Mutation testing of the pure modules against the fast unit tests (by hand, not in CI; [tool.mutmut]).

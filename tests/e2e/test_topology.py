@@ -1,5 +1,8 @@
-"""The docker-compose topology, run natively: PostgreSQL metadata DB, api-server, scheduler (LocalExecutor),
-dag-processor and triggerer as separate processes, like the compose services.
+"""The docker-compose topology, run natively: PostgreSQL (Airflow's metadata, Celery's results, the history and
+audit log, MLflow's backend store), Redis as the Celery broker, an S3-compatible object store (moto in server
+mode) behind an MLflow tracking server, and the api-server, scheduler (CeleryExecutor), dag-processor, triggerer
+and two Celery workers as separate processes, each worker with its own empty working directory, HOME and
+AIRFLOW_HOME. The data root is still a folder both workers see (the object-store data root is not built yet).
 
 Checks what only a real scheduler does: the nightly run it creates on its own scores last night's partition; a
 run triggered through the REST API (as from the UI) with force_retrain emits the retraining Asset event, and the
@@ -7,7 +10,9 @@ scheduler starts retrain_model on it; a trigger whose `ds` is not a date is refu
 """
 
 import os
+import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,12 +26,12 @@ import yaml
 from pipelines import registry, retraining, sample_data
 from pipelines.config import load_config
 from tests.api_server import admin_headers, free_port, wait_until_healthy
-from tests.conftest import REPO, airflow_env, write_config
+from tests.conftest import PG, REPO, airflow_env, write_config
 
 pytestmark = pytest.mark.e2e
 
 BACKFILL = [date(2019, 3, 4), date(2019, 3, 5)]
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+WORKERS = ("airflow-worker-1", "airflow-worker-2")  # the compose service airflow-worker, scaled to two
 COMPONENTS = {  # the compose services and the command each runs
     "airflow-apiserver": ["api-server"],
     "airflow-scheduler": ["scheduler"],
@@ -45,25 +50,55 @@ def _admin(sql: str) -> None:
     conn.close()
 
 
+def _compose_config() -> dict:
+    """The compose file as Debian's `docker-compose` (1.29, no engine needed) resolves it with .env.example."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        message = (
+            "docker-compose is not installed (make test installs Debian's package: apt-get install docker-compose)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    out = subprocess.run(
+        [binary, "--env-file", ".env.example", "-f", "docker-compose.yaml", "config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout)
+
+
 def test_compose_file_describes_this_topology():
-    compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
-    services = compose["services"]
+    services = _compose_config()["services"]
     for name, command in COMPONENTS.items():
-        assert services[name]["command"][:2] == ["airflow", *command]
+        assert services[name]["command"][: 1 + len(command)] == ["airflow", *command]
         env = services[name]["environment"]
-        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
-        assert "${POSTGRES_PASSWORD" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]  # secrets from the environment
-        assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${")
-        assert env["AIRFLOW_VAR_PIPELINE_AUDIT_KEY"].startswith("${")
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:CHANGE-ME@postgres")
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:CHANGE-ME@redis:6379/")
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == "CHANGE-ME"  # every secret comes from .env
+        assert env["AIRFLOW_VAR_PIPELINE_AUDIT_KEY"] == "CHANGE-ME"
+        assert env["PIPELINE_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        assert env["PIPELINE_HISTORY_URL"].startswith("postgresql+psycopg2://")
         assert env["PIPELINE_CONFIG"] == "/opt/nightly-ml/include/config/pipeline.yaml"
         assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # set before any task loads OpenMP
         assert env["ARROW_DEFAULT_MEMORY_POOL"] == "system"  # and Arrow's allocator before pyarrow loads
+    worker = services["airflow-worker"]
+    assert "container_name" not in worker and "ports" not in worker  # --scale airflow-worker=N needs both absent
+    mlflow = services["mlflow"]["command"]
+    assert mlflow[:2] == ["mlflow", "server"] and "--serve-artifacts" in mlflow
+    assert mlflow[mlflow.index("--backend-store-uri") + 1].startswith("postgresql+psycopg2://")
+    assert mlflow[mlflow.index("--artifacts-destination") + 1].startswith("s3://nightly-ml/")
+    assert "minio" in services["object-store"]["image"]
     published = [port for service in services.values() for port in service.get("ports", [])]
     assert published and all(str(port).startswith("127.0.0.1:") for port in published), published
     assert services["airflow-init"]["command"] == ["airflow", "db", "migrate"]
     assert services["postgres"]["image"].startswith("postgres:")
-    dockerfile = (REPO / services["airflow-scheduler"]["build"]["dockerfile"]).read_text()
+    dockerfile = (REPO / "include/docker/Dockerfile").read_text()
     for line in dockerfile.splitlines():
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
@@ -71,83 +106,226 @@ def test_compose_file_describes_this_topology():
     assert "uv sync --frozen --no-dev" in dockerfile
 
 
+def test_env_example_names_every_variable_and_holds_no_secret():
+    text = (REPO / "docker-compose.yaml").read_text()
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    example = dict(
+        line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines() if line and line[0] != "#"
+    )
+    assert used == set(example), f"used but not in .env.example: {used - set(example)}; unused: {set(example) - used}"
+    secrets_ = {k: v for k, v in example.items() if "PASSWORD" in k or "SECRET" in k or k.endswith("_KEY")}
+    assert secrets_ and set(secrets_.values()) == {"CHANGE-ME"}, secrets_
+    assert ".env" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_compose_refuses_to_start_without_the_secrets(tmp_path):
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed")
+    (tmp_path / "empty.env").write_text("")
+    out = subprocess.run(
+        [binary, "--env-file", str(tmp_path / "empty.env"), "-f", str(REPO / "docker-compose.yaml"), "config"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.endswith(("PASSWORD", "SECRET", "_KEY"))},
+    )
+    assert out.returncode != 0 and "set POSTGRES_PASSWORD in .env" in out.stderr, out.stderr
+
+
+def _start(name, command, env, folder, cwd=REPO):
+    log = folder / f"{name}.log"
+    proc = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return proc, log
+
+
+def _wait_for_http(url, proc, log, seconds=120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{url}: the process exited: {log.read_text()[-3000:]}"
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {seconds} s: {log.read_text()[-3000:]}")
+
+
+def _stop(procs):
+    for proc, _ in procs.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc, _ in procs.values():
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory):
     try:
         _admin("SELECT 1")
+        import redis
+
+        redis.Redis(host="127.0.0.1", port=6379).ping()
     except Exception as exc:
         if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) is needed: {exc}")
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth): {exc}")
+            pytest.fail(f"PostgreSQL (127.0.0.1:5432, trust auth) and Redis (127.0.0.1:6379) are needed: {exc}")
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 or Redis at 127.0.0.1:6379: {exc}")
     folder = tmp_path_factory.mktemp("topology")
     db = f"nightly_ml_test_{os.getpid()}"
-    for name in (db, f"{db}_history"):
-        _admin(f"DROP DATABASE IF EXISTS {name}")
+    databases = (db, f"{db}_history", f"{db}_mlflow")
+    for name in databases:
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         _admin(f"CREATE DATABASE {name}")
-    today = datetime.now(UTC).date()
-    first = today - timedelta(days=20)
-    config_path = write_config(folder, partition_wait={"timeout_minutes": 2, "poke_interval_seconds": 10})
-    history_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_history"
-    # the same history database as the components: it also holds the audit log's head record
-    config = load_config(config_path, environ={**os.environ, "PIPELINE_HISTORY_URL": history_url})
-    sample_data.generate(config.data_root, first, 20, 1000, label_delay_days=3)  # up to yesterday
-    # history years back, for Airflow's own backfill (start_date comes from the earliest partition)
-    sample_data.generate(config.data_root, BACKFILL[0], len(BACKFILL), 1000, label_delay_days=0)
-    registry.init_store(config)
-    window = retraining.select_training_window(config, (today - timedelta(days=9)).isoformat())
-    champion = retraining.train_candidate(config, window, {"airflow_run_id": "setup", "reason": "bootstrap"})
-    retraining.bootstrap_or_challenge(config, champion, "setup")
-    port = free_port()
-    pg_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}"
-    env = airflow_env(folder / "airflow", config_path) | {
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url,
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "2",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-        "PIPELINE_HISTORY_URL": history_url,
-    }
-    migrate = subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
-    procs, logs = {}, {}
-    base = f"http://127.0.0.1:{port}"
+    redis_db = 1 + os.getpid() % 15  # a broker database of its own, flushed before and after
+    broker = f"redis://127.0.0.1:6379/{redis_db}"
+    redis.Redis.from_url(broker).flushdb()
+    procs = {}
     try:
+        # an S3-compatible object store (moto in server mode) holding MLflow's artifacts, a fresh bucket per run
+        s3_port, mlflow_port, port = free_port(), free_port(), free_port()
+        s3 = {
+            "AWS_ACCESS_KEY_ID": "topology",
+            "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        procs["object-store"] = _start(
+            "object-store",
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+            {**os.environ, **s3},
+            folder,
+        )
+        _wait_for_http(f"http://127.0.0.1:{s3_port}/", *procs["object-store"])
+        import boto3
+
+        bucket = f"nightly-ml-{os.getpid()}"
+        boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{s3_port}",
+            **{k.lower(): v for k, v in s3.items() if k != "AWS_DEFAULT_REGION"},
+            region_name="us-east-1",
+        ).create_bucket(Bucket=bucket)
+        # the MLflow tracking server: PostgreSQL backend store, artifacts served by it from the object store
+        mlflow_env = {**os.environ, **s3, "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}"}
+        procs["mlflow"] = _start(
+            "mlflow",
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_mlflow",
+                "--serve-artifacts",
+                "--artifacts-destination",
+                f"s3://{bucket}/mlflow-artifacts",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+            ],
+            mlflow_env,
+            folder,
+        )
+        tracking_uri = f"http://127.0.0.1:{mlflow_port}"
+        _wait_for_http(f"{tracking_uri}/health", *procs["mlflow"])
+        today = datetime.now(UTC).date()
+        first = today - timedelta(days=20)
+        config_path = write_config(folder, partition_wait={"timeout_minutes": 2, "poke_interval_seconds": 10})
+        history_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_history"
+        # the history (with the audit log) and the registry the components use; no AWS credential here: only the
+        # tracking server talks to the object store
+        urls = {"PIPELINE_HISTORY_URL": history_url, "PIPELINE_MLFLOW_TRACKING_URI": tracking_uri}
+        config = load_config(config_path, environ={**os.environ, **urls})
+        sample_data.generate(config.data_root, first, 20, 1000, label_delay_days=3)  # up to yesterday
+        # history years back, for Airflow's own backfill (start_date comes from the earliest partition)
+        sample_data.generate(config.data_root, BACKFILL[0], len(BACKFILL), 1000, label_delay_days=0)
+        registry.init_store(config)
+        window = retraining.select_training_window(config, (today - timedelta(days=9)).isoformat())
+        champion = retraining.train_candidate(config, window, {"airflow_run_id": "setup", "reason": "bootstrap"})
+        retraining.bootstrap_or_challenge(config, champion, "setup")
+        pg_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}"
+        env = (
+            airflow_env(folder / "airflow", config_path)
+            | urls
+            | {
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url,
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CELERY__BROKER_URL": broker,
+                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://postgres@127.0.0.1:5432/{db}",
+                # Celery records which worker ran each task (celery_taskmeta.worker)
+                "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": '{"result_extended": true}',
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(port),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            }
+        )
+        migrate = subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert migrate.returncode == 0, migrate.stderr[-3000:]
+        base = f"http://127.0.0.1:{port}"
         for name, command in COMPONENTS.items():
-            logs[name] = folder / f"{name}.log"
-            procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", *command],
-                env=env,
-                cwd=REPO,
-                stdout=logs[name].open("w"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+            procs[name] = _start(name, [sys.executable, "-m", "airflow", *command], env, folder)
+        for name in WORKERS:
+            # a worker needs only its configuration: its own empty working directory, HOME and AIRFLOW_HOME
+            own = folder / name
+            for part in ("cwd", "home", "airflow"):
+                (own / part).mkdir(parents=True)
+            worker_env = env | {
+                "HOME": str(own / "home"),
+                "AIRFLOW_HOME": str(own / "airflow"),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            }
+            procs[name] = _start(
+                name,
+                [
+                    sys.executable,
+                    "-m",
+                    "airflow",
+                    "celery",
+                    "worker",
+                    "--concurrency",
+                    "2",
+                    "--celery-hostname",
+                    f"{name}@%h",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                worker_env,
+                folder,
+                cwd=own / "cwd",
             )
-        wait_until_healthy(base, {name: (procs[name], logs[name]) for name in procs})
+        wait_until_healthy(base, procs)
         yield {
             "base": base,
             "headers": admin_headers(base, folder / "airflow"),
             "config": config,
             "today": today,
-            "logs": logs,
-            "procs": procs,
+            "logs": {name: log for name, (_, log) in procs.items()},
+            "procs": {name: proc for name, (proc, _) in procs.items()},
             "champion": champion,
+            "airflow_db": db,
+            "bucket": bucket,
+            "s3": {"endpoint_url": f"http://127.0.0.1:{s3_port}", **s3},
         }
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        for name in (db, f"{db}_history"):
+        _stop(procs)
+        redis.Redis.from_url(broker).flushdb()
+        for name in databases:
             _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
@@ -250,3 +428,31 @@ def test_airflow_backfill_scores_past_partitions_in_order_once_each(topology):
         assert set(predictions["airflow_run_id"]) == {run["dag_run_id"]}  # scored once, by its backfill run
         assert predictions["id"].is_unique
         assert (recorded["ds"] == ds).sum() == 1
+
+
+def test_tasks_run_on_both_workers_and_models_live_behind_the_tracking_server(topology):
+    """Runs last: by now the scheduled night, a triggered night, retrain_model and a backfill have run."""
+    import boto3
+    import psycopg2
+
+    conn = psycopg2.connect(dbname=topology["airflow_db"], **PG)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT worker, count(*) FROM celery_taskmeta WHERE worker IS NOT NULL GROUP BY worker")
+        by_worker = {worker.split("@")[0]: count for worker, count in cur.fetchall()}
+    conn.close()
+    assert set(by_worker) == set(WORKERS), by_worker  # Celery spread the tasks over both workers
+    s3 = topology["s3"]
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        aws_access_key_id=s3["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=topology["bucket"]).get("Contents", [])]
+    assert any(key.endswith("model.pkl") or key.endswith("MLmodel") for key in keys), keys[:20]
+    champion = topology["champion"].ref
+    from mlflow import MlflowClient
+
+    uri = MlflowClient(topology["config"].tracking_uri).get_run(champion.run_id).info.artifact_uri
+    assert uri.startswith("mlflow-artifacts:"), uri  # served by the tracking server, not a path on a worker
