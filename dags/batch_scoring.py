@@ -10,8 +10,11 @@ decides whether the model still holds.
    columns, null or duplicate ids, too few rows) is written to `quarantine/ds=.../validation.json` and the
    monitoring history, and is not scored. Data that moved (values outside the training range, unseen
    categories, more nulls) is scored and recorded as data-quality warnings (`validation.severity`).
-3. **score_partition**: streams the partition through the champion and atomically replaces
-   `predictions/ds=...` (a rerun never duplicates rows).
+3. **plan_shards** -> **score_shard** (mapped) -> **score_partition**: a partition above
+   `scoring.shard_rows` is split into at most `scoring.max_shards` shards scored in parallel on any worker,
+   and committed whole (all shards or none; a retried shard replaces its own part). A smaller partition skips
+   the shards: score_partition streams it through the champion itself. Either way `predictions/ds=...` is
+   replaced atomically (a rerun never duplicates rows).
 4. **monitor_night**: Evidently drift and data-summary reports (`reports/ds=.../`), CBPE estimate
    of ROC AUC and accuracy, one entry in the monitoring history.
 5. **evaluate_labels**: realised performance of every earlier night whose labels arrived.
@@ -33,7 +36,15 @@ from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue
 
 from pipelines.airflow_adapter import optional_date_param, start_date
 from pipelines.config import load_config
-from pipelines.contracts import Decision, LabelledNight, NightSummary, ScoringSummary, ValidatedPartition
+from pipelines.contracts import (
+    Decision,
+    LabelledNight,
+    NightSummary,
+    ScoringSummary,
+    Shard,
+    ShardScored,
+    ValidatedPartition,
+)
 from pipelines.notifiers import PipelineAlert
 
 CONFIG = load_config()
@@ -110,13 +121,31 @@ def batch_scoring():
             return monitoring.validate_partition(load_config(), night, context["run_id"], accepted_by)
 
     @task
-    def score_partition(validated: ValidatedPartition) -> ScoringSummary:
+    def plan_shards(validated: ValidatedPartition) -> list[Shard]:
+        from pipelines import scoring
+        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+
+        with fail_without_retry_on_user_errors():
+            return scoring.plan_shards(load_config(), validated.ds, validated.model)
+
+    # one mapped task per shard of a large partition, on any worker; none (skipped) for a partition one task scores
+    @task(max_active_tis_per_dagrun=CONFIG.scoring.max_shards)
+    def score_shard(shard: Shard) -> ShardScored:
+        from pipelines import scoring
+        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+
+        with fail_without_retry_on_user_errors():
+            return scoring.score_shard(load_config(), shard, get_current_context()["run_id"])
+
+    # scores a small partition itself, or commits a large one from all of its shards (a skipped score_shard: none)
+    @task(trigger_rule="none_failed_min_one_success")
+    def score_partition(validated: ValidatedPartition, shards: list[ShardScored]) -> ScoringSummary:
         from pipelines import scoring
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
 
         with fail_without_retry_on_user_errors():
             return scoring.score_partition(
-                load_config(), validated.ds, validated.model, get_current_context()["run_id"]
+                load_config(), validated.ds, validated.model, get_current_context()["run_id"], list(shards or [])
             )
 
     @task(on_success_callback=[PipelineAlert("data_quality")])
@@ -164,7 +193,7 @@ def batch_scoring():
     night = partition_date()
     arrived = wait_for_partition(night)
     validated = validate_partition(arrived)
-    scored = score_partition(validated)
+    scored = score_partition(validated, score_shard.expand(shard=plan_shards(validated)))
     monitored = monitor_night(validated, scored)
     evaluated = evaluate_labels()
     monitored >> evaluated  # labels are read after tonight's night is in the history

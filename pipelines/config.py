@@ -121,6 +121,9 @@ class Scoring(_Section):
     predict_chunk_rows: Annotated[int, Field(ge=256)] = 65_536
     threads: Annotated[int, Field(ge=0)] = 0
     progress_every_seconds: Annotated[float, Field(gt=0)] = 10
+    # a partition above shard_rows is scored as mapped tasks (one per shard, on any worker) and committed whole
+    shard_rows: Annotated[int, Field(ge=1)] = 4_000_000
+    max_shards: Annotated[int, Field(ge=2, le=256)] = 8  # far below Airflow's max_map_length (1024)
 
 
 DriftMethod = Literal["psi", "ks", "wasserstein", "jensenshannon", "chisquare"]

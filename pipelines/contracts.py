@@ -202,10 +202,48 @@ class ScoringSummary(Contract):
     engine: str = "sklearn"  # compiled: the verified compiled trees scored the rows they can score exactly
     engine_reason: str = ""  # why scikit-learn scored (empty when the compiled model did)
     engine_rows: dict[str, int] = Field(default_factory=dict)  # rows scored by each engine
+    shards: int = 0  # 0: scored by one task; else the mapped shards it was committed from
 
     @property
     def ref(self) -> ModelRef:
         return ModelRef(self.model_name, self.model_version, self.mlflow_run_id)
+
+
+class RowSlice(Contract):
+    """Rows [start, stop) of one row group of one file of a partition."""
+
+    file: str  # the file's name inside incoming/ds=...
+    row_group: int
+    start: int
+    stop: int
+
+
+class Shard(Contract):
+    """One slice of a large partition, scored by one mapped task; `count` shards make the partition."""
+
+    ds: str
+    model: ModelRef
+    index: int
+    count: int
+    rows: int
+    slices: list[RowSlice]
+
+
+class ShardScored(Contract):
+    """What scoring one shard wrote: its hidden file, rows, score statistics and engines."""
+
+    ds: str
+    index: int
+    count: int
+    rows: int
+    path: str
+    score_sum: float
+    positives: float
+    compiled_rows: int
+    engine: str
+    engine_reason: str
+    seconds: float
+    peak_rss_mb: float
 
 
 class NightSummary(Contract):

@@ -27,6 +27,7 @@ MONITORING = "monitoring"  # the pipeline's own state under the data root: histo
 PREDICTIONS_FILE = "predictions.parquet"  # the one file of predictions/ds=...
 QUARANTINE_RECORD = "validation.json"  # why quarantine/ds=... was refused
 SUMMARY_FILE = "summary.json"  # reports/ds=.../summary.json: the night's machine-readable summary
+SHARDS = "_shards"  # predictions/ds=.../_shards/<run>/: a sharded night's parts before the commit (hidden)
 COMPARISONS = "models"  # reports/models/v<candidate>_vs_v<champion>/: the gate's comparisons
 _DS_DIR = re.compile(r"^ds=(\d{4}-\d{2}-\d{2})$")
 

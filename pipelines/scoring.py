@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import resource
+import shutil
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,11 +19,12 @@ import pyarrow.parquet as pq
 
 from pipelines import compiled
 from pipelines.config import PipelineConfig
-from pipelines.contracts import ModelRef, ScoringSummary
+from pipelines.contracts import ModelRef, RowSlice, ScoringSummary, Shard, ShardScored
 from pipelines.errors import PartitionSchemaError, PipelineError, StoreMissingError
 from pipelines.lake import (
     PREDICTIONS,
     PREDICTIONS_FILE,
+    SHARDS,
     partition_dir,
     partition_row_count,
     partition_write_lock,
@@ -28,7 +32,7 @@ from pipelines.lake import (
     temp_path_beside,
 )
 from pipelines.registry import REFERENCE_ARTIFACT, Registry
-from pipelines.schema import PartitionSchema, incoming_partition, iter_batches
+from pipelines.schema import PartitionSchema, cast_batch, incoming_partition, iter_batches
 from pipelines.threads import thread_cap
 
 log = logging.getLogger(__name__)
@@ -114,32 +118,43 @@ class _Progress:
             )
 
 
-def score_partition(config: PipelineConfig, ds: str, model_ref: ModelRef, airflow_run_id: str) -> ScoringSummary:
+def score_partition(
+    config: PipelineConfig,
+    ds: str,
+    model_ref: ModelRef,
+    airflow_run_id: str,
+    shards: list[ShardScored] | None = None,
+) -> ScoringSummary:
     """Score `incoming/ds=<ds>` with a pinned model version and atomically replace `predictions/ds=<ds>`.
 
     The version is the champion validation checked the night against (never an alias that can move during
     the run), so one partition is never scored by two versions. Two runs of one night wait for each other
-    (a partition lock), and what a killed run left behind is removed first.
+    (a partition lock), and what a killed run left behind is removed first. With `shards` (what `score_shard`
+    wrote for every shard of `plan_shards`), the partition is committed from them instead: all shards or none.
     """
+    if shards:
+        return _commit_shards(config, ds, model_ref, airflow_run_id, shards)
     started = time.monotonic()
     ref = model_ref
     models = Registry.open(config)
     model = models.load_model(ref)
     fast, reason = scoring_engine(config, models, ref, model)
-    try:
-        partition = incoming_partition(config, ds)
-    except PartitionSchemaError as exc:
-        raise PipelineError(
-            f"incoming/ds={ds} does not match the configured columns ({exc}); validation refuses such a partition: "
-            "rerun the whole night so it is validated first"
-        ) from exc
+    partition = _incoming(config, ds)
     total = partition_row_count(list(partition.files))
     target = partition_dir(config.data_root, PREDICTIONS, ds) / PREDICTIONS_FILE
     engine = "compiled" if fast else "sklearn"
     log.info("scoring %s rows of ds=%s with %s version %s (%s)", f"{total:,}", ds, ref.name, ref.version, engine)
     with partition_write_lock(target.parent):
         score_sum, positives, compiled_rows = _write_predictions(
-            config, model, fast, ref, partition, total, target, airflow_run_id
+            config,
+            model,
+            fast,
+            ref,
+            partition,
+            iter_batches(partition, config.scoring.batch_rows),
+            total,
+            target,
+            airflow_run_id,
         )
     seconds = time.monotonic() - started
     summary = ScoringSummary(
@@ -162,17 +177,182 @@ def score_partition(config: PipelineConfig, ds: str, model_ref: ModelRef, airflo
     return summary
 
 
+def _incoming(config: PipelineConfig, ds: str) -> PartitionSchema:
+    try:
+        return incoming_partition(config, ds)
+    except PartitionSchemaError as exc:
+        raise PipelineError(
+            f"incoming/ds={ds} does not match the configured columns ({exc}); validation refuses such a partition: "
+            "rerun the whole night so it is validated first"
+        ) from exc
+
+
+def plan_shards(config: PipelineConfig, ds: str, model_ref: ModelRef) -> list[Shard]:
+    """Split a partition above `scoring.shard_rows` rows into at most `scoring.max_shards` shards of row slices.
+
+    Returns [] for a partition that one task scores. Shards follow the files' row groups and split a row group
+    only when one is larger than a shard, so each shard reads little more than its own rows.
+    """
+    partition = _incoming(config, ds)
+    footers = {file.name: pq.read_metadata(file) for file in partition.files}
+    groups = [
+        (name, group, footer.row_group(group).num_rows)
+        for name, footer in footers.items()
+        for group in range(footer.num_row_groups)
+    ]
+    total = sum(rows for *_, rows in groups)
+    if total <= config.scoring.shard_rows:
+        return []
+    count = min(config.scoring.max_shards, -(-total // config.scoring.shard_rows))
+    bounds = [round(total * k / count) for k in range(count + 1)]  # shard k holds rows [bounds[k], bounds[k+1])
+    slices: list[list[RowSlice]] = [[] for _ in range(count)]
+    offset = 0
+    for name, group, rows in groups:
+        for k in range(count):
+            start, stop = max(bounds[k], offset), min(bounds[k + 1], offset + rows)
+            if start < stop:
+                slices[k].append(RowSlice(file=name, row_group=group, start=start - offset, stop=stop - offset))
+        offset += rows
+    shards = [
+        Shard(ds=ds, model=model_ref, index=k, count=count, rows=bounds[k + 1] - bounds[k], slices=slices[k])
+        for k in range(count)
+    ]
+    log.info("ds=%s: %s rows in %d shards of about %s rows", ds, f"{total:,}", count, f"{total // count:,}")
+    return shards
+
+
+def shard_folder(config: PipelineConfig, ds: str, airflow_run_id: str) -> Path:
+    """Where the shards of one run are written: hidden (`_shards`) inside predictions/ds=..., one folder per run."""
+    run_key = hashlib.sha256(airflow_run_id.encode()).hexdigest()[:16]
+    return partition_dir(config.data_root, PREDICTIONS, ds) / SHARDS / run_key
+
+
+def _shard_batches(partition: PartitionSchema, shard: Shard, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    files = {file.name: file for file in partition.files}
+    for piece in shard.slices:
+        if piece.file not in files:
+            raise PipelineError(
+                f"file {piece.file} of incoming/ds={shard.ds} is gone since the shards were planned: rerun the night"
+            )
+        reader = pq.ParquetFile(files[piece.file], pre_buffer=False, buffer_size=1 << 20)
+        position = 0
+        for batch in reader.iter_batches(
+            batch_size=batch_rows, row_groups=[piece.row_group], columns=partition.columns, use_threads=False
+        ):
+            start, stop = max(piece.start - position, 0), min(piece.stop - position, batch.num_rows)
+            position += batch.num_rows
+            if start < stop:
+                yield cast_batch(batch.slice(start, stop - start), partition.schema, files[piece.file])
+
+
+def score_shard(config: PipelineConfig, shard: Shard, airflow_run_id: str) -> ShardScored:
+    """Score one shard into its own hidden file (atomically: a retried shard replaces its file, never adds one)."""
+    started = time.monotonic()
+    ref = shard.model
+    models = Registry.open(config)
+    model = models.load_model(ref)
+    fast, reason = scoring_engine(config, models, ref, model)
+    partition = _incoming(config, shard.ds)
+    # a folder per shard: publishing a file drops the other visible files of its folder
+    target = shard_folder(config, shard.ds, airflow_run_id) / f"{shard.index:04d}-of-{shard.count:04d}" / "part.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("scoring shard %d of %d of ds=%s (%s rows)", shard.index + 1, shard.count, shard.ds, f"{shard.rows:,}")
+    score_sum, positives, compiled_rows = _write_predictions(
+        config,
+        model,
+        fast,
+        ref,
+        partition,
+        _shard_batches(partition, shard, config.scoring.batch_rows),
+        shard.rows,
+        target,
+        airflow_run_id,
+    )
+    return ShardScored(
+        ds=shard.ds,
+        index=shard.index,
+        count=shard.count,
+        rows=shard.rows,
+        path=str(target),
+        score_sum=score_sum,
+        positives=positives,
+        compiled_rows=compiled_rows,
+        engine="compiled" if fast else "sklearn",
+        engine_reason=reason,
+        seconds=time.monotonic() - started,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
+
+
+def _commit_shards(
+    config: PipelineConfig, ds: str, ref: ModelRef, airflow_run_id: str, shards: list[ShardScored]
+) -> ScoringSummary:
+    """Publish the partition from every shard's file at once, or refuse and leave the published one as it was."""
+    started = time.monotonic()
+    shards = sorted(shards, key=lambda s: s.index)
+    count = shards[0].count
+    if [s.index for s in shards] != list(range(count)) or any(s.count != count for s in shards):
+        raise PipelineError(
+            f"ds={ds}: shards {[s.index for s in shards]} of {count} were scored; every shard must succeed before the "
+            "partition is committed (clear the failed score_shard task)"
+        )
+    total = partition_row_count(list(_incoming(config, ds).files))
+    if sum(s.rows for s in shards) != total:
+        raise PipelineError(
+            f"ds={ds}: the shards hold {sum(s.rows for s in shards):,} rows but the partition has {total:,}: "
+            "it changed after it was planned; rerun the night"
+        )
+    target = partition_dir(config.data_root, PREDICTIONS, ds) / PREDICTIONS_FILE
+    with partition_write_lock(target.parent):
+        temp = temp_path_beside(target)
+        try:
+            with pq.ParquetWriter(temp, pq.read_schema(shards[0].path)) as writer:
+                for shard in shards:
+                    part = pq.ParquetFile(shard.path)
+                    if part.metadata.num_rows != shard.rows:
+                        raise PipelineError(f"ds={ds}: shard file {shard.path} does not hold its {shard.rows:,} rows")
+                    for group in range(part.metadata.num_row_groups):
+                        writer.write_table(part.read_row_group(group))
+            publish(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+        shutil.rmtree(target.parent / SHARDS, ignore_errors=True)  # this run's shards and any a killed run left
+    compiled_rows = sum(s.compiled_rows for s in shards)
+    engines = {s.engine for s in shards}
+    wall = max(s.seconds for s in shards) + time.monotonic() - started  # the shards ran side by side
+    summary = ScoringSummary(
+        ds=ds,
+        rows=total,
+        model_name=ref.name,
+        model_version=ref.version,
+        mlflow_run_id=ref.run_id,
+        mean_score=sum(s.score_sum for s in shards) / max(total, 1),
+        positive_rate=sum(s.positives for s in shards) / max(total, 1),
+        seconds=wall,
+        rows_per_second=total / max(wall, 1e-9),
+        peak_rss_mb=max(s.peak_rss_mb for s in shards),
+        path=str(target),
+        engine="compiled" if engines == {"compiled"} else "sklearn",
+        engine_reason="; ".join(sorted({s.engine_reason for s in shards if s.engine_reason})),
+        engine_rows={"compiled": compiled_rows, "sklearn": total - compiled_rows},
+        shards=count,
+    )
+    log.info("committed %s from %d shards: %s", target, count, summary)
+    return summary
+
+
 def _write_predictions(
     config: PipelineConfig,
     model: Any,
     fast: compiled.CompiledModel | None,
     ref: ModelRef,
     partition: PartitionSchema,
+    batches: Iterator[pa.RecordBatch],
     total: int,
     target: Path,
     airflow_run_id: str,
 ) -> tuple[float, float, int]:
-    """Stream the partition through the model into a hidden file, then publish it.
+    """Stream `batches` of the partition through the model into a hidden file, then publish it.
 
     Returns the score sum, the positives and the rows the compiled model scored.
     """
@@ -184,7 +364,7 @@ def _write_predictions(
     compiled_rows = 0
     try:
         with pq.ParquetWriter(temp, schema) as writer, thread_cap(config.scoring.threads, "scoring"):
-            for batch in iter_batches(partition, config.scoring.batch_rows):
+            for batch in batches:
                 scores, by_compiled = predict_scores(model, batch, config.scoring.predict_chunk_rows, fast)
                 predicted = (scores >= config.model.decision_threshold).astype("int8")
                 rows = len(scores)

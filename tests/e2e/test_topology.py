@@ -240,7 +240,12 @@ def topology(tmp_path_factory):
         _wait_for_http(f"{tracking_uri}/health", *procs["mlflow"])
         today = datetime.now(UTC).date()
         first = today - timedelta(days=20)
-        config_path = write_config(folder, partition_wait={"timeout_minutes": 2, "poke_interval_seconds": 10})
+        # every 1,000-row night is scored as two mapped shards (the sharded path, on both workers)
+        config_path = write_config(
+            folder,
+            partition_wait={"timeout_minutes": 2, "poke_interval_seconds": 10},
+            scoring={"shard_rows": 600, "max_shards": 2},
+        )
         history_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_history"
         # the history (with the audit log) and the registry the components use; no AWS credential here: only the
         # tracking server talks to the object store
@@ -299,7 +304,7 @@ def topology(tmp_path_factory):
                     "celery",
                     "worker",
                     "--concurrency",
-                    "2",
+                    "1",  # one task at a time: two shards queued together land on both workers
                     "--celery-hostname",
                     f"{name}@%h",
                     "--without-mingle",
@@ -355,9 +360,22 @@ def test_the_scheduler_runs_the_nightly_dag_on_its_own(topology):
     assert ds in {(topology["today"] - timedelta(days=n)).isoformat() for n in (1, 2)}
     import pandas as pd
 
-    predictions = pd.read_parquet(topology["config"].data_root / "predictions" / f"ds={ds}")
+    config = topology["config"]
+    predictions = pd.read_parquet(config.data_root / "predictions" / f"ds={ds}")
     assert set(predictions["airflow_run_id"]) == {run["dag_run_id"]}
     assert set(predictions["model_version"]) == {topology["champion"].version}
+    # the same night scored embedded, by one task in this process, from the same data and model
+    from pipelines import scoring
+    from pipelines.lake import partition_dir
+
+    embedded = config.model_copy(update={"data_root": config.data_root.parent / "embedded"})
+    shutil.copytree(partition_dir(config.data_root, "incoming", ds), partition_dir(embedded.data_root, "incoming", ds))
+    summary = scoring.score_partition(embedded, ds, topology["champion"].ref, "embedded")
+    assert summary.shards == 0
+    one_task = pd.read_parquet(summary.path).sort_values("id").reset_index(drop=True)
+    sharded = predictions.sort_values("id").reset_index(drop=True)
+    columns = ["id", "score", "prediction", "model_version", "scoring_engine"]
+    pd.testing.assert_frame_equal(sharded[columns], one_task[columns])
 
 
 def test_a_trigger_with_a_path_for_a_date_is_refused(topology):
@@ -437,10 +455,12 @@ def test_tasks_run_on_both_workers_and_models_live_behind_the_tracking_server(to
 
     conn = psycopg2.connect(dbname=topology["airflow_db"], **PG)
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT worker, count(*) FROM celery_taskmeta WHERE worker IS NOT NULL GROUP BY worker")
-        by_worker = {worker.split("@")[0]: count for worker, count in cur.fetchall()}
+        cur.execute("SELECT worker, args FROM celery_taskmeta WHERE worker IS NOT NULL")
+        ran = [(worker.split("@")[0], bytes(args or b"")) for worker, args in cur.fetchall()]
     conn.close()
-    assert set(by_worker) == set(WORKERS), by_worker  # Celery spread the tasks over both workers
+    assert {worker for worker, _ in ran} == set(WORKERS), ran  # Celery spread the tasks over both workers
+    shard_workers = {worker for worker, args in ran if b"score_shard" in args}
+    assert shard_workers == set(WORKERS), ran  # and the shards of the sharded nights too
     s3 = topology["s3"]
     client = boto3.client(
         "s3",
