@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.topology import postgres_admin
 from pipelines.config import DEFAULT_CONFIG, PipelineConfig, load_config
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -50,20 +51,6 @@ def write_config(folder: Path, name: str = "pipeline.yaml", **overrides: object)
 @pytest.fixture
 def config(tmp_path: Path) -> PipelineConfig:
     return load_config(write_config(tmp_path))
-
-
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
-
-
-def postgres_admin(sql: str) -> None:
-    """Run one statement on the machine's PostgreSQL (127.0.0.1:5432, trust auth) outside a transaction."""
-    import psycopg2
-
-    conn = psycopg2.connect(dbname="postgres", **PG)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 @contextmanager
@@ -115,26 +102,9 @@ def score_night(config: PipelineConfig, ds: str, run_id: str):
 
 def airflow_env(home: Path, config_path: Path) -> dict[str, str]:
     """Environment for a real Airflow process on a temporary AIRFLOW_HOME, this repo's DAGs and a given config."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_TRACKING"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES": "airflow.* pipelines.*",
-            "PIPELINE_CONFIG": str(config_path),
-            "AIRFLOW_VAR_PIPELINE_AUDIT_KEY": AUDIT_KEY,
-            "GX_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1",
-            "MLFLOW_ENABLE_TELEMETRY": "false",
-            "OMP_WAIT_POLICY": "PASSIVE",
-            "ARROW_DEFAULT_MEMORY_POOL": "system",
-            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-        }
-    )
-    return env
+    from harness.topology import airflow_env as environment
+
+    return environment(home, config_path, AUDIT_KEY)
 
 
 @pytest.fixture(scope="session")

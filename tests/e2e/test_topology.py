@@ -11,11 +11,8 @@ scheduler starts retrain_model on it; a trigger whose `ds` is not a date is refu
 
 import os
 import re
-import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 
@@ -23,31 +20,14 @@ import httpx
 import pytest
 import yaml
 
+from harness.topology import COMPONENTS, PG, ServicesMissing, check_services, distributed, runs, wait_for_run
 from pipelines import registry, retraining, sample_data
-from pipelines.config import load_config
-from tests.api_server import admin_headers, free_port, wait_until_healthy
-from tests.conftest import PG, REPO, airflow_env, write_config
+from tests.conftest import AUDIT_KEY, REPO, write_config
 
 pytestmark = pytest.mark.e2e
 
 BACKFILL = [date(2019, 3, 4), date(2019, 3, 5)]
 WORKERS = ("airflow-worker-1", "airflow-worker-2")  # the compose service airflow-worker, scaled to two
-COMPONENTS = {  # the compose services and the command each runs
-    "airflow-apiserver": ["api-server"],
-    "airflow-scheduler": ["scheduler"],
-    "airflow-dag-processor": ["dag-processor"],
-    "airflow-triggerer": ["triggerer"],
-}
-
-
-def _admin(sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(dbname="postgres", **PG)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 def _compose_config() -> dict:
@@ -134,223 +114,54 @@ def test_compose_refuses_to_start_without_the_secrets(tmp_path):
     assert out.returncode != 0 and "set POSTGRES_PASSWORD in .env" in out.stderr, out.stderr
 
 
-def _start(name, command, env, folder, cwd=REPO):
-    log = folder / f"{name}.log"
-    proc = subprocess.Popen(
-        command, env=env, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-    return proc, log
-
-
-def _wait_for_http(url, proc, log, seconds=120):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{url}: the process exited: {log.read_text()[-3000:]}"
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {seconds} s: {log.read_text()[-3000:]}")
-
-
-def _stop(procs):
-    for proc, _ in procs.values():
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc, _ in procs.values():
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory):
     try:
-        _admin("SELECT 1")
-        import redis
-
-        redis.Redis(host="127.0.0.1", port=6379).ping()
-    except Exception as exc:
+        check_services()
+    except ServicesMissing as exc:
         if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL (127.0.0.1:5432, trust auth) and Redis (127.0.0.1:6379) are needed: {exc}")
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 or Redis at 127.0.0.1:6379: {exc}")
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
     folder = tmp_path_factory.mktemp("topology")
-    db = f"nightly_ml_test_{os.getpid()}"
-    databases = (db, f"{db}_history", f"{db}_mlflow")
-    for name in databases:
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        _admin(f"CREATE DATABASE {name}")
-    redis_db = 1 + os.getpid() % 15  # a broker database of its own, flushed before and after
-    broker = f"redis://127.0.0.1:6379/{redis_db}"
-    redis.Redis.from_url(broker).flushdb()
-    procs = {}
-    try:
-        # an S3-compatible object store (moto in server mode) holding MLflow's artifacts, a fresh bucket per run
-        s3_port, mlflow_port, port = free_port(), free_port(), free_port()
-        s3 = {
-            "AWS_ACCESS_KEY_ID": "topology",
-            "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-        procs["object-store"] = _start(
-            "object-store",
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
-            {**os.environ, **s3},
-            folder,
-        )
-        _wait_for_http(f"http://127.0.0.1:{s3_port}/", *procs["object-store"])
-        import boto3
+    today = datetime.now(UTC).date()
+    # every 1,000-row night is scored as two mapped shards (the sharded path, on both workers)
+    config_path = write_config(
+        folder,
+        partition_wait={"timeout_minutes": 2, "poke_interval_seconds": 10},
+        scoring={"shard_rows": 600, "max_shards": 2},
+    )
+    made = {}
 
-        bucket = f"nightly-ml-{os.getpid()}"
-        boto3.client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{s3_port}",
-            **{k.lower(): v for k, v in s3.items() if k != "AWS_DEFAULT_REGION"},
-            region_name="us-east-1",
-        ).create_bucket(Bucket=bucket)
-        # the MLflow tracking server: PostgreSQL backend store, artifacts served by it from the object store
-        mlflow_env = {**os.environ, **s3, "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}"}
-        procs["mlflow"] = _start(
-            "mlflow",
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--backend-store-uri",
-                f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_mlflow",
-                "--serve-artifacts",
-                "--artifacts-destination",
-                f"s3://{bucket}/mlflow-artifacts",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(mlflow_port),
-                "--workers",
-                "1",
-            ],
-            mlflow_env,
-            folder,
-        )
-        tracking_uri = f"http://127.0.0.1:{mlflow_port}"
-        _wait_for_http(f"{tracking_uri}/health", *procs["mlflow"])
-        today = datetime.now(UTC).date()
-        first = today - timedelta(days=20)
-        # every 1,000-row night is scored as two mapped shards (the sharded path, on both workers)
-        config_path = write_config(
-            folder,
-            partition_wait={"timeout_minutes": 2, "poke_interval_seconds": 10},
-            scoring={"shard_rows": 600, "max_shards": 2},
-        )
-        history_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_history"
-        # the history (with the audit log) and the registry the components use; no AWS credential here: only the
-        # tracking server talks to the object store
-        urls = {"PIPELINE_HISTORY_URL": history_url, "PIPELINE_MLFLOW_TRACKING_URI": tracking_uri}
-        config = load_config(config_path, environ={**os.environ, **urls})
-        sample_data.generate(config.data_root, first, 20, 1000, label_delay_days=3)  # up to yesterday
+    def prepare(config):
+        sample_data.generate(config.data_root, today - timedelta(days=20), 20, 1000, label_delay_days=3)
         # history years back, for Airflow's own backfill (start_date comes from the earliest partition)
         sample_data.generate(config.data_root, BACKFILL[0], len(BACKFILL), 1000, label_delay_days=0)
         registry.init_store(config)
         window = retraining.select_training_window(config, (today - timedelta(days=9)).isoformat())
-        champion = retraining.train_candidate(config, window, {"airflow_run_id": "setup", "reason": "bootstrap"})
-        retraining.bootstrap_or_challenge(config, champion, "setup")
-        pg_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}"
-        env = (
-            airflow_env(folder / "airflow", config_path)
-            | urls
-            | {
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url,
-                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-                "AIRFLOW__CELERY__BROKER_URL": broker,
-                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://postgres@127.0.0.1:5432/{db}",
-                # Celery records which worker ran each task (celery_taskmeta.worker)
-                "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": '{"result_extended": true}',
-                "AIRFLOW__CORE__PARALLELISM": "4",
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(port),
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            }
+        made["champion"] = retraining.train_candidate(
+            config, window, {"airflow_run_id": "setup", "reason": "bootstrap"}
         )
-        migrate = subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
-        )
-        assert migrate.returncode == 0, migrate.stderr[-3000:]
-        base = f"http://127.0.0.1:{port}"
-        for name, command in COMPONENTS.items():
-            procs[name] = _start(name, [sys.executable, "-m", "airflow", *command], env, folder)
-        for name in WORKERS:
-            # a worker needs only its configuration: its own empty working directory, HOME and AIRFLOW_HOME
-            own = folder / name
-            for part in ("cwd", "home", "airflow"):
-                (own / part).mkdir(parents=True)
-            worker_env = env | {
-                "HOME": str(own / "home"),
-                "AIRFLOW_HOME": str(own / "airflow"),
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            }
-            procs[name] = _start(
-                name,
-                [
-                    sys.executable,
-                    "-m",
-                    "airflow",
-                    "celery",
-                    "worker",
-                    "--concurrency",
-                    "1",  # one task at a time: two shards queued together land on both workers
-                    "--celery-hostname",
-                    f"{name}@%h",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
-                worker_env,
-                folder,
-                cwd=own / "cwd",
-            )
-        wait_until_healthy(base, procs)
+        retraining.bootstrap_or_challenge(config, made["champion"], "setup")
+
+    # one task at a time per worker: two shards queued together land on both workers
+    with distributed(folder, config_path, AUDIT_KEY, prepare, workers=2, worker_concurrency=1) as running:
         yield {
-            "base": base,
-            "headers": admin_headers(base, folder / "airflow"),
-            "config": config,
+            "running": running,
+            "base": running.base,
+            "headers": running.headers,
+            "config": running.config,
+            "airflow_db": running.airflow_db,
             "today": today,
-            "logs": {name: log for name, (_, log) in procs.items()},
-            "procs": {name: proc for name, (proc, _) in procs.items()},
-            "champion": champion,
-            "airflow_db": db,
-            "bucket": bucket,
-            "s3": {"endpoint_url": f"http://127.0.0.1:{s3_port}", **s3},
+            "champion": made["champion"],
         }
-    finally:
-        _stop(procs)
-        redis.Redis.from_url(broker).flushdb()
-        for name in databases:
-            _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _runs(t, dag_id):
-    response = httpx.get(f"{t['base']}/api/v2/dags/{dag_id}/dagRuns", headers=t["headers"], timeout=10)
-    return response.json().get("dag_runs", []) if response.status_code == 200 else []
+    return runs(t["running"], dag_id)
 
 
 def _wait(t, dag_id, predicate, seconds=600):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for proc_name, proc in t["procs"].items():
-            assert proc.poll() is None, f"{proc_name} exited: {t['logs'][proc_name].read_text()[-3000:]}"
-        done = [r for r in _runs(t, dag_id) if predicate(r) and r["state"] in ("success", "failed")]
-        if done:
-            return done[0]
-        time.sleep(3)
-    raise AssertionError(
-        f"no finished {dag_id} run: {_runs(t, dag_id)}\n{t['logs']['airflow-scheduler'].read_text()[-4000:]}"
-    )
+    return wait_for_run(t["running"], dag_id, predicate, seconds)
 
 
 def test_the_scheduler_runs_the_nightly_dag_on_its_own(topology):
@@ -450,7 +261,6 @@ def test_airflow_backfill_scores_past_partitions_in_order_once_each(topology):
 
 def test_tasks_run_on_both_workers_and_models_live_behind_the_tracking_server(topology):
     """Runs last: by now the scheduled night, a triggered night, retrain_model and a backfill have run."""
-    import boto3
     import psycopg2
 
     conn = psycopg2.connect(dbname=topology["airflow_db"], **PG)
@@ -458,18 +268,13 @@ def test_tasks_run_on_both_workers_and_models_live_behind_the_tracking_server(to
         cur.execute("SELECT worker, args FROM celery_taskmeta WHERE worker IS NOT NULL")
         ran = [(worker.split("@")[0], bytes(args or b"")) for worker, args in cur.fetchall()]
     conn.close()
-    assert {worker for worker, _ in ran} == set(WORKERS), ran  # Celery spread the tasks over both workers
+    assert {worker for worker, _ in ran} == set(topology["running"].workers) == set(WORKERS), (
+        ran
+    )  # Celery spread the tasks over both workers
     shard_workers = {worker for worker, args in ran if b"score_shard" in args}
     assert shard_workers == set(WORKERS), ran  # and the shards of the sharded nights too
-    s3 = topology["s3"]
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3["endpoint_url"],
-        aws_access_key_id=s3["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1",
-    )
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=topology["bucket"]).get("Contents", [])]
+    client = topology["running"].s3_client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=topology["running"].bucket).get("Contents", [])]
     assert any(key.endswith("model.pkl") or key.endswith("MLmodel") for key in keys), keys[:20]
     champion = topology["champion"].ref
     from mlflow import MlflowClient
