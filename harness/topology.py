@@ -302,6 +302,9 @@ def distributed(
         )
     finally:
         _stop(procs)
+        from pipelines import history
+
+        history.dispose(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_history")  # its database goes next
         redis.Redis.from_url(broker).flushdb()
         for name in databases:
             postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -243,6 +243,7 @@ class ShardScored(Contract):
     engine: str
     engine_reason: str
     seconds: float
+    load_seconds: float  # of `seconds`: opening the registry, loading and verifying the model
     peak_rss_mb: float
 
 

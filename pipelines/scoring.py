@@ -252,6 +252,7 @@ def score_shard(config: PipelineConfig, shard: Shard, airflow_run_id: str) -> Sh
     models = Registry.open(config)
     model = models.load_model(ref)
     fast, reason = scoring_engine(config, models, ref, model)
+    loaded = time.monotonic() - started
     partition = _incoming(config, shard.ds)
     # a folder per shard: publishing a file drops the other visible files of its folder
     target = shard_folder(config, shard.ds, airflow_run_id) / f"{shard.index:04d}-of-{shard.count:04d}" / "part.parquet"
@@ -268,6 +269,17 @@ def score_shard(config: PipelineConfig, shard: Shard, airflow_run_id: str) -> Sh
         target,
         airflow_run_id,
     )
+    seconds = time.monotonic() - started
+    log.info(
+        "shard %d of %d: %s rows in %.2f s (model load %.2f s, scoring %.2f s, %s rows/s)",
+        shard.index + 1,
+        shard.count,
+        f"{shard.rows:,}",
+        seconds,
+        loaded,
+        seconds - loaded,
+        f"{shard.rows / max(seconds - loaded, 1e-9):,.0f}",
+    )
     return ShardScored(
         ds=shard.ds,
         index=shard.index,
@@ -279,7 +291,8 @@ def score_shard(config: PipelineConfig, shard: Shard, airflow_run_id: str) -> Sh
         compiled_rows=compiled_rows,
         engine="compiled" if fast else "sklearn",
         engine_reason=reason,
-        seconds=time.monotonic() - started,
+        seconds=seconds,
+        load_seconds=loaded,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
 

@@ -87,3 +87,18 @@ def test_predictions_are_written_in_row_groups_a_reader_can_stream(tmp_path):
     write_table_atomic(target, pa.table({"id": list(range(300_000))}))
     meta = pq.ParquetFile(target).metadata
     assert meta.num_row_groups == 3 and meta.row_group(0).num_rows == 131_072
+
+
+def test_a_file_digest_is_the_sha256_of_all_its_bytes(tmp_path):
+    import hashlib
+    import os
+
+    from pipelines.lake import file_digest, partition_digest
+
+    payload = os.urandom(3 * (1 << 20) + 17)  # more than one read block
+    path = tmp_path / "part-0.parquet"
+    path.write_bytes(payload)
+    assert file_digest(path) == hashlib.sha256(payload).hexdigest()
+    before = partition_digest([path])
+    path.write_bytes(payload[:-1] + bytes([payload[-1] ^ 1]))  # one bit of the last block
+    assert file_digest(path) != hashlib.sha256(payload).hexdigest() and partition_digest([path]) != before

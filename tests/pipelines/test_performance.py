@@ -109,3 +109,28 @@ def test_calibration_bins_are_ten_equal_widths_with_both_ends_included():
     table = calibration_table(np.array([0, 0, 1, 0, 1, 1]), score)
     assert [(b["bin"], b["rows"]) for b in table["bins"]] == [(0, 2), (1, 1), (5, 1), (9, 2)]
     assert table["bins"][3] == {"bin": 9, "rows": 2, "mean_score": pytest.approx(0.975), "observed_rate": 1.0}
+
+
+def test_precision_recall_f1_and_accuracy_follow_their_definitions_at_the_threshold():
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    s = np.array([0.9, 0.5, 0.2, 0.5, 0.1, 0.7, 0.3, 0.6])  # two scores exactly at the threshold
+    m = realised_performance(y, s, 0.5)  # a score at the threshold is positive: TP 3, FP 2, FN 1, TN 2
+    assert set(m) == {"roc_auc", "precision", "recall", "f1", "log_loss", "accuracy", "calibration"}
+    assert m["precision"] == pytest.approx(3 / 5)
+    assert m["recall"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(2 * 0.6 * 0.75 / (0.6 + 0.75))
+    assert m["accuracy"] == pytest.approx(5 / 8)
+
+
+def test_a_night_without_positive_predictions_has_zero_precision_and_no_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's UndefinedMetricWarning would be an error here
+        m = realised_performance(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4]), 0.9)
+    assert (m["precision"], m["recall"], m["f1"]) == (0.0, 0.0, 0.0)
+
+
+def test_log_loss_clips_certain_scores_to_one_in_ten_million():
+    m = realised_performance(np.array([1, 0]), np.array([0.0, 0.0]), 0.5)  # a certain, wrong score stays finite
+    assert m["log_loss"] == pytest.approx((-np.log(1e-7) - np.log(1 - 1e-7)) / 2, rel=1e-9)
