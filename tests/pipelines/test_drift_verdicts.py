@@ -105,3 +105,54 @@ def test_verdicts_are_read_per_column_and_only_features_count_as_drifted():
     assert columns["x"] == {"method": "ks", "threshold": 0.01, "statistic": 0.001, "kind": "p_value", "drifted": True}
     assert columns["c"]["kind"] == "distance" and not columns["c"]["drifted"]
     assert columns[SCORE]["drifted"]  # the score drifted, but it is not a feature
+
+
+class _Snapshot:
+    """An Evidently snapshot as `_parse_drift` reads it (`.dict()`), built by hand."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def dict(self):
+        return self.data
+
+
+def _value(column, value):
+    return {"config": {"type": "evidently:metric_v2:ValueDrift", "column": column}, "value": value}
+
+
+def _test(column, status):
+    return {"metric_config": {"params": {"type": "evidently:metric_v2:ValueDrift", "column": column}}, "status": status}
+
+
+def test_drift_verdicts_are_read_per_column_and_other_entries_are_ignored():
+    snapshot = _Snapshot(
+        {
+            "metrics": [
+                {"value": 3},  # a metric of another kind, without a config
+                {"config": {"type": "evidently:metric_v2:RowCount"}, "value": 100},
+                _value("b", 0.2),
+                _value("c", 0.001),
+                _value("score", 0.3),
+            ],
+            "tests": [
+                {"status": "FAIL"},  # a test without a metric config
+                {"metric_config": {}, "status": "FAIL"},  # nor params
+                _test("c", "FAIL"),
+                _test("score", "FAIL"),
+                _test("b", "SUCCESS"),
+            ],
+        }
+    )
+    tests = {"a": ("psi", 0.1), "b": ("psi", 0.1), "c": ("ks", 0.05), "d": ("psi", 0.1), "score": ("psi", 0.1)}
+    columns, drifted = _parse_drift(snapshot, tests, ["a", "b", "c", "d"])
+    assert set(columns) == {"b", "c", "score"}  # "a" has no value: skipped, and the columns after it still read
+    assert columns["c"] == {"method": "ks", "threshold": 0.05, "statistic": 0.001, "kind": "p_value", "drifted": True}
+    assert columns["b"]["drifted"] is False and columns["b"]["kind"] == "distance"
+    assert columns["score"]["drifted"] is True
+    assert drifted == ["c"]  # the score drifts on its own verdict, not as a feature
+
+
+def test_a_column_with_a_statistic_but_no_verdict_has_not_drifted():
+    columns, drifted = _parse_drift(_Snapshot({"metrics": [_value("b", 0.9)]}), {"b": ("psi", 0.1)}, ["b"])
+    assert columns["b"]["drifted"] is False and drifted == []

@@ -94,12 +94,15 @@ def test_the_approval_summary_shows_both_models_and_the_interval():
         candidate="3",
         champion="2",
         evaluation_days=["2026-10-01", "2026-10-02"],
-        metrics={"candidate": {"roc_auc": 0.81}, "champion": {"roc_auc": 0.78}},
+        metrics={"candidate": {"roc_auc": 0.81, "f1": 0.5}, "champion": {"roc_auc": 0.78, "f1": 0.45}},
         comparison=Comparison(difference=0.03, ci_low=0.01, ci_high=0.05),
         reports={"comparison_json": "/x/comparison.json"},
     )
     text = gate_summary(gate)
     assert "Candidate v3 vs champion v2 on 2026-10-01, 2026-10-02" in text
-    assert "| roc_auc | 0.8100 | 0.7800 |" in text
+    assert "|---|---|---|\n| roc_auc | 0.8100 | 0.7800 |\n| f1 | 0.5000 | 0.4500 |\n\n" in text  # one row per metric
+    assert text.endswith("Comparison: /x/comparison.json")
+    first = gate.model_copy(update={"comparison": None, "summary": "First model: no champion to compare with."})
+    assert gate_summary(first) == "First model: no champion to compare with."
     assert "95% paired bootstrap interval of the difference: +0.0300 (95% CI +0.0100..+0.0500)" in text
     assert gate.pair == "v3_vs_v2"
