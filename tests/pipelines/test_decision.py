@@ -117,6 +117,7 @@ def test_model_age_counts_partitions_of_the_cadence(tmp_path):
     yearly = load_config(write_config(tmp_path, cadence="yearly", retraining={"max_model_age_partitions": 3}))
     young = decide(yearly, _history([0.0]), "2026-10-01", "1", {"roc_auc": 0.8}, date(2024, 1, 1))
     assert not young.retrain  # 2 years: within 3 partitions, though 1,000 days
+    assert (young.ds, young.model_version) == ("2026-10-01", "1")  # the decision names its night and model
     old = decide(yearly, _history([0.0]), "2026-10-01", "1", {"roc_auc": 0.8}, date(2022, 1, 1))
     assert old.retrain and "4 partitions (years) before 2026-10-01" in old.reasons[0]
 

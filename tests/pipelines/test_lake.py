@@ -89,6 +89,17 @@ def test_predictions_are_written_in_row_groups_a_reader_can_stream(tmp_path):
     assert meta.num_row_groups == 3 and meta.row_group(0).num_rows == 131_072
 
 
+def test_json_records_are_indented_for_people_and_dates_become_text(tmp_path):
+    import json
+
+    from pipelines.lake import write_json_atomic
+
+    target = tmp_path / "validation.json"
+    write_json_atomic(target, {"ds": date(2026, 10, 1), "failures": ["a"]})
+    assert json.loads(target.read_text()) == {"ds": "2026-10-01", "failures": ["a"]}
+    assert target.read_text().startswith('{\n  "ds"')  # two-space indent: a person opens the quarantine record
+
+
 def test_a_file_digest_is_the_sha256_of_all_its_bytes(tmp_path):
     import hashlib
     import os

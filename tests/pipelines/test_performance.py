@@ -55,6 +55,15 @@ def test_cbpe_handles_empty_and_single_class():
     calibrator = fit_calibrator(np.array([0.1, 0.9]), np.array([0, 1]))
     empty = estimated_performance(np.array([]), 0.5, calibrator)
     assert np.isnan(empty["roc_auc"]) and np.isnan(empty["accuracy"])
+    import warnings
+
+    scores = np.array([0.2, 0.4, 0.6, 0.8])
+    for label, accuracy in ((1, 0.5), (0, 0.5)):  # a calibrator that says every row is positive, or none is
+        certain = fit_calibrator(np.array([0.1, 0.9]), np.array([label, label]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no 0/0 on the way: the AUC of one class is undefined, said as NaN
+            one_class = estimated_performance(scores, 0.5, certain)
+        assert np.isnan(one_class["roc_auc"]) and one_class["accuracy"] == pytest.approx(accuracy)
 
 
 def test_the_calibration_error_weights_each_bin_by_its_rows():
