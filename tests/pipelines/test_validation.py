@@ -83,6 +83,9 @@ def test_duplicate_ids_null_ids_and_too_few_rows_are_broken(lake, profile):
         validate_against_profile(lake, "2026-09-03", profile)
     assert "id column 'application_id': expected unique ids, found 0.73% of rows sharing an id" in str(info.value)
     assert "accept_quarantine" in str(info.value)
+    # the error carries what the history and the alert record, so they need nothing else
+    assert info.value.ds == "2026-09-03" and info.value.rows == 1500
+    assert any("expected unique ids" in failure for failure in info.value.failures)
     small = lake.model_copy(update={"validation": lake.validation.model_copy(update={"min_rows": 2000})})
     with pytest.raises(
         PartitionQuarantinedError, match=r"expected at least 2,000 rows \(validation.min_rows\), found 1,500"
