@@ -316,3 +316,29 @@ def test_on_postgres_the_lock_holds_across_processes_and_the_database_guards_the
         history.engine(config).begin() as conn,
     ):
         conn.execute(sa.text("TRUNCATE audit_log"))
+
+
+def test_an_entry_verifies_whatever_order_its_keys_are_stored_in(log):
+    """The hash is over the canonical (sorted-key) form, so a database or tool that reorders JSON keys breaks nothing."""
+    config = log
+    entries = [dict(reversed(list(entry.items()))) for _, entry in stored(config)]
+    rewrite(config, entries)
+    assert [e.action for e in audit.read_audit(config)] == ["bootstrap", "reject", "promote", "rollback"]
+
+
+def test_only_an_unkeyed_log_warns_that_it_is_not_keyed(config):
+    unkeyed = config.model_copy(update={"audit_key": None})
+    _append(unkeyed, "bootstrap", None, "1", 1)
+    trail = audit.read_trail(unkeyed)
+    assert {entry["alg"] for _, entry in stored(unkeyed)} == {"sha256"}
+    assert any("not keyed" in w for w in trail.warnings)
+    keyed = config.model_copy(update={"data_root": config.data_root / "keyed"})
+    _append(keyed, "bootstrap", None, "1", 1)
+    assert not audit.read_trail(keyed).warnings
+
+
+def test_an_entry_that_is_not_json_is_named(log):
+    config = log
+    tamper(config, "UPDATE audit_log SET entry = '{not json' WHERE seq = 3")
+    with pytest.raises(AuditIntegrityError, match="entry 3 is not JSON"):
+        audit.read_audit(config)
