@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -31,25 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.bench_scoring import NIGHT, busy, prepare  # noqa: E402  (the repository on the path first)
+from harness.topology import airflow_env  # noqa: E402
 
 
 def _env(folder: Path, config_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env |= {
-        "AIRFLOW_HOME": str(folder / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES": "airflow.* pipelines.*",
-        "AIRFLOW_VAR_PIPELINE_AUDIT_KEY": "bench-only-audit-key",
-        "PIPELINE_CONFIG": str(config_path),
-        "OMP_WAIT_POLICY": "PASSIVE",
-        "ARROW_DEFAULT_MEMORY_POOL": "system",
-        "GX_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "MLFLOW_ENABLE_TELEMETRY": "false",
-    }
-    return env
+    return airflow_env(folder / "airflow", config_path, "bench-only-audit-key")
 
 
 class _Sampler(threading.Thread):

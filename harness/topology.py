@@ -123,15 +123,20 @@ class Topology:
     logs: dict[str, Path] = field(default_factory=dict)
 
     def s3_client(self) -> Any:
-        import boto3
+        return s3_client(self.s3)
 
-        return boto3.client(
-            "s3",
-            endpoint_url=self.s3["endpoint_url"],
-            aws_access_key_id=self.s3["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=self.s3["AWS_SECRET_ACCESS_KEY"],
-            region_name="us-east-1",
-        )
+
+def s3_client(s3: dict[str, str]) -> Any:
+    """A boto3 S3 client for the object store at `s3["endpoint_url"]` with its credentials."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        aws_access_key_id=s3["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
 
 
 def _start(name: str, command: list[str], env: dict[str, str], folder: Path, cwd: Path = REPO) -> tuple:
@@ -242,8 +247,7 @@ def distributed(
             folder,
         )
         tracking_uri = f"http://127.0.0.1:{mlflow_port}"
-        probe = Topology("", {}, None, db, bucket, topology_s3, ())  # type: ignore[arg-type]
-        probe.s3_client().create_bucket(Bucket=bucket)
+        s3_client(topology_s3).create_bucket(Bucket=bucket)
         _wait_for_http(f"{tracking_uri}/health", *procs["mlflow"])
         history_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_history"
         # the components' history (with the audit log) and registry; no AWS credential for them: only the

@@ -136,9 +136,7 @@ def score_partition(
         return _commit_shards(config, ds, model_ref, airflow_run_id, shards)
     started = time.monotonic()
     ref = model_ref
-    models = Registry.open(config)
-    model = models.load_model(ref)
-    fast, reason = scoring_engine(config, models, ref, model)
+    model, fast, reason = _load_scorer(config, ref)
     partition = _incoming(config, ds)
     total = partition_row_count(list(partition.files))
     target = partition_dir(config.data_root, PREDICTIONS, ds) / PREDICTIONS_FILE
@@ -156,8 +154,49 @@ def score_partition(
             target,
             airflow_run_id,
         )
-    seconds = time.monotonic() - started
-    summary = ScoringSummary(
+    summary = _summary(
+        ds,
+        ref,
+        total,
+        target,
+        score_sum,
+        positives,
+        compiled_rows,
+        time.monotonic() - started,
+        _peak_rss_mb(),
+        engine,
+        reason,
+    )
+    log.info("wrote %s: %s", target, summary)
+    return summary
+
+
+def _load_scorer(config: PipelineConfig, ref: ModelRef) -> tuple[Any, compiled.CompiledModel | None, str]:
+    """Load a pinned model version and the engine that scores it: (model, the verified compiled model or None, why)."""
+    models = Registry.open(config)
+    model = models.load_model(ref)
+    return (model, *scoring_engine(config, models, ref, model))
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _summary(
+    ds: str,
+    ref: ModelRef,
+    total: int,
+    target: Path,
+    score_sum: float,
+    positives: float,
+    compiled_rows: int,
+    seconds: float,
+    peak_rss_mb: float,
+    engine: str,
+    reason: str,
+    shards: int = 0,
+) -> ScoringSummary:
+    return ScoringSummary(
         ds=ds,
         rows=total,
         model_name=ref.name,
@@ -167,14 +206,13 @@ def score_partition(
         positive_rate=positives / max(total, 1),
         seconds=seconds,
         rows_per_second=total / max(seconds, 1e-9),
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mb=peak_rss_mb,
         path=str(target),
         engine=engine,
         engine_reason=reason,
         engine_rows={"compiled": compiled_rows, "sklearn": total - compiled_rows},
+        shards=shards,
     )
-    log.info("wrote %s: %s", target, summary)
-    return summary
 
 
 def _incoming(config: PipelineConfig, ds: str) -> PartitionSchema:
@@ -249,9 +287,7 @@ def score_shard(config: PipelineConfig, shard: Shard, airflow_run_id: str) -> Sh
     """Score one shard into its own hidden file (atomically: a retried shard replaces its file, never adds one)."""
     started = time.monotonic()
     ref = shard.model
-    models = Registry.open(config)
-    model = models.load_model(ref)
-    fast, reason = scoring_engine(config, models, ref, model)
+    model, fast, reason = _load_scorer(config, ref)
     loaded = time.monotonic() - started
     partition = _incoming(config, shard.ds)
     # a folder per shard: publishing a file drops the other visible files of its folder
@@ -293,7 +329,7 @@ def score_shard(config: PipelineConfig, shard: Shard, airflow_run_id: str) -> Sh
         engine_reason=reason,
         seconds=seconds,
         load_seconds=loaded,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mb=_peak_rss_mb(),
     )
 
 
@@ -330,24 +366,19 @@ def _commit_shards(
         finally:
             temp.unlink(missing_ok=True)
         shutil.rmtree(target.parent / SHARDS, ignore_errors=True)  # this run's shards and any a killed run left
-    compiled_rows = sum(s.compiled_rows for s in shards)
     engines = {s.engine for s in shards}
-    wall = max(s.seconds for s in shards) + time.monotonic() - started  # the shards ran side by side
-    summary = ScoringSummary(
-        ds=ds,
-        rows=total,
-        model_name=ref.name,
-        model_version=ref.version,
-        mlflow_run_id=ref.run_id,
-        mean_score=sum(s.score_sum for s in shards) / max(total, 1),
-        positive_rate=sum(s.positives for s in shards) / max(total, 1),
-        seconds=wall,
-        rows_per_second=total / max(wall, 1e-9),
-        peak_rss_mb=max(s.peak_rss_mb for s in shards),
-        path=str(target),
-        engine="compiled" if engines == {"compiled"} else "sklearn",
-        engine_reason="; ".join(sorted({s.engine_reason for s in shards if s.engine_reason})),
-        engine_rows={"compiled": compiled_rows, "sklearn": total - compiled_rows},
+    summary = _summary(
+        ds,
+        ref,
+        total,
+        target,
+        sum(s.score_sum for s in shards),
+        sum(s.positives for s in shards),
+        sum(s.compiled_rows for s in shards),
+        max(s.seconds for s in shards) + time.monotonic() - started,  # the shards ran side by side
+        max(s.peak_rss_mb for s in shards),
+        "compiled" if engines == {"compiled"} else "sklearn",
+        "; ".join(sorted({s.engine_reason for s in shards if s.engine_reason})),
         shards=count,
     )
     log.info("committed %s from %d shards: %s", target, count, summary)
