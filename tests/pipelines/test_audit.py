@@ -342,3 +342,58 @@ def test_an_entry_that_is_not_json_is_named(log):
     tamper(config, "UPDATE audit_log SET entry = '{not json' WHERE seq = 3")
     with pytest.raises(AuditIntegrityError, match="entry 3 is not JSON"):
         audit.read_audit(config)
+
+
+def _file_log(config):
+    """Write the four entries as an earlier release kept them (a JSON-lines file under the data root); return them."""
+    source = config.model_copy(update={"data_root": config.data_root / "old"})
+    for number, move in enumerate(MOVES):
+        _append(source, *move, number)
+    entries = [entry for _, entry in stored(source)]
+    config.audit_log_file.parent.mkdir(parents=True, exist_ok=True)
+    config.audit_log_file.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    return entries
+
+
+@pytest.mark.parametrize(("recorded", "right_hash"), [(5, True), (4, False), (2, False)])
+def test_a_file_log_that_disagrees_with_the_recorded_head_is_not_moved_in(config, recorded, right_hash):
+    entries = _file_log(config)
+    with history.engine(config).begin() as conn:
+        head_hash = entries[recorded - 1]["hash"] if right_hash and recorded <= 4 else "0" * 64
+        history.set_audit_head(conn, config.model.registered_name, recorded, head_hash)
+    with pytest.raises(AuditIntegrityError, match=f"truncated or rewritten: it holds 4 entries.*recorded {recorded}"):
+        audit.read_audit(config)
+    assert config.audit_log_file.exists() and stored(config) == []
+
+
+def test_a_file_log_that_matches_the_recorded_head_is_moved_in_with_its_hashes(config, caplog):
+    entries = _file_log(config)
+    with history.engine(config).begin() as conn:
+        history.set_audit_head(conn, config.model.registered_name, 3, entries[2]["hash"])
+    with caplog.at_level("WARNING", logger="pipelines.audit"):
+        assert [e.hash for e in audit.read_audit(config)] == [e["hash"] for e in entries]
+    with history.engine(config).connect() as conn:
+        rows = conn.execute(
+            sa.select(history.AUDIT_LOG.c.model_name, history.AUDIT_LOG.c.seq, history.AUDIT_LOG.c.hash).order_by("seq")
+        ).all()
+    assert [tuple(r) for r in rows] == [(config.model.registered_name, n, e["hash"]) for n, e in enumerate(entries, 1)]
+    assert history.audit_head(config, config.model.registered_name) == (4, entries[-1]["hash"])
+    assert any("(4 entries) was verified and moved into the database" in r.getMessage() for r in caplog.records)
+
+
+def test_a_file_log_beside_a_database_log_is_refused_and_kept(log):
+    config = log  # the file holds the database's own four entries: it matches the head, only the copy is refused
+    config.audit_log_file.parent.mkdir(parents=True, exist_ok=True)
+    config.audit_log_file.write_text("".join(json.dumps(e) + "\n" for _, e in stored(config)))
+    with pytest.raises(AuditIntegrityError, match="both the database and .* hold an audit log"):
+        audit.read_audit(config)
+    assert config.audit_log_file.exists() and len(stored(config)) == 4
+
+
+def test_a_file_log_with_only_a_torn_line_moves_in_as_an_empty_log(config):
+    config.audit_log_file.parent.mkdir(parents=True, exist_ok=True)
+    config.audit_log_file.write_text('{"at": "2026-11-27T03:00:00", "action": "prom')
+    assert audit.read_audit(config) == []
+    assert not config.audit_log_file.exists() and history.audit_head(config, config.model.registered_name) is None
+    _append(config, "bootstrap", None, "1", 1)
+    assert [e.action for e in audit.read_audit(config)] == ["bootstrap"]

@@ -253,3 +253,44 @@ def test_duplicate_ids_across_two_files_of_a_partition_are_quarantined(lake, pro
         if r["expectation_config"]["meta"]["check"] == "id_unique"
     ]
     assert unique["result"]["unexpected_count"] == 6 and not unique["success"]
+
+
+def test_a_check_result_is_recorded_in_great_expectations_shape_as_plain_json():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pipelines.validation import CheckResult
+
+    expectation = SimpleNamespace(
+        type="expect_column_values_to_be_between", kwargs={"column": "x", "min_value": 0}, meta=None
+    )
+    result = CheckResult(
+        expectation, False, rows=10, missing=2, unexpected=4, examples=[np.int64(-3), np.float64(-0.5)]
+    )
+    record = result.as_record()
+    assert record == {
+        "expectation_config": {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": "x", "min_value": 0},
+            "meta": {},
+        },
+        "success": False,
+        "result": {
+            "element_count": 10,
+            "missing_count": 2,
+            "unexpected_count": 4,
+            "unexpected_percent": 50.0,  # of the 8 values considered, not of the 10 rows
+            "partial_unexpected_list": [-3, -0.5],
+        },
+        "exception_info": {"raised_exception": False, "exception_message": None},
+    }
+    assert [type(v) for v in record["result"]["partial_unexpected_list"]] == [int, float]  # plain, so JSON takes it
+    record["expectation_config"]["kwargs"]["column"] = "y"
+    assert expectation.kwargs["column"] == "x"  # the record is a copy: editing it leaves the suite alone
+    failed = CheckResult(
+        SimpleNamespace(type="t", kwargs={}, meta={"check": "range"}), False, rows=3, missing=3, error="boom"
+    )
+    assert failed.check == "range" and failed.unexpected_percent == 0.0
+    assert failed.as_record()["exception_info"] == {"raised_exception": True, "exception_message": "boom"}
+    assert failed.as_record()["expectation_config"]["meta"] == {"check": "range"}
