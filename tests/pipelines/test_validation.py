@@ -294,3 +294,124 @@ def test_a_check_result_is_recorded_in_great_expectations_shape_as_plain_json():
     assert failed.check == "range" and failed.unexpected_percent == 0.0
     assert failed.as_record()["exception_info"] == {"raised_exception": True, "exception_message": "boom"}
     assert failed.as_record()["expectation_config"]["meta"] == {"check": "range"}
+
+
+def _result(check, kwargs, meta=None, **counts):
+    from types import SimpleNamespace
+
+    from pipelines.validation import CheckResult
+
+    return CheckResult(
+        SimpleNamespace(type=f"expect_{check}", kwargs=kwargs, meta={"check": check, **(meta or {})}), False, **counts
+    )
+
+
+MESSAGES = [
+    (
+        _result("row_count", {"min_value": 2000}, rows=1500),
+        "row count: expected at least 2,000 rows (validation.min_rows), found 1,500",
+    ),
+    (
+        _result("id_not_null", {"column": "id"}, rows=200, unexpected=3),
+        "id column 'id': expected no null ids, found 1.50% null",
+    ),
+    (
+        _result("id_unique", {"column": "id"}, rows=100, unexpected=8, examples=[7, 3, 7, 9, 1, 2, 5, 4]),
+        "id column 'id': expected unique ids, found 8.00% of rows sharing an id, for example ['1', '2', '3', '4', '5']",
+    ),
+    (
+        _result("null_rate", {"column": "age", "mostly": 0.9}, {"training_null_rate": 0.05}, rows=100, unexpected=20),
+        "column 'age': expected at most 10.00% nulls (training 5.00% + validation.null_rate_tolerance), found 20.00%",
+    ),
+    (
+        _result(
+            "range",
+            {"column": "income", "min_value": -2.5, "max_value": 12.5, "mostly": 0.99},
+            {"training_min": 0.0, "training_max": 10.0},
+            rows=110,
+            missing=10,
+            unexpected=5,
+            present_min=-1234567.0,
+            present_max=3.0,
+        ),
+        "column 'income': 5.00% of values outside the expected range [-2.5, 12.5] (training [0, 10] widened by "
+        "validation.range_margin 0.25; allowed 1.00%); found min -1.23457e+06, max 3",
+    ),
+    (
+        _result(
+            "range",
+            {"column": "x", "min_value": 0, "max_value": 1},
+            {"training_min": 0, "training_max": 1},
+            rows=4,
+            unexpected=4,
+        ),
+        "column 'x': 100.00% of values outside the expected range [0, 1] (training [0, 1] widened by "
+        "validation.range_margin 0.25; allowed 0.00%)",
+    ),
+    (
+        _result(
+            "unknown_categories",
+            {"column": "c", "value_set": list("abcdefghij"), "mostly": 0.99},
+            rows=50,
+            unexpected=1,
+            examples=["<b>z</b>"],
+        ),
+        "column 'c': 2.00% of values are categories unseen in training (allowed 1.00%), for example ['<b>z</b>']; "
+        "known: 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h' and 2 more",
+    ),
+    (
+        _result("unknown_categories", {"column": "c", "value_set": ["a", "b"]}, rows=10, unexpected=10, examples=["q"]),
+        "column 'c': 100.00% of values are categories unseen in training (allowed 0.00%), for example ['q']; "
+        "known: 'a', 'b'",
+    ),
+    (
+        _result("range", {"column": "x"}, rows=4, error="could not compare strings with numbers"),
+        "range check of column 'x' could not be evaluated: could not compare strings with numbers",
+    ),
+    (_result("other", {"column": "x"}, rows=9, unexpected=2), "expect_other(x): 2 unexpected of 9"),
+]
+
+
+@pytest.mark.parametrize(("result", "message"), MESSAGES, ids=[m[:30] for _, m in MESSAGES])
+def test_each_failed_check_says_what_was_expected_and_what_was_found(config, result, message):
+    from pipelines.validation import describe_results
+
+    failures, warnings, warned = describe_results(config, [result])
+    assert [*failures, *warnings] == [message]
+
+
+def test_checks_that_warn_name_their_feature_column_once_and_broken_data_always_quarantines(lake):
+    from pipelines.validation import describe_results
+
+    feature = lake.features.numeric[0]
+    passed = _result("range", {"column": feature})
+    passed.success = True
+    results = [
+        _result(
+            "range",
+            {"column": feature, "min_value": 0, "max_value": 1},
+            {"training_min": 0, "training_max": 1},
+            rows=2,
+            unexpected=1,
+        ),
+        _result("null_rate", {"column": feature, "mostly": 0.5}, {"training_null_rate": 0.0}, rows=2, unexpected=2),
+        _result(
+            "null_rate", {"column": "not_a_feature", "mostly": 0.5}, {"training_null_rate": 0.0}, rows=2, unexpected=2
+        ),
+        _result("id_unique", {"column": lake.id_column}, rows=2, unexpected=2, examples=[1, 1]),
+        passed,
+    ]
+    failures, warnings, warned = describe_results(lake, results)
+    assert len(warnings) == 3 and warned == [feature]
+    assert failures == [
+        f"id column {lake.id_column!r}: expected unique ids, found 100.00% of rows sharing an id, for example ['1']"
+    ]
+    strict = lake.model_copy(
+        update={
+            "validation": lake.validation.model_copy(
+                update={"severity": lake.validation.severity.model_copy(update={"null_rate": "quarantine"})}
+            )
+        }
+    )
+    failures, warnings, warned = describe_results(strict, results)
+    assert len(failures) == 3 and len(warnings) == 1 and warned == [feature]
