@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal, get_args
+from urllib.parse import urlsplit
 
 import yaml
 from croniter import croniter
@@ -21,6 +23,7 @@ CONFIG_ENV_VAR = "PIPELINE_CONFIG"
 # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so it would leak between configs.
 TRACKING_URI_ENV_VAR = "PIPELINE_MLFLOW_TRACKING_URI"
 HISTORY_URL_ENV_VAR = "PIPELINE_HISTORY_URL"
+REPORT_STORE_ENV_VAR = "PIPELINE_REPORT_STORE"  # overrides monitoring.report_store
 # The audit log's HMAC key: the Airflow Variable `pipeline_audit_key` in its environment form, so workers, the
 # api-server and the CLI read the same secret without a database call.
 AUDIT_KEY_ENV_VAR = "AIRFLOW_VAR_PIPELINE_AUDIT_KEY"
@@ -39,6 +42,39 @@ RENAMED_KEYS = {
     ("training", "holdout_days"): "training.holdout_partitions",
     ("retraining", "max_model_age_days"): "retraining.max_model_age_partitions",
 }
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where published report folders live: a bucket and a key prefix (no leading or trailing slash)."""
+
+    bucket: str
+    prefix: str
+
+    def key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$")
+
+
+def parse_store_url(url: str) -> StoreLocation:
+    """Return the bucket and prefix of `s3://bucket/prefix`; refuse anything else, and any credential in it."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3":
+        raise ConfigError(f"report store {url!r}: expected s3://bucket/prefix")
+    if "@" in parts.netloc:
+        raise ConfigError(
+            "the report store URL holds a credential: remove it, and give the object store's keys in the environment "
+            "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or the machine's role"
+        )
+    if parts.query or parts.fragment or not _BUCKET.match(parts.netloc):
+        raise ConfigError(f"report store {url!r}: expected s3://bucket/prefix with a valid bucket name")
+    prefix = parts.path.strip("/")
+    if prefix and (not _KEY_PREFIX.match(prefix) or ".." in prefix.split("/")):
+        raise ConfigError(f"report store {url!r}: the prefix may hold letters, digits and . _ = - / only")
+    return StoreLocation(parts.netloc, prefix)
 
 
 class _Section(BaseModel):
@@ -161,6 +197,19 @@ class Monitoring(_Section):
     threads: Annotated[int, Field(ge=0)] = 0  # native threads of a monitoring task (0: all cores)
     drift: Drift = Drift()
     history_url: str | None = None
+    # s3://bucket/prefix: each night's reports and quarantine records are published there too, and the monitoring
+    # page serves them from there (pipelines/report_store.py); credentials from the environment, never here
+    report_store: str | None = None
+
+    @field_validator("report_store")
+    @classmethod
+    def _a_store_url(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                parse_store_url(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from exc
+        return value or None
 
 
 GateMetric = Literal["roc_auc", "precision", "recall", "f1"]
@@ -346,7 +395,8 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
 
     Without a path, PIPELINE_CONFIG names the file, else the default config is used.
     $PIPELINE_MLFLOW_TRACKING_URI overrides `mlflow.tracking_uri` and $PIPELINE_HISTORY_URL
-    `monitoring.history_url` (database URLs may hold a password, which never belongs in the YAML);
+    `monitoring.history_url` (database URLs may hold a password, which never belongs in the YAML),
+    $PIPELINE_REPORT_STORE `monitoring.report_store`;
     $AIRFLOW_VAR_PIPELINE_AUDIT_KEY keys the audit log's hashes.
     """
     environ = os.environ if environ is None else environ
@@ -382,8 +432,13 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         }
     )
     monitoring = config.monitoring.model_copy(
-        update={"history_url": environ.get(HISTORY_URL_ENV_VAR) or config.monitoring.history_url}
+        update={
+            "history_url": environ.get(HISTORY_URL_ENV_VAR) or config.monitoring.history_url,
+            "report_store": environ.get(REPORT_STORE_ENV_VAR) or config.monitoring.report_store,
+        }
     )
+    if monitoring.report_store:
+        parse_store_url(monitoring.report_store)  # the environment's value is checked as the YAML's is
     loaded = config.model_copy(
         update={
             "data_root": (base / config.data_root).resolve(),

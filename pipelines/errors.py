@@ -65,3 +65,7 @@ class AuditIntegrityError(PipelineError):
 
 class ChampionMissingError(NoChampionError):
     """The `champion` alias is gone although a former champion is on record: re-establishing one is an operator action."""
+
+
+class ReportStoreError(PipelineError):
+    """The object store that reports are published to cannot be reached or refused a write or a read."""

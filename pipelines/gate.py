@@ -8,6 +8,7 @@ from datetime import date
 import numpy as np
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
+from pipelines import report_store
 from pipelines.config import PipelineConfig
 from pipelines.contracts import CI_LEVEL, Alias, Candidate, Comparison, GateResult, ModelRef, PromotionPath
 from pipelines.errors import PipelineError
@@ -122,6 +123,7 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
         result.reports |= performance_report(frame.assign(target=y, score=s), threshold, folder, stem=who)
     write_json_atomic(folder / "comparison.json", result.model_dump(mode="json"))
     result.reports["comparison_json"] = str(folder / "comparison.json")
+    report_store.publish(config, f"{REPORTS}/{COMPARISONS}/{result.pair}", sorted(folder.iterdir()))
     models.tag(candidate.ref, "gate.passed", str(result.passed).lower())
     models.tag(candidate.ref, "gate.comparison", comparison.model_dump_json())
     if reasons:

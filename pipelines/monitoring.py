@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipelines import history
+from pipelines import history, report_store
 from pipelines.config import PipelineConfig
 from pipelines.contracts import Decision, LabelledNight, ModelRef, NightSummary, ScoringSummary, ValidatedPartition
 from pipelines.decision import decide
@@ -145,6 +145,7 @@ def monitor_night(
     # the night's reports are built aside and swapped in whole: a killed run never leaves a mix of two runs
     with partition_write_lock(folder.parent), thread_cap(config.monitoring.threads, "monitoring"):
         replace_folder(folder, build)
+    report_store.publish(config, f"{REPORTS}/ds={ds}", sorted(p for p in folder.iterdir() if p.is_file()))
     summary, drift = built["summary"], built["drift"]
     history.record_night(
         config,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines import audit, history
+from pipelines import audit, history, report_store
 from pipelines.config import PipelineConfig
 from pipelines.errors import AuditIntegrityError
 from pipelines.lake import COMPARISONS, REPORTS
@@ -40,6 +40,26 @@ def resolve_model_report(config: PipelineConfig, pair: str, name: str) -> Path |
     if root not in path.parents or not path.is_file():
         return None
     return path
+
+
+def read_report(config: PipelineConfig, partition: str, name: str) -> bytes | None:
+    """Return a night's report file: from the report store when one is configured, else from the data root."""
+    if not _DS.match(partition) or name not in REPORT_FILES:
+        return None
+    if report_store.location(config) is not None:
+        return report_store.fetch(config, f"{REPORTS}/{partition}", name)
+    path = resolve_report(config, partition, name)
+    return path.read_bytes() if path else None
+
+
+def read_model_report(config: PipelineConfig, pair: str, name: str) -> bytes | None:
+    """Return a gate comparison file: from the report store when one is configured, else from the data root."""
+    if not _PAIR.match(pair) or name not in MODEL_FILES:
+        return None
+    if report_store.location(config) is not None:
+        return report_store.fetch(config, f"{REPORTS}/{COMPARISONS}/{pair}", name)
+    path = resolve_model_report(config, pair, name)
+    return path.read_bytes() if path else None
 
 
 def trend_chart_png(frame: pd.DataFrame) -> bytes:

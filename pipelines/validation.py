@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines import report_store
 from pipelines.config import PipelineConfig
 from pipelines.errors import PartitionQuarantinedError, PartitionSchemaError
 from pipelines.lake import QUARANTINE, QUARANTINE_RECORD, partition_dir, write_json_atomic
@@ -451,6 +452,7 @@ def validate_against_profile(
         outcome.failures = []
     if outcome.success:
         shutil.rmtree(folder, ignore_errors=True)
+        report_store.withdraw(config, f"{QUARANTINE}/ds={ds}")
         for warning in outcome.warnings:
             log.warning("data-quality warning for %s: %s", ds, warning)
         log.info(
@@ -476,6 +478,7 @@ def validate_against_profile(
             "great_expectations_result": outcome.ge_result,
         },
     )
+    report_store.publish(config, f"{QUARANTINE}/ds={ds}", [folder / QUARANTINE_RECORD])
     log.error("%s (details in %s)", reason, folder / QUARANTINE_RECORD)
     accept = (
         ""

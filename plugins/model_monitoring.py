@@ -5,7 +5,7 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from pipelines.urls import MONITORING_PREFIX, comparison_route, report_route
 
@@ -81,30 +81,33 @@ def monitoring_page(request: Request) -> HTMLResponse:
 
 
 @app.get("/reports/{partition}/{name}", dependencies=[Depends(require_airflow_login)])
-def report(partition: str, name: str) -> FileResponse:
-    from pipelines.monitoring_page import resolve_report
+def report(partition: str, name: str) -> Response:
+    from pipelines.monitoring_page import read_report
 
-    path = resolve_report(_config(), partition, name)
-    if path is None:
+    content = read_report(_config(), partition, name)
+    if content is None:
         raise HTTPException(status_code=404, detail="no such report")
-    return _sandboxed(path)
+    return _sandboxed(name, content)
 
 
 @app.get("/models/{pair}/{name}", dependencies=[Depends(require_airflow_login)])
-def model_report(pair: str, name: str) -> FileResponse:
-    from pipelines.monitoring_page import resolve_model_report
+def model_report(pair: str, name: str) -> Response:
+    from pipelines.monitoring_page import read_model_report
 
-    path = resolve_model_report(_config(), pair, name)
-    if path is None:
+    content = read_model_report(_config(), pair, name)
+    if content is None:
         raise HTTPException(status_code=404, detail="no such comparison")
-    return _sandboxed(path)
+    return _sandboxed(name, content)
 
 
-def _sandboxed(path) -> FileResponse:
-    """Serve a report file with the sandbox headers (HTML runs sandboxed, JSON is never rendered as a page)."""
-    if path.suffix == ".html":
-        return FileResponse(path, media_type="text/html; charset=utf-8", headers=REPORT_HEADERS)
-    return FileResponse(path, media_type="application/json", headers=DATA_HEADERS)
+def _sandboxed(name: str, content: bytes) -> Response:
+    """Serve a report file with the sandbox headers (HTML runs sandboxed, JSON is never rendered as a page).
+
+    The file comes from the data root or the report store (pipelines.report_store), whichever the config names.
+    """
+    if name.endswith(".html"):
+        return Response(content, media_type="text/html; charset=utf-8", headers=REPORT_HEADERS)
+    return Response(content, media_type="application/json", headers=DATA_HEADERS)
 
 
 def _return_value(ti_key) -> object:

@@ -1,0 +1,168 @@
+"""Reports and quarantine records on an object store (S3 or a compatible one), for a UI on another machine.
+
+With `monitoring.report_store` (or $PIPELINE_REPORT_STORE) set to `s3://bucket/prefix`, each folder the night
+writes (`reports/ds=...`, `quarantine/ds=...`, `reports/models/<pair>`) is also published there, and the monitoring
+plugin serves it from there: the api-server needs no disk shared with the workers. Credentials come from the
+environment or the machine's role (boto3's own chain: AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...), never the YAML.
+
+S3 has no rename, so a publish is made atomic by a manifest: the files go under a key of their own
+(`<folder>/<version>/<name>`), then one `manifest.json` (a single-object write, atomic on S3) names that version
+and each file's SHA-256. A reader only follows the manifest: it sees the old set or the new one, never half of one,
+and a file whose bytes are not the ones the manifest names is refused. Older versions are deleted after the swap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import PipelineConfig, StoreLocation, parse_store_url
+from pipelines.errors import ReportStoreError
+from pipelines.lake import is_leftover
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+_FOLDER = re.compile(r"^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def location(config: PipelineConfig) -> StoreLocation | None:
+    """The configured report store, or None when reports stay on the local data root only."""
+    url = config.monitoring.report_store
+    return parse_store_url(url) if url else None
+
+
+def _client() -> Any:
+    import boto3
+
+    return boto3.client("s3")  # endpoint, region and keys from the environment (AWS_ENDPOINT_URL for a local store)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_folder(folder: str) -> None:
+    if not _FOLDER.match(folder) or ".." in folder.split("/"):
+        raise ValueError(f"not a report folder: {folder!r}")
+
+
+def _unreachable(where: StoreLocation, action: str, exc: Exception) -> ReportStoreError:
+    return ReportStoreError(
+        f"could not {action} s3://{where.bucket}/{where.prefix}: {exc}. Check that the object store is up and "
+        "reachable (AWS_ENDPOINT_URL for a local one) and that its keys in the environment may read and write the "
+        "bucket; then rerun the task (a rerun publishes the folder again)"
+    )
+
+
+def publish(config: PipelineConfig, folder: str, files: list[Path]) -> str | None:
+    """Publish `files` as the contents of `folder` (e.g. `reports/ds=2026-09-01`); return the manifest's key.
+
+    Nothing happens without a report store. A publish that stops half-way leaves the previous manifest and its
+    files in place; a rerun publishes a new version and removes the older ones.
+    """
+    where = location(config)
+    if where is None:
+        return None
+    _check_folder(folder)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client, version = _client(), f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
+    entries = {}
+    key = where.key(folder, MANIFEST)
+    try:
+        for path in files:
+            if is_leftover(path) or not path.is_file():  # an interrupted writer's temporary file, or a folder
+                continue
+            if not _NAME.match(path.name):
+                raise ValueError(f"not a report file name: {path.name!r}")
+            data = path.read_bytes()
+            client.put_object(Bucket=where.bucket, Key=where.key(folder, version, path.name), Body=data)
+            entries[path.name] = {"sha256": _digest(data), "bytes": len(data)}
+        manifest = {"version": version, "published_at": datetime.now(UTC).isoformat(), "files": entries}
+        client.put_object(Bucket=where.bucket, Key=key, Body=json.dumps(manifest, indent=1).encode())
+        # a publisher of the same folder that swapped its manifest in meanwhile keeps its files: only versions
+        # older than ours go, and only while the manifest still names ours
+        if (_manifest(client, where, folder) or {}).get("version") == version:
+            _delete_versions(client, where, folder, older_than=version)
+    except (BotoCoreError, ClientError) as exc:
+        raise _unreachable(where, f"publish {folder} to", exc) from exc
+    log.info("published %d file(s) of %s to s3://%s/%s", len(entries), folder, where.bucket, key)
+    return key
+
+
+def withdraw(config: PipelineConfig, folder: str) -> None:
+    """Remove a published folder (its manifest first, so no reader follows it half-deleted)."""
+    where = location(config)
+    if where is None:
+        return
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    _check_folder(folder)
+    client = _client()
+    try:
+        client.delete_object(Bucket=where.bucket, Key=where.key(folder, MANIFEST))
+        _delete_versions(client, where, folder, older_than=None)
+    except (BotoCoreError, ClientError) as exc:
+        raise _unreachable(where, f"withdraw {folder} from", exc) from exc
+
+
+def _delete_versions(client: Any, where: StoreLocation, folder: str, older_than: str | None) -> None:
+    """Delete the versions of `folder` older than `older_than` (versions sort by time), or all of them."""
+    prefix = where.key(folder) + "/"
+    doomed = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=where.bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            rest = item["Key"][len(prefix) :]
+            version = rest.split("/", 1)[0]
+            if "/" in rest and (older_than is None or version < older_than):
+                doomed.append({"Key": item["Key"]})
+    for start in range(0, len(doomed), 1000):
+        client.delete_objects(Bucket=where.bucket, Delete={"Objects": doomed[start : start + 1000], "Quiet": True})
+
+
+def _manifest(client: Any, where: StoreLocation, folder: str) -> dict[str, Any] | None:
+    try:
+        body = client.get_object(Bucket=where.bucket, Key=where.key(folder, MANIFEST))["Body"].read()
+    except client.exceptions.NoSuchKey:
+        return None
+    return json.loads(body)
+
+
+def fetch(config: PipelineConfig, folder: str, name: str) -> bytes | None:
+    """Return a published file's bytes, or None when the manifest does not name it (or it fails its digest)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    where = location(config)
+    if where is None:
+        return None
+    _check_folder(folder)
+    try:
+        return _fetch(_client(), where, folder, name)
+    except (BotoCoreError, ClientError) as exc:
+        raise _unreachable(where, f"read {folder}/{name} from", exc) from exc
+
+
+def _fetch(client: Any, where: StoreLocation, folder: str, name: str) -> bytes | None:
+    for _ in range(2):  # a publish that swapped the manifest and removed the old version meanwhile: read it again
+        manifest = _manifest(client, where, folder)
+        entry = (manifest or {}).get("files", {}).get(name)
+        if manifest is None or entry is None:
+            return None
+        try:
+            key = where.key(folder, manifest["version"], name)
+            data = client.get_object(Bucket=where.bucket, Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            continue
+        if _digest(data) != entry["sha256"]:
+            log.error("s3://%s/%s is not the file its manifest names (SHA-256 differs): refused", where.bucket, key)
+            return None
+        return data
+    return None

@@ -1,0 +1,205 @@
+"""Reports and quarantine records on an S3-compatible store (moto's server on loopback): published whole through a
+manifest, read back by the monitoring page, refused when altered, and a clear error when the store is away."""
+
+import json
+import logging
+import shutil
+from datetime import date
+
+import pytest
+
+from harness.topology import free_port, s3_client
+from pipelines import report_store, sample_data
+from pipelines.config import load_config
+from pipelines.errors import ConfigError, PartitionQuarantinedError, ReportStoreError
+from pipelines.lake import QUARANTINE, QUARANTINE_RECORD, partition_dir
+from pipelines.monitoring_page import read_report
+from tests.conftest import write_config
+
+S3 = {"AWS_ACCESS_KEY_ID": "reports", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def object_store():
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield {"endpoint_url": f"http://127.0.0.1:{port}", **S3}
+    server.stop()
+
+
+@pytest.fixture
+def store(object_store, tmp_path, monkeypatch, request):
+    """A config whose reports go to a fresh bucket of the store; the keys only in the environment."""
+    for name, value in S3.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", object_store["endpoint_url"])
+    bucket = f"reports-{abs(hash(request.node.name)) % 10**9}"
+    client = s3_client(object_store)
+    client.create_bucket(Bucket=bucket)
+    monkeypatch.setenv("PIPELINE_REPORT_STORE", f"s3://{bucket}/team-a/nightly")
+    config = load_config(write_config(tmp_path))
+    return config, client, bucket
+
+
+def _night(config, ds, **files):
+    folder = partition_dir(config.data_root, "reports", ds)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def _keys(client, bucket):
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def test_a_published_night_is_served_from_the_store_without_the_local_files(store):
+    config, client, bucket = store
+    folder = _night(config, "2026-09-01", **{"drift.html": "<p>drift</p>", "summary.json": "{}"})
+    (folder / ".drift.html.tmp-123").write_text("half")  # an interrupted writer's leftover is never published
+    key = report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+    assert key == "team-a/nightly/reports/ds=2026-09-01/manifest.json"
+    shutil.rmtree(folder)  # the api-server has no copy: what it serves comes from the bucket
+    assert read_report(config, "ds=2026-09-01", "drift.html") == b"<p>drift</p>"
+    assert read_report(config, "ds=2026-09-01", "summary.json") == b"{}"
+    assert read_report(config, "ds=2026-09-01", "performance.html") is None  # a known name this night lacks
+    assert read_report(config, "ds=2026-09-01", "manifest.json") is None  # not a report name
+    assert read_report(config, "ds=2026-09-02", "drift.html") is None
+    for partition in ("ds=../../x", "ds=2026-09-01/../ds=2026-09-01", "..", "ds=2026-09-01%2f.."):
+        assert read_report(config, partition, "drift.html") is None
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert sorted(manifest["files"]) == ["drift.html", "summary.json"]
+    assert all(k.startswith("team-a/nightly/reports/ds=2026-09-01/") for k in _keys(client, bucket))
+
+
+def test_a_rerun_replaces_the_night_and_leaves_one_version(store):
+    config, client, bucket = store
+    for text in ("first run", "second run"):
+        folder = _night(config, "2026-09-01", **{"drift.html": text})
+        report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+    assert read_report(config, "ds=2026-09-01", "drift.html") == b"second run"
+    keys = _keys(client, bucket)
+    assert len(keys) == 2 and keys[-1].endswith("/manifest.json")  # one version's file and the manifest
+
+
+def test_a_publish_that_stops_half_way_leaves_the_previous_night_whole(store, monkeypatch):
+    config, client, bucket = store
+    folder = _night(config, "2026-09-01", **{"drift.html": "old drift", "summary.json": '{"old": 1}'})
+    report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+    real = report_store._client
+
+    def failing_after_first_file():
+        from botocore.exceptions import EndpointConnectionError
+
+        client, puts = real(), []
+        put = client.put_object
+
+        def put_object(**kwargs):
+            puts.append(kwargs["Key"])
+            if len(puts) > 1:
+                raise EndpointConnectionError(endpoint_url="http://store")
+            return put(**kwargs)
+
+        client.put_object = put_object
+        return client
+
+    monkeypatch.setattr(report_store, "_client", failing_after_first_file)
+    folder = _night(config, "2026-09-01", **{"drift.html": "new drift", "summary.json": '{"new": 1}'})
+    with pytest.raises(ReportStoreError, match=r"could not publish reports/ds=2026-09-01 to s3://.*rerun the task"):
+        report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+    monkeypatch.setattr(report_store, "_client", real)
+    assert read_report(config, "ds=2026-09-01", "drift.html") == b"old drift"  # never one new file with an old one
+    assert read_report(config, "ds=2026-09-01", "summary.json") == b'{"old": 1}'
+    report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))  # the rerun
+    assert read_report(config, "ds=2026-09-01", "summary.json") == b'{"new": 1}'
+    assert len(_keys(client, bucket)) == 3  # the half-published file went with the older versions
+
+
+def test_a_file_altered_in_the_bucket_is_refused(store, caplog):
+    config, client, bucket = store
+    folder = _night(config, "2026-09-01", **{"drift.html": "<p>real</p>"})
+    report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+    (key,) = [k for k in _keys(client, bucket) if k.endswith("drift.html")]
+    client.put_object(Bucket=bucket, Key=key, Body=b"<script>alert(1)</script>")
+    with caplog.at_level(logging.ERROR, logger="pipelines.report_store"):
+        assert read_report(config, "ds=2026-09-01", "drift.html") is None
+    assert any("SHA-256 differs" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unreachable_store_is_a_clear_error(store, monkeypatch):
+    config, _, _ = store
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    folder = _night(config, "2026-09-01", **{"drift.html": "x"})
+    with pytest.raises(ReportStoreError, match="could not publish .* Check that the object store is up"):
+        report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+    with pytest.raises(ReportStoreError, match="could not read reports/ds=2026-09-01/drift.html"):
+        read_report(config, "ds=2026-09-01", "drift.html")
+
+
+def test_without_a_store_nothing_is_published_and_the_page_reads_the_data_root(config):
+    folder = _night(config, "2026-09-01", **{"drift.html": "local"})
+    assert report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir())) is None
+    assert read_report(config, "ds=2026-09-01", "drift.html") == b"local"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("s3://key:secret@bucket/prefix", "holds a credential"),
+        ("https://bucket/prefix", "expected s3://bucket/prefix"),
+        ("s3://Bad_Bucket/prefix", "valid bucket name"),
+        ("s3://bucket/../other", "the prefix may hold"),
+        ("s3://bucket/prefix?x-amz-security-token=t", "valid bucket name"),
+    ],
+)
+def test_a_store_url_is_checked_from_the_yaml_and_the_environment(tmp_path, url, problem):
+    with pytest.raises(ConfigError, match=problem):
+        load_config(write_config(tmp_path, monitoring={"report_store": url}))
+    with pytest.raises(ConfigError, match=problem):
+        load_config(write_config(tmp_path), environ={"PIPELINE_REPORT_STORE": url})
+    good = load_config(write_config(tmp_path), environ={"PIPELINE_REPORT_STORE": "s3://bucket/a/b"})
+    assert report_store.location(good) == report_store.StoreLocation("bucket", "a/b")
+
+
+def test_a_quarantine_record_is_published_and_withdrawn_when_the_night_passes(store):
+    import pandas as pd
+
+    from pipelines.profile import data_profile
+    from pipelines.schema import incoming_partition, read_table
+    from pipelines.validation import validate_against_profile
+
+    config, client, bucket = store
+    days = sample_data.generate(config.data_root, date(2026, 9, 1), 3, 800, label_delay_days=0)
+    frame = pd.concat(read_table(incoming_partition(config, d.isoformat())).to_pandas() for d in days)
+    profile = data_profile(frame, config)
+    backup = config.data_root / "backup.parquet"
+    (original,) = partition_dir(config.data_root, "incoming", "2026-09-02").glob("*.parquet")
+    shutil.copy(original, backup)
+    sample_data.break_partition(config.data_root, date(2026, 9, 2), "missing_column")
+    with pytest.raises(PartitionQuarantinedError):
+        validate_against_profile(config, "2026-09-02", profile)
+    record = report_store.fetch(config, f"{QUARANTINE}/ds=2026-09-02", QUARANTINE_RECORD)
+    local = (partition_dir(config.data_root, QUARANTINE, "2026-09-02") / QUARANTINE_RECORD).read_bytes()
+    assert record == local and json.loads(record)["ds"] == "2026-09-02"
+    shutil.copy(backup, original)  # the upstream fixed the file: the rerun passes and the record goes
+    validate_against_profile(config, "2026-09-02", profile)
+    assert report_store.fetch(config, f"{QUARANTINE}/ds=2026-09-02", QUARANTINE_RECORD) is None
+    assert not [k for k in _keys(client, bucket) if "/quarantine/" in k]
+
+
+def test_a_reader_that_followed_a_replaced_manifest_reads_the_new_one(store, monkeypatch):
+    config, client, bucket = store
+    folder = _night(config, "2026-09-01", **{"drift.html": "first"})
+    report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+    stale = report_store._manifest(report_store._client(), report_store.location(config), "reports/ds=2026-09-01")
+    folder = _night(config, "2026-09-01", **{"drift.html": "second"})
+    report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))  # deletes the first version
+    real, calls = report_store._manifest, []
+    monkeypatch.setattr(
+        report_store, "_manifest", lambda *a: calls.append(a) and None or (stale if len(calls) == 1 else real(*a))
+    )
+    assert read_report(config, "ds=2026-09-01", "drift.html") == b"second" and len(calls) == 2
