@@ -42,6 +42,9 @@ class ServicesMissing(RuntimeError):
     """PostgreSQL or Redis is not reachable on loopback."""
 
 
+REPORT_PREFIX = "pipeline"  # the report store's key prefix in the topology's bucket
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -250,9 +253,15 @@ def distributed(
         s3_client(topology_s3).create_bucket(Bucket=bucket)
         _wait_for_http(f"{tracking_uri}/health", *procs["mlflow"])
         history_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_history"
-        # the components' history (with the audit log) and registry; no AWS credential for them: only the
-        # tracking server talks to the object store
-        urls = {"PIPELINE_HISTORY_URL": history_url, "PIPELINE_MLFLOW_TRACKING_URI": tracking_uri}
+        # the components' history (with the audit log), registry and report store: models go through the
+        # tracking server; reports and quarantine records straight to the bucket, which the api-server serves from
+        urls = {
+            "PIPELINE_HISTORY_URL": history_url,
+            "PIPELINE_MLFLOW_TRACKING_URI": tracking_uri,
+            "PIPELINE_REPORT_STORE": f"s3://{bucket}/{REPORT_PREFIX}",
+            "AWS_ENDPOINT_URL": topology_s3["endpoint_url"],
+            **s3,
+        }
         config = load_config(config_path, environ={**os.environ, **urls})
         prepare(config)
         env = airflow_env(folder / "airflow", config_path, audit_key) | urls

@@ -2,13 +2,16 @@
 audit log, MLflow's backend store), Redis as the Celery broker, an S3-compatible object store (moto in server
 mode) behind an MLflow tracking server, and the api-server, scheduler (CeleryExecutor), dag-processor, triggerer
 and two Celery workers as separate processes, each worker with its own empty working directory, HOME and
-AIRFLOW_HOME. The data root is still a folder both workers see (the object-store data root is not built yet).
+AIRFLOW_HOME. Reports and quarantine records go to the bucket too, and the api-server serves them from there; the
+data root is still a folder both workers see (the object-store data root is not built yet).
 
 Checks what only a real scheduler does: the nightly run it creates on its own scores last night's partition; a
 run triggered through the REST API (as from the UI) with force_retrain emits the retraining Asset event, and the
 scheduler starts retrain_model on it; a trigger whose `ds` is not a date is refused before any run exists.
 """
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -20,7 +23,16 @@ import httpx
 import pytest
 import yaml
 
-from harness.topology import COMPONENTS, PG, ServicesMissing, check_services, distributed, runs, wait_for_run
+from harness.topology import (
+    COMPONENTS,
+    PG,
+    REPORT_PREFIX,
+    ServicesMissing,
+    check_services,
+    distributed,
+    runs,
+    wait_for_run,
+)
 from pipelines import registry, retraining, sample_data
 from tests.conftest import AUDIT_KEY, REPO, write_config
 
@@ -65,6 +77,9 @@ def test_compose_file_describes_this_topology():
         assert env["PIPELINE_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
         assert env["PIPELINE_HISTORY_URL"].startswith("postgresql+psycopg2://")
         assert env["PIPELINE_CONFIG"] == "/opt/nightly-ml/include/config/pipeline.yaml"
+        assert env["PIPELINE_REPORT_STORE"] == "s3://nightly-ml/pipeline"  # reports served from the bucket
+        assert env["AWS_ENDPOINT_URL"] == "http://object-store:9000" and env["AWS_SECRET_ACCESS_KEY"] == "CHANGE-ME"
+        assert services[name]["depends_on"]["object-store-init"]["condition"] == "service_completed_successfully"
         assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # set before any task loads OpenMP
         assert env["ARROW_DEFAULT_MEMORY_POOL"] == "system"  # and Arrow's allocator before pyarrow loads
     worker = services["airflow-worker"]
@@ -187,6 +202,19 @@ def test_the_scheduler_runs_the_nightly_dag_on_its_own(topology):
     sharded = predictions.sort_values("id").reset_index(drop=True)
     columns = ["id", "score", "prediction", "model_version", "scoring_engine"]
     pd.testing.assert_frame_equal(sharded[columns], one_task[columns])
+    # the monitoring page serves the night's report from the object store: the local copy is gone
+    shutil.rmtree(partition_dir(config.data_root, "reports", ds))
+    client, bucket = topology["running"].s3_client(), topology["running"].bucket
+    manifest = client.get_object(Bucket=bucket, Key=f"{REPORT_PREFIX}/reports/ds={ds}/manifest.json")["Body"].read()
+    published = json.loads(manifest)["files"]
+    assert {"drift.html", "summary.json", "validation.html"} <= set(published)
+    page = httpx.get(f"{topology['base']}/monitoring/", headers=topology["headers"], timeout=30)
+    assert page.status_code == 200 and f"/monitoring/reports/ds={ds}/drift.html" in page.text
+    report = httpx.get(f"{topology['base']}/monitoring/reports/ds={ds}/drift.html", headers=topology["headers"])
+    assert report.status_code == 200 and "root_metric_" in report.text, report.text[:300]  # Evidently's page
+    assert hashlib.sha256(report.content).hexdigest() == published["drift.html"]["sha256"]
+    assert report.headers["content-security-policy"].startswith("sandbox allow-scripts;")
+    assert httpx.get(f"{topology['base']}/monitoring/reports/ds={ds}/drift.html").status_code == 401  # no login
 
 
 def test_a_trigger_with_a_path_for_a_date_is_refused(topology):
