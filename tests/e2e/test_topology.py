@@ -304,6 +304,8 @@ def test_tasks_run_on_both_workers_and_models_live_behind_the_tracking_server(to
     client = topology["running"].s3_client()
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=topology["running"].bucket).get("Contents", [])]
     assert any(key.endswith("model.pkl") or key.endswith("MLmodel") for key in keys), keys[:20]
+    # the retraining's gate comparison was published to the report store beside the nights' reports
+    assert any(re.match(rf"{REPORT_PREFIX}/reports/models/v\d+_vs_v\d+/manifest.json$", key) for key in keys), keys
     champion = topology["champion"].ref
     from mlflow import MlflowClient
 

@@ -203,3 +203,20 @@ def test_a_reader_that_followed_a_replaced_manifest_reads_the_new_one(store, mon
         report_store, "_manifest", lambda *a: calls.append(a) and None or (stale if len(calls) == 1 else real(*a))
     )
     assert read_report(config, "ds=2026-09-01", "drift.html") == b"second" and len(calls) == 2
+
+
+def test_a_gate_comparison_is_served_from_the_store_by_its_pair_only(store):
+    from pipelines.monitoring_page import read_model_report
+
+    config, _, _ = store
+    folder = config.data_root / "reports" / "models" / "v2_vs_v1"
+    folder.mkdir(parents=True)
+    (folder / "comparison.json").write_text('{"passed": true}')
+    report_store.publish(config, "reports/models/v2_vs_v1", sorted(folder.iterdir()))
+    shutil.rmtree(folder)
+    assert read_model_report(config, "v2_vs_v1", "comparison.json") == b'{"passed": true}'
+    assert read_model_report(config, "v2_vs_v1", "candidate.html") is None
+    for pair in ("v2_vs_v1/..", "../v2_vs_v1", "v2-vs-v1"):
+        assert read_model_report(config, pair, "comparison.json") is None
+    with pytest.raises(ValueError, match="not a report folder"):
+        report_store.fetch(config, "reports/../../secrets", "comparison.json")
