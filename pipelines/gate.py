@@ -123,7 +123,7 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
         result.reports |= performance_report(frame.assign(target=y, score=s), threshold, folder, stem=who)
     write_json_atomic(folder / "comparison.json", result.model_dump(mode="json"))
     result.reports["comparison_json"] = str(folder / "comparison.json")
-    report_store.publish(config, f"{REPORTS}/{COMPARISONS}/{result.pair}", sorted(folder.iterdir()))
+    report_store.publish(config, folder)
     models.tag(candidate.ref, "gate.passed", str(result.passed).lower())
     models.tag(candidate.ref, "gate.comparison", comparison.model_dump_json())
     if reasons:

@@ -145,7 +145,7 @@ def monitor_night(
     # the night's reports are built aside and swapped in whole: a killed run never leaves a mix of two runs
     with partition_write_lock(folder.parent), thread_cap(config.monitoring.threads, "monitoring"):
         replace_folder(folder, build)
-    report_store.publish(config, f"{REPORTS}/ds={ds}", sorted(p for p in folder.iterdir() if p.is_file()))
+    report_store.publish(config, folder)
     summary, drift = built["summary"], built["drift"]
     history.record_night(
         config,

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -43,22 +44,24 @@ def resolve_model_report(config: PipelineConfig, pair: str, name: str) -> Path |
 
 
 def read_report(config: PipelineConfig, partition: str, name: str) -> bytes | None:
-    """Return a night's report file: from the report store when one is configured, else from the data root."""
+    """Return a night's report file (the same names and rules as `resolve_report`), or None."""
     if not _DS.match(partition) or name not in REPORT_FILES:
         return None
-    if report_store.location(config) is not None:
-        return report_store.fetch(config, f"{REPORTS}/{partition}", name)
-    path = resolve_report(config, partition, name)
-    return path.read_bytes() if path else None
+    return _read(config, f"{REPORTS}/{partition}", name, lambda: resolve_report(config, partition, name))
 
 
 def read_model_report(config: PipelineConfig, pair: str, name: str) -> bytes | None:
-    """Return a gate comparison file: from the report store when one is configured, else from the data root."""
+    """Return a gate comparison file (the same names and rules as `resolve_model_report`), or None."""
     if not _PAIR.match(pair) or name not in MODEL_FILES:
         return None
+    return _read(config, f"{REPORTS}/{COMPARISONS}/{pair}", name, lambda: resolve_model_report(config, pair, name))
+
+
+def _read(config: PipelineConfig, folder: str, name: str, local: Callable[[], Path | None]) -> bytes | None:
+    """From the report store when one is configured, else the file `local()` finds under the data root."""
     if report_store.location(config) is not None:
-        return report_store.fetch(config, f"{REPORTS}/{COMPARISONS}/{pair}", name)
-    path = resolve_model_report(config, pair, name)
+        return report_store.fetch(config, folder, name)
+    path = local()
     return path.read_bytes() if path else None
 
 

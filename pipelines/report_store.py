@@ -54,6 +54,13 @@ def _check_folder(folder: str) -> None:
         raise ValueError(f"not a report folder: {folder!r}")
 
 
+def _folder_of(config: PipelineConfig, local: Path) -> str:
+    """The key of a folder under the data root (`reports/ds=...`): the store mirrors the data root's layout."""
+    folder = local.relative_to(config.data_root).as_posix()
+    _check_folder(folder)
+    return folder
+
+
 def _unreachable(where: StoreLocation, action: str, exc: Exception) -> ReportStoreError:
     return ReportStoreError(
         f"could not {action} s3://{where.bucket}/{where.prefix}: {exc}. Check that the object store is up and "
@@ -62,8 +69,8 @@ def _unreachable(where: StoreLocation, action: str, exc: Exception) -> ReportSto
     )
 
 
-def publish(config: PipelineConfig, folder: str, files: list[Path]) -> str | None:
-    """Publish `files` as the contents of `folder` (e.g. `reports/ds=2026-09-01`); return the manifest's key.
+def publish(config: PipelineConfig, local: Path) -> str | None:
+    """Publish a folder under the data root (e.g. `reports/ds=2026-09-01`) to the same key; return its manifest's key.
 
     Nothing happens without a report store. A publish that stops half-way leaves the previous manifest and its
     files in place; a rerun publishes a new version and removes the older ones.
@@ -71,14 +78,14 @@ def publish(config: PipelineConfig, folder: str, files: list[Path]) -> str | Non
     where = location(config)
     if where is None:
         return None
-    _check_folder(folder)
+    folder = _folder_of(config, local)
     from botocore.exceptions import BotoCoreError, ClientError
 
     client, version = _client(), f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
     entries = {}
     key = where.key(folder, MANIFEST)
     try:
-        for path in files:
+        for path in sorted(local.iterdir()):
             if is_leftover(path) or not path.is_file():  # an interrupted writer's temporary file, or a folder
                 continue
             if not _NAME.match(path.name):
@@ -98,14 +105,14 @@ def publish(config: PipelineConfig, folder: str, files: list[Path]) -> str | Non
     return key
 
 
-def withdraw(config: PipelineConfig, folder: str) -> None:
-    """Remove a published folder (its manifest first, so no reader follows it half-deleted)."""
+def withdraw(config: PipelineConfig, local: Path) -> None:
+    """Remove the published copy of a folder under the data root (its manifest first: no reader follows it half-deleted)."""
     where = location(config)
     if where is None:
         return
     from botocore.exceptions import BotoCoreError, ClientError
 
-    _check_folder(folder)
+    folder = _folder_of(config, local)
     client = _client()
     try:
         client.delete_object(Bucket=where.bucket, Key=where.key(folder, MANIFEST))

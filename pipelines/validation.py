@@ -452,7 +452,7 @@ def validate_against_profile(
         outcome.failures = []
     if outcome.success:
         shutil.rmtree(folder, ignore_errors=True)
-        report_store.withdraw(config, f"{QUARANTINE}/ds={ds}")
+        report_store.withdraw(config, folder)
         for warning in outcome.warnings:
             log.warning("data-quality warning for %s: %s", ds, warning)
         log.info(
@@ -478,7 +478,7 @@ def validate_against_profile(
             "great_expectations_result": outcome.ge_result,
         },
     )
-    report_store.publish(config, f"{QUARANTINE}/ds={ds}", [folder / QUARANTINE_RECORD])
+    report_store.publish(config, folder)
     log.error("%s (details in %s)", reason, folder / QUARANTINE_RECORD)
     accept = (
         ""

@@ -60,7 +60,7 @@ def test_a_published_night_is_served_from_the_store_without_the_local_files(stor
     config, client, bucket = store
     folder = _night(config, "2026-09-01", **{"drift.html": "<p>drift</p>", "summary.json": "{}"})
     (folder / ".drift.html.tmp-123").write_text("half")  # an interrupted writer's leftover is never published
-    key = report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+    key = report_store.publish(config, folder)
     assert key == "team-a/nightly/reports/ds=2026-09-01/manifest.json"
     shutil.rmtree(folder)  # the api-server has no copy: what it serves comes from the bucket
     assert read_report(config, "ds=2026-09-01", "drift.html") == b"<p>drift</p>"
@@ -79,7 +79,7 @@ def test_a_rerun_replaces_the_night_and_leaves_one_version(store):
     config, client, bucket = store
     for text in ("first run", "second run"):
         folder = _night(config, "2026-09-01", **{"drift.html": text})
-        report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+        report_store.publish(config, folder)
     assert read_report(config, "ds=2026-09-01", "drift.html") == b"second run"
     keys = _keys(client, bucket)
     assert len(keys) == 2 and keys[-1].endswith("/manifest.json")  # one version's file and the manifest
@@ -88,7 +88,7 @@ def test_a_rerun_replaces_the_night_and_leaves_one_version(store):
 def test_a_publish_that_stops_half_way_leaves_the_previous_night_whole(store, monkeypatch):
     config, client, bucket = store
     folder = _night(config, "2026-09-01", **{"drift.html": "old drift", "summary.json": '{"old": 1}'})
-    report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+    report_store.publish(config, folder)
     real = report_store._client
 
     def failing_after_first_file():
@@ -109,11 +109,11 @@ def test_a_publish_that_stops_half_way_leaves_the_previous_night_whole(store, mo
     monkeypatch.setattr(report_store, "_client", failing_after_first_file)
     folder = _night(config, "2026-09-01", **{"drift.html": "new drift", "summary.json": '{"new": 1}'})
     with pytest.raises(ReportStoreError, match=r"could not publish reports/ds=2026-09-01 to s3://.*rerun the task"):
-        report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+        report_store.publish(config, folder)
     monkeypatch.setattr(report_store, "_client", real)
     assert read_report(config, "ds=2026-09-01", "drift.html") == b"old drift"  # never one new file with an old one
     assert read_report(config, "ds=2026-09-01", "summary.json") == b'{"old": 1}'
-    report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))  # the rerun
+    report_store.publish(config, folder)  # the rerun
     assert read_report(config, "ds=2026-09-01", "summary.json") == b'{"new": 1}'
     assert len(_keys(client, bucket)) == 3  # the half-published file went with the older versions
 
@@ -121,7 +121,7 @@ def test_a_publish_that_stops_half_way_leaves_the_previous_night_whole(store, mo
 def test_a_file_altered_in_the_bucket_is_refused(store, caplog):
     config, client, bucket = store
     folder = _night(config, "2026-09-01", **{"drift.html": "<p>real</p>"})
-    report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+    report_store.publish(config, folder)
     (key,) = [k for k in _keys(client, bucket) if k.endswith("drift.html")]
     client.put_object(Bucket=bucket, Key=key, Body=b"<script>alert(1)</script>")
     with caplog.at_level(logging.ERROR, logger="pipelines.report_store"):
@@ -135,14 +135,14 @@ def test_an_unreachable_store_is_a_clear_error(store, monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     folder = _night(config, "2026-09-01", **{"drift.html": "x"})
     with pytest.raises(ReportStoreError, match="could not publish .* Check that the object store is up"):
-        report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+        report_store.publish(config, folder)
     with pytest.raises(ReportStoreError, match="could not read reports/ds=2026-09-01/drift.html"):
         read_report(config, "ds=2026-09-01", "drift.html")
 
 
 def test_without_a_store_nothing_is_published_and_the_page_reads_the_data_root(config):
     folder = _night(config, "2026-09-01", **{"drift.html": "local"})
-    assert report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir())) is None
+    assert report_store.publish(config, folder) is None
     assert read_report(config, "ds=2026-09-01", "drift.html") == b"local"
 
 
@@ -194,10 +194,10 @@ def test_a_quarantine_record_is_published_and_withdrawn_when_the_night_passes(st
 def test_a_reader_that_followed_a_replaced_manifest_reads_the_new_one(store, monkeypatch):
     config, client, bucket = store
     folder = _night(config, "2026-09-01", **{"drift.html": "first"})
-    report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))
+    report_store.publish(config, folder)
     stale = report_store._manifest(report_store._client(), report_store.location(config), "reports/ds=2026-09-01")
     folder = _night(config, "2026-09-01", **{"drift.html": "second"})
-    report_store.publish(config, "reports/ds=2026-09-01", sorted(folder.iterdir()))  # deletes the first version
+    report_store.publish(config, folder)  # deletes the first version
     real, calls = report_store._manifest, []
     monkeypatch.setattr(
         report_store, "_manifest", lambda *a: calls.append(a) and None or (stale if len(calls) == 1 else real(*a))
@@ -212,7 +212,7 @@ def test_a_gate_comparison_is_served_from_the_store_by_its_pair_only(store):
     folder = config.data_root / "reports" / "models" / "v2_vs_v1"
     folder.mkdir(parents=True)
     (folder / "comparison.json").write_text('{"passed": true}')
-    report_store.publish(config, "reports/models/v2_vs_v1", sorted(folder.iterdir()))
+    report_store.publish(config, folder)
     shutil.rmtree(folder)
     assert read_model_report(config, "v2_vs_v1", "comparison.json") == b'{"passed": true}'
     assert read_model_report(config, "v2_vs_v1", "candidate.html") is None
