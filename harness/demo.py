@@ -81,7 +81,7 @@ def night_row(ds: date, outcome: DagRunOutcome, config: PipelineConfig) -> dict[
         ValidatedPartition.model_validate(returns["validate_partition"]) if "validate_partition" in returns else None
     )
     decided = Decision.model_validate(returns["decide_retraining"]) if "decide_retraining" in returns else None
-    quarantine = partition_dir(config.data_root, QUARANTINE, ds) / QUARANTINE_RECORD
+    quarantine = partition_dir(config.work_root, QUARANTINE, ds) / QUARANTINE_RECORD
     if validated:
         status = f"passed {validated.expectations} checks"
     elif quarantine.is_file():

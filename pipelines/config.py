@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal, get_args
-from urllib.parse import urlsplit
 
 import yaml
 from croniter import croniter
@@ -17,13 +16,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipelines.column_kinds import kind_problem
 from pipelines.errors import ConfigError
-from pipelines.lake import INCOMING, MONITORING, data_files, earliest_partition
+from pipelines.lake import (
+    INCOMING,
+    MONITORING,
+    DataPath,
+    LakePath,
+    data_files,
+    earliest_partition,
+    read_schema,
+)
 
 CONFIG_ENV_VAR = "PIPELINE_CONFIG"
 # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so it would leak between configs.
 TRACKING_URI_ENV_VAR = "PIPELINE_MLFLOW_TRACKING_URI"
 HISTORY_URL_ENV_VAR = "PIPELINE_HISTORY_URL"
 REPORT_STORE_ENV_VAR = "PIPELINE_REPORT_STORE"  # overrides monitoring.report_store
+DATA_ROOT_ENV_VAR = "PIPELINE_DATA_ROOT"  # overrides data_root (a folder, or s3://bucket/prefix)
 # The audit log's HMAC key: the Airflow Variable `pipeline_audit_key` in its environment form, so workers, the
 # api-server and the CLI read the same secret without a database call.
 AUDIT_KEY_ENV_VAR = "AIRFLOW_VAR_PIPELINE_AUDIT_KEY"
@@ -55,26 +63,13 @@ class StoreLocation:
         return "/".join(p for p in (self.prefix, *parts) if p)
 
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$")
-
-
 def parse_store_url(url: str) -> StoreLocation:
     """Return the bucket and prefix of `s3://bucket/prefix`; refuse anything else, and any credential in it."""
-    parts = urlsplit(url)
-    if parts.scheme != "s3":
-        raise ConfigError(f"report store {url!r}: expected s3://bucket/prefix")
-    if "@" in parts.netloc:
-        raise ConfigError(
-            "the report store URL holds a credential: remove it, and give the object store's keys in the environment "
-            "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or the machine's role"
-        )
-    if parts.query or parts.fragment or not _BUCKET.match(parts.netloc):
-        raise ConfigError(f"report store {url!r}: expected s3://bucket/prefix with a valid bucket name")
-    prefix = parts.path.strip("/")
-    if prefix and (not _KEY_PREFIX.match(prefix) or ".." in prefix.split("/")):
-        raise ConfigError(f"report store {url!r}: the prefix may hold letters, digits and . _ = - / only")
-    return StoreLocation(parts.netloc, prefix)
+    try:
+        where = LakePath.from_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"report store: {exc}") from exc
+    return StoreLocation(where.bucket, where.key)
 
 
 class _Section(BaseModel):
@@ -281,7 +276,13 @@ class Alerts(_Section):
 class PipelineConfig(_Section):
     """Everything the pipelines need; paths are absolute once loaded."""
 
-    data_root: Path
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    # the partitions: a local folder, or s3://bucket/prefix on an object store (keys from the environment)
+    data_root: DataPath
+    # where a worker keeps what it builds before publishing it (reports, quarantine records, the model cache);
+    # unset: the data root when that is local, else ~/.cache/nightly-ml/<bucket>/<prefix>
+    work_dir: Path | None = None
     id_column: str
     target: str
     timestamp_column: str | None = None
@@ -300,6 +301,15 @@ class PipelineConfig(_Section):
     promotion: Promotion = Promotion()
     alerts: Alerts = Alerts()
     audit_key: str | None = Field(default=None, repr=False, exclude=True)  # from the environment only, never the YAML
+
+    @field_validator("data_root", mode="before")
+    @classmethod
+    def _data_root(cls, value: object) -> object:
+        if isinstance(value, str) and "://" in value:
+            if not value.startswith("s3://"):
+                raise ValueError(f"{value!r}: data_root is a folder or s3://bucket/prefix")
+            return LakePath.from_url(value)
+        return value
 
     @field_validator("cadence")
     @classmethod
@@ -350,13 +360,27 @@ class PipelineConfig(_Section):
         return f"retrain_request__{self.model.registered_name}"
 
     @property
+    def work_root(self) -> Path:
+        """The local folder of what this machine builds: reports, quarantine records, the model cache, SQLite.
+
+        With the data root on an object store, what it holds is published to the report store (by default the
+        data root's own bucket and prefix), so no two machines need to share it.
+        """
+        if self.work_dir is not None:
+            return self.work_dir
+        if isinstance(self.data_root, Path):
+            return self.data_root
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return cache / "nightly-ml" / self.data_root.bucket / self.data_root.key
+
+    @property
     def audit_log_file(self) -> Path:
         """Where releases before the audit log moved into the history database kept it (moved in on first use)."""
-        return self.data_root / MONITORING / "model_audit.jsonl"
+        return self.work_root / MONITORING / "model_audit.jsonl"
 
     @property
     def history_url(self) -> str:
-        return self.monitoring.history_url or f"sqlite:///{self.data_root / MONITORING / 'history.db'}"
+        return self.monitoring.history_url or f"sqlite:///{self.work_root / MONITORING / 'history.db'}"
 
     @property
     def tracking_uri(self) -> str:
@@ -396,8 +420,9 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     Without a path, PIPELINE_CONFIG names the file, else the default config is used.
     $PIPELINE_MLFLOW_TRACKING_URI overrides `mlflow.tracking_uri` and $PIPELINE_HISTORY_URL
     `monitoring.history_url` (database URLs may hold a password, which never belongs in the YAML),
-    $PIPELINE_REPORT_STORE `monitoring.report_store`;
-    $AIRFLOW_VAR_PIPELINE_AUDIT_KEY keys the audit log's hashes.
+    $PIPELINE_REPORT_STORE `monitoring.report_store`, $PIPELINE_DATA_ROOT `data_root`;
+    $AIRFLOW_VAR_PIPELINE_AUDIT_KEY keys the audit log's hashes. With the data root on an object store and no
+    report store named, reports are published under the data root's own URL.
     """
     environ = os.environ if environ is None else environ
     file = Path(path) if path is not None else config_path(environ)
@@ -420,6 +445,8 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         raise ConfigError(
             f"invalid pipeline config {file}:\n  audit_key: a secret never goes in the YAML; set {AUDIT_KEY_ENV_VAR}"
         )
+    if environ.get(DATA_ROOT_ENV_VAR):
+        raw["data_root"] = environ[DATA_ROOT_ENV_VAR]
     try:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
@@ -434,14 +461,19 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     monitoring = config.monitoring.model_copy(
         update={
             "history_url": environ.get(HISTORY_URL_ENV_VAR) or config.monitoring.history_url,
-            "report_store": environ.get(REPORT_STORE_ENV_VAR) or config.monitoring.report_store,
+            "report_store": environ.get(REPORT_STORE_ENV_VAR)
+            or config.monitoring.report_store
+            or (str(config.data_root) if isinstance(config.data_root, LakePath) else None),
         }
     )
     if monitoring.report_store:
         parse_store_url(monitoring.report_store)  # the environment's value is checked as the YAML's is
     loaded = config.model_copy(
         update={
-            "data_root": (base / config.data_root).resolve(),
+            "data_root": config.data_root
+            if isinstance(config.data_root, LakePath)
+            else (base / config.data_root).resolve(),
+            "work_dir": (base / config.work_dir).resolve() if config.work_dir else None,
             "mlflow": mlflow,
             "monitoring": monitoring,
             "audit_key": environ.get(AUDIT_KEY_ENV_VAR) or None,
@@ -459,14 +491,12 @@ def kind_conflicts(config: PipelineConfig) -> list[str]:
     The earliest incoming partition is the data a model is first trained on, so it speaks for the column types;
     a later partition whose types differ is quarantined by validation instead. No data yet: nothing to check.
     """
-    import pyarrow.parquet as pq
-
     first = earliest_partition(config.data_root, INCOMING)  # one listing and one footer: runs at DAG parse time too
     if first is None:
         return []
     try:
         file = data_files(config.data_root / INCOMING / f"ds={first.isoformat()}")[0]
-        types = {f.name: f.type for f in pq.read_schema(file)}
+        types = {f.name: f.type for f in read_schema(file)}
     except (OSError, IndexError, ValueError):  # unreadable data is validation's business, not the config's
         return []
     where = f"{INCOMING}/ds={first.isoformat()}/{file.name}"

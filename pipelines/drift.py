@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from pipelines.config import PipelineConfig
-from pipelines.lake import partition_row_count
+from pipelines.lake import DataPath, partition_row_count, read_parquet
 from pipelines.reports import evidently, save_snapshot
 from pipelines.schema import PartitionSchema, iter_batches
 
@@ -291,9 +290,9 @@ def summary_report(
     return save_snapshot(snapshot, folder, "data_summary")
 
 
-def current_sample(config: PipelineConfig, ds: str, incoming: PartitionSchema, predictions: Path) -> pd.DataFrame:
+def current_sample(config: PipelineConfig, ds: str, incoming: PartitionSchema, predictions: DataPath) -> pd.DataFrame:
     """Return a uniform sample of the night's features joined to their scores (seeded by the date)."""
     seed = int(ds.replace("-", ""))
     sample = sample_rows(incoming, config.monitoring.sample_rows, seed)
-    scores = pq.read_table(predictions, columns=["id", SCORE]).to_pandas().rename(columns={"id": config.id_column})
+    scores = read_parquet(predictions, columns=["id", SCORE]).to_pandas().rename(columns={"id": config.id_column})
     return sample.merge(scores, on=config.id_column, how="inner")

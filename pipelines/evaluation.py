@@ -7,10 +7,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import pyarrow.parquet as pq
-
-from pipelines import history
+from pipelines import history, report_store
 from pipelines.cadence import shift
 from pipelines.config import PipelineConfig
 from pipelines.contracts import LabelledNight
@@ -20,10 +17,13 @@ from pipelines.lake import (
     LABELS,
     PREDICTIONS,
     REPORTS,
+    DataPath,
     data_files,
     list_partitions,
+    parquet_file,
     partition_dir,
     partition_write_lock,
+    read_parquet,
 )
 from pipelines.performance import performance_report, realised_performance
 
@@ -53,7 +53,7 @@ def evaluate_labels(config: PipelineConfig) -> list[LabelledNight]:
         if not predictions_files:
             continue
         # decide from the footers and one row, so nights already evaluated cost no data reads
-        reader = pq.ParquetFile(predictions_files[0])
+        reader = parquet_file(predictions_files[0])
         if reader.metadata.num_row_groups == 0:
             continue
         first = reader.read_row_group(0, columns=["model_name", "model_version"])
@@ -83,12 +83,12 @@ def overdue_labels(config: PipelineConfig) -> list[date]:
 
 
 def _evaluate_night(
-    config: PipelineConfig, ds: str, name: str, version: str, entry: dict[str, Any], predictions_file: Path
+    config: PipelineConfig, ds: str, name: str, version: str, entry: dict[str, Any], predictions_file: DataPath
 ) -> LabelledNight | None:
     labels = read_labels(config, ds)
     if ((entry["realised_metrics"] or {}).get("labels") or {}).get("fingerprint") == labels.fingerprint:
         return None
-    matched = match_labels(pd.read_parquet(predictions_file, columns=["id", "score"]), labels)
+    matched = match_labels(read_parquet(predictions_file, columns=["id", "score"]).to_pandas(), labels)
     facts = matched.summary(labels)
     if matched.joined["target"].nunique() < 2:
         log.warning(
@@ -106,9 +106,11 @@ def _evaluate_night(
     )
     metrics["labelled_rows"] = int(len(joined))
     metrics["labels"] = facts
-    folder = partition_dir(config.data_root, REPORTS, ds)
+    folder = partition_dir(config.work_root, REPORTS, ds)
     with partition_write_lock(folder.parent):
         paths = performance_report(joined, config.model.decision_threshold, folder)
+    # beside the night's other reports, wherever they were built
+    report_store.publish(config, folder, names=[Path(p).name for p in paths.values()])
     history.update_night(
         config,
         ds,

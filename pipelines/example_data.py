@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from pipelines.lake import INCOMING, LABELS, partition_dir, write_table_atomic
+from pipelines.lake import INCOMING, LABELS, DataPath, partition_dir, write_table_atomic
 
 NUMERIC = ["tenure_weeks", "monthly_spend", "is_premium", "signup_date", "last_login"]
 CATEGORICAL = ["plan", "region", "support_tickets", "autopay"]
@@ -80,7 +79,12 @@ def partition(ds: date, index: int, rows: int, seed: int, shape: Shape) -> tuple
 
 
 def generate(
-    data_root: Path, dates: list[date], rows: int, seed: int = 3, shape: Shape = Shape(), labelled: int | None = None
+    data_root: DataPath,
+    dates: list[date],
+    rows: int,
+    seed: int = 3,
+    shape: Shape = Shape(),
+    labelled: int | None = None,
 ) -> None:
     """Write `incoming/` (and `labels/` for the first `labelled` dates, all by default) for the given partition dates.
 
@@ -95,7 +99,7 @@ def generate(
 
 
 def write_labels(
-    data_root: Path, dates: list[date], index: int, rows: int, seed: int = 3, shape: Shape = Shape()
+    data_root: DataPath, dates: list[date], index: int, rows: int, seed: int = 3, shape: Shape = Shape()
 ) -> None:
     """Land the labels of partition `index` of `dates` (as `generate` would have written them)."""
     sizes = np.random.default_rng(seed).integers(int(rows * 0.6), int(rows * 1.4) + 1, len(dates))

@@ -118,7 +118,7 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
         comparison=comparison,
         reasons=reasons,
     )
-    folder = config.data_root / REPORTS / COMPARISONS / str(result.pair)
+    folder = config.work_root / REPORTS / COMPARISONS / str(result.pair)
     for who, s in scores.items():
         result.reports |= performance_report(frame.assign(target=y, score=s), threshold, folder, stem=who)
     write_json_atomic(folder / "comparison.json", result.model_dump(mode="json"))

@@ -76,7 +76,7 @@ def engine(config: PipelineConfig) -> sa.Engine:
     url = config.history_url
     if url not in _ENGINES:
         if url.startswith("sqlite:///"):
-            (config.data_root / MONITORING).mkdir(parents=True, exist_ok=True)
+            (config.work_root / MONITORING).mkdir(parents=True, exist_ok=True)
         created = sa.create_engine(url)
         METADATA.create_all(created)
         _add_missing_columns(created)

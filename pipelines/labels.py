@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.config import PipelineConfig
-from pipelines.lake import LABELS, partition_files
+from pipelines.lake import LABELS, partition_files, read_parquet, read_schema
 
 log = logging.getLogger(__name__)
 _EXAMPLES = 5
@@ -103,12 +102,12 @@ def read_labels(config: PipelineConfig, ds: str) -> LabelSet:
     issues, frames = [], []
     for file in files:
         try:
-            names = pq.read_schema(file).names
+            names = read_schema(file).names
             missing = [c for c in (config.id_column, config.target) if c not in names]
             if missing:
                 issues.append(f"label file {file.name} has no column {missing[0]!r}: skipped")
                 continue
-            frames.append(pq.read_table(file, columns=[config.id_column, config.target]).to_pandas())
+            frames.append(read_parquet(file, columns=[config.id_column, config.target]).to_pandas())
         except (pa.ArrowException, OSError) as exc:
             issues.append(f"label file {file.name} is not readable Parquet ({str(exc).splitlines()[0][:200]}): skipped")
     raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({config.id_column: [], config.target: []})

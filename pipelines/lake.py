@@ -1,4 +1,13 @@
-"""Partition I/O on the data root: Hive-style `<area>/ds=YYYY-MM-DD/` folders of Parquet files."""
+"""Partition I/O on the data root: Hive-style `<area>/ds=YYYY-MM-DD/` folders of Parquet files.
+
+The data root is a local folder or `s3://bucket/prefix` on an object store (S3 or a compatible one), read and
+written through pyarrow's own S3 filesystem: a `LakePath` stands for a key there and offers the few pathlib
+operations this module uses, so every step reads a partition the same way wherever it lives. S3 has no rename:
+a file is written under a hidden temporary key and then copied to its final key in one server-side copy (a
+single-object write, atomic on S3), so a reader sees the old file or the new one, never half of one, and the
+hidden key is deleted. Credentials come from the environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...) or the
+machine's role, never the YAML.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +18,14 @@ import logging
 import os
 import re
 import shutil
+import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Union, overload
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,6 +41,244 @@ SUMMARY_FILE = "summary.json"  # reports/ds=.../summary.json: the night's machin
 SHARDS = "_shards"  # predictions/ds=.../_shards/<run>/: a sharded night's parts before the commit (hidden)
 COMPARISONS = "models"  # reports/models/v<candidate>_vs_v<champion>/: the gate's comparisons
 _DS_DIR = re.compile(r"^ds=(\d{4}-\d{2}-\d{2})$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_KEY = re.compile(r"^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$")
+# On an object store no lock spans machines, so a hidden temporary key is only taken for a dead writer's once
+# it is this old (a live writer finishes a partition long before).
+LEFTOVER_AGE_SECONDS = 6 * 3600
+_FILESYSTEMS: dict[tuple[str, ...], Any] = {}
+
+
+def s3_filesystem() -> Any:
+    """pyarrow's S3 filesystem from the environment (one per process and environment): endpoint, region, keys."""
+    from pyarrow import fs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    marker = (endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID", ""), os.environ.get("AWS_PROFILE", ""))
+    if marker not in _FILESYSTEMS:
+        options: dict[str, Any] = {"region": region}
+        if endpoint:
+            options["endpoint_override"] = endpoint
+            options["scheme"] = "https" if endpoint.startswith("https") else "http"
+        _FILESYSTEMS[marker] = fs.S3FileSystem(**options)
+    return _FILESYSTEMS[marker]
+
+
+class LakePath:
+    """A key on an object store, `s3://bucket/key`, with the pathlib operations the lake uses.
+
+    Object stores have no folders: a "folder" exists while keys lie under it, `mkdir` does nothing, and a rename
+    is a server-side copy and a delete (see `replace`).
+    """
+
+    __slots__ = ("_kind", "bucket", "key")
+
+    def __init__(self, bucket: str, key: str = "", _kind: str | None = None) -> None:
+        self.bucket, self.key, self._kind = bucket, key.strip("/"), _kind
+
+    @classmethod
+    def from_url(cls, url: str) -> LakePath:
+        """Parse `s3://bucket/prefix`; refuse another scheme, a credential, a bad bucket name or `..`."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme != "s3":
+            raise ValueError(f"{url!r}: expected s3://bucket/prefix")
+        if "@" in parts.netloc:
+            raise ValueError(
+                "the URL holds a credential: remove it, and give the object store's keys in the environment "
+                "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or the machine's role"
+            )
+        if parts.query or parts.fragment or not _BUCKET.match(parts.netloc):
+            raise ValueError(f"{url!r}: expected s3://bucket/prefix with a valid bucket name")
+        key = parts.path.strip("/")
+        if key and (not _KEY.match(key) or ".." in key.split("/")):
+            raise ValueError(f"{url!r}: the prefix may hold letters, digits and . _ = - / only")
+        return cls(parts.netloc, key)
+
+    @property
+    def fs(self) -> Any:
+        return s3_filesystem()
+
+    @property
+    def arrow_path(self) -> str:
+        """The path pyarrow's S3 filesystem takes: `bucket/key`."""
+        return f"{self.bucket}/{self.key}" if self.key else self.bucket
+
+    def __str__(self) -> str:
+        return f"s3://{self.arrow_path}"
+
+    def __fspath__(self) -> str:  # pyarrow and pandas read `s3://` URLs with pyarrow's filesystem
+        return str(self)
+
+    def __repr__(self) -> str:
+        return f"LakePath({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LakePath) and (self.bucket, self.key) == (other.bucket, other.key)
+
+    def __hash__(self) -> int:
+        return hash((self.bucket, self.key))
+
+    def __lt__(self, other: LakePath) -> bool:
+        return (self.bucket, self.key) < (other.bucket, other.key)
+
+    def __truediv__(self, part: str) -> LakePath:
+        pieces = [p for p in str(part).split("/") if p]
+        if any(p in (".", "..") for p in pieces):
+            raise ValueError(f"{part!r} is not a key under {self}")
+        return LakePath(self.bucket, "/".join([self.key, *pieces]) if self.key else "/".join(pieces))
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> LakePath:
+        return LakePath(self.bucket, self.key.rsplit("/", 1)[0] if "/" in self.key else "")
+
+    def relative_to(self, other: LakePath) -> PurePosixPath:
+        if self.bucket != other.bucket or not (self.key + "/").startswith(other.key + "/" if other.key else ""):
+            raise ValueError(f"{self} is not under {other}")
+        return PurePosixPath(self.key[len(other.key) :].lstrip("/") or ".")
+
+    def resolve(self) -> LakePath:
+        return self
+
+    def _type(self) -> str:
+        if self._kind is None:
+            from pyarrow import fs
+
+            info = self.fs.get_file_info(self.arrow_path)
+            return {fs.FileType.File: "file", fs.FileType.Directory: "dir"}.get(info.type, "none")
+        return self._kind
+
+    def exists(self) -> bool:
+        return self._type() != "none"
+
+    def is_dir(self) -> bool:
+        return self._type() == "dir"
+
+    def is_file(self) -> bool:
+        return self._type() == "file"
+
+    def listing(self, recursive: bool = False) -> list[tuple[LakePath, Any]]:
+        """The keys under this folder (one listing request per 1,000 keys) with their pyarrow FileInfo."""
+        from pyarrow import fs
+
+        selector = fs.FileSelector(self.arrow_path, allow_not_found=True, recursive=recursive)
+        found = []
+        for info in self.fs.get_file_info(selector):
+            kind = "file" if info.type == fs.FileType.File else "dir"
+            bucket, _, key = info.path.partition("/")
+            found.append((LakePath(bucket, key, kind), info))
+        return found
+
+    def iterdir(self) -> Iterator[LakePath]:
+        return iter([path for path, _ in self.listing()])
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """Nothing to do: a folder on an object store is the keys under it."""
+
+    def open(self, mode: str = "rb", encoding: str | None = None) -> IO[Any]:
+        import io
+
+        if mode in ("rb", "r"):
+            stream = self.fs.open_input_file(self.arrow_path)
+        elif mode in ("wb", "w"):
+            stream = self.fs.open_output_stream(self.arrow_path)
+        else:
+            raise ValueError(f"mode {mode!r} is not supported on an object store (whole-object reads and writes only)")
+        return io.TextIOWrapper(stream, encoding=encoding or "utf-8") if "b" not in mode else stream
+
+    def read_bytes(self) -> bytes:
+        with self.fs.open_input_stream(self.arrow_path) as stream:
+            return bytes(stream.read())
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def write_bytes(self, data: bytes) -> None:
+        with self.fs.open_output_stream(self.arrow_path) as stream:
+            stream.write(data)
+
+    def write_text(self, text: str, encoding: str = "utf-8") -> None:
+        self.write_bytes(text.encode(encoding))
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        try:
+            self.fs.delete_file(self.arrow_path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def replace(self, target: LakePath) -> None:
+        """Copy this key to `target` in one server-side copy (atomic on S3), then delete this one."""
+        self.fs.move(self.arrow_path, target.arrow_path)
+
+    def remove_tree(self) -> None:
+        """Delete every key under this folder."""
+        if self.key:
+            self.fs.delete_dir_contents(self.arrow_path, missing_dir_ok=True)
+
+
+DataPath = Union[Path, LakePath]  # noqa: UP007  (a runtime alias pydantic and isinstance read)
+
+
+def data_path(value: str | Path | LakePath) -> DataPath:
+    """A path on the data root from its text form: `s3://...` on the object store, anything else local."""
+    if isinstance(value, (Path, LakePath)):
+        return value
+    return LakePath.from_url(value) if value.startswith("s3://") else Path(value)
+
+
+def _replace(source: DataPath, target: DataPath) -> None:
+    if isinstance(source, LakePath) and isinstance(target, LakePath):
+        source.replace(target)
+    else:
+        os.replace(source, target)
+
+
+def remove_tree(folder: DataPath) -> None:
+    """Delete a folder and everything in it, local or on the object store; a missing folder is fine."""
+    if isinstance(folder, LakePath):
+        folder.remove_tree()
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def parquet_file(path: DataPath, **options: Any) -> pq.ParquetFile:
+    """Open a Parquet file for reading (pyarrow's S3 filesystem for an object-store key)."""
+    if isinstance(path, LakePath):
+        return pq.ParquetFile(path.arrow_path, filesystem=path.fs, **options)
+    return pq.ParquetFile(path, **options)
+
+
+def read_metadata(path: DataPath) -> Any:
+    """A Parquet file's footer."""
+    if isinstance(path, LakePath):
+        return pq.read_metadata(path.arrow_path, filesystem=path.fs)
+    return pq.read_metadata(path)
+
+
+def read_schema(path: DataPath) -> pa.Schema:
+    """A Parquet file's Arrow schema (from its footer)."""
+    if isinstance(path, LakePath):
+        return pq.read_schema(path.arrow_path, filesystem=path.fs)
+    return pq.read_schema(path)
+
+
+def read_parquet(path: DataPath, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file as a table (no Hive partition columns added)."""
+    return parquet_file(path).read(columns=columns)
+
+
+def parquet_writer(path: DataPath, schema: pa.Schema, **options: Any) -> pq.ParquetWriter:
+    """A Parquet writer onto `path` (a hidden temporary path: publish it when it is whole)."""
+    if isinstance(path, LakePath):
+        return pq.ParquetWriter(path.arrow_path, schema, filesystem=path.fs, **options)
+    return pq.ParquetWriter(path, schema, **options)
 
 
 def parse_ds(value: str | date) -> date:
@@ -53,24 +302,32 @@ def partition_date(requested: str | None, interval_start: datetime | None) -> st
     return interval_start.date().isoformat()
 
 
-def partition_dir(data_root: Path, area: str, ds: str | date) -> Path:
+@overload
+def partition_dir(data_root: Path, area: str, ds: str | date) -> Path: ...
+@overload
+def partition_dir(data_root: LakePath, area: str, ds: str | date) -> LakePath: ...
+@overload
+def partition_dir(data_root: DataPath, area: str, ds: str | date) -> DataPath: ...
+def partition_dir(data_root: DataPath, area: str, ds: str | date) -> DataPath:
     """Return `<data_root>/<area>/ds=<ds>` (the date is validated, so it can never be a path)."""
     return data_root / area / f"ds={parse_ds(ds).isoformat()}"
 
 
-def data_files(folder: Path) -> list[Path]:
+def data_files(folder: DataPath) -> list[DataPath]:
     """Return the visible files of a partition folder, sorted.
 
     Like Hive, Spark and pyarrow's dataset discovery, every file whose name does not start with `.` or `_`
     is data, whatever its extension (`part-0`, `x.PARQUET`); `_SUCCESS` markers and hidden temporary
     files are skipped. A visible file that is not Parquet is refused by validation with its name.
     """
+    if isinstance(folder, LakePath):  # one listing: no request per key
+        return sorted(p for p, _ in folder.listing() if not p.name.startswith((".", "_")) and p.is_file())
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")) and p.is_file())
 
 
-def partition_files(data_root: Path, area: str, ds: str | date) -> list[Path]:
+def partition_files(data_root: DataPath, area: str, ds: str | date) -> list[DataPath]:
     """Return the Parquet files of one partition; raise PartitionMissingError if there are none."""
     folder = partition_dir(data_root, area, ds)
     files = data_files(folder)
@@ -81,9 +338,16 @@ def partition_files(data_root: Path, area: str, ds: str | date) -> list[Path]:
     return files
 
 
-def list_partitions(data_root: Path, area: str) -> list[date]:
+def list_partitions(data_root: DataPath, area: str) -> list[date]:
     """Return the dates of the partitions of an area that hold at least one Parquet file, sorted."""
     root = data_root / area
+    if isinstance(root, LakePath):  # one recursive listing rather than one request per partition
+        days = set()
+        for path, _ in root.listing(recursive=True):
+            rel = path.relative_to(root).parts
+            if len(rel) == 2 and path.is_file() and not rel[1].startswith((".", "_")) and (m := _DS_DIR.match(rel[0])):
+                days.add(date.fromisoformat(m.group(1)))
+        return sorted(days)
     if not root.is_dir():
         return []
     found = []
@@ -94,21 +358,22 @@ def list_partitions(data_root: Path, area: str) -> list[date]:
     return sorted(found)
 
 
-def earliest_partition(data_root: Path, area: str) -> date | None:
+def earliest_partition(data_root: DataPath, area: str) -> date | None:
     """Return the earliest `ds=` folder of an area from one directory listing (cheap enough for DAG parse time)."""
     try:
-        names = [match.group(1) for name in os.listdir(data_root / area) if (match := _DS_DIR.match(name))]
+        children = [path.name for path in (data_root / area).iterdir()]
     except OSError:
         return None
+    names = [match.group(1) for name in children if (match := _DS_DIR.match(name))]
     return date.fromisoformat(min(names)) if names else None
 
 
-def partition_row_count(files: list[Path]) -> int:
+def partition_row_count(files: list[DataPath]) -> int:
     """Return the total row count from the Parquet footers (reads no data pages)."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return sum(read_metadata(f).num_rows for f in files)
 
 
-def file_digest(path: Path) -> str:
+def file_digest(path: DataPath) -> str:
     """Return the sha256 of a file's bytes."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -117,7 +382,7 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def partition_digest(files: list[Path]) -> str:
+def partition_digest(files: list[DataPath]) -> str:
     """Return one sha256 over the names and contents of a partition's files."""
     digest = hashlib.sha256()
     for file in files:
@@ -125,22 +390,32 @@ def partition_digest(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def temp_path_beside(target: Path) -> Path:
+def temp_path_beside(target: DataPath) -> DataPath:
     """Return a hidden temporary path beside `target` (readers skip dot files); creates the folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
     return target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
 
 
 @contextmanager
-def partition_write_lock(folder: Path) -> Iterator[None]:
+def partition_write_lock(folder: DataPath) -> Iterator[None]:
     """Hold an exclusive lock on a partition folder we write, and drop what killed writers left in it.
 
     Two runs of one night wait for each other instead of racing; temporary files and staging folders
     of a writer that died (kill -9, a lost worker) are removed once the lock is ours, since no other
     writer of this folder can be alive then. The lock is released by the kernel if this process dies.
+
+    On an object store the lock is a local file keyed by the folder's URL: it holds between the runs of one
+    machine only, so a hidden temporary key is removed only once it is LEFTOVER_AGE_SECONDS old, and two
+    machines writing one night at once each publish a whole file (the last one stays).
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as handle:
+    if isinstance(folder, LakePath):
+        locks = Path(tempfile.gettempdir()) / "nightly-ml-locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        lock_file = locks / f"{hashlib.sha256(str(folder).encode()).hexdigest()[:24]}.lock"
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_file = folder / ".lock"
+    with open(lock_file, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             _remove_leftovers(folder)
@@ -149,12 +424,19 @@ def partition_write_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def is_leftover(path: Path) -> bool:
+def is_leftover(path: DataPath) -> bool:
     """Return whether a path is a temporary file or staging/old folder that only an interrupted writer leaves."""
     return path.name.startswith(".") and any(mark in path.name for mark in (".tmp-", ".staging-", ".old-"))
 
 
-def _remove_leftovers(folder: Path) -> None:
+def _remove_leftovers(folder: DataPath) -> None:
+    if isinstance(folder, LakePath):
+        cutoff = time.time() - LEFTOVER_AGE_SECONDS
+        for key, info in folder.listing(recursive=True):
+            if is_leftover(key) and key.is_file() and info.mtime is not None and info.mtime.timestamp() < cutoff:
+                key.unlink(missing_ok=True)
+                log.warning("removed %s left by an interrupted earlier run (%s bytes)", key, f"{info.size:,}")
+        return
     for stale in folder.iterdir():
         if is_leftover(stale):
             size = stale.stat().st_size if stale.is_file() else 0
@@ -169,6 +451,8 @@ def replace_folder(target: Path, build: Callable[[Path], None]) -> None:
     renames the folder is absent. Call it under `partition_write_lock(target.parent)` so leftovers of a
     killed run are removed and two runs do not swap at once.
     """
+    if isinstance(target, LakePath):
+        raise TypeError(f"{target}: folders are swapped in on a local disk only (reports go to the report store)")
     staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
@@ -182,34 +466,35 @@ def replace_folder(target: Path, build: Callable[[Path], None]) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def publish(temp: Path, target: Path) -> None:
+def publish(temp: DataPath, target: DataPath) -> None:
     """Atomically move a finished temporary file into place and drop other visible files of the folder."""
-    os.replace(temp, target)
+    _replace(temp, target)
     for stale in target.parent.iterdir():
         if stale != target and stale.is_file() and not stale.name.startswith("."):
             stale.unlink()
 
 
-def write_atomic(target: Path, write: Callable[[Path], object]) -> None:
+def write_atomic(target: DataPath, write: Callable[[Any], object]) -> None:
     """Let `write` fill a hidden temporary file beside `target`, then rename it into place (readers never see half)."""
     temp = temp_path_beside(target)
     try:
         write(temp)
-        os.replace(temp, target)
+        _replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
 
 
-def write_json_atomic(target: Path, payload: Any) -> None:
+def write_json_atomic(target: DataPath, payload: Any) -> None:
     """Write JSON to `target` atomically (temporary file, then rename)."""
     write_atomic(target, lambda temp: temp.write_text(json.dumps(payload, indent=2, default=str)))
 
 
-def write_table_atomic(target: Path, table: pa.Table) -> None:
+def write_table_atomic(target: DataPath, table: pa.Table) -> None:
     """Write one Parquet file atomically and make it the partition's only visible file."""
     temp = temp_path_beside(target)
     try:
-        pq.write_table(table, temp, row_group_size=131_072)
+        with parquet_writer(temp, table.schema) as writer:
+            writer.write_table(table, row_group_size=131_072)
         publish(temp, target)
     finally:
         temp.unlink(missing_ok=True)
@@ -222,7 +507,20 @@ def wait_for_partition(config: Any, ds: str) -> tuple[bool, str]:
     partition's path is a file.
     """
     root = config.data_root
-    if not root.is_dir():
+    if isinstance(root, LakePath):
+        try:
+            bucket_found = LakePath(root.bucket).is_dir()
+        except OSError as exc:
+            raise DataRootError(
+                f"data_root {root}: the object store cannot be reached ({exc}); check AWS_ENDPOINT_URL and the "
+                "keys in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
+            ) from exc
+        if not bucket_found:
+            raise DataRootError(
+                f"data_root {root}: bucket {root.bucket!r} does not exist or these keys may not list it; fix "
+                "data_root in the pipeline config or create the bucket; waiting for a partition there cannot succeed"
+            )
+    elif not root.is_dir():
         state = "is a file, not a folder" if root.exists() else "does not exist"
         raise DataRootError(
             f"data_root {root} {state}: fix data_root in the pipeline config "

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from pipelines import history, report_store
 from pipelines.config import PipelineConfig
@@ -23,8 +22,10 @@ from pipelines.lake import (
     QUARANTINE_RECORD,
     REPORTS,
     SUMMARY_FILE,
+    data_path,
     partition_dir,
     partition_write_lock,
+    read_parquet,
     replace_folder,
     write_atomic,
     write_json_atomic,
@@ -78,7 +79,7 @@ def record_quarantine(
         rows=rows,
         validation_success=False,
         validation_failures=failures,
-        reports={"quarantine_json": str(partition_dir(config.data_root, QUARANTINE, ds) / QUARANTINE_RECORD)},
+        reports={"quarantine_json": str(partition_dir(config.work_root, QUARANTINE, ds) / QUARANTINE_RECORD)},
         airflow_run_id=run_id,
     )
 
@@ -105,15 +106,15 @@ def monitor_night(
     The validation and scoring steps' durations go to the history with this one's.
     """
     started = time.monotonic()
-    ds, ref, predictions = scored.ds, scored.ref, Path(scored.path)
+    ds, ref, predictions = scored.ds, scored.ref, data_path(scored.path)
     models = Registry.open(config)
     reference = pd.read_parquet(models.cached_artifact(ref, REFERENCE_ARTIFACT))
     holdout = pd.read_parquet(models.cached_artifact(ref, HOLDOUT_ARTIFACT))
     thresholds = models.drift_thresholds(ref)
     sample = current_sample(config, ds, incoming_partition(config, ds), predictions)
-    folder = partition_dir(config.data_root, REPORTS, ds)
+    folder = partition_dir(config.work_root, REPORTS, ds)
     calibrator = fit_calibrator(holdout["score"].to_numpy(), holdout["label"].to_numpy())
-    scores = pq.read_table(predictions, columns=["score"]).column(0).to_numpy()
+    scores = read_parquet(predictions, columns=["score"]).column(0).to_numpy()
     estimate = estimated_performance(scores, config.model.decision_threshold, calibrator)
     built: dict[str, Any] = {}
 

@@ -25,7 +25,7 @@ def resolve_report(config: PipelineConfig, partition: str, name: str) -> Path | 
     """Return the report file for `ds=YYYY-MM-DD/name`, or None: only known report names, never outside reports/."""
     if not _DS.match(partition) or name not in REPORT_FILES:
         return None
-    root = (config.data_root / REPORTS).resolve()
+    root = (config.work_root / REPORTS).resolve()
     path = (root / partition / name).resolve()
     if root not in path.parents or not path.is_file():
         return None
@@ -36,7 +36,7 @@ def resolve_model_report(config: PipelineConfig, pair: str, name: str) -> Path |
     """Return a gate comparison file for `v<candidate>_vs_v<champion>/name`, or None (same rules as reports)."""
     if not _PAIR.match(pair) or name not in MODEL_FILES:
         return None
-    root = (config.data_root / REPORTS / COMPARISONS).resolve()
+    root = (config.work_root / REPORTS / COMPARISONS).resolve()
     path = (root / pair / name).resolve()
     if root not in path.parents or not path.is_file():
         return None

@@ -222,7 +222,7 @@ class Registry:
         Kept under `<data_root>/monitoring/models/<run id>/` (a version's artifacts never change); the download
         goes to a hidden folder first, so a killed download is never mistaken for the artifact.
         """
-        target = self.config.data_root / MONITORING / "models" / ref.run_id / name
+        target = self.config.work_root / MONITORING / "models" / ref.run_id / name
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:

@@ -56,7 +56,7 @@ def _check_folder(folder: str) -> None:
 
 def _folder_of(config: PipelineConfig, local: Path) -> str:
     """The key of a folder under the data root (`reports/ds=...`): the store mirrors the data root's layout."""
-    folder = local.relative_to(config.data_root).as_posix()
+    folder = local.relative_to(config.work_root).as_posix()
     _check_folder(folder)
     return folder
 
@@ -69,11 +69,13 @@ def _unreachable(where: StoreLocation, action: str, exc: Exception) -> ReportSto
     )
 
 
-def publish(config: PipelineConfig, local: Path) -> str | None:
-    """Publish a folder under the data root (e.g. `reports/ds=2026-09-01`) to the same key; return its manifest's key.
+def publish(config: PipelineConfig, local: Path, names: list[str] | None = None) -> str | None:
+    """Publish a folder under the work root (e.g. `reports/ds=2026-09-01`) to the same key; return its manifest's key.
 
     Nothing happens without a report store. A publish that stops half-way leaves the previous manifest and its
-    files in place; a rerun publishes a new version and removes the older ones.
+    files in place; a rerun publishes a new version and removes the older ones. With `names`, only those files of
+    the folder are published and the others the store holds stay (a step that adds its reports to a night another
+    machine wrote, such as the realised-performance report: this machine's copy of the rest may be stale).
     """
     where = location(config)
     if where is None:
@@ -88,17 +90,24 @@ def publish(config: PipelineConfig, local: Path) -> str | None:
         for path in sorted(local.iterdir()):
             if is_leftover(path) or not path.is_file():  # an interrupted writer's temporary file, or a folder
                 continue
+            if names is not None and path.name not in names:
+                continue
             if not _NAME.match(path.name):
                 raise ValueError(f"not a report file name: {path.name!r}")
             data = path.read_bytes()
             client.put_object(Bucket=where.bucket, Key=where.key(folder, version, path.name), Body=data)
-            entries[path.name] = {"sha256": _digest(data), "bytes": len(data)}
+            entries[path.name] = {"sha256": _digest(data), "bytes": len(data), "version": version}
+        if names is not None:
+            before = _manifest(client, where, folder) or {"files": {}}
+            kept = {n: {"version": before.get("version"), **e} for n, e in before["files"].items() if n not in entries}
+            entries = kept | entries
         manifest = {"version": version, "published_at": datetime.now(UTC).isoformat(), "files": entries}
         client.put_object(Bucket=where.bucket, Key=key, Body=json.dumps(manifest, indent=1).encode())
         # a publisher of the same folder that swapped its manifest in meanwhile keeps its files: only versions
         # older than ours go, and only while the manifest still names ours
         if (_manifest(client, where, folder) or {}).get("version") == version:
-            _delete_versions(client, where, folder, older_than=version)
+            kept_versions = {str(entry["version"]) for entry in entries.values()}
+            _delete_versions(client, where, folder, older_than=version, keep=kept_versions)
     except (BotoCoreError, ClientError) as exc:
         raise _unreachable(where, f"publish {folder} to", exc) from exc
     log.info("published %d file(s) of %s to s3://%s/%s", len(entries), folder, where.bucket, key)
@@ -121,15 +130,42 @@ def withdraw(config: PipelineConfig, local: Path) -> None:
         raise _unreachable(where, f"withdraw {folder} from", exc) from exc
 
 
-def _delete_versions(client: Any, where: StoreLocation, folder: str, older_than: str | None) -> None:
-    """Delete the versions of `folder` older than `older_than` (versions sort by time), or all of them."""
+def published(config: PipelineConfig, area: str) -> set[str] | None:
+    """The folders of an area (`quarantine`) that hold a published manifest, e.g. {"ds=2026-09-01"}; None without
+    a report store. The store is what every machine sees, so it speaks for the area, not this machine's copy."""
+    where = location(config)
+    if where is None:
+        return None
+    _check_folder(area)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    prefix, found = where.key(area) + "/", set()
+    try:
+        for page in _client().get_paginator("list_objects_v2").paginate(Bucket=where.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                folder, _, name = item["Key"][len(prefix) :].partition("/")
+                if name == MANIFEST:
+                    found.add(folder)
+    except (BotoCoreError, ClientError) as exc:
+        raise _unreachable(where, f"list {area} in", exc) from exc
+    return found
+
+
+def _delete_versions(
+    client: Any,
+    where: StoreLocation,
+    folder: str,
+    older_than: str | None,
+    keep: frozenset[str] | set[str] = frozenset(),
+) -> None:
+    """Delete the versions of `folder` older than `older_than` (versions sort by time) but those in `keep`, or all."""
     prefix = where.key(folder) + "/"
     doomed = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=where.bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             rest = item["Key"][len(prefix) :]
             version = rest.split("/", 1)[0]
-            if "/" in rest and (older_than is None or version < older_than):
+            if "/" in rest and version not in keep and (older_than is None or version < older_than):
                 doomed.append({"Key": item["Key"]})
     for start in range(0, len(doomed), 1000):
         client.delete_objects(Bucket=where.bucket, Delete={"Objects": doomed[start : start + 1000], "Quiet": True})
@@ -164,7 +200,7 @@ def _fetch(client: Any, where: StoreLocation, folder: str, name: str) -> bytes |
         if manifest is None or entry is None:
             return None
         try:
-            key = where.key(folder, manifest["version"], name)
+            key = where.key(folder, entry.get("version") or manifest["version"], name)
             data = client.get_object(Bucket=where.bucket, Key=key)["Body"].read()
         except client.exceptions.NoSuchKey:
             continue

@@ -5,14 +5,24 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.lake import INCOMING, LABELS, partition_dir, partition_files, publish, temp_path_beside
+from pipelines.lake import (
+    INCOMING,
+    LABELS,
+    DataPath,
+    parquet_writer,
+    partition_dir,
+    partition_files,
+    publish,
+    read_parquet,
+    temp_path_beside,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +130,7 @@ def generate_chunk(day: date, chunk: int, rows: int, seed: int, drift: DriftSpec
 
 
 def write_day(
-    data_root: Path,
+    data_root: DataPath,
     day: date,
     rows: int,
     seed: int,
@@ -150,7 +160,7 @@ def write_day(
                 )
                 table = pa.Table.from_pandas(part, preserve_index=False)
                 if kind not in writers:
-                    writers[kind] = pq.ParquetWriter(temps[kind], table.schema)
+                    writers[kind] = parquet_writer(temps[kind], table.schema)
                 writers[kind].write_table(table, row_group_size=131_072)
         for kind in list(writers):
             writers.pop(kind).close()
@@ -164,7 +174,7 @@ def write_day(
 
 
 def generate(
-    data_root: Path,
+    data_root: DataPath,
     start: date,
     days: int,
     rows_per_day: int,
@@ -187,7 +197,7 @@ def generate(
     return dates
 
 
-def break_partition(data_root: Path, day: date, defect: str) -> None:
+def break_partition(data_root: DataPath, day: date, defect: str) -> None:
     """Damage an incoming partition on purpose, for demos and tests.
 
     `truncated`: the Parquet file is cut in half (unreadable); `missing_column`: `annual_income` is
@@ -198,7 +208,7 @@ def break_partition(data_root: Path, day: date, defect: str) -> None:
         data = file.read_bytes()
         file.write_bytes(data[: len(data) // 2])
         return
-    table = pq.read_table(file)
+    table = read_parquet(file)
     if defect == "missing_column":
         table = table.drop_columns(["annual_income"])
     elif defect == "unknown_category":
@@ -207,4 +217,9 @@ def break_partition(data_root: Path, day: date, defect: str) -> None:
         table = pa.Table.from_pandas(frame, preserve_index=False)
     else:
         raise ValueError(f"unknown defect {defect!r}: use truncated, missing_column or unknown_category")
-    pq.write_table(table, file)
+
+    def write(temp: DataPath) -> None:
+        with parquet_writer(temp, table.schema) as writer:
+            writer.write_table(table)
+
+    write_atomic(file, write)  # the partition's other files stay

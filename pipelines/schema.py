@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.column_kinds import (
     CATEGORICAL,
@@ -27,7 +25,7 @@ from pipelines.column_kinds import (
 )
 from pipelines.config import PipelineConfig
 from pipelines.errors import PartitionSchemaError
-from pipelines.lake import INCOMING, partition_files
+from pipelines.lake import INCOMING, DataPath, parquet_file, partition_files, read_metadata
 
 IDENTIFIER, TIMESTAMP, TARGET = "id", "timestamp", "target"
 
@@ -76,7 +74,7 @@ def _target_type(role: str, kinds: list[pa.DataType]) -> pa.DataType | str:
 class PartitionSchema:
     """The files of one partition and the schema every batch read from them is cast to."""
 
-    files: tuple[Path, ...]
+    files: tuple[DataPath, ...]
     schema: pa.Schema
 
     @property
@@ -84,17 +82,17 @@ class PartitionSchema:
         return self.schema.names
 
 
-def resolve(files: list[Path], roles: dict[str, str], where: str) -> PartitionSchema:
+def resolve(files: list[DataPath], roles: dict[str, str], where: str) -> PartitionSchema:
     """Read each file's footer and return the unified schema; raise PartitionSchemaError naming files and columns.
 
     `where` names the partition in messages (for example `incoming/ds=2026-10-01`).
     """
     failures: list[str] = []
-    found: dict[str, list[tuple[Path, pa.Field]]] = {}
+    found: dict[str, list[tuple[DataPath, pa.Field]]] = {}
     rows = 0
     for file in files:
         try:
-            footer = pq.read_metadata(file)
+            footer = read_metadata(file)
             fields = {f.name: f.type for f in footer.schema.to_arrow_schema()}
         except (pa.ArrowException, OSError) as exc:
             failures.append(f"file {file.name} in {where} is not readable Parquet ({_first_line(exc)})")
@@ -125,7 +123,7 @@ def resolve(files: list[Path], roles: dict[str, str], where: str) -> PartitionSc
     return PartitionSchema(tuple(files), pa.schema(unified))
 
 
-def _culprit(role: str, per_file: list[tuple[Path, pa.DataType]]) -> Path:
+def _culprit(role: str, per_file: list[tuple[DataPath, pa.DataType]]) -> DataPath:
     """Return the file whose type differs from the first file's (or the first file when that one is the odd one)."""
     first = base_type(per_file[0][1])
     for file, kind in per_file[1:]:
@@ -138,7 +136,7 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
 
-def cast_batch(batch: pa.RecordBatch, schema: pa.Schema, file: Path) -> pa.RecordBatch:
+def cast_batch(batch: pa.RecordBatch, schema: pa.Schema, file: DataPath) -> pa.RecordBatch:
     """Cast one record batch to the partition schema; a value that cannot be cast names its file and column."""
     columns = []
     for field in schema:
@@ -157,7 +155,7 @@ def iter_batches(partition: PartitionSchema, batch_rows: int) -> Iterator[pa.Rec
     """Stream the partition's batches cast to its schema, row group by row group (pre-buffering off: bounded memory)."""
     for file in partition.files:
         try:
-            reader = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20)
+            reader = parquet_file(file, pre_buffer=False, buffer_size=1 << 20)
             batches = reader.iter_batches(batch_size=batch_rows, columns=partition.columns, use_threads=False)
             for batch in batches:
                 yield cast_batch(batch, partition.schema, file)

@@ -5,17 +5,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import resource
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines import compiled
 from pipelines.config import PipelineConfig
@@ -25,10 +22,17 @@ from pipelines.lake import (
     PREDICTIONS,
     PREDICTIONS_FILE,
     SHARDS,
+    DataPath,
+    data_path,
+    parquet_file,
+    parquet_writer,
     partition_dir,
     partition_row_count,
     partition_write_lock,
     publish,
+    read_metadata,
+    read_schema,
+    remove_tree,
     temp_path_beside,
 )
 from pipelines.registry import REFERENCE_ARTIFACT, Registry
@@ -186,7 +190,7 @@ def _summary(
     ds: str,
     ref: ModelRef,
     total: int,
-    target: Path,
+    target: DataPath,
     score_sum: float,
     positives: float,
     compiled_rows: int,
@@ -232,7 +236,7 @@ def plan_shards(config: PipelineConfig, ds: str, model_ref: ModelRef) -> list[Sh
     only when one is larger than a shard, so each shard reads little more than its own rows.
     """
     partition = _incoming(config, ds)
-    footers = {file.name: pq.read_metadata(file) for file in partition.files}
+    footers = {file.name: read_metadata(file) for file in partition.files}
     groups = [
         (name, group, footer.row_group(group).num_rows)
         for name, footer in footers.items()
@@ -259,7 +263,7 @@ def plan_shards(config: PipelineConfig, ds: str, model_ref: ModelRef) -> list[Sh
     return shards
 
 
-def shard_folder(config: PipelineConfig, ds: str, airflow_run_id: str) -> Path:
+def shard_folder(config: PipelineConfig, ds: str, airflow_run_id: str) -> DataPath:
     """Where the shards of one run are written: hidden (`_shards`) inside predictions/ds=..., one folder per run."""
     run_key = hashlib.sha256(airflow_run_id.encode()).hexdigest()[:16]
     return partition_dir(config.data_root, PREDICTIONS, ds) / SHARDS / run_key
@@ -272,7 +276,7 @@ def _shard_batches(partition: PartitionSchema, shard: Shard, batch_rows: int) ->
             raise PipelineError(
                 f"file {piece.file} of incoming/ds={shard.ds} is gone since the shards were planned: rerun the night"
             )
-        reader = pq.ParquetFile(files[piece.file], pre_buffer=False, buffer_size=1 << 20)
+        reader = parquet_file(files[piece.file], pre_buffer=False, buffer_size=1 << 20)
         position = 0
         for batch in reader.iter_batches(
             batch_size=batch_rows, row_groups=[piece.row_group], columns=partition.columns, use_threads=False
@@ -355,9 +359,9 @@ def _commit_shards(
     with partition_write_lock(target.parent):
         temp = temp_path_beside(target)
         try:
-            with pq.ParquetWriter(temp, pq.read_schema(shards[0].path)) as writer:
+            with parquet_writer(temp, read_schema(data_path(shards[0].path))) as writer:
                 for shard in shards:
-                    part = pq.ParquetFile(shard.path)
+                    part = parquet_file(data_path(shard.path))
                     if part.metadata.num_rows != shard.rows:
                         raise PipelineError(f"ds={ds}: shard file {shard.path} does not hold its {shard.rows:,} rows")
                     for group in range(part.metadata.num_row_groups):
@@ -365,7 +369,7 @@ def _commit_shards(
             publish(temp, target)
         finally:
             temp.unlink(missing_ok=True)
-        shutil.rmtree(target.parent / SHARDS, ignore_errors=True)  # this run's shards and any a killed run left
+        remove_tree(target.parent / SHARDS)  # this run's shards and any a killed run left
     engines = {s.engine for s in shards}
     summary = _summary(
         ds,
@@ -393,7 +397,7 @@ def _write_predictions(
     partition: PartitionSchema,
     batches: Iterator[pa.RecordBatch],
     total: int,
-    target: Path,
+    target: DataPath,
     airflow_run_id: str,
 ) -> tuple[float, float, int]:
     """Stream `batches` of the partition through the model into a hidden file, then publish it.
@@ -407,7 +411,7 @@ def _write_predictions(
     score_sum = positives = 0.0
     compiled_rows = 0
     try:
-        with pq.ParquetWriter(temp, schema) as writer, thread_cap(config.scoring.threads, "scoring"):
+        with parquet_writer(temp, schema) as writer, thread_cap(config.scoring.threads, "scoring"):
             for batch in batches:
                 scores, by_compiled = predict_scores(model, batch, config.scoring.predict_chunk_rows, fast)
                 predicted = (scores >= config.model.decision_threshold).astype("int8")

@@ -14,6 +14,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
+from pipelines import report_store
 from pipelines.config import PipelineConfig
 from pipelines.drift import calibrate_thresholds
 from pipelines.errors import PipelineError, TrainingNotReady
@@ -43,7 +44,11 @@ def training_partitions(
     (default training.window_partitions) such partitions up to `end`, never before `start` when one is given.
     """
     labelled = set(list_partitions(config.data_root, LABELS)) & set(list_partitions(config.data_root, INCOMING))
-    quarantined = {d for d in labelled if partition_dir(config.data_root, QUARANTINE, d).is_dir()}
+    shared = report_store.published(config, QUARANTINE)  # with a report store, quarantine is what it holds
+    if shared is None:
+        quarantined = {d for d in labelled if partition_dir(config.work_root, QUARANTINE, d).is_dir()}
+    else:
+        quarantined = {d for d in labelled if f"ds={d.isoformat()}" in shared}
     usable = sorted(d for d in labelled - quarantined if (end is None or d <= end) and (start is None or d >= start))
     return usable[-(window_partitions or config.training.window_partitions) :]
 

@@ -445,7 +445,7 @@ def validate_against_profile(
     left by an earlier run of the same date, so it is then scored and usable for training.
     """
     outcome = check_partition(config, ds, profile)
-    folder = partition_dir(config.data_root, QUARANTINE, ds)
+    folder = partition_dir(config.work_root, QUARANTINE, ds)
     if outcome.failures and accepted_by and outcome.evaluated:
         log.warning("partition %s failed validation but was accepted by %s: %s", ds, accepted_by, outcome.failures)
         outcome.warnings = [f"accepted by {accepted_by}: {f}" for f in outcome.failures] + outcome.warnings
