@@ -218,9 +218,9 @@ class LakePath:
         self.fs.move(self.arrow_path, target.arrow_path)
 
     def remove_tree(self) -> None:
-        """Delete every key under this folder."""
-        if self.key:
-            self.fs.delete_dir_contents(self.arrow_path, missing_dir_ok=True)
+        """Delete every key under this folder, and the folder's own marker."""
+        if self.key and self.is_dir():
+            self.fs.delete_dir(self.arrow_path)
 
 
 DataPath = Union[Path, LakePath]  # noqa: UP007  (a runtime alias pydantic and isinstance read)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -46,6 +47,35 @@ def write_config(folder: Path, name: str = "pipeline.yaml", **overrides: object)
     path = folder / name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+S3 = {"AWS_ACCESS_KEY_ID": "tests", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def object_store() -> Iterator[dict[str, str]]:
+    """An S3-compatible server on loopback (moto's, in a thread) for the session: its endpoint and keys."""
+    from moto.server import ThreadedMotoServer
+
+    from harness.topology import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield {"endpoint_url": f"http://127.0.0.1:{port}", **S3}
+    server.stop()
+
+
+def fresh_bucket(object_store: dict[str, str], monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
+    """Point this test's environment at the store (keys only there, never in a config) and make an empty bucket."""
+    from harness.topology import s3_client
+
+    for key, value in S3.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", object_store["endpoint_url"])
+    client = s3_client(object_store)
+    client.create_bucket(Bucket=name)
+    return client
 
 
 @pytest.fixture

@@ -8,37 +8,20 @@ from datetime import date
 
 import pytest
 
-from harness.topology import free_port, s3_client
+from harness.topology import free_port
 from pipelines import report_store, sample_data
 from pipelines.config import load_config
 from pipelines.errors import ConfigError, PartitionQuarantinedError, ReportStoreError
 from pipelines.lake import QUARANTINE, QUARANTINE_RECORD, partition_dir
 from pipelines.monitoring_page import read_report
-from tests.conftest import write_config
-
-S3 = {"AWS_ACCESS_KEY_ID": "reports", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def object_store():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield {"endpoint_url": f"http://127.0.0.1:{port}", **S3}
-    server.stop()
+from tests.conftest import fresh_bucket, write_config
 
 
 @pytest.fixture
 def store(object_store, tmp_path, monkeypatch, request):
     """A config whose reports go to a fresh bucket of the store; the keys only in the environment."""
-    for name, value in S3.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", object_store["endpoint_url"])
     bucket = f"reports-{abs(hash(request.node.name)) % 10**9}"
-    client = s3_client(object_store)
-    client.create_bucket(Bucket=bucket)
+    client = fresh_bucket(object_store, monkeypatch, bucket)
     monkeypatch.setenv("PIPELINE_REPORT_STORE", f"s3://{bucket}/team-a/nightly")
     config = load_config(write_config(tmp_path))
     return config, client, bucket
@@ -220,3 +203,25 @@ def test_a_gate_comparison_is_served_from_the_store_by_its_pair_only(store):
         assert read_model_report(config, pair, "comparison.json") is None
     with pytest.raises(ValueError, match="not a report folder"):
         report_store.fetch(config, "reports/../../secrets", "comparison.json")
+
+
+def test_a_step_that_adds_reports_keeps_the_ones_another_machine_published(store):
+    """The realised-performance report is built on whichever worker evaluates the labels: it joins the night's
+    reports in the store, and this machine's stale copy of the others is not published over the newer ones."""
+    config, client, bucket = store
+    folder = _night(config, "2026-09-01", **{"drift.html": "from worker 1", "summary.json": "{}"})
+    report_store.publish(config, folder)
+    shutil.rmtree(folder)
+    folder = _night(config, "2026-09-01", **{"drift.html": "stale copy on worker 2", "performance.html": "perf"})
+    report_store.publish(config, folder, names=["performance.html"])
+    assert read_report(config, "ds=2026-09-01", "performance.html") == b"perf"
+    assert read_report(config, "ds=2026-09-01", "drift.html") == b"from worker 1"
+    assert read_report(config, "ds=2026-09-01", "summary.json") == b"{}"
+    versions = {k.split("/")[4] for k in _keys(client, bucket) if not k.endswith("manifest.json")}
+    assert len(versions) == 2  # the kept files' version stays while the manifest names it
+    folder = _night(config, "2026-09-01", **{"drift.html": "rerun of the night"})
+    (folder / "performance.html").unlink()
+    report_store.publish(config, folder)  # a whole night published again replaces everything
+    assert read_report(config, "ds=2026-09-01", "performance.html") is None
+    assert read_report(config, "ds=2026-09-01", "drift.html") == b"rerun of the night"
+    assert len({k.split("/")[4] for k in _keys(client, bucket) if not k.endswith("manifest.json")}) == 1
