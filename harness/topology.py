@@ -42,7 +42,7 @@ class ServicesMissing(RuntimeError):
     """PostgreSQL or Redis is not reachable on loopback."""
 
 
-REPORT_PREFIX = "pipeline"  # the report store's key prefix in the topology's bucket
+REPORT_PREFIX = "pipeline"  # the data root's key prefix in the topology's bucket (reports are published beside it)
 
 
 def free_port() -> int:
@@ -122,6 +122,7 @@ class Topology:
     bucket: str
     s3: dict[str, str]
     workers: tuple[str, ...]
+    folder: Path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
 
@@ -210,6 +211,7 @@ def distributed(
     broker = f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}"  # a broker database of its own, flushed around
     redis.Redis.from_url(broker).flushdb()
     procs: dict[str, tuple[subprocess.Popen, Path]] = {}
+    saved: dict[str, str | None] = {}
     try:
         s3_port, mlflow_port, port = free_port(), free_port(), free_port()
         s3 = {
@@ -253,16 +255,23 @@ def distributed(
         s3_client(topology_s3).create_bucket(Bucket=bucket)
         _wait_for_http(f"{tracking_uri}/health", *procs["mlflow"])
         history_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_history"
-        # the components' history (with the audit log), registry and report store: models go through the
-        # tracking server; reports and quarantine records straight to the bucket, which the api-server serves from
+        # the components' history (with the audit log), registry, data root and report store: models go through the
+        # tracking server; partitions, predictions, reports and quarantine records live in the bucket, and the
+        # api-server serves the reports from there: no process shares a disk with another
         urls = {
             "PIPELINE_HISTORY_URL": history_url,
             "PIPELINE_MLFLOW_TRACKING_URI": tracking_uri,
+            "PIPELINE_DATA_ROOT": f"s3://{bucket}/{REPORT_PREFIX}",
             "PIPELINE_REPORT_STORE": f"s3://{bucket}/{REPORT_PREFIX}",
             "AWS_ENDPOINT_URL": topology_s3["endpoint_url"],
             **s3,
         }
-        config = load_config(config_path, environ={**os.environ, **urls})
+        # this process writes the data root and reads the predictions too: the object store's variables for its
+        # lifetime, given back afterwards
+        for name, value in urls.items():
+            saved.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        config = load_config(config_path)
         prepare(config)
         env = airflow_env(folder / "airflow", config_path, audit_key) | urls
         env |= {
@@ -310,11 +319,17 @@ def distributed(
             bucket=bucket,
             s3=topology_s3,
             workers=names,
+            folder=folder,
             procs={name: proc for name, (proc, _) in procs.items()},
             logs={name: log for name, (_, log) in procs.items()},
         )
     finally:
         _stop(procs)
+        for name, before in saved.items():
+            if before is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = before
         from pipelines import history
 
         history.dispose(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_history")  # its database goes next

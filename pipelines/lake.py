@@ -178,6 +178,16 @@ class LakePath:
     def iterdir(self) -> Iterator[LakePath]:
         return iter([path for path, _ in self.listing()])
 
+    def stat(self) -> os.stat_result:
+        """Size and modification time (the object's Last-Modified); the other fields are 0."""
+        info = self.fs.get_file_info(self.arrow_path)
+        if info.type == 0:  # FileType.NotFound
+            raise FileNotFoundError(str(self))
+        mtime_ns = info.mtime_ns or 0
+        seconds = mtime_ns // 10**9
+        fields = (0, 0, 0, 0, 0, 0, info.size or 0, seconds, seconds, 0)
+        return os.stat_result(fields, {"st_mtime_ns": mtime_ns})
+
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Nothing to do: a folder on an object store is the keys under it."""
 

@@ -2,8 +2,8 @@
 audit log, MLflow's backend store), Redis as the Celery broker, an S3-compatible object store (moto in server
 mode) behind an MLflow tracking server, and the api-server, scheduler (CeleryExecutor), dag-processor, triggerer
 and two Celery workers as separate processes, each worker with its own empty working directory, HOME and
-AIRFLOW_HOME. Reports and quarantine records go to the bucket too, and the api-server serves them from there; the
-data root is still a folder both workers see (the object-store data root is not built yet).
+AIRFLOW_HOME. The data root is in the bucket too (partitions, predictions, shards), and so are the reports and
+quarantine records, which the api-server serves from there: no two processes share a folder.
 
 Checks what only a real scheduler does: the nightly run it creates on its own scores last night's partition; a
 run triggered through the REST API (as from the UI) with force_retrain emits the retraining Asset event, and the
@@ -78,6 +78,8 @@ def test_compose_file_describes_this_topology():
         assert env["PIPELINE_HISTORY_URL"].startswith("postgresql+psycopg2://")
         assert env["PIPELINE_CONFIG"] == "/opt/nightly-ml/include/config/pipeline.yaml"
         assert env["PIPELINE_REPORT_STORE"] == "s3://nightly-ml/pipeline"  # reports served from the bucket
+        assert env["PIPELINE_DATA_ROOT"] == "s3://nightly-ml/pipeline"  # the partitions live there too
+        assert "volumes" not in services[name]  # no folder shared between services
         assert env["AWS_ENDPOINT_URL"] == "http://object-store:9000" and env["AWS_SECRET_ACCESS_KEY"] == "CHANGE-ME"
         assert services[name]["depends_on"]["object-store-init"]["condition"] == "service_completed_successfully"
         assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # set before any task loads OpenMP
@@ -187,23 +189,31 @@ def test_the_scheduler_runs_the_nightly_dag_on_its_own(topology):
     import pandas as pd
 
     config = topology["config"]
+    from pipelines import scoring
+    from pipelines.lake import LakePath, data_files, partition_dir
+
+    assert isinstance(config.data_root, LakePath)  # the night was read from and written to the bucket
     predictions = pd.read_parquet(config.data_root / "predictions" / f"ds={ds}")
     assert set(predictions["airflow_run_id"]) == {run["dag_run_id"]}
     assert set(predictions["model_version"]) == {topology["champion"].version}
-    # the same night scored embedded, by one task in this process, from the same data and model
-    from pipelines import scoring
-    from pipelines.lake import partition_dir
-
-    embedded = config.model_copy(update={"data_root": config.data_root.parent / "embedded"})
-    shutil.copytree(partition_dir(config.data_root, "incoming", ds), partition_dir(embedded.data_root, "incoming", ds))
+    # the same night scored embedded, by one task in this process, from the same data (copied to a local data
+    # root) and model
+    embedded = config.model_copy(update={"data_root": topology["running"].folder / "embedded"})
+    local = partition_dir(embedded.data_root, "incoming", ds)
+    local.mkdir(parents=True)
+    for file in data_files(partition_dir(config.data_root, "incoming", ds)):
+        (local / file.name).write_bytes(file.read_bytes())
     summary = scoring.score_partition(embedded, ds, topology["champion"].ref, "embedded")
     assert summary.shards == 0
     one_task = pd.read_parquet(summary.path).sort_values("id").reset_index(drop=True)
     sharded = predictions.sort_values("id").reset_index(drop=True)
     columns = ["id", "score", "prediction", "model_version", "scoring_engine"]
     pd.testing.assert_frame_equal(sharded[columns], one_task[columns])
-    # the monitoring page serves the night's report from the object store: the local copy is gone
-    shutil.rmtree(partition_dir(config.data_root, "reports", ds))
+    # the monitoring page serves the night's report from the object store: the workers' own copies are gone
+    built = [p for p in topology["running"].folder.rglob(f"ds={ds}") if p.parent.name == "reports"]
+    assert built, "the worker that monitored the night built its reports in its own work folder"
+    for folder in built:
+        shutil.rmtree(folder)
     client, bucket = topology["running"].s3_client(), topology["running"].bucket
     manifest = client.get_object(Bucket=bucket, Key=f"{REPORT_PREFIX}/reports/ds={ds}/manifest.json")["Body"].read()
     published = json.loads(manifest)["files"]
@@ -302,7 +312,8 @@ def test_tasks_run_on_both_workers_and_models_live_behind_the_tracking_server(to
     shard_workers = {worker for worker, args in ran if b"score_shard" in args}
     assert shard_workers == set(WORKERS), ran  # and the shards of the sharded nights too
     client = topology["running"].s3_client()
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=topology["running"].bucket).get("Contents", [])]
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=topology["running"].bucket)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
     assert any(key.endswith("model.pkl") or key.endswith("MLmodel") for key in keys), keys[:20]
     # the retraining's gate comparison was published to the report store beside the nights' reports
     assert any(re.match(rf"{REPORT_PREFIX}/reports/models/v\d+_vs_v\d+/manifest.json$", key) for key in keys), keys

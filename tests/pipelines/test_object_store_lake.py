@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from harness.topology import free_port
-from pipelines import lake, monitoring, sample_data, scoring, training
+from pipelines import evaluation, lake, monitoring, sample_data, scoring, training
 from pipelines.config import load_config
 from pipelines.errors import ConfigError, DataRootError, PartitionQuarantinedError
 from pipelines.lake import (
@@ -212,3 +212,16 @@ def test_lake_paths_stay_under_their_root():
             root / escape
     with pytest.raises(ValueError, match="is not under"):
         LakePath("bucket-b", "team/lake/x").relative_to(root)
+
+
+def test_labels_on_the_object_store_are_evaluated_and_their_report_joins_the_nights(s3_lake):
+    config, _, _ = s3_lake
+    labelled = (START + timedelta(days=8)).isoformat()
+    validated, scored = score_night(config, labelled, "run-labelled")
+    monitoring.monitor_night(config, validated, scored, "run-labelled")
+    shutil.rmtree(partition_dir(config.work_root, "reports", labelled))  # evaluated on another machine
+    done = evaluation.evaluate_labels(config)
+    assert [night.ds for night in done] == [labelled] and done[0].label_coverage == 1.0
+    assert b"<html" in read_report(config, f"ds={labelled}", "performance.html").lower()
+    assert b"root_metric_" in read_report(config, f"ds={labelled}", "drift.html")  # the night's own reports stay
+    assert evaluation.evaluate_labels(config) == []  # the same labels again: nothing to do
