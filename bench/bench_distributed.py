@@ -7,8 +7,8 @@ N Celery workers of concurrency 1) twice, N = 1 and N = 2, each time on fresh da
 champion through the tracking server, then triggers `batch_scoring` for the large night through the REST API
 (the partition is above `scoring.shard_rows`, so it is scored as 2 mapped shards; `scoring.threads: 1`).
 Prints, per setting: the scoring wall time (first shard's start to the commit's end) and rows/s, the ratio of
-the two, and where the time goes (per shard: queued -> running, model load, scoring; the commit; the rest of
-the night). Then the extra wall time of a demo-sized night on the 2-worker topology against the same night
+the two, and where the time goes (per shard: queued -> running, model load, object-store reads, predict, writes;
+the commit; the rest of the night). The data root is the topology's bucket (moto on loopback). Then the extra wall time of a demo-sized night on the 2-worker topology against the same night
 embedded (`airflow dags test`, bench_night.py).
 """
 
@@ -101,12 +101,16 @@ def _night(topology, ds: str) -> tuple[dict, list[dict]]:
     return run, tis
 
 
-def _shard_lines(folder: Path) -> list[tuple[float, float]]:
-    """(model load, scoring) seconds of every shard, from the workers' task logs."""
+def _shard_lines(folder: Path) -> list[tuple[float, ...]]:
+    """(model load, scoring, object-store reads, predict, writes and publish) seconds of every shard, from the
+    workers' task logs."""
     found = []
     for log in folder.glob("airflow-worker-*/airflow/logs/**/task_id=score_shard/**/*.log"):
-        for match in re.finditer(r"model load ([0-9.]+) s, scoring ([0-9.]+) s", log.read_text(errors="replace")):
-            found.append((float(match.group(1)), float(match.group(2))))
+        text = log.read_text(errors="replace")
+        parts = re.findall(r"reading ([0-9.]+) s, predicting ([0-9.]+) s, writing and publishing ([0-9.]+) s", text)
+        for n, match in enumerate(re.finditer(r"model load ([0-9.]+) s, scoring ([0-9.]+) s", text)):
+            io = tuple(float(x) for x in parts[n]) if n < len(parts) else (float("nan"),) * 3
+            found.append((float(match.group(1)), float(match.group(2)), *io))
     return found
 
 
@@ -138,8 +142,12 @@ def _measure(base: Path, workers: int, rows: int) -> dict:
             f"  shard {ti['map_index']}: on {ti['hostname']}, queued -> running {waited:.1f} s, "
             f"ran {ti['duration']:.1f} s"
         )
-    for load, score in loads:
-        print(f"    inside a shard: model load and verification {load:.1f} s, read + predict + write {score:.1f} s")
+    for load, score, read, predict, write in loads:
+        print(
+            f"    inside a shard: model load and verification {load:.1f} s, read + predict + write {score:.1f} s "
+            f"(reading from the object store {read:.1f} s, predict {predict:.1f} s, writing to it and publishing "
+            f"{write:.1f} s)"
+        )
     if not loads:
         print("    (no shard timings found in the workers' task logs)")
     print(f"  commit (score_partition): {commit['duration']:.1f} s")

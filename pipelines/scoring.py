@@ -410,10 +410,16 @@ def _write_predictions(
     progress = _Progress(total, config.scoring.progress_every_seconds)
     score_sum = positives = 0.0
     compiled_rows = 0
+    spent = dict.fromkeys(("read", "predict", "write"), 0.0)  # where the time goes, for the task log
     try:
+        clock = time.perf_counter()
         with parquet_writer(temp, schema) as writer, thread_cap(config.scoring.threads, "scoring"):
             for batch in batches:
+                now = time.perf_counter()
+                spent["read"] += now - clock
                 scores, by_compiled = predict_scores(model, batch, config.scoring.predict_chunk_rows, fast)
+                clock, now = now, time.perf_counter()
+                spent["predict"] += now - clock
                 predicted = (scores >= config.model.decision_threshold).astype("int8")
                 rows = len(scores)
                 writer.write_table(
@@ -436,9 +442,21 @@ def _write_predictions(
                 positives += float(predicted.sum())
                 compiled_rows += int(by_compiled.sum())
                 progress.add(rows)
+                clock = time.perf_counter()
+                spent["write"] += clock - now
+            now = time.perf_counter()
         if progress.done != total:
             raise RuntimeError(f"scored {progress.done} rows but the partition footers say {total}")
         publish(temp, target)
+        spent["write"] += time.perf_counter() - now  # the writer's close (the footer, the upload's end) and publish
+        log.info(
+            "%s rows to %s: reading %.2f s, predicting %.2f s, writing and publishing %.2f s",
+            f"{total:,}",
+            target,
+            spent["read"],
+            spent["predict"],
+            spent["write"],
+        )
     except PartitionSchemaError as exc:
         raise PipelineError(
             f"{target.parent.name} of incoming changed after it was validated ({exc}): rerun the whole night"
