@@ -64,9 +64,21 @@ def _data(folder: Path, rows: int, small_rows: int) -> None:
         sample_data.write_day(config.data_root, SMALL_NIGHT, small_rows, 12, sample_data.DriftSpec(), with_labels=False)
 
 
-def _bootstrap(config) -> None:
+def _upload(local: Path, config) -> None:
+    """Copy the generated partitions (made once, on disk) into the topology's fresh bucket, its data root."""
+    from pyarrow import fs
+
+    started = time.monotonic()
+    root = config.data_root
+    fs.copy_files(str(local), root.arrow_path, source_filesystem=fs.LocalFileSystem(), destination_filesystem=root.fs)
+    size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file())
+    print(f"  uploaded {size / 1e6:,.0f} MB of partitions to {root} in {time.monotonic() - started:.1f} s")
+
+
+def _bootstrap(config, local: Path) -> None:
     from pipelines import registry, retraining
 
+    _upload(local, config)
     registry.init_store(config)
     window = retraining.select_training_window(config)
     started = time.monotonic()
@@ -123,7 +135,8 @@ def _measure(base: Path, workers: int, rows: int) -> dict:
     folder.mkdir()
     print(f"\n== {workers} worker{'s' if workers > 1 else ''} ==")
     config_path = base / "pipeline.yaml"
-    with distributed(folder, config_path, AUDIT_KEY, _bootstrap, workers=workers, worker_concurrency=1) as topology:
+    prepare = lambda config: _bootstrap(config, base / "data")  # noqa: E731
+    with distributed(folder, config_path, AUDIT_KEY, prepare, workers=workers, worker_concurrency=1) as topology:
         run, tis = _night(topology, NIGHT.isoformat())
         loads = _shard_lines(folder)
         small = _night(topology, SMALL_NIGHT.isoformat())[1] if workers == 2 else None
