@@ -55,7 +55,9 @@ def s3_filesystem() -> Any:
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    marker = (endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID", ""), os.environ.get("AWS_PROFILE", ""))
+    # per process too: a filesystem made before a fork (its connections, its threads) is not used after it
+    keys = (os.environ.get("AWS_ACCESS_KEY_ID", ""), os.environ.get("AWS_PROFILE", ""))
+    marker = (str(os.getpid()), endpoint, region, *keys)
     if marker not in _FILESYSTEMS:
         options: dict[str, Any] = {"region": region}
         if endpoint:
