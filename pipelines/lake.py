@@ -182,8 +182,10 @@ class LakePath:
 
     def stat(self) -> os.stat_result:
         """Size and modification time (the object's Last-Modified); the other fields are 0."""
+        from pyarrow import fs
+
         info = self.fs.get_file_info(self.arrow_path)
-        if info.type == 0:  # FileType.NotFound
+        if info.type == fs.FileType.NotFound:
             raise FileNotFoundError(str(self))
         mtime_ns = info.mtime_ns or 0
         seconds = mtime_ns // 10**9
@@ -193,23 +195,17 @@ class LakePath:
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Nothing to do: a folder on an object store is the keys under it."""
 
-    def open(self, mode: str = "rb", encoding: str | None = None) -> IO[Any]:
-        import io
-
-        if mode in ("rb", "r"):
-            stream = self.fs.open_input_file(self.arrow_path)
-        elif mode in ("wb", "w"):
-            stream = self.fs.open_output_stream(self.arrow_path)
-        else:
-            raise ValueError(f"mode {mode!r} is not supported on an object store (whole-object reads and writes only)")
-        return io.TextIOWrapper(stream, encoding=encoding or "utf-8") if "b" not in mode else stream
+    def open(self, mode: str = "rb") -> IO[bytes]:
+        """A binary stream: `rb` reads the object, `wb` writes it whole (an object store has no appends)."""
+        if mode == "rb":
+            return self.fs.open_input_file(self.arrow_path)
+        if mode == "wb":
+            return self.fs.open_output_stream(self.arrow_path)
+        raise ValueError(f"mode {mode!r} is not supported on an object store: use rb or wb")
 
     def read_bytes(self) -> bytes:
         with self.fs.open_input_stream(self.arrow_path) as stream:
             return bytes(stream.read())
-
-    def read_text(self, encoding: str = "utf-8") -> str:
-        return self.read_bytes().decode(encoding)
 
     def write_bytes(self, data: bytes) -> None:
         with self.fs.open_output_stream(self.arrow_path) as stream:
@@ -260,6 +256,11 @@ def remove_tree(folder: DataPath) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _arrow(path: DataPath) -> tuple[Any, Any]:
+    """What pyarrow's Parquet functions take for a path: (where, filesystem); a local path needs no filesystem."""
+    return (path.arrow_path, path.fs) if isinstance(path, LakePath) else (path, None)
+
+
 def parquet_file(path: DataPath, **options: Any) -> pq.ParquetFile:
     """Open a Parquet file for reading (pyarrow's S3 filesystem for an object-store key).
 
@@ -268,22 +269,20 @@ def parquet_file(path: DataPath, **options: Any) -> pq.ParquetFile:
     """
     if isinstance(path, LakePath):
         options.update(pre_buffer=True, buffer_size=0)
-        return pq.ParquetFile(path.arrow_path, filesystem=path.fs, **options)
-    return pq.ParquetFile(path, **options)
+    where, filesystem = _arrow(path)
+    return pq.ParquetFile(where, filesystem=filesystem, **options)
 
 
 def read_metadata(path: DataPath) -> Any:
     """A Parquet file's footer."""
-    if isinstance(path, LakePath):
-        return pq.read_metadata(path.arrow_path, filesystem=path.fs)
-    return pq.read_metadata(path)
+    where, filesystem = _arrow(path)
+    return pq.read_metadata(where, filesystem=filesystem)
 
 
 def read_schema(path: DataPath) -> pa.Schema:
     """A Parquet file's Arrow schema (from its footer)."""
-    if isinstance(path, LakePath):
-        return pq.read_schema(path.arrow_path, filesystem=path.fs)
-    return pq.read_schema(path)
+    where, filesystem = _arrow(path)
+    return pq.read_schema(where, filesystem=filesystem)
 
 
 def read_parquet(path: DataPath, columns: list[str] | None = None) -> pa.Table:
@@ -293,9 +292,8 @@ def read_parquet(path: DataPath, columns: list[str] | None = None) -> pa.Table:
 
 def parquet_writer(path: DataPath, schema: pa.Schema, **options: Any) -> pq.ParquetWriter:
     """A Parquet writer onto `path` (a hidden temporary path: publish it when it is whole)."""
-    if isinstance(path, LakePath):
-        return pq.ParquetWriter(path.arrow_path, schema, filesystem=path.fs, **options)
-    return pq.ParquetWriter(path, schema, **options)
+    where, filesystem = _arrow(path)
+    return pq.ParquetWriter(where, schema, filesystem=filesystem, **options)
 
 
 def parse_ds(value: str | date) -> date:
@@ -338,10 +336,14 @@ def data_files(folder: DataPath) -> list[DataPath]:
     files are skipped. A visible file that is not Parquet is refused by validation with its name.
     """
     if isinstance(folder, LakePath):  # one listing: no request per key
-        return sorted(p for p, _ in folder.listing() if not p.name.startswith((".", "_")) and p.is_file())
+        return sorted(p for p, _ in folder.listing() if _is_data_name(p.name) and p.is_file())
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")) and p.is_file())
+    return sorted(p for p in folder.iterdir() if _is_data_name(p.name) and p.is_file())
+
+
+def _is_data_name(name: str) -> bool:
+    return not name.startswith((".", "_"))
 
 
 def partition_files(data_root: DataPath, area: str, ds: str | date) -> list[DataPath]:
@@ -362,7 +364,7 @@ def list_partitions(data_root: DataPath, area: str) -> list[date]:
         days = set()
         for path, _ in root.listing(recursive=True):
             rel = path.relative_to(root).parts
-            if len(rel) == 2 and path.is_file() and not rel[1].startswith((".", "_")) and (m := _DS_DIR.match(rel[0])):
+            if len(rel) == 2 and path.is_file() and _is_data_name(rel[1]) and (m := _DS_DIR.match(rel[0])):
                 days.add(date.fromisoformat(m.group(1)))
         return sorted(days)
     if not root.is_dir():
