@@ -22,7 +22,17 @@ import pandas as pd
 
 from harness.runner import DagRunOutcome, forget_runs, retraining_requests, run_dag
 from pipelines.audit import read_audit
-from pipelines.config import CONFIG_ENV_VAR, DEFAULT_CONFIG, PipelineConfig, config_path, load_config
+from pipelines.config import (
+    CONFIG_ENV_VAR,
+    DATA_ROOT_ENV_VAR,
+    DEFAULT_CONFIG,
+    HISTORY_URL_ENV_VAR,
+    REPORT_STORE_ENV_VAR,
+    TRACKING_URI_ENV_VAR,
+    PipelineConfig,
+    config_path,
+    load_config,
+)
 from pipelines.contracts import Candidate, Decision, GateResult, ScoringSummary, ValidatedPartition
 from pipelines.errors import PipelineError
 from pipelines.history import read_history
@@ -30,6 +40,11 @@ from pipelines.lake import QUARANTINE, QUARANTINE_RECORD, partition_dir
 from pipelines.registry import init_store
 from pipelines.retraining import reason_from_trigger
 from pipelines.sample_data import DriftSpec, break_partition, generate, write_day
+
+# The demo writes and deletes only these folders of the checkout (and its own runs in the Airflow metadata DB).
+VAR = Path(__file__).resolve().parent.parent / "var"
+DEMO_DATA, DEMO_MLFLOW, DEMO_LOGS = VAR / "data", VAR / "mlflow", VAR / "demo"
+RUN_LEDGER = DEMO_LOGS / "runs.jsonl"  # the runs this demo started (dag id, logical date): --fresh forgets these only
 
 START = date(2026, 9, 1)
 TRAIN_END = date(2026, 9, 28)
@@ -141,14 +156,63 @@ def history_rows(config: PipelineConfig) -> list[dict[str, object]]:
     return rows
 
 
+def foreign_locations(config: PipelineConfig, config_file: Path, environ: dict[str, str]) -> list[str]:
+    """Return where the config points outside the demo's own folders, each named by the variable or key that set it.
+
+    The demo generates data into its data root and `--fresh` deletes that root and the MLflow store: pointed at a
+    user's folder, bucket or database they would be written over or deleted.
+    """
+
+    def source(variable: str, key: str) -> str:
+        return f"${variable}" if environ.get(variable) else f"{key} in {config_file}"
+
+    found = []
+    if not isinstance(config.data_root, Path) or config.data_root.resolve() != DEMO_DATA:
+        found.append(f"{source(DATA_ROOT_ENV_VAR, 'data_root')} points at {config.data_root}, not {DEMO_DATA}")
+    elif config.work_root.resolve() != DEMO_DATA:
+        found.append(f"work_dir in {config_file} points at {config.work_root}, not {DEMO_DATA}")
+    if config.mlflow.store_dir.resolve() != DEMO_MLFLOW:
+        found.append(f"mlflow.store_dir in {config_file} points at {config.mlflow.store_dir}, not {DEMO_MLFLOW}")
+    for value, variable, key in (
+        (config.mlflow.tracking_uri, TRACKING_URI_ENV_VAR, "mlflow.tracking_uri"),
+        (config.monitoring.history_url, HISTORY_URL_ENV_VAR, "monitoring.history_url"),
+        (config.monitoring.report_store, REPORT_STORE_ENV_VAR, "monitoring.report_store"),
+    ):
+        if value and value != str(config.data_root):  # an s3:// data root is its own default report store
+            found.append(f"{source(variable, key)} is set: the demo keeps its store under {VAR}")
+    return found
+
+
+def record_run(dag_id: str, logical_date: datetime) -> None:
+    """Add a run the demo is about to start to its ledger (what `--fresh` may later delete)."""
+    RUN_LEDGER.parent.mkdir(parents=True, exist_ok=True)
+    with RUN_LEDGER.open("a") as ledger:
+        ledger.write(json.dumps({"dag_id": dag_id, "logical_date": logical_date.isoformat()}) + "\n")
+
+
+def recorded_runs() -> list[tuple[str, datetime]]:
+    """The runs earlier demos started, from the ledger (none when it is missing)."""
+    if not RUN_LEDGER.is_file():
+        return []
+    entries = [json.loads(line) for line in RUN_LEDGER.read_text().splitlines() if line.strip()]
+    return [(e["dag_id"], datetime.fromisoformat(e["logical_date"])) for e in entries]
+
+
+def start_over() -> int:
+    """Delete the demo's own data, MLflow store and earlier runs (only those in its ledger); return the runs removed."""
+    for folder in (DEMO_DATA, DEMO_MLFLOW):
+        shutil.rmtree(folder, ignore_errors=True)
+    forgotten = forget_runs(recorded_runs())
+    RUN_LEDGER.unlink(missing_ok=True)
+    return forgotten
+
+
 def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> None:
     """Run the whole loop; DAG output goes to `log_file`, the story and the tables to the terminal."""
     started = time.monotonic()
     if fresh:
-        for folder in (config.data_root, config.mlflow.store_dir):
-            shutil.rmtree(folder, ignore_errors=True)
         with output_to(log_file):
-            forgotten = forget_runs(["batch_scoring", "retrain_model", "rollback_model"])
+            forgotten = start_over()
         if forgotten:
             print(f"starting over: removed {forgotten} earlier demo run(s) from the Airflow metadata DB")
     nights = [TRAIN_END + timedelta(days=i + 1) for i in range(NIGHTS)]
@@ -179,7 +243,7 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
     print(f"2/6 initialising the MLflow store {uri}")
     print("3/6 retrain_model (bootstrap: no champion yet), through Airflow")
     with output_to(log_file):
-        boot = run_dag("retrain_model", None, {"window_end": TRAIN_END.isoformat(), "reason": "bootstrap"})
+        boot = run_dag("retrain_model", None, {"window_end": TRAIN_END.isoformat(), "reason": "bootstrap"}, record_run)
     if boot.state != "success":
         raise PipelineError(f"retrain_model ended {boot.state}: {boot.task_states}; see {log_file}")
     trained = Candidate.model_validate(boot.returns["train_candidate"])
@@ -195,12 +259,12 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
         logical = datetime(ds.year, ds.month, ds.day, 2, tzinfo=UTC) + timedelta(days=1)  # the nightly tick
         with output_to(log_file):
             write_day(config.data_root, landed, ROWS, seed, drift, with_labels=True, with_features=False)
-            night = run_dag("batch_scoring", logical)
+            night = run_dag("batch_scoring", logical, ledger=record_run)
             requests = retraining_requests(night.run_id)
             retrain = None
             if requests:
                 retrain = run_dag(
-                    "retrain_model", None, {"reason": reason_from_trigger("retraining request", requests)}
+                    "retrain_model", None, {"reason": reason_from_trigger("retraining request", requests)}, record_run
                 )
         row = night_row(ds, night, config) | {"retraining": retrain_cell(retrain)}
         rows.append(row)
@@ -212,8 +276,8 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
         "5/6 rollback_model (undo the promotion, as an operator would after a bad night), then rescore the last night"
     )
     with output_to(log_file):
-        rollback = run_dag("rollback_model", None, {"reason": "demo: undo the promotion"})
-        rescored = run_dag("batch_scoring", None, {"ds": nights[-1].isoformat()})
+        rollback = run_dag("rollback_model", None, {"reason": "demo: undo the promotion"}, record_run)
+        rescored = run_dag("batch_scoring", None, {"ds": nights[-1].isoformat()}, record_run)
     print("6/6 results\n")
     print_table(rows)
     print(
@@ -261,23 +325,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fresh",
         action="store_true",
-        help="delete the config's data root, MLflow store and earlier runs of the three DAGs first",
+        help=f"delete the demo's data ({DEMO_DATA}), MLflow store ({DEMO_MLFLOW}) and the runs earlier demos "
+        "started first (other runs of the DAGs stay)",
     )
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--log-file", default="var/demo/airflow-tasks.log", help="where the DAG runs' output goes")
     args = parser.parse_args(argv)
-    log_file = Path(args.log_file).resolve()
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    if args.fresh:
-        log_file.unlink(missing_ok=True)
-    # the library's own log lines go to the same file as Airflow's task logs; the terminal gets the story
-    logging.basicConfig(level=logging.INFO, filename=log_file, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_file = DEMO_LOGS / "airflow-tasks.log"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         config = load_config(args.config)
         chosen = Path(args.config) if args.config else config_path(os.environ)
         if args.fresh and chosen.resolve() != DEFAULT_CONFIG:
-            raise PipelineError("--fresh deletes data: it is only allowed with the bundled demo config")
+            raise PipelineError(
+                f"--fresh deletes data: it is only allowed with the bundled demo config (unset ${CONFIG_ENV_VAR})"
+            )
+        foreign = foreign_locations(config, chosen, dict(os.environ))
+        if foreign:
+            raise PipelineError(
+                "the demo writes and deletes only its own folders under var/, and this run would reach elsewhere:\n  "
+                + "\n  ".join(foreign)
+                + "\nUnset these for the demo (it brings its own sample data); run your own data with the DAGs"
+            )
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        if args.fresh:
+            log_file.unlink(missing_ok=True)
+        # the library's own log lines go to the same file as Airflow's task logs; the terminal gets the story
+        logging.basicConfig(
+            level=logging.INFO, filename=log_file, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         run_demo(config, args.fresh, args.seed, log_file)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,6 +6,7 @@ A development surface (the demo, the end-to-end tests, the benches), not part of
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,12 +30,18 @@ class DagRunOutcome:
     seconds: float
 
 
-def run_dag(dag_id: str, logical_date: datetime | None, conf: dict[str, Any] | None = None) -> DagRunOutcome:
+def run_dag(
+    dag_id: str,
+    logical_date: datetime | None,
+    conf: dict[str, Any] | None = None,
+    ledger: Callable[[str, datetime], None] | None = None,
+) -> DagRunOutcome:
     """Run one real DAG run in this process (what `airflow dags test` does), paying imports once per process.
 
     Airflow's `dag.test` deletes any existing run with the same logical date (a NULL one included, so a
     queued UI or REST run would vanish). This runner never replaces a run: without a logical date it uses
-    the current instant (unique per call), and a logical date that already has a run is refused.
+    the current instant (unique per call), and a logical date that already has a run is refused. `ledger`, when
+    given, is told the run's dag id and logical date before the run starts (so a run killed half-way is known too).
     """
     from airflow.models import DagRun, TaskInstance
     from airflow.models.xcom import XComModel
@@ -53,6 +60,8 @@ def run_dag(dag_id: str, logical_date: datetime | None, conf: dict[str, Any] | N
                 f"{existing.state}): the in-process runner never replaces a run. Clear that run to rerun it, or "
                 "trigger a new one with the ds Param"
             )
+    if ledger is not None:
+        ledger(dag_id, logical_date)
     started = time.monotonic()
     run = dag.test(logical_date=logical_date, run_conf=conf)
     seconds = time.monotonic() - started
@@ -99,19 +108,25 @@ def retraining_requests(run_id: str) -> list[dict[str, Any]]:
         return [dict(e.extra or {}) for e in events]
 
 
-def forget_runs(dag_ids: list[str]) -> int:
-    """Delete every run of these DAGs (with their task instances and XComs) from the metadata DB; return how many.
+def forget_runs(runs: list[tuple[str, datetime]]) -> int:
+    """Delete these runs (dag id, logical date), with their task instances and XComs, from the metadata DB.
 
     For a demo that starts over: the runner never replaces a run, so a second demo over the same nights would be
-    refused otherwise. Task-instance rows that hang off a run go with it (the metadata DB cascades).
+    refused otherwise. Only the runs named are touched: other runs of the same DAGs (a UI or REST trigger, another
+    user's backfill) stay. Returns how many runs were deleted.
     """
     from airflow.models import DagRun, TaskInstance
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
-    from sqlalchemy import delete, func, select
+    from sqlalchemy import delete, select
 
+    deleted = 0
     with create_session() as session:
-        runs = session.scalar(select(func.count()).select_from(DagRun).where(DagRun.dag_id.in_(dag_ids))) or 0
-        for model in (XComModel, TaskInstance, DagRun):
-            session.execute(delete(model).where(model.dag_id.in_(dag_ids)))
-    return int(runs)
+        for dag_id, logical_date in runs:
+            run_ids = session.scalars(
+                select(DagRun.run_id).where(DagRun.dag_id == dag_id, DagRun.logical_date == logical_date)
+            ).all()
+            for model in (XComModel, TaskInstance, DagRun):
+                session.execute(delete(model).where(model.dag_id == dag_id, model.run_id.in_(run_ids)))
+            deleted += len(run_ids)
+    return deleted
