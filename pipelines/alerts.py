@@ -69,16 +69,23 @@ def report_url(config: PipelineConfig, ds: str, name: str) -> str:
     return config.alerts.base_url + report_route(ds, name)
 
 
-def quarantine_alert(config: PipelineConfig, ds: str, failures: list[str], rows: int, run: str) -> Alert:
+def quarantine_alert(
+    config: PipelineConfig, ds: str, failures: list[str], rows: int, run: str, acceptable: bool = False
+) -> Alert:
+    """A night was refused; acceptance is offered only when an operator may accept it (no broken data)."""
     shown = failures[:10] + ([f"... and {len(failures) - 10} more"] if len(failures) > 10 else [])
+    accept = (
+        "; if the data is right after all, rerun it with accept_quarantine set."
+        if acceptable
+        else ". The data is broken (not readable as configured, or bad ids): it cannot be accepted."
+    )
     return Alert(
         "quarantine",
         f"[{config.model.registered_name}] partition ds={ds} quarantined ({rows:,} rows not scored)",
         [
             "It failed validation and was moved aside; the other nights go on.",
             *[f"- {f}" for f in shown],
-            f"Fix or replace incoming/ds={ds} and rerun batch_scoring with ds={ds}; if the data is right after all, "
-            "rerun it with accept_quarantine set.",
+            f"Fix or replace incoming/ds={ds} and rerun batch_scoring with ds={ds}{accept}",
         ],
         {"Airflow run": run, "Monitoring": f"{config.alerts.base_url}{MONITORING_PREFIX}/"},
     )

@@ -60,6 +60,14 @@ def _digest(config: PipelineConfig, body: dict[str, Any]) -> tuple[str, str]:
     return "sha256", hashlib.sha256(payload).hexdigest()
 
 
+def _head_mac(config: PipelineConfig, name: str, entries: int, head_hash: str) -> str | None:
+    """The head record's HMAC with the audit key (None without a key): a head moved back needs the key."""
+    if not config.audit_key:
+        return None
+    payload = json.dumps([name, entries, head_hash]).encode()
+    return hmac.new(config.audit_key.encode(), payload, hashlib.sha256).hexdigest()
+
+
 def read_trail(config: PipelineConfig) -> AuditTrail:
     """Read and verify the audit log; raise AuditIntegrityError if it was truncated, rewritten or cannot be verified."""
     _move_file_log_in(config)
@@ -80,7 +88,14 @@ def read_trail(config: PipelineConfig) -> AuditTrail:
             "table emptied; restore the database from backup"
         )
     if head is not None:
-        recorded, head_hash = head
+        recorded, head_hash, head_mac = head
+        expected_mac = _head_mac(config, name, recorded, head_hash)
+        if expected_mac is not None and not hmac.compare_digest(str(head_mac), expected_mac):
+            raise AuditIntegrityError(
+                f"{where}: its head record (entry count and last hash) was changed or written without the key, so "
+                "entries may have been removed from its end; restore the database from backup (after an upgrade from "
+                "a release without keyed heads, check the log and run `python -m pipelines.cli seal-audit`)"
+            )
         if count < recorded:
             raise AuditIntegrityError(
                 f"{where} was truncated: it holds {count} entries, the head record says {recorded}; restore it from backup"
@@ -111,17 +126,30 @@ def _verify(config: PipelineConfig, numbered: list[tuple[int, str]], where: str)
             entry = json.loads(text)
         except json.JSONDecodeError as exc:
             raise AuditIntegrityError(f"{where} entry {number} is not JSON ({exc}): restore it from backup") from exc
+        if not isinstance(entry, dict):
+            raise AuditIntegrityError(
+                f"{where} entry {number} is not an entry (a JSON {type(entry).__name__}): it was changed or written "
+                "without the key; restore it from backup"
+            )
         body = {k: v for k, v in entry.items() if k != "hash"}
         alg, expected = _digest(config, body)
-        if entry.get("alg", "sha256") != alg:
+        signed = entry.get("alg", "sha256")
+        if signed != alg and config.audit_key:
             raise AuditIntegrityError(
-                f"{where} entry {number} is signed with {entry.get('alg', 'sha256')}, but this process "
-                f"verifies {alg}: set the same {AUDIT_KEY_ENV_VAR} (the Airflow Variable pipeline_audit_key) "
-                "everywhere the pipeline runs"
+                f"{where} entry {number} is not keyed ({signed}): it was changed or written without the key; "
+                "restore it from backup"
+            )
+        if signed != alg:
+            raise AuditIntegrityError(
+                f"{where} entry {number} is signed with {signed}, but this process has no key to verify it: set "
+                f"{AUDIT_KEY_ENV_VAR} (the Airflow Variable pipeline_audit_key) everywhere the pipeline runs"
             )
         if entry.get("previous_hash") != previous or not hmac.compare_digest(str(entry.get("hash")), expected):
             raise AuditIntegrityError(f"{where} was altered at entry {number}: restore it from backup")
-        trail.entries.append(AuditEntry.model_validate(entry))
+        try:
+            trail.entries.append(AuditEntry.model_validate(entry))
+        except ValueError as exc:
+            raise AuditIntegrityError(f"{where} entry {number} is not a valid entry: restore it from backup") from exc
         previous = entry["hash"]
     return trail
 
@@ -187,8 +215,35 @@ def append(config: PipelineConfig, event: dict[str, Any]) -> AuditEntry:
         conn.execute(
             AUDIT_LOG.insert().values(model_name=name, seq=number, entry=json.dumps(entry, default=str), hash=digest)
         )
-        history.set_audit_head(conn, name, number, digest)
+        history.set_audit_head(conn, name, number, digest, _head_mac(config, name, number, digest))
     return AuditEntry.model_validate(entry)
+
+
+def seal_head(config: PipelineConfig) -> int:
+    """Key the head record of a log whose entries verify (an upgrade from unkeyed heads); return its entry count.
+
+    An operator's action after checking the log: it vouches that no entry is missing from its end.
+    """
+    if not config.audit_key:
+        raise AuditIntegrityError(f"set {AUDIT_KEY_ENV_VAR} first: a head is sealed with the audit key")
+    name = config.model.registered_name
+    with audit_lock(config):
+        with history.engine(config).connect() as conn:
+            rows = conn.execute(
+                sa.select(AUDIT_LOG.c.seq, AUDIT_LOG.c.entry)
+                .where(AUDIT_LOG.c.model_name == name)
+                .order_by(AUDIT_LOG.c.seq)
+            ).all()
+        trail = _verify(config, [(int(seq), text) for seq, text in rows], f"the audit log of {name}")
+        if not trail.entries:
+            return 0
+        last = trail.entries[-1].hash
+        with history.engine(config).begin() as conn:
+            history.set_audit_head(
+                conn, name, len(trail.entries), last, _head_mac(config, name, len(trail.entries), last)
+            )
+    log.warning("sealed the audit log head of %s at %d entries", name, len(trail.entries))
+    return len(trail.entries)
 
 
 def _move_file_log_in(config: PipelineConfig) -> None:
@@ -219,7 +274,8 @@ def _move_file_log_in(config: PipelineConfig) -> None:
             for number, (line, entry) in enumerate(zip(lines, trail.entries, strict=True), 1):
                 conn.execute(AUDIT_LOG.insert().values(model_name=name, seq=number, entry=line, hash=entry.hash))
             if trail.entries:
-                history.set_audit_head(conn, name, len(lines), trail.entries[-1].hash)
+                last = trail.entries[-1].hash
+                history.set_audit_head(conn, name, len(lines), last, _head_mac(config, name, len(lines), last))
         path.rename(path.with_name(path.name + ".moved-to-database"))
         log.warning("the audit log file %s (%d entries) was verified and moved into the database", path, len(lines))
 

@@ -50,6 +50,12 @@ def _init_mlflow(config: PipelineConfig, _: argparse.Namespace) -> None:
     print(f"MLflow store ready: {init_store(config)}")
 
 
+def _seal_audit(config: PipelineConfig, _: argparse.Namespace) -> None:
+    from pipelines.audit import seal_head
+
+    print(f"audit log head of {config.model.registered_name} sealed with the key at {seal_head(config)} entries")
+
+
 def _example(config: PipelineConfig, args: argparse.Namespace) -> None:
     """Write the weekly churn example (data unlike the demo) and its config into a folder."""
     import yaml
@@ -94,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     gen.set_defaults(handler=_generate)
     brk = sub.add_parser("break-partition", help="damage an incoming partition (demos and tests)")
     brk.add_argument("--ds", required=True)
-    brk.add_argument("--defect", choices=["truncated", "missing_column", "unknown_category"], required=True)
+    brk.add_argument(
+        "--defect", choices=["truncated", "missing_column", "unknown_category", "lying_footer"], required=True
+    )
     brk.set_defaults(handler=_break)
     ex = sub.add_parser(
         "example", help="write a dataset unlike the demo (weekly churn, every column type) and its config"
@@ -107,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--shift-at", type=int, default=20, help="partition index where the data moves and churn changes")
     ex.set_defaults(handler=_example)
     sub.add_parser("init-mlflow", help="create the MLflow store once").set_defaults(handler=_init_mlflow)
+    sub.add_parser(
+        "seal-audit",
+        help="after checking the audit log, key its head record (once, after upgrading from unkeyed heads)",
+    ).set_defaults(handler=_seal_audit)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

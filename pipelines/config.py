@@ -104,6 +104,7 @@ class Severities(_Section):
     range: Severity = "warn"
     unknown_categories: Severity = "warn"
     null_rate: Severity = "warn"
+    long_values: Severity = "warn"  # a categorical value above validation.max_value_chars (cut there when read)
 
 
 class Validation(_Section):
@@ -116,6 +117,9 @@ class Validation(_Section):
     range_margin: Annotated[float, Field(ge=0)] = 0.25
     range_tolerance: Fraction = 0.01
     min_rows: Annotated[int, Field(ge=1)] = 1
+    # the longest text value (a category or an id) in characters: a longer one is cut to this length wherever it
+    # is read (scoring, reports, samples), and validation warns (severity.long_values) or, for an id, quarantines
+    max_value_chars: Annotated[int, Field(ge=16, le=1_000_000)] = 1000
 
 
 class ModelSettings(_Section):
@@ -189,6 +193,9 @@ class Drift(_Section):
 
 class Monitoring(_Section):
     sample_rows: Annotated[int, Field(ge=1000)] = 100_000
+    # a categorical column's reports and drift test keep its most frequent categories (in the night or the
+    # reference) and count the rest as one "(other)" category: bounded time and memory at any number of categories
+    max_categories: Annotated[int, Field(ge=2, le=10_000)] = 50
     threads: Annotated[int, Field(ge=0)] = 0  # native threads of a monitoring task (0: all cores)
     drift: Drift = Drift()
     history_url: str | None = None

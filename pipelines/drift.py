@@ -230,13 +230,38 @@ def _parse_drift(snapshot: Any, tests: dict[str, tuple[str, float]], features: l
     return columns, drifted
 
 
+OTHER = "(other)"
+
+
+def group_rare_categories(current: pd.Series, reference: pd.Series, keep: int) -> tuple[pd.Series, pd.Series]:
+    """Both samples with every category outside the `keep` most frequent ones (by the larger of its shares in the
+    night and the reference) replaced by OTHER; nulls stay null. Columns with few categories are returned as they
+    are."""
+    shares = pd.concat([current.value_counts(normalize=True), reference.value_counts(normalize=True)], axis=1).max(
+        axis=1
+    )
+    if len(shares) <= keep:
+        return current, reference
+    kept = set(shares.sort_values(ascending=False, kind="stable").index[: keep - 1])
+
+    def grouped(values: pd.Series) -> pd.Series:
+        return values.where(values.isin(kept) | values.isna(), OTHER)
+
+    return grouped(current), grouped(reference)
+
+
 def _datasets(config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame) -> tuple[Any, Any]:
     Dataset = evidently().Dataset
     columns = [*config.features.all, SCORE]
+    current, reference = current[columns].copy(), reference[columns].copy()
+    for column in config.features.categorical:
+        current[column], reference[column] = group_rare_categories(
+            current[column].astype(object), reference[column].astype(object), config.monitoring.max_categories
+        )
     definition = _definition(config)
     return (
-        Dataset.from_pandas(current[columns], data_definition=definition),
-        Dataset.from_pandas(reference[columns], data_definition=definition),
+        Dataset.from_pandas(current, data_definition=definition),
+        Dataset.from_pandas(reference, data_definition=definition),
     )
 
 

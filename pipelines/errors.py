@@ -16,11 +16,19 @@ class PartitionMissingError(PipelineError):
 class PartitionQuarantinedError(PipelineError):
     """A partition failed validation and was quarantined instead of scored."""
 
-    def __init__(self, message: str, failures: list[str] | None = None, rows: int = 0, ds: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        failures: list[str] | None = None,
+        rows: int = 0,
+        ds: str | None = None,
+        acceptable: bool = False,
+    ) -> None:
         super().__init__(message)
         self.failures = failures or []
         self.rows = rows
         self.ds = ds  # the partition's date, so a failure alert needs nothing but the exception
+        self.acceptable = acceptable  # whether an operator may accept the night (only checks that may warn failed)
 
 
 class NoChampionError(PipelineError):

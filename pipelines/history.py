@@ -55,6 +55,8 @@ AUDIT_HEAD = sa.Table(
     sa.Column("entries", sa.Integer, nullable=False),
     sa.Column("head_hash", sa.String(128), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
+    # HMAC of (model, entries, head hash) with the audit key: rewriting the head (to hide a removed tail) needs the key
+    sa.Column("head_mac", sa.String(128)),
 )
 # The audit log of alias moves (pipelines.audit): append-only rows, each entry's JSON text as it was hashed.
 AUDIT_LOG = sa.Table(
@@ -92,17 +94,18 @@ def dispose(url: str) -> None:
 
 
 def _add_missing_columns(db: sa.Engine) -> None:
-    """Add the columns a newer release introduced to a history table an older one created (nullable, no data lost)."""
-    for column in NIGHTS.columns:
-        if column.name in {c["name"] for c in sa.inspect(db).get_columns(NIGHTS.name)}:
-            continue
-        kind = column.type.compile(dialect=db.dialect)
-        try:
-            with db.begin() as conn:
-                conn.execute(sa.text(f'ALTER TABLE {NIGHTS.name} ADD COLUMN "{column.name}" {kind}'))
-        except sa.exc.DBAPIError:  # another process added it first
-            if column.name not in {c["name"] for c in sa.inspect(db).get_columns(NIGHTS.name)}:
-                raise
+    """Add the columns a newer release introduced to tables an older one created (nullable, no data lost)."""
+    for table in (NIGHTS, AUDIT_HEAD):
+        for column in table.columns:
+            if column.name in {c["name"] for c in sa.inspect(db).get_columns(table.name)}:
+                continue
+            kind = column.type.compile(dialect=db.dialect)
+            try:
+                with db.begin() as conn:
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            except sa.exc.DBAPIError:  # another process added it first
+                if column.name not in {c["name"] for c in sa.inspect(db).get_columns(table.name)}:
+                    raise
 
 
 def _make_append_only(db: sa.Engine) -> None:
@@ -202,23 +205,36 @@ def read_history(config: PipelineConfig) -> pd.DataFrame:
     return frame
 
 
-def audit_head(config: PipelineConfig, model_name: str) -> tuple[int, str] | None:
-    """Return the recorded (entry count, head hash) of a model's audit log, or None if none was recorded."""
+def audit_head(config: PipelineConfig, model_name: str) -> tuple[int, str, str | None] | None:
+    """Return the recorded (entry count, head hash, head MAC) of a model's audit log, or None if none was recorded."""
     with engine(config).connect() as conn:
         row = conn.execute(
-            sa.select(AUDIT_HEAD.c.entries, AUDIT_HEAD.c.head_hash).where(AUDIT_HEAD.c.model_name == model_name)
+            sa.select(AUDIT_HEAD.c.entries, AUDIT_HEAD.c.head_hash, AUDIT_HEAD.c.head_mac).where(
+                AUDIT_HEAD.c.model_name == model_name
+            )
         ).first()
-    return (int(row[0]), str(row[1])) if row else None
+    return (int(row[0]), str(row[1]), row[2]) if row else None
 
 
-def set_audit_head(conn: sa.Connection, model_name: str, entries: int, head_hash: str) -> None:
+def set_audit_head(conn: sa.Connection, model_name: str, entries: int, head_hash: str, head_mac: str | None) -> None:
     """Record the audit log's new head, in the transaction `conn` that appends the entry (pipelines.audit)."""
     conn.execute(AUDIT_HEAD.delete().where(AUDIT_HEAD.c.model_name == model_name))
     conn.execute(
         AUDIT_HEAD.insert().values(
-            model_name=model_name, entries=entries, head_hash=head_hash, updated_at=datetime.now(UTC)
+            model_name=model_name,
+            entries=entries,
+            head_hash=head_hash,
+            head_mac=head_mac,
+            updated_at=datetime.now(UTC),
         )
     )
+
+
+def scored_versions(config: PipelineConfig) -> list[str]:
+    """The model versions the history recorded nights for, oldest night first (evidence of earlier champions)."""
+    with engine(config).connect() as conn:
+        rows = conn.execute(sa.select(NIGHTS.c.model_version, NIGHTS.c.ds).order_by(NIGHTS.c.ds)).all()
+    return list(dict.fromkeys(str(version) for version, _ in rows if version))
 
 
 def has_nights(config: PipelineConfig) -> bool:

@@ -51,7 +51,9 @@ def build_alert(config: PipelineConfig, event: str, context: Any) -> alerts.Aler
         cause = getattr(exception, "__cause__", None)
         quarantined = cause if isinstance(cause, PartitionQuarantinedError) else exception
         if isinstance(quarantined, PartitionQuarantinedError) and quarantined.ds:
-            return alerts.quarantine_alert(config, quarantined.ds, quarantined.failures, quarantined.rows, run)
+            return alerts.quarantine_alert(
+                config, quarantined.ds, quarantined.failures, quarantined.rows, run, quarantined.acceptable
+            )
         task_run = alerts.run_url(config, ti.dag_id, ti.run_id, ti.task_id)
         return alerts.task_failure_alert(
             config, ti.dag_id, ti.task_id, _night(context), str(exception or "unknown error"), task_run

@@ -6,9 +6,9 @@ import logging
 
 from pipelines import audit
 from pipelines.audit import audit_lock, read_audit
-from pipelines.config import PipelineConfig
+from pipelines.config import AUDIT_KEY_ENV_VAR, PipelineConfig
 from pipelines.contracts import Approval, AuditEntry, Candidate, GateResult, ModelRef
-from pipelines.errors import ChampionMissingError
+from pipelines.errors import AuditIntegrityError, ChampionMissingError
 from pipelines.gate import PromotionError
 from pipelines.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
 
@@ -40,13 +40,20 @@ def _apply(models: Registry, entry: AuditEntry) -> None:
 def _finish_interrupted_move(config: PipelineConfig, models: Registry) -> None:
     """If the champion alias disagrees with the audit log's last move, that move was cut short: finish it.
 
-    Entries are written before aliases move, so the log holds the decision. A champion alias that is
-    missing altogether is left alone: re-establishing one is an operator action (rollback_model).
+    Entries are written before aliases move, so the log holds the decision; it is finished only when the verified
+    log and its keyed head vouch for it (read_audit raises otherwise), never from a log without a key. A champion
+    alias that is missing altogether is left alone: re-establishing one is an operator action (rollback_model).
     """
     last = audit.expected_champion(read_audit(config))
     current = models.alias_version(CHAMPION)
     if last is None or current is None or current.version == last.to_version:
         return
+    if not config.audit_key:
+        raise AuditIntegrityError(
+            f"the champion alias points at v{current.version} but the audit log's last move ({last.action} at "
+            f"{last.at[:19]}) made v{last.to_version} champion, and the log is not keyed, so it cannot vouch for that "
+            f"move: nothing was moved. Set {AUDIT_KEY_ENV_VAR}, check the log, and set the champion with rollback_model"
+        )
     log.warning(
         "the champion alias points at v%s but the audit log's last move (%s at %s) made v%s champion: an alias move was "
         "interrupted; finishing it",

@@ -150,6 +150,9 @@ class Registry:
         previous = self.alias_version(PREVIOUS)
         if previous is not None:
             return f"the registry's 'previous' alias points at v{previous.version}, a former champion"
+        scored = history.scored_versions(self.config)
+        if scored:
+            return "the monitoring history holds nights scored by " + ", ".join(f"v{v}" for v in scored)
         return None
 
     def champion(self) -> ModelRef:

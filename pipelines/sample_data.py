@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -19,6 +20,7 @@ from pipelines.lake import (
     partition_dir,
     partition_files,
     publish,
+    read_metadata,
     read_parquet,
     temp_path_beside,
     write_atomic,
@@ -197,16 +199,39 @@ def generate(
     return dates
 
 
+def _varint(number: int) -> bytes:
+    out = b""
+    while True:
+        low, number = number & 0x7F, number >> 7
+        if not number:
+            return out + bytes([low])
+        out += bytes([low | 0x80])
+
+
+def claim_rows(data: bytes, rows: int, claimed: int) -> bytes:
+    """A Parquet file's bytes with its footer's row count (FileMetaData.num_rows, Thrift compact) set to `claimed`."""
+    length = struct.unpack("<I", data[-8:-4])[0]
+    footer = data[-8 - length : -8]
+    old, new = b"\x16" + _varint(rows << 1), b"\x16" + _varint(claimed << 1)  # field 3, i64, zigzag varint
+    at = footer.index(old)
+    footer = footer[:at] + new + footer[at + len(old) :]
+    return data[: -8 - length] + footer + struct.pack("<I", len(footer)) + b"PAR1"
+
+
 def break_partition(data_root: DataPath, day: date, defect: str) -> None:
     """Damage an incoming partition on purpose, for demos and tests.
 
     `truncated`: the Parquet file is cut in half (unreadable); `missing_column`: `annual_income` is
-    dropped; `unknown_category`: a third of `loan_purpose` values are new.
+    dropped; `unknown_category`: a third of `loan_purpose` values are new; `lying_footer`: the footer claims
+    10^15 rows (the row groups and the data are intact).
     """
     file = partition_files(data_root, INCOMING, day)[0]
     if defect == "truncated":
         data = file.read_bytes()
         file.write_bytes(data[: len(data) // 2])
+        return
+    if defect == "lying_footer":
+        file.write_bytes(claim_rows(file.read_bytes(), read_metadata(file).num_rows, 10**15))
         return
     table = read_parquet(file)
     if defect == "missing_column":
@@ -216,7 +241,7 @@ def break_partition(data_root: DataPath, day: date, defect: str) -> None:
         frame.loc[frame.index % 3 == 0, "loan_purpose"] = "crypto"
         table = pa.Table.from_pandas(frame, preserve_index=False)
     else:
-        raise ValueError(f"unknown defect {defect!r}: use truncated, missing_column or unknown_category")
+        raise ValueError(f"unknown defect {defect!r}: use truncated, missing_column, unknown_category or lying_footer")
 
     def write(temp: DataPath) -> None:
         with parquet_writer(temp, table.schema) as writer:

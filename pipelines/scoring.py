@@ -36,7 +36,7 @@ from pipelines.lake import (
     temp_path_beside,
 )
 from pipelines.registry import REFERENCE_ARTIFACT, Registry
-from pipelines.schema import PartitionSchema, cast_batch, incoming_partition, iter_batches
+from pipelines.schema import PartitionSchema, file_batches, incoming_partition, iter_batches
 from pipelines.threads import thread_cap
 
 log = logging.getLogger(__name__)
@@ -276,15 +276,12 @@ def _shard_batches(partition: PartitionSchema, shard: Shard, batch_rows: int) ->
             raise PipelineError(
                 f"file {piece.file} of incoming/ds={shard.ds} is gone since the shards were planned: rerun the night"
             )
-        reader = parquet_file(files[piece.file], pre_buffer=False, buffer_size=1 << 20)
         position = 0
-        for batch in reader.iter_batches(
-            batch_size=batch_rows, row_groups=[piece.row_group], columns=partition.columns, use_threads=False
-        ):
+        for batch in file_batches(partition, files[piece.file], batch_rows, row_groups=[piece.row_group]):
             start, stop = max(piece.start - position, 0), min(piece.stop - position, batch.num_rows)
             position += batch.num_rows
             if start < stop:
-                yield cast_batch(batch.slice(start, stop - start), partition.schema, files[piece.file])
+                yield batch.slice(start, stop - start)
 
 
 def score_shard(config: PipelineConfig, shard: Shard, airflow_run_id: str) -> ShardScored:

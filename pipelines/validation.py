@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,12 +25,12 @@ from pipelines import report_store
 from pipelines.config import PipelineConfig
 from pipelines.errors import PartitionQuarantinedError, PartitionSchemaError
 from pipelines.lake import QUARANTINE, QUARANTINE_RECORD, partition_dir, write_json_atomic
-from pipelines.schema import PartitionSchema, incoming_partition, iter_batches, read_table
+from pipelines.schema import PartitionSchema, ReadTally, incoming_partition, iter_batches, read_table
 
 log = logging.getLogger(__name__)
 
 # Checks that say the data is broken always quarantine; these may be set to `warn` (validation.severity).
-CONFIGURABLE_CHECKS = ("row_count", "range", "unknown_categories", "null_rate")
+CONFIGURABLE_CHECKS = ("row_count", "range", "unknown_categories", "null_rate", "long_values")
 
 
 def severity(config: PipelineConfig, check: str) -> str:
@@ -99,10 +98,17 @@ class ValidationOutcome:
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     warned_columns: list[str] = field(default_factory=list)
+    # the failures no operator may accept: files not readable as configured, null, duplicate or overlong ids
+    broken: list[str] = field(default_factory=list)
 
     @property
     def success(self) -> bool:
         return not self.failures
+
+    @property
+    def acceptable(self) -> bool:
+        """Whether an operator may accept the night (accept_quarantine): it failed only checks that may warn."""
+        return bool(self.failures) and not self.broken
 
 
 # how many unexpected values a result keeps as examples (Great Expectations' partial_unexpected_list)
@@ -174,6 +180,11 @@ def _num(value: float) -> str:
     return f"{value:.6g}"
 
 
+def _short(value: str, limit: int = 60) -> str:
+    """A value shown in a message: long ones cut (the record keeps the examples as read)."""
+    return value if len(value) <= limit else f"{value[:limit]}... ({len(value):,} characters)"
+
+
 def _describe_failure(config: PipelineConfig, result: CheckResult) -> str:
     """Say what the check expected and what the partition holds."""
     kwargs, meta = result.expectation.kwargs, result.expectation.meta or {}
@@ -182,7 +193,7 @@ def _describe_failure(config: PipelineConfig, result: CheckResult) -> str:
         return f"{check} check of column {column!r} could not be evaluated: {result.error}"
     allowed = 100 * (1 - (kwargs.get("mostly") or 1.0))
     found = result.unexpected_percent
-    sample = sorted({str(v) for v in result.examples})[:5]
+    sample = [_short(v) for v in sorted({str(v) for v in result.examples})[:5]]
     if check == "row_count":
         return f"row count: expected at least {kwargs['min_value']:,} rows (validation.min_rows), found {result.rows:,}"
     if check == "id_not_null":
@@ -235,6 +246,37 @@ def describe_results(config: PipelineConfig, results: list[CheckResult]) -> tupl
     return failures, warnings, warned
 
 
+def lying_footers(partition: PartitionSchema, seen: ReadTally, ds: str) -> list[str]:
+    """The files whose footer claims another row count than the rows read from them, in words (broken data)."""
+    return [
+        f"file incoming/ds={ds}/{file.name} is damaged: its footer claims {claimed:,} rows but it holds "
+        f"{seen.rows.get(file.name, 0):,}; rewrite the file"
+        for file, claimed in zip(partition.files, partition.footer_rows)
+        if seen.rows.get(file.name, 0) != claimed
+    ]
+
+
+def describe_long_values(config: PipelineConfig, ds: str, seen: ReadTally) -> tuple[list[str], list[str], list[str]]:
+    """Return (failures, warnings, broken ids) for text values above `validation.max_value_chars`, naming column, file
+    and size. A long id always quarantines and can never be accepted (an id is a key, not a text); a long category
+    follows `severity.long_values`."""
+    limit = config.validation.max_value_chars
+    failures, warnings, broken = [], [], []
+    for column, file, longest in seen.over(limit):
+        text = (
+            f"column {column!r} holds a value of {longest:,} characters in file incoming/ds={ds}/{file} (the "
+            f"longest allowed is {limit:,}, validation.max_value_chars)"
+        )
+        if column == config.id_column:
+            failures.append(f"{text}: an id that long is broken data")
+            broken.append(failures[-1])
+        elif severity(config, "long_values") == "warn":
+            warnings.append(f"{text}: such values are cut to {limit:,} characters for scoring and reports")
+        else:
+            failures.append(text)
+    return failures, warnings, broken
+
+
 def run_suite(frame: pd.DataFrame, suite: Any) -> Any:
     """Validate a DataFrame against a suite in an ephemeral GE context (writes no files)."""
     import great_expectations as gx
@@ -251,9 +293,11 @@ def run_suite(frame: pd.DataFrame, suite: Any) -> Any:
     return batch.validate(suite, result_format="SUMMARY")
 
 
-def check_with_great_expectations(partition: PartitionSchema, suite: Any, batch_rows: int) -> list[CheckResult]:
+def check_with_great_expectations(
+    partition: PartitionSchema, suite: Any, batch_rows: int, seen: ReadTally | None = None
+) -> list[CheckResult]:
     """Evaluate the suite with Great Expectations' pandas engine on the whole partition (held in memory)."""
-    frame = read_table(partition, batch_rows).to_pandas()
+    frame = read_table(partition, batch_rows, seen).to_pandas()
     outcome = run_suite(frame, suite)
     results = []
     for ge in outcome.results:
@@ -336,12 +380,9 @@ def _id_keys(column: pa.Array) -> np.ndarray:
     return pd.util.hash_array(np.asarray(present.to_numpy(zero_copy_only=False), dtype=object)).view(np.int64)
 
 
-def _batches(partition: PartitionSchema, columns: list[str], batch_rows: int) -> Iterable[pa.RecordBatch]:
-    projected = PartitionSchema(partition.files, pa.schema([partition.schema.field(c) for c in columns]))
-    return iter_batches(projected, batch_rows)
-
-
-def check_streamed(partition: PartitionSchema, suite: Any, batch_rows: int, id_column: str) -> list[CheckResult]:
+def check_streamed(
+    partition: PartitionSchema, suite: Any, batch_rows: int, id_column: str, seen: ReadTally | None = None
+) -> list[CheckResult]:
     """Evaluate the suite record batch by record batch; ids are checked for uniqueness across the whole partition.
 
     Memory: one record batch, plus 8 bytes per id for the uniqueness pass (a second pass, only when ids repeat,
@@ -359,7 +400,7 @@ def check_streamed(partition: PartitionSchema, suite: Any, batch_rows: int, id_c
             tallies[position] = _Tally(expectation)
     columns = sorted({t.expectation.kwargs["column"] for t in tallies.values()} | {id_column})
     rows, keys = 0, []
-    for batch in _batches(partition, columns, batch_rows):
+    for batch in iter_batches(partition.project(columns), batch_rows, seen):
         rows += batch.num_rows
         for tally in tallies.values():
             tally.add(batch.column(tally.expectation.kwargs["column"]))
@@ -387,7 +428,7 @@ def _uniqueness(
     unexpected = int(counts[counts > 1].sum())
     examples: list[Any] = []
     if unexpected:
-        for batch in _batches(partition, [column], batch_rows):
+        for batch in iter_batches(partition.project([column]), batch_rows):
             ids = pc.drop_null(batch.column(column))
             mask = np.isin(_id_keys(ids), repeated)
             examples += pc.filter(ids, pa.array(mask)).slice(0, EXAMPLES - len(examples)).to_pylist()
@@ -410,13 +451,19 @@ def check_partition(config: PipelineConfig, ds: str, profile: dict[str, Any]) ->
     try:
         partition = incoming_partition(config, ds)
         suite = build_suite(config, profile)
+        seen = ReadTally()
         if config.validation.engine == "great_expectations":
-            results = check_with_great_expectations(partition, suite, config.scoring.batch_rows)
+            results = check_with_great_expectations(partition, suite, config.scoring.batch_rows, seen)
         else:
-            results = check_streamed(partition, suite, config.scoring.batch_rows, config.id_column)
+            results = check_streamed(partition, suite, config.scoring.batch_rows, config.id_column, seen)
     except PartitionSchemaError as exc:
-        return ValidationOutcome(ds, rows=exc.rows, evaluated=0, failures=exc.failures)
+        return ValidationOutcome(ds, rows=exc.rows, evaluated=0, failures=exc.failures, broken=exc.failures)
     failures, warnings, warned = describe_results(config, results)
+    broken = [_describe_failure(config, r) for r in results if not r.success and r.check not in CONFIGURABLE_CHECKS]
+    long_failures, long_warnings, long_ids = describe_long_values(config, ds, seen)
+    lying = lying_footers(partition, seen, ds)
+    failures, warnings = lying + failures + long_failures, warnings + long_warnings
+    broken = lying + broken + long_ids
     rows = next((r.rows for r in results if r.check == "row_count"), results[0].rows if results else 0)
     return ValidationOutcome(
         ds,
@@ -431,6 +478,7 @@ def check_partition(config: PipelineConfig, ds: str, profile: dict[str, Any]) ->
         files=[f.name for f in partition.files],
         warnings=warnings,
         warned_columns=warned,
+        broken=broken,
     )
 
 
@@ -440,13 +488,13 @@ def validate_against_profile(
     """Validate a partition; on failure write `quarantine/ds=<ds>/validation.json` and raise.
 
     Findings of checks set to `warn` are returned as warnings and the partition passes. `accepted_by` (an operator
-    who accepted the night from the UI) turns the failures of the data checks into warnings too; a partition whose
-    files cannot be read as configured can never be accepted. A partition that passes clears any quarantine record
+    who accepted the night from the UI) turns the failures of the checks that may warn into warnings too; broken
+    data (files not readable as configured, null, duplicate or overlong ids) can never be accepted. A partition that passes clears any quarantine record
     left by an earlier run of the same date, so it is then scored and usable for training.
     """
     outcome = check_partition(config, ds, profile)
     folder = partition_dir(config.work_root, QUARANTINE, ds)
-    if outcome.failures and accepted_by and outcome.evaluated:
+    if accepted_by and outcome.acceptable:
         log.warning("partition %s failed validation but was accepted by %s: %s", ds, accepted_by, outcome.failures)
         outcome.warnings = [f"accepted by {accepted_by}: {f}" for f in outcome.failures] + outcome.warnings
         outcome.failures = []
@@ -475,17 +523,16 @@ def validate_against_profile(
             "failures": outcome.failures,
             "warnings": outcome.warnings,
             "files": outcome.files,
+            "acceptable": outcome.acceptable,
             "great_expectations_result": outcome.ge_result,
         },
     )
     report_store.publish(config, folder)
     log.error("%s (details in %s)", reason, folder / QUARANTINE_RECORD)
     accept = (
-        ""
-        if not outcome.evaluated
-        else (
-            " If the data is right after all, accept the night: trigger batch_scoring with ds and accept_quarantine set."
-        )
+        " If the data is right after all, accept the night: trigger batch_scoring with ds and accept_quarantine set."
+        if outcome.acceptable
+        else " Broken data (files not readable as configured, null, duplicate or overlong ids) can never be accepted."
     )
     raise PartitionQuarantinedError(
         f"{reason}. The partition was quarantined in {folder} and not scored: fix the upstream data, "
@@ -493,4 +540,5 @@ def validate_against_profile(
         failures=outcome.failures,
         rows=outcome.rows,
         ds=ds,
+        acceptable=outcome.acceptable,
     )

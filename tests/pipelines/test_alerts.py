@@ -99,10 +99,16 @@ def test_email_bodies_escape_what_came_from_data(tmp_path):
     assert "x&lt;script&gt;" in alert.html() and "<script>" not in alert.html()
     assert "... and 2 more" in alert.text()
     assert (
-        "Fix or replace incoming/ds=2026-10-03 and rerun batch_scoring with ds=2026-10-03; if the data is right"
+        "Fix or replace incoming/ds=2026-10-03 and rerun batch_scoring with ds=2026-10-03. The data is broken"
         in alert.text()
     )
-    assert "accept_quarantine" in alert.text()
+    assert "accept_quarantine" not in alert.text()  # broken data: acceptance is never offered
+
+
+def test_a_quarantine_alert_offers_acceptance_only_when_it_can_be_accepted(tmp_path):
+    config = _config(tmp_path)
+    alert = alerts.quarantine_alert(config, "2026-10-03", ["column 'age' ..."], 5000, "https://x/run", acceptable=True)
+    assert "; if the data is right after all, rerun it with accept_quarantine set." in alert.text()
 
 
 def test_alert_config_is_validated(tmp_path):

@@ -100,7 +100,7 @@ def test_entries_are_keyed_and_the_chain_reads_back(log):
     assert [e.action for e in entries] == ["bootstrap", "reject", "promote", "rollback"]
     assert {entry["alg"] for _, entry in stored(config)} == {"hmac-sha256"}
     assert [seq for seq, _ in stored(config)] == [1, 2, 3, 4]
-    assert history.audit_head(config, config.model.registered_name) == (4, entries[-1].hash)
+    assert history.audit_head(config, config.model.registered_name)[:2] == (4, entries[-1].hash)
     with pytest.raises(AuditIntegrityError, match="signed with hmac-sha256"):
         audit.read_audit(config.model_copy(update={"audit_key": None}))
 
@@ -177,7 +177,7 @@ def test_a_file_log_of_an_earlier_release_is_verified_and_moved_in(config):
         not config.audit_log_file.exists()
         and config.audit_log_file.with_name("model_audit.jsonl.moved-to-database").exists()
     )
-    assert history.audit_head(config, config.model.registered_name) == (4, entries[-1].hash)
+    assert history.audit_head(config, config.model.registered_name)[:2] == (4, entries[-1].hash)
     _append(config, "reject", "1", "2", 5)
     assert len(audit.read_audit(config)) == 5
 
@@ -360,7 +360,7 @@ def test_a_file_log_that_disagrees_with_the_recorded_head_is_not_moved_in(config
     entries = _file_log(config)
     with history.engine(config).begin() as conn:
         head_hash = entries[recorded - 1]["hash"] if right_hash and recorded <= 4 else "0" * 64
-        history.set_audit_head(conn, config.model.registered_name, recorded, head_hash)
+        history.set_audit_head(conn, config.model.registered_name, recorded, head_hash, None)  # an older release's
     with pytest.raises(AuditIntegrityError, match=f"truncated or rewritten: it holds 4 entries.*recorded {recorded}"):
         audit.read_audit(config)
     assert config.audit_log_file.exists() and stored(config) == []
@@ -369,7 +369,7 @@ def test_a_file_log_that_disagrees_with_the_recorded_head_is_not_moved_in(config
 def test_a_file_log_that_matches_the_recorded_head_is_moved_in_with_its_hashes(config, caplog):
     entries = _file_log(config)
     with history.engine(config).begin() as conn:
-        history.set_audit_head(conn, config.model.registered_name, 3, entries[2]["hash"])
+        history.set_audit_head(conn, config.model.registered_name, 3, entries[2]["hash"], None)  # an older release's
     with caplog.at_level("WARNING", logger="pipelines.audit"):
         assert [e.hash for e in audit.read_audit(config)] == [e["hash"] for e in entries]
     with history.engine(config).connect() as conn:
@@ -377,7 +377,7 @@ def test_a_file_log_that_matches_the_recorded_head_is_moved_in_with_its_hashes(c
             sa.select(history.AUDIT_LOG.c.model_name, history.AUDIT_LOG.c.seq, history.AUDIT_LOG.c.hash).order_by("seq")
         ).all()
     assert [tuple(r) for r in rows] == [(config.model.registered_name, n, e["hash"]) for n, e in enumerate(entries, 1)]
-    assert history.audit_head(config, config.model.registered_name) == (4, entries[-1]["hash"])
+    assert history.audit_head(config, config.model.registered_name)[:2] == (4, entries[-1]["hash"])
     assert any("(4 entries) was verified and moved into the database" in r.getMessage() for r in caplog.records)
 
 
@@ -397,3 +397,105 @@ def test_a_file_log_with_only_a_torn_line_moves_in_as_an_empty_log(config):
     assert not config.audit_log_file.exists() and history.audit_head(config, config.model.registered_name) is None
     _append(config, "bootstrap", None, "1", 1)
     assert [e.action for e in audit.read_audit(config)] == ["bootstrap"]
+
+
+def _cut_tail_and_forge_head(config, mac=None):
+    """An attacker without the key: delete the last entry and point the head at the new last row."""
+    rows = stored(config)
+    tamper(config, "DELETE FROM audit_log WHERE seq = :seq", seq=len(rows))
+    last = rows[-2][1]["hash"]
+    with history.engine(config).begin() as conn:
+        history.set_audit_head(conn, config.model.registered_name, len(rows) - 1, last, mac)
+
+
+@pytest.mark.parametrize("mac", [None, "0" * 64], ids=["head-without-mac", "head-with-a-made-up-mac"])
+def test_a_cut_tail_with_a_rewritten_head_is_detected(log, mac):
+    config = log
+    _cut_tail_and_forge_head(config, mac)
+    with pytest.raises(AuditIntegrityError, match="head record .* was changed or written without the key"):
+        audit.read_audit(config)
+    page = render_page(config, "/monitoring")
+    assert "changed or written without the key" in page
+
+
+def test_a_cut_rollback_is_never_undone_by_the_next_alias_move(lake):
+    config, first, second = lake  # the last entry is the rollback to the first version
+    assert Registry.open(config).champion().version == first.version
+    _cut_tail_and_forge_head(config)
+    with pytest.raises(AuditIntegrityError, match="changed or written without the key"):
+        reject(config, second, "a later action", "erin", "run-7", None)
+    assert Registry.open(config).champion().version == first.version  # the rolled-back version stays out
+
+
+def test_an_unkeyed_log_never_finishes_an_interrupted_move(lake):
+    config, first, second = lake
+    unkeyed = config.model_copy(update={"audit_key": None})
+    tamper(config, "DELETE FROM audit_log")
+    with history.engine(config).begin() as conn:
+        conn.execute(history.AUDIT_HEAD.delete())
+    for number, (action, old, new) in enumerate(
+        [("bootstrap", None, first.version), ("promote", first.version, second.version)]
+    ):
+        _append(unkeyed, action, old, new, number)  # the log says v2, the alias says v1
+    with pytest.raises(AuditIntegrityError, match="the log is not keyed, so it cannot vouch for that move"):
+        reject(unkeyed, second, "a later action", "erin", "run-7", None)
+    assert Registry.open(config).champion().version == first.version
+
+
+def test_a_sealed_head_verifies_and_sealing_needs_the_key(log):
+    config = log
+    name = config.model.registered_name
+    count, head_hash, _ = history.audit_head(config, name)
+    with history.engine(config).begin() as conn:  # a head written by a release before keyed heads
+        history.set_audit_head(conn, name, count, head_hash, None)
+    with pytest.raises(AuditIntegrityError, match="pipelines.cli seal-audit"):
+        audit.read_audit(config)
+    with pytest.raises(AuditIntegrityError, match="set AIRFLOW_VAR_PIPELINE_AUDIT_KEY first"):
+        audit.seal_head(config.model_copy(update={"audit_key": None}))
+    assert audit.seal_head(config) == 4
+    assert [e.action for e in audit.read_audit(config)] == ["bootstrap", "reject", "promote", "rollback"]
+    other_key = config.model_copy(update={"audit_key": "another-key"})
+    with pytest.raises(AuditIntegrityError):
+        audit.read_audit(other_key)
+
+
+def test_a_wiped_registry_and_log_do_not_bootstrap_over_a_history_of_earlier_champions(lake):
+    from pipelines.errors import ChampionMissingError
+    from pipelines.promotion import record_bootstrap
+
+    config, first, second = lake
+    for ds, version in (("2026-09-20", first.version), ("2026-09-21", second.version)):
+        history.record_night(config, ds, first.name, version, rows=10, validation_success=True)
+    models = Registry.open(config)
+    for alias in ("champion", "previous", "challenger"):
+        models.delete_alias(alias)
+    tamper(config, "DELETE FROM audit_log")
+    with history.engine(config).begin() as conn:
+        conn.execute(history.AUDIT_HEAD.delete())
+    with pytest.raises(ChampionMissingError, match=f"nights scored by v{first.version}, v{second.version}"):
+        record_bootstrap(config, models, second, "run-9")
+    assert models.alias_version("champion") is None and audit.read_audit(config) == []
+
+
+@pytest.mark.parametrize("entry", ["[1, 2, 3]", "null", "42", '"text"'])
+def test_an_entry_that_is_not_an_object_shows_the_red_line(log, entry):
+    config = log
+    tamper(config, "UPDATE audit_log SET entry = :entry WHERE seq = 2", entry=entry)
+    with pytest.raises(AuditIntegrityError, match="entry 2 is not an entry"):
+        audit.read_audit(config)
+    assert "entry 2 is not an entry" in render_page(config, "/monitoring")
+
+
+def test_a_chain_rehashed_with_plain_sha256_is_written_without_the_key(log):
+    config = log
+    previous, forged = "", []
+    for _, entry in stored(config):
+        body = {k: v for k, v in entry.items() if k != "hash"} | {"previous_hash": previous, "alg": "sha256"}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        forged.append(body | {"hash": digest})
+        previous = digest
+    rewrite(config, forged)
+    with pytest.raises(
+        AuditIntegrityError, match="entry 1 is not keyed \\(sha256\\): it was changed or written without"
+    ):
+        audit.read_audit(config)

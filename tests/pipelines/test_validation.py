@@ -82,7 +82,7 @@ def test_duplicate_ids_null_ids_and_too_few_rows_are_broken(lake, profile):
     with pytest.raises(PartitionQuarantinedError) as info:
         validate_against_profile(lake, "2026-09-03", profile)
     assert "id column 'application_id': expected unique ids, found 0.73% of rows sharing an id" in str(info.value)
-    assert "accept_quarantine" in str(info.value)
+    assert "can never be accepted" in str(info.value) and "accept_quarantine" not in str(info.value)
     # the error carries what the history and the alert record, so they need nothing else
     assert info.value.ds == "2026-09-03" and info.value.rows == 1500
     assert any("expected unique ids" in failure for failure in info.value.failures)
@@ -139,18 +139,30 @@ def test_each_check_severity_is_configurable(lake, profile):
 
 
 def test_an_operator_can_accept_a_quarantined_night_and_a_fixed_one_clears_it(lake, profile):
-    _rewrite(lake, "2026-09-04", lambda f: f.__setitem__("application_id", 7))
+    severity = lake.validation.severity.model_copy(update={"range": "quarantine"})
+    strict = lake.model_copy(update={"validation": lake.validation.model_copy(update={"severity": severity})})
+    _rewrite(strict, "2026-09-04", lambda f: f.__setitem__("age", 400))
     with pytest.raises(PartitionQuarantinedError):
-        validate_against_profile(lake, "2026-09-04", profile)
-    assert partition_dir(lake.data_root, "quarantine", "2026-09-04").exists()
-    accepted = validate_against_profile(lake, "2026-09-04", profile, accepted_by="alice")
-    assert accepted.success and accepted.warnings[0].startswith("accepted by alice: id column 'application_id'")
-    assert not partition_dir(lake.data_root, "quarantine", "2026-09-04").exists()  # usable for training now
+        validate_against_profile(strict, "2026-09-04", profile)
+    assert partition_dir(strict.data_root, "quarantine", "2026-09-04").exists()
+    accepted = validate_against_profile(strict, "2026-09-04", profile, accepted_by="alice")
+    assert accepted.success and accepted.warnings[0].startswith("accepted by alice: column 'age'")
+    assert not partition_dir(strict.data_root, "quarantine", "2026-09-04").exists()  # usable for training now
     with pytest.raises(PartitionQuarantinedError):
-        validate_against_profile(lake, "2026-09-04", profile)
-    sample_data.write_day(lake.data_root, date(2026, 9, 4), 1500, 7, sample_data.DriftSpec(), with_labels=False)
-    assert validate_against_profile(lake, "2026-09-04", profile).success
-    assert not partition_dir(lake.data_root, "quarantine", "2026-09-04").exists()
+        validate_against_profile(strict, "2026-09-04", profile)
+    sample_data.write_day(strict.data_root, date(2026, 9, 4), 1500, 7, sample_data.DriftSpec(), with_labels=False)
+    assert validate_against_profile(strict, "2026-09-04", profile).success
+    assert not partition_dir(strict.data_root, "quarantine", "2026-09-04").exists()
+
+
+@pytest.mark.parametrize("damage", ["duplicate", "null"])
+def test_broken_ids_can_never_be_accepted(lake, profile, damage):
+    value = 7 if damage == "duplicate" else None
+    _rewrite(lake, "2026-09-04", lambda f: f.__setitem__("application_id", value))
+    with pytest.raises(PartitionQuarantinedError, match="id column 'application_id'") as info:
+        validate_against_profile(lake, "2026-09-04", profile, accepted_by="alice")
+    assert "accept the night" not in str(info.value)
+    assert _quarantine(lake, "2026-09-04")["acceptable"] is False
 
 
 def test_unknown_categories_under_the_tolerance_pass_quietly(lake, profile):
