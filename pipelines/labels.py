@@ -107,17 +107,31 @@ def read_labels(config: PipelineConfig, ds: str) -> LabelSet:
             if missing:
                 issues.append(f"label file {file.name} has no column {missing[0]!r}: skipped")
                 continue
-            frames.append(read_parquet(file, columns=[config.id_column, config.target]).to_pandas())
+            raw = read_parquet(file, columns=[config.id_column, config.target]).to_pandas()
         except (pa.ArrowException, OSError) as exc:
             issues.append(f"label file {file.name} is not readable Parquet ({str(exc).splitlines()[0][:200]}): skipped")
-    raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({config.id_column: [], config.target: []})
-    labels = pd.DataFrame({"key": id_key(raw[config.id_column]), "target": _binary(raw[config.target])})
-    no_id = raw[config.id_column].isna().to_numpy()
+            continue
+        # each file's ids become the text they stand for before files meet: text ids in one file and float ids in
+        # another (12345 and 12345.0) must match, and a column mixing both types cannot be keyed afterwards
+        frames.append(
+            pd.DataFrame(
+                {
+                    "key": id_key(raw[config.id_column]),
+                    "no_id": raw[config.id_column].isna(),
+                    "target": _binary(raw[config.target]),
+                    "given": raw[config.target].astype(object),
+                }
+            )
+        )
+    empty = pd.DataFrame({"key": [], "no_id": [], "target": [], "given": []})
+    every = pd.concat(frames, ignore_index=True) if frames else empty
+    labels = every[["key", "target"]]
+    no_id = every["no_id"].to_numpy(dtype=bool)
     if no_id.any():
         issues.append(f"{int(no_id.sum()):,} label(s) have no id: left out")
     bad = labels["target"].isna().to_numpy() & ~no_id
     if bad.any():
-        shown = _examples(raw.loc[bad, config.target])
+        shown = _examples(every.loc[bad, "given"])
         issues.append(f"{int(bad.sum()):,} label(s) are missing or not 0/1 (for example {shown}): left out")
     valid = labels[~no_id & ~bad]
     unique = valid.drop_duplicates()
@@ -133,7 +147,7 @@ def read_labels(config: PipelineConfig, ds: str) -> LabelSet:
     labels = unique[~unique["key"].isin(conflicting)].astype({"target": "int64"})
     for issue in issues:
         log.warning("labels of %s: %s", ds, issue)
-    return LabelSet(ds, labels.reset_index(drop=True), len(raw), issues, fingerprint(files))
+    return LabelSet(ds, labels.reset_index(drop=True), len(every), issues, fingerprint(files))
 
 
 def match_labels(predictions: pd.DataFrame, labels: LabelSet) -> LabelMatch:

@@ -92,6 +92,19 @@ def test_ids_of_another_type_still_match(lake):
         assert matched.coverage == pytest.approx(1.0), matched.issues
 
 
+def test_files_whose_ids_differ_in_type_all_meet_their_scores(lake):
+    labels = _labels(lake, GOOD)
+    half = len(labels) // 2
+    text = labels.iloc[:half].assign(application_id=labels["application_id"].iloc[:half].astype(str))
+    floats = labels.iloc[half:].assign(application_id=labels["application_id"].iloc[half:].astype("float64"))
+    tables = {"text.parquet": text, "float.parquet": floats}
+    _replace_labels(lake, GOOD, {n: pa.Table.from_pandas(t, preserve_index=False) for n, t in tables.items()})
+    read = read_labels(lake, GOOD)
+    matched = match_labels(_scores(lake, GOOD), read)
+    assert read.rows_read == len(labels)
+    assert matched.coverage == pytest.approx(1.0) and matched.unscored_label_ids == 0, matched.issues
+
+
 def _version(config):
     ref = Registry.open(config).champion()
     return ref.name, ref.version
