@@ -79,7 +79,10 @@ def engine(config: PipelineConfig) -> sa.Engine:
     if url not in _ENGINES:
         if url.startswith("sqlite:///"):
             (config.work_root / MONITORING).mkdir(parents=True, exist_ok=True)
-        created = sa.create_engine(url)
+        # SQLite: no pooled connections, so every use opens the file on disk now (a database restored by copying a
+        # file over it is what the next page view reads, not the old file a pooled connection still holds open)
+        options = {"poolclass": sa.pool.NullPool} if url.startswith("sqlite") else {}
+        created = sa.create_engine(url, **options)
         METADATA.create_all(created)
         _add_missing_columns(created)
         _make_append_only(created)

@@ -499,3 +499,24 @@ def test_a_chain_rehashed_with_plain_sha256_is_written_without_the_key(log):
         AuditIntegrityError, match="entry 1 is not keyed \\(sha256\\): it was changed or written without"
     ):
         audit.read_audit(config)
+
+
+@pytest.mark.parametrize("how", ["copied-over", "moved-in"])
+def test_the_page_reads_a_restored_database_file_at_every_view(log, tmp_path, how):
+    import shutil
+    from pathlib import Path
+
+    config = log
+    database = Path(config.history_url.removeprefix("sqlite:///"))
+    assert "Champion history" in render_page(config, "/monitoring") and "restore" not in render_page(
+        config, "/monitoring"
+    )
+    backup = tmp_path / "backup.db"
+    shutil.copyfile(database, backup)
+    with sa.create_engine(f"sqlite:///{backup}").begin() as conn:  # a backup whose head record was lost
+        conn.execute(history.AUDIT_HEAD.delete())
+    if how == "copied-over":
+        shutil.copyfile(backup, database)
+    else:
+        os.replace(backup, database)
+    assert "has no record of its head" in render_page(config, "/monitoring")
