@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.config import PipelineConfig
+from pipelines.errors import DataRootError
 from pipelines.lake import LABELS, partition_files, read_parquet, read_schema
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,12 @@ def _binary(target: pd.Series) -> pd.Series:
 
 def read_labels(config: PipelineConfig, ds: str) -> LabelSet:
     """Read `labels/ds=<ds>`: unreadable files and files without the id or target column are reported and skipped."""
-    files = partition_files(config.data_root, LABELS, ds)
     issues, frames = [], []
+    try:
+        files = partition_files(config.data_root, LABELS, ds)
+    except DataRootError as exc:
+        files = []
+        issues.append(f"{exc}: no label of this night was read")
     for file in files:
         try:
             names = read_schema(file).names

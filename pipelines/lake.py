@@ -333,13 +333,24 @@ def data_files(folder: DataPath) -> list[DataPath]:
 
     Like Hive, Spark and pyarrow's dataset discovery, every file whose name does not start with `.` or `_`
     is data, whatever its extension (`part-0`, `x.PARQUET`); `_SUCCESS` markers and hidden temporary
-    files are skipped. A visible file that is not Parquet is refused by validation with its name.
+    files are skipped. A visible file that is not Parquet is refused by validation with its name; a visible folder
+    (`part-0.parquet/`) raises DataRootError naming it, so nothing waits for files that are never read.
     """
+    visible: list[DataPath]
     if isinstance(folder, LakePath):  # one listing: no request per key
-        return sorted(p for p, _ in folder.listing() if _is_data_name(p.name) and p.is_file())
-    if not folder.is_dir():
+        visible = [p for p, _ in folder.listing() if p.name and _is_data_name(p.name)]
+    elif not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if _is_data_name(p.name) and p.is_file())
+    else:
+        visible = [p for p in folder.iterdir() if _is_data_name(p.name)]
+    folders = sorted(p.name for p in visible if not p.is_file())
+    if folders:
+        raise DataRootError(
+            f"partition {folder} holds a folder where only data files belong ({', '.join(folders[:5])}/): a "
+            "partition is one folder of Parquet files. Move the folder out (or give it a name starting with _ to "
+            "have it skipped), then rerun this date"
+        )
+    return sorted(visible)
 
 
 def _is_data_name(name: str) -> bool:
@@ -372,9 +383,17 @@ def list_partitions(data_root: DataPath, area: str) -> list[date]:
     found = []
     for child in root.iterdir():
         match = _DS_DIR.match(child.name)
-        if match and data_files(child):
+        if match and _has_data(child):
             found.append(date.fromisoformat(match.group(1)))
     return sorted(found)
+
+
+def _has_data(folder: DataPath) -> bool:
+    """Whether a partition folder holds data files, or something visible that validation will refuse by name."""
+    try:
+        return bool(data_files(folder))
+    except DataRootError:
+        return True
 
 
 def earliest_partition(data_root: DataPath, area: str) -> date | None:
@@ -550,7 +569,10 @@ def wait_for_partition(config: Any, ds: str) -> tuple[bool, str]:
         raise DataRootError(
             f"{folder} is a file, not a partition folder: move it aside and land the partition's files in a folder"
         )
-    files = data_files(folder)
+    try:
+        files = data_files(folder)
+    except DataRootError as exc:  # it has arrived, wrongly shaped: validation quarantines it with this reason
+        return True, f"partition {folder} has arrived, but cannot be read: {exc}"
     if files:
         return True, f"partition {folder} has arrived ({len(files)} file(s): {', '.join(f.name for f in files[:5])})"
     return False, (

@@ -31,7 +31,7 @@ from pipelines.column_kinds import (
     kind_problem,
 )
 from pipelines.config import PipelineConfig
-from pipelines.errors import PartitionSchemaError
+from pipelines.errors import DataRootError, PartitionSchemaError
 from pipelines.lake import INCOMING, DataPath, parquet_file, partition_files, read_metadata
 
 IDENTIFIER, TIMESTAMP, TARGET = "id", "timestamp", "target"
@@ -334,5 +334,8 @@ def read_table(partition: PartitionSchema, batch_rows: int = 65_536, tally: Read
 
 def incoming_partition(config: PipelineConfig, ds: str) -> PartitionSchema:
     """Resolve `incoming/ds=<ds>` against the configured columns (PartitionMissingError if it has no files)."""
-    files = partition_files(config.data_root, INCOMING, ds)
+    try:
+        files = partition_files(config.data_root, INCOMING, ds)
+    except DataRootError as exc:  # a folder where data files belong: the partition is broken, the others go on
+        raise PartitionSchemaError(str(exc), [str(exc)]) from exc
     return resolve(files, column_roles(config), f"{INCOMING}/ds={ds}", config.validation.max_value_chars)

@@ -427,3 +427,21 @@ def test_checks_that_warn_name_their_feature_column_once_and_broken_data_always_
     )
     failures, warnings, warned = describe_results(strict, results)
     assert len(failures) == 3 and len(warnings) == 1 and warned == [feature]
+
+
+def test_a_folder_named_like_a_data_file_is_refused_at_once_by_name(lake, profile):
+    from pipelines.lake import list_partitions, wait_for_partition
+
+    folder = partition_dir(lake.data_root, "incoming", "2026-09-03")
+    file = next(folder.glob("*.parquet"))
+    (folder / "part-0.parquet").mkdir()
+    file.rename(folder / "part-0.parquet" / "inner.parquet")  # the partition holds only the folder now
+    arrived, message = wait_for_partition(lake, "2026-09-03")
+    assert arrived and "holds a folder where only data files belong (part-0.parquet/)" in message
+    assert date(2026, 9, 3) in list_partitions(lake.data_root, "incoming")
+    with pytest.raises(
+        PartitionQuarantinedError, match=r"holds a folder where only data files belong \(part-0.parquet/\)"
+    ):
+        validate_against_profile(lake, "2026-09-03", profile, accepted_by="alice")
+    assert "part-0.parquet/" in _quarantine(lake, "2026-09-03")["reason"]
+    assert validate_against_profile(lake, "2026-09-02", profile).success  # the other nights go on
