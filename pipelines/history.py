@@ -233,6 +233,17 @@ def set_audit_head(conn: sa.Connection, model_name: str, entries: int, head_hash
     )
 
 
+def quarantined_nights(config: PipelineConfig) -> set[str]:
+    """The nights whose latest record is a refusal by validation (the database's word, beside the report store's)."""
+    latest: dict[str, tuple[Any, bool]] = {}
+    with engine(config).connect() as conn:
+        rows = conn.execute(sa.select(NIGHTS.c.ds, NIGHTS.c.validation_success, NIGHTS.c.updated_at)).all()
+    for ds, success, at in rows:
+        if ds not in latest or (at is not None and (latest[ds][0] is None or at > latest[ds][0])):
+            latest[ds] = (at, bool(success))
+    return {ds for ds, (_, success) in latest.items() if not success}
+
+
 def scored_versions(config: PipelineConfig) -> list[str]:
     """The model versions the history recorded nights for, oldest night first (evidence of earlier champions)."""
     with engine(config).connect() as conn:

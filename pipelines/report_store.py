@@ -9,11 +9,17 @@ S3 has no rename, so a publish is made atomic by a manifest: the files go under 
 (`<folder>/<version>/<name>`), then one `manifest.json` (a single-object write, atomic on S3) names that version
 and each file's SHA-256. A reader only follows the manifest: it sees the old set or the new one, never half of one,
 and a file whose bytes are not the ones the manifest names is refused. Older versions are deleted after the swap.
+
+The bucket is a trust boundary: whoever may write it could otherwise serve any HTML as a night's report or add
+quarantine records that training trusts. Every manifest is signed (HMAC-SHA256 with the audit key,
+$AIRFLOW_VAR_PIPELINE_AUDIT_KEY), and a manifest that is malformed or not signed with this deployment's key is
+refused: never served, never counted as a quarantine.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import re
@@ -22,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import PipelineConfig, StoreLocation, parse_store_url
+from pipelines.config import AUDIT_KEY_ENV_VAR, PipelineConfig, StoreLocation, parse_store_url
 from pipelines.errors import ReportStoreError
 from pipelines.lake import is_leftover
 
@@ -47,6 +53,39 @@ def _client() -> Any:
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _key(config: PipelineConfig) -> bytes:
+    if not config.audit_key:
+        raise ReportStoreError(
+            f"the report store's manifests are signed with the audit key: set {AUDIT_KEY_ENV_VAR} (the Airflow "
+            "Variable pipeline_audit_key) on every machine that publishes or serves reports"
+        )
+    return config.audit_key.encode()
+
+
+def _signature(config: PipelineConfig, manifest: dict[str, Any]) -> str:
+    body = json.dumps({k: v for k, v in manifest.items() if k != "signature"}, sort_keys=True).encode()
+    return hmac.new(_key(config), body, hashlib.sha256).hexdigest()
+
+
+def _verified(config: PipelineConfig, body: bytes, where: str) -> dict[str, Any]:
+    """The manifest in `body` if it is well formed and signed with this deployment's key; else ReportStoreError."""
+    try:
+        manifest = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReportStoreError(f"{where} is not a manifest (not JSON: {exc}); republish the folder") from exc
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+        isinstance(e, dict) and isinstance(e.get("sha256"), str) and _NAME.match(str(n)) for n, e in files.items()
+    ):
+        raise ReportStoreError(f"{where} is not a manifest (no map of file names to digests); republish the folder")
+    if not hmac.compare_digest(str(manifest.get("signature", "")), _signature(config, manifest)):
+        raise ReportStoreError(
+            f"{where} is not signed with this deployment's audit key: it was written by something else than the "
+            "pipeline (or with another key) and is refused; republish the folder, and check who may write the bucket"
+        )
+    return manifest
 
 
 def _check_folder(folder: str) -> None:
@@ -98,14 +137,19 @@ def publish(config: PipelineConfig, local: Path, names: list[str] | None = None)
             client.put_object(Bucket=where.bucket, Key=where.key(folder, version, path.name), Body=data)
             entries[path.name] = {"sha256": _digest(data), "bytes": len(data), "version": version}
         if names is not None:
-            before = _manifest(client, where, folder) or {"files": {}}
+            before = _manifest(config, client, where, folder) or {"files": {}}
             kept = {n: {"version": before.get("version"), **e} for n, e in before["files"].items() if n not in entries}
             entries = kept | entries
-        manifest = {"version": version, "published_at": datetime.now(UTC).isoformat(), "files": entries}
+        manifest: dict[str, Any] = {
+            "version": version,
+            "published_at": datetime.now(UTC).isoformat(),
+            "files": entries,
+        }
+        manifest["signature"] = _signature(config, manifest)
         client.put_object(Bucket=where.bucket, Key=key, Body=json.dumps(manifest, indent=1).encode())
         # a publisher of the same folder that swapped its manifest in meanwhile keeps its files: only versions
         # older than ours go, and only while the manifest still names ours
-        if (_manifest(client, where, folder) or {}).get("version") == version:
+        if (_manifest(config, client, where, folder) or {}).get("version") == version:
             kept_versions = {str(entry["version"]) for entry in entries.values()}
             _delete_versions(client, where, folder, older_than=version, keep=kept_versions)
     except (BotoCoreError, ClientError) as exc:
@@ -132,20 +176,27 @@ def withdraw(config: PipelineConfig, local: Path) -> None:
 
 def published(config: PipelineConfig, area: str) -> set[str] | None:
     """The folders of an area (`quarantine`) that hold a published manifest, e.g. {"ds=2026-09-01"}; None without
-    a report store. The store is what every machine sees, so it speaks for the area, not this machine's copy."""
+    a report store. The store is what every machine sees, so it speaks for the area, not this machine's copy; a
+    manifest that is malformed or not signed with the audit key is left out (and logged), never trusted."""
     where = location(config)
     if where is None:
         return None
     _check_folder(area)
     from botocore.exceptions import BotoCoreError, ClientError
 
-    prefix, found = where.key(area) + "/", set()
+    prefix, found, client = where.key(area) + "/", set(), _client()
     try:
-        for page in _client().get_paginator("list_objects_v2").paginate(Bucket=where.bucket, Prefix=prefix):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=where.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 folder, _, name = item["Key"][len(prefix) :].partition("/")
-                if name == MANIFEST:
-                    found.add(folder)
+                if name != MANIFEST or not _FOLDER.match(folder):
+                    continue
+                try:
+                    _manifest(config, client, where, f"{area}/{folder}")
+                except ReportStoreError as exc:
+                    log.error("%s", exc)
+                    continue
+                found.add(folder)
     except (BotoCoreError, ClientError) as exc:
         raise _unreachable(where, f"list {area} in", exc) from exc
     return found
@@ -171,16 +222,20 @@ def _delete_versions(
         client.delete_objects(Bucket=where.bucket, Delete={"Objects": doomed[start : start + 1000], "Quiet": True})
 
 
-def _manifest(client: Any, where: StoreLocation, folder: str) -> dict[str, Any] | None:
+def _manifest(config: PipelineConfig, client: Any, where: StoreLocation, folder: str) -> dict[str, Any] | None:
+    key = where.key(folder, MANIFEST)
     try:
-        body = client.get_object(Bucket=where.bucket, Key=where.key(folder, MANIFEST))["Body"].read()
+        body = client.get_object(Bucket=where.bucket, Key=key)["Body"].read()
     except client.exceptions.NoSuchKey:
         return None
-    return json.loads(body)
+    return _verified(config, body, f"s3://{where.bucket}/{key}")
 
 
 def fetch(config: PipelineConfig, folder: str, name: str) -> bytes | None:
-    """Return a published file's bytes, or None when the manifest does not name it (or it fails its digest)."""
+    """Return a published file's bytes, or None when no manifest names it (or it fails its digest).
+
+    ReportStoreError when the store cannot be read or its manifest is malformed or not signed with the audit key.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
     where = location(config)
@@ -188,14 +243,14 @@ def fetch(config: PipelineConfig, folder: str, name: str) -> bytes | None:
         return None
     _check_folder(folder)
     try:
-        return _fetch(_client(), where, folder, name)
+        return _fetch(config, _client(), where, folder, name)
     except (BotoCoreError, ClientError) as exc:
         raise _unreachable(where, f"read {folder}/{name} from", exc) from exc
 
 
-def _fetch(client: Any, where: StoreLocation, folder: str, name: str) -> bytes | None:
+def _fetch(config: PipelineConfig, client: Any, where: StoreLocation, folder: str, name: str) -> bytes | None:
     for _ in range(2):  # a publish that swapped the manifest and removed the old version meanwhile: read it again
-        manifest = _manifest(client, where, folder)
+        manifest = _manifest(config, client, where, folder)
         entry = (manifest or {}).get("files", {}).get(name)
         if manifest is None or entry is None:
             return None

@@ -14,7 +14,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
-from pipelines import report_store
+from pipelines import history, report_store
 from pipelines.config import PipelineConfig
 from pipelines.drift import calibrate_thresholds
 from pipelines.errors import PipelineError, TrainingNotReady
@@ -49,6 +49,9 @@ def training_partitions(
         quarantined = {d for d in labelled if partition_dir(config.work_root, QUARANTINE, d).is_dir()}
     else:
         quarantined = {d for d in labelled if f"ds={d.isoformat()}" in shared}
+    # and what the history database recorded: a record withdrawn from the bucket by someone else is still refused
+    refused = history.quarantined_nights(config)
+    quarantined |= {d for d in labelled if d.isoformat() in refused}
     usable = sorted(d for d in labelled - quarantined if (end is None or d <= end) and (start is None or d >= start))
     return usable[-(window_partitions or config.training.window_partitions) :]
 

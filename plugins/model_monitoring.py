@@ -5,8 +5,9 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
+from pipelines.errors import ReportStoreError
 from pipelines.urls import MONITORING_PREFIX, comparison_route, report_route
 
 # Reports are built from data that outsiders can influence. Served under the Airflow site, a report runs
@@ -71,6 +72,12 @@ async def _to_login(request: Request, _: LoginRequired):
     if "text/html" in request.headers.get("accept", ""):
         return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
     return HTMLResponse("Not authenticated: log in to Airflow first", status_code=401)
+
+
+@app.exception_handler(ReportStoreError)
+async def _store_error(request: Request, exc: ReportStoreError):
+    """A report store that cannot be read, or a manifest it refuses: 502 with the reason (as text, never HTML)."""
+    return PlainTextResponse(f"the report could not be served: {exc}", status_code=502, headers=DATA_HEADERS)
 
 
 @app.get("/", response_class=HTMLResponse, dependencies=[Depends(require_airflow_login)])

@@ -1,6 +1,7 @@
 """Reports and quarantine records on an S3-compatible store (moto's server on loopback): published whole through a
 manifest, read back by the monitoring page, refused when altered, and a clear error when the store is away."""
 
+import hashlib
 import json
 import logging
 import shutil
@@ -178,7 +179,9 @@ def test_a_reader_that_followed_a_replaced_manifest_reads_the_new_one(store, mon
     config, client, bucket = store
     folder = _night(config, "2026-09-01", **{"drift.html": "first"})
     report_store.publish(config, folder)
-    stale = report_store._manifest(report_store._client(), report_store.location(config), "reports/ds=2026-09-01")
+    stale = report_store._manifest(
+        config, report_store._client(), report_store.location(config), "reports/ds=2026-09-01"
+    )
     folder = _night(config, "2026-09-01", **{"drift.html": "second"})
     report_store.publish(config, folder)  # deletes the first version
     real, calls = report_store._manifest, []
@@ -225,3 +228,96 @@ def test_a_step_that_adds_reports_keeps_the_ones_another_machine_published(store
     assert read_report(config, "ds=2026-09-01", "performance.html") is None
     assert read_report(config, "ds=2026-09-01", "drift.html") == b"rerun of the night"
     assert len({k.split("/")[4] for k in _keys(client, bucket) if not k.endswith("manifest.json")}) == 1
+
+
+def _manifest_key(config, folder):
+    return report_store.location(config).key(folder, report_store.MANIFEST)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"{not json", "is not a manifest \\(not JSON"),
+        (b'{"version": "v", "files": []}', "is not a manifest \\(no map of file names"),
+        (b"[1, 2]", "is not a manifest \\(no map of file names"),
+        (b"null", "is not a manifest \\(no map of file names"),
+    ],
+)
+def test_a_malformed_manifest_is_a_clear_error(store, body, problem):
+    config, client, bucket = store
+    report_store.publish(config, _night(config, "2026-09-01", **{"drift.html": "<p>real</p>"}))
+    client.put_object(Bucket=bucket, Key=_manifest_key(config, "reports/ds=2026-09-01"), Body=body)
+    with pytest.raises(ReportStoreError, match=problem):
+        read_report(config, "ds=2026-09-01", "drift.html")
+
+
+def test_a_manifest_written_without_the_key_is_refused(store):
+    config, client, bucket = store
+    folder = _night(config, "2026-09-01", **{"drift.html": "<p>real</p>"})
+    report_store.publish(config, folder)
+    evil = b"<script>steal()</script>"
+    client.put_object(Bucket=bucket, Key="team-a/nightly/reports/ds=2026-09-01/evil/drift.html", Body=evil)
+    forged = {"version": "evil", "files": {"drift.html": {"sha256": hashlib.sha256(evil).hexdigest(), "bytes": 24}}}
+    for manifest in (forged, forged | {"signature": "0" * 64}):
+        client.put_object(
+            Bucket=bucket, Key=_manifest_key(config, "reports/ds=2026-09-01"), Body=json.dumps(manifest).encode()
+        )
+        with pytest.raises(ReportStoreError, match="is not signed with this deployment's audit key"):
+            read_report(config, "ds=2026-09-01", "drift.html")
+    other = config.model_copy(update={"audit_key": "another-deployment"})
+    report_store.publish(config, folder)
+    with pytest.raises(ReportStoreError, match="is not signed with this deployment's audit key"):
+        read_report(other, "ds=2026-09-01", "drift.html")
+    assert read_report(config, "ds=2026-09-01", "drift.html") == b"<p>real</p>"
+
+
+def test_quarantine_records_forged_or_withdrawn_in_the_bucket_do_not_move_training(store):
+    from pipelines import history
+    from pipelines.training import training_partitions
+
+    config, client, bucket = store
+    sample_data.generate(config.data_root, date(2026, 9, 1), 4, 300, label_delay_days=0)
+    all_days = training_partitions(config)
+    assert [d.isoformat() for d in all_days] == ["2026-09-01", "2026-09-02", "2026-09-03", "2026-09-04"]
+    # a quarantine the pipeline recorded (in the history and the store), then withdrawn by a bucket writer
+    history.record_night(config, "2026-09-02", "m", "1", rows=10, validation_success=False)
+    # a quarantine record the pipeline never wrote
+    forged = {"version": "v", "files": {"validation.json": {"sha256": "0" * 64}}}
+    client.put_object(Bucket=bucket, Key=_manifest_key(config, "quarantine/ds=2026-09-03"), Body=json.dumps(forged))
+    days = [d.isoformat() for d in training_partitions(config)]
+    assert days == ["2026-09-01", "2026-09-03", "2026-09-04"]
+
+
+@pytest.fixture
+def plugin_client(store, monkeypatch):
+    """The monitoring plugin's own app, logged in, on the store's config (what the api-server mounts)."""
+    import importlib.util
+
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location(
+        "model_monitoring_under_test", REPO / "plugins" / "model_monitoring.py"
+    )
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    config = store[0]
+    monkeypatch.setattr(plugin, "_config", lambda: config)
+    plugin.app.dependency_overrides[plugin.require_airflow_login] = lambda: "alice"
+    return TestClient(plugin.app), store
+
+
+def test_the_plugin_answers_store_problems_with_a_status_and_a_reason(plugin_client, monkeypatch):
+    client, (config, s3, bucket) = plugin_client
+    report_store.publish(config, _night(config, "2026-09-01", **{"drift.html": "<p>real</p>"}))
+    assert client.get("/reports/ds=2026-09-01/drift.html").status_code == 200
+    s3.put_object(Bucket=bucket, Key=_manifest_key(config, "reports/ds=2026-09-01"), Body=b'{"files": []}')
+    broken = client.get("/reports/ds=2026-09-01/drift.html")
+    assert broken.status_code == 502 and "is not a manifest" in broken.text
+    assert broken.headers["content-type"].startswith("text/plain")
+    assert client.get("/reports/ds=2026-09-02/drift.html").status_code == 404
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    away = client.get("/reports/ds=2026-09-01/drift.html")
+    assert away.status_code == 502 and "Check that the object store is up" in away.text
