@@ -32,18 +32,19 @@ class Alert:
     def slack_payload(self) -> dict[str, Any]:
         """Slack incoming-webhook JSON: `text` for any receiver, `blocks` for Slack's layout.
 
-        Lines may quote data values; Slack's control characters are escaped so a value cannot form a link
-        or a mention (`<https://evil|click>`, `<!channel>`).
+        Subject and lines may quote data values; in both `text` and the blocks they are escaped so a value cannot
+        form a link or a mention in Slack or in the Slack-compatible receivers that render Markdown
+        (`<https://evil|click>`, `<!channel>`, `@channel`, `[label](https://evil)`). Only our own links are links.
         """
         links = " | ".join(f"<{url}|{_slack_escape(name)}>" for name, url in self.links.items())
-        body = _slack_escape("\n".join(self.lines))
+        subject, body = _slack_escape(self.subject), _slack_escape("\n".join(self.lines))
         blocks: list[dict[str, Any]] = [
-            {"type": "header", "text": {"type": "plain_text", "text": self.subject[:150]}},
+            {"type": "header", "text": {"type": "plain_text", "text": self.subject[:150]}},  # plain text never acts
             {"type": "section", "text": {"type": "mrkdwn", "text": body[:2900] or " "}},
         ]
         if links:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": links[:2900]}]})
-        return {"text": self.text(), "blocks": blocks}
+        return {"text": "\n".join(t for t in (subject, body, links) if t), "blocks": blocks}
 
     def html(self) -> str:
         """The email body."""
@@ -54,8 +55,13 @@ class Alert:
         return f"<h3>{html.escape(self.subject)}</h3>{lines}<ul>{links}</ul>"
 
 
+_ZERO_WIDTH = "\u200b"
+
+
 def _slack_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text as Slack and Markdown receivers show it, never acting: no <link|label>, <!channel>, @mention, [md](link)."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("@", "@" + _ZERO_WIDTH).replace("](", "]" + _ZERO_WIDTH + "(")
 
 
 def run_url(config: PipelineConfig, dag_id: str, run_id: str, task_id: str | None = None) -> str:

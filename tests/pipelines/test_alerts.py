@@ -56,7 +56,8 @@ def test_an_alert_reaches_both_receivers(tmp_path, receivers):
     assert (
         "https://airflow.example.test/dags/retrain_model/runs/manual__2026-10-12T02%3A00%3A00%2B00%3A00" in mail["body"]
     )
-    assert post["path"] == "/T000/B000/alerts" and post["json"]["text"] == alert.text()
+    assert post["path"] == "/T000/B000/alerts" and post["json"] == alert.slack_payload()
+    assert post["json"]["text"].startswith("[credit_default] v4 promoted to champion (was v3)\n")
     assert "<https://airflow.example.test/monitoring/models/v4_vs_v3/candidate.html|Gate comparison>" in json.dumps(
         post["json"]
     )
@@ -116,3 +117,20 @@ def test_alert_config_is_validated(tmp_path):
         load_config(write_config(tmp_path, alerts={"base_url": "airflow.local"}))
     with pytest.raises(ConfigError, match="events"):
         load_config(write_config(tmp_path, alerts={"events": ["promotions"]}))
+
+
+def test_webhook_text_and_blocks_never_let_a_data_value_act(tmp_path):
+    config = _config(tmp_path)
+    hostile = [
+        "<!channel> file <https://evil.example|click>.parquet",
+        "@channel @here look",
+        "[docs](https://evil.example)",
+    ]
+    alert = alerts.quarantine_alert(config, "2026-10-03", hostile, 10, "https://airflow.example/run")
+    payload = alert.slack_payload()
+    shown = [payload["text"], *(b["text"]["text"] for b in payload["blocks"] if b["type"] == "section")]
+    for text in shown:
+        assert "<!channel>" not in text and "<https://evil" not in text
+        assert "@channel" not in text and "@here" not in text and "](https://evil" not in text
+        assert "&lt;!channel&gt; file &lt;https://evil.example|click&gt;.parquet" in text
+    assert "<https://airflow.example/run|Airflow run>" in payload["text"]  # our own links stay links
