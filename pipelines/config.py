@@ -15,7 +15,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipelines.column_kinds import kind_problem
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, redact
 from pipelines.lake import (
     INCOMING,
     MONITORING,
@@ -63,17 +63,45 @@ class StoreLocation:
         return "/".join(p for p in (self.prefix, *parts) if p)
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def _literal_path(value: object) -> object:
+    """A folder as written: `~` and `$VARIABLES` are not expanded, so they are refused rather than made folders."""
+    if isinstance(value, str) and (value.startswith("~") or "$" in value):
+        raise ValueError(
+            f"{value!r}: the config does not expand ~ or $VARIABLES (it would make a folder of that name); write the "
+            "path itself, relative to the config file or absolute, or set it through the environment variable"
+        )
+    return value
+
+
+def _without_secret(url: str | None, variable: str) -> str | None:
+    """Refuse a URL that carries a password or query-string parameters: secrets live in the environment."""
+    if url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.password or parts.query:
+            raise ValueError(
+                f"{redact(url)!r} carries a password or parameters: secrets never go in the YAML; set ${variable} in "
+                "the environment (or an Airflow connection) instead"
+            )
+    return url
+
+
 def parse_store_url(url: str) -> StoreLocation:
     """Return the bucket and prefix of `s3://bucket/prefix`; refuse anything else, and any credential in it."""
     try:
         where = LakePath.from_url(url)
     except ValueError as exc:
-        raise ConfigError(f"report store: {exc}") from exc
+        raise ConfigError(redact(f"report store: {exc}")) from exc
     return StoreLocation(where.bucket, where.key)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # .inf or NaN in a count of minutes or a threshold is a typo that would fail far from the key (OverflowError)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Features(_Section):
@@ -86,8 +114,8 @@ class Features(_Section):
 
 
 class PartitionWait(_Section):
-    timeout_minutes: Annotated[float, Field(gt=0)] = 360
-    poke_interval_seconds: Annotated[float, Field(gt=0)] = 300
+    timeout_minutes: Annotated[float, Field(gt=0, le=366 * 24 * 60)] = 360  # at most a year
+    poke_interval_seconds: Annotated[float, Field(gt=0, le=24 * 3600)] = 300
 
 
 Severity = Literal["quarantine", "warn"]
@@ -133,6 +161,16 @@ class MlflowSettings(_Section):
     tracking_uri: str | None = None
     experiment: str = "nightly-ml"
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_secret_in_tracking_uri(cls, value: str | None) -> str | None:
+        return _without_secret(value, TRACKING_URI_ENV_VAR)
+
+    @field_validator("store_dir", mode="before")
+    @classmethod
+    def _literal_store_dir(cls, value: object) -> object:
+        return _literal_path(value)
+
 
 class Training(_Section):
     # sliding: the newest window_partitions labelled partitions. since_drift_onset: from the first partition of the
@@ -155,7 +193,7 @@ class Scoring(_Section):
     batch_rows: Annotated[int, Field(ge=1024)] = 65_536
     predict_chunk_rows: Annotated[int, Field(ge=256)] = 65_536
     threads: Annotated[int, Field(ge=0)] = 0
-    progress_every_seconds: Annotated[float, Field(gt=0)] = 10
+    progress_every_seconds: Annotated[float, Field(gt=0, le=24 * 3600)] = 10
     # a partition above shard_rows is scored as mapped tasks (one per shard, on any worker) and committed whole
     shard_rows: Annotated[int, Field(ge=1)] = 4_000_000
     max_shards: Annotated[int, Field(ge=2, le=256)] = 8  # far below Airflow's max_map_length (1024)
@@ -203,6 +241,11 @@ class Monitoring(_Section):
     # page serves them from there (pipelines/report_store.py); credentials from the environment, never here
     report_store: str | None = None
 
+    @field_validator("history_url")
+    @classmethod
+    def _no_secret_in_history_url(cls, value: str | None) -> str | None:
+        return _without_secret(value, HISTORY_URL_ENV_VAR)
+
     @field_validator("report_store")
     @classmethod
     def _a_store_url(cls, value: str | None) -> str | None:
@@ -247,7 +290,7 @@ class Promotion(_Section):
     floors: dict[GateMetric, Fraction] = Field(default_factory=_default_floors)
     bootstrap_samples: Annotated[int, Field(ge=100, le=20_000)] = 1000
     require_approval: bool = False
-    approval_timeout_hours: Annotated[float, Field(gt=0)] = 24
+    approval_timeout_hours: Annotated[float, Field(gt=0, le=366 * 24)] = 24
 
 
 class EmailAlerts(_Section):
@@ -283,7 +326,7 @@ class Alerts(_Section):
 class PipelineConfig(_Section):
     """Everything the pipelines need; paths are absolute once loaded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
 
     # the partitions: a local folder, or s3://bucket/prefix on an object store (keys from the environment)
     data_root: DataPath
@@ -312,11 +355,16 @@ class PipelineConfig(_Section):
     @field_validator("data_root", mode="before")
     @classmethod
     def _data_root(cls, value: object) -> object:
-        if isinstance(value, str) and "://" in value:
-            if not value.startswith("s3://"):
-                raise ValueError(f"{value!r}: data_root is a folder or s3://bucket/prefix")
+        if isinstance(value, str) and value.startswith("s3://"):
             return LakePath.from_url(value)
-        return value
+        if isinstance(value, str) and _SCHEME.match(value):
+            raise ValueError(f"{redact(value)!r}: data_root is a folder or s3://bucket/prefix (two slashes)")
+        return _literal_path(value)
+
+    @field_validator("work_dir", mode="before")
+    @classmethod
+    def _literal_work_dir(cls, value: object) -> object:
+        return _literal_path(value)
 
     @field_validator("cadence")
     @classmethod
@@ -411,7 +459,7 @@ def _format_errors(error: ValidationError, path: Path) -> str:
         if item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling and nesting)"
         lines.append(f"  {key}: {message}")
-    return f"invalid pipeline config {path}:\n" + "\n".join(lines)
+    return redact(f"invalid pipeline config {path}:\n" + "\n".join(lines))
 
 
 def _has(raw: dict, path: tuple[str, ...]) -> bool:
@@ -438,7 +486,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     try:
         raw = yaml.safe_load(file.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"pipeline config {file} is not valid YAML: {exc}") from exc
+        raise ConfigError(redact(f"pipeline config {file} is not valid YAML: {exc}")) from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"pipeline config {file} must be a mapping of keys to values")
     renamed = [

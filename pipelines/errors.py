@@ -1,5 +1,18 @@
 """The project's own exceptions: each message says what happened and what to do."""
 
+from __future__ import annotations
+
+import re
+
+_CREDENTIAL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@'\"]*):[^/\s@'\"]*@")
+_QUERY = re.compile(r"(?P<url>[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"?]*)\?[^\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """Text with the passwords and query strings of the URLs in it masked (for messages and logs)."""
+    text = _CREDENTIAL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _QUERY.sub(lambda m: f"{m['url']}?***", text)
+
 
 class PipelineError(Exception):
     """A problem a user can cause and fix (bad config, missing partition, missing model)."""

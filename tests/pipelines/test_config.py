@@ -123,3 +123,51 @@ def test_a_feature_listed_under_a_kind_its_type_cannot_be_is_refused_at_load(tmp
     assert "features.numeric: column 'tags' is string, but numeric features need a number" in message
     assert "features.categorical: column 'amount' is double, but categorical features need text" in message
     assert "list it under features.numeric" in message and "incoming/ds=2026-09-01/part-0.parquet" in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "problem"),
+    [
+        ({"data_root": "~/lake"}, "data_root", "does not expand ~ or $VARIABLES"),
+        ({"data_root": "$HOME/lake"}, "data_root", "does not expand ~ or $VARIABLES"),
+        ({"data_root": "${DATA}"}, "data_root", "does not expand ~ or $VARIABLES"),
+        ({"data_root": "s3:/bucket/lake"}, "data_root", "data_root is a folder or s3://bucket/prefix (two slashes)"),
+        ({"work_dir": "~/work"}, "work_dir", "does not expand ~"),
+        ({"partition_wait": {"timeout_minutes": float("inf")}}, "partition_wait.timeout_minutes", "finite number"),
+        ({"partition_wait": {"timeout_minutes": 1e300}}, "partition_wait.timeout_minutes", "less than or equal"),
+        ({"promotion": {"min_gain": float("nan")}}, "promotion.min_gain", "finite number"),
+        (
+            {"monitoring": {"history_url": "postgresql://ml:hunter2@db/history"}},
+            "monitoring.history_url",
+            "secrets never go in the YAML; set $PIPELINE_HISTORY_URL",
+        ),
+        (
+            {"mlflow": {"tracking_uri": "https://mlflow.example/?token=hunter2"}},
+            "mlflow.tracking_uri",
+            "secrets never go in the YAML; set $PIPELINE_MLFLOW_TRACKING_URI",
+        ),
+    ],
+)
+def test_values_the_config_would_misread_are_refused_with_the_key_named(tmp_path, overrides, key, problem):
+
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, **overrides))
+    message = str(info.value)
+    assert f"  {key}: " in message and problem in message
+    assert "hunter2" not in message
+
+
+def test_secrets_in_urls_are_masked_in_every_config_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_REPORT_STORE", "s3://reports/x?X-Amz-Signature=hunter2")
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path))
+    assert "hunter2" not in str(info.value) and "s3://reports/x?***" in str(info.value)
+    monkeypatch.delenv("PIPELINE_REPORT_STORE")
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, data_root="s3://AKIA:hunter2@bucket/lake"))
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_password_from_the_environment_is_accepted(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_HISTORY_URL", "postgresql://ml:hunter2@127.0.0.1/history")
+    assert load_config(write_config(tmp_path)).history_url.endswith("@127.0.0.1/history")
