@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines import history, report_store
+from pipelines import audit, history, report_store
 from pipelines.config import PipelineConfig
 from pipelines.contracts import Decision, LabelledNight, ModelRef, NightSummary, ScoringSummary, ValidatedPartition
 from pipelines.decision import decide
@@ -56,6 +56,8 @@ def validate_partition(
     except PartitionQuarantinedError as exc:
         record_quarantine(config, ds, ref, exc.failures, exc.rows, airflow_run_id)
         raise
+    if outcome.accepted and accepted_by:
+        record_acceptance(config, ds, ref, outcome.accepted, accepted_by, airflow_run_id)
     return ValidatedPartition(
         ds=ds,
         model=ref,
@@ -65,6 +67,27 @@ def validate_partition(
         warned_columns=outcome.warned_columns,
         seconds=time.monotonic() - started,
     )
+
+
+def record_acceptance(
+    config: PipelineConfig, ds: str, ref: ModelRef, failures: list[str], accepted_by: str, run_id: str
+) -> None:
+    """Audit an operator's acceptance of a quarantined night: who, which night, which failures (kept whatever a rerun
+    of the night later writes to the history)."""
+    with audit.audit_lock(config):
+        audit.append(
+            config,
+            {
+                "action": "accept_quarantine",
+                "model": ref.name,
+                "from_version": None,
+                "to_version": ref.version,
+                "reason": f"ds={ds} scored although it failed validation: " + "; ".join(failures),
+                "approved_by": accepted_by,
+                "airflow_run_id": run_id,
+                "gate": None,
+            },
+        )
 
 
 def record_quarantine(

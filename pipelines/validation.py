@@ -100,6 +100,7 @@ class ValidationOutcome:
     warned_columns: list[str] = field(default_factory=list)
     # the failures no operator may accept: files not readable as configured, null, duplicate or overlong ids
     broken: list[str] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)  # failures an operator accepted (now among the warnings)
 
     @property
     def success(self) -> bool:
@@ -497,7 +498,7 @@ def validate_against_profile(
     if accepted_by and outcome.acceptable:
         log.warning("partition %s failed validation but was accepted by %s: %s", ds, accepted_by, outcome.failures)
         outcome.warnings = [f"accepted by {accepted_by}: {f}" for f in outcome.failures] + outcome.warnings
-        outcome.failures = []
+        outcome.accepted, outcome.failures = outcome.failures, []
     if outcome.success:
         shutil.rmtree(folder, ignore_errors=True)
         report_store.withdraw(config, folder)

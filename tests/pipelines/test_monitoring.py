@@ -155,3 +155,24 @@ def test_labels_count_as_overdue_only_once_the_label_delay_has_passed(tmp_path, 
     (partition_dir(tmp_path, "labels", "2026-09-01") / "part-0.parquet").write_bytes(b"x")
     assert config.label_delay_partitions == 3
     assert [d.isoformat() for d in evaluation.overdue_labels(config)] == ["2026-09-02"]  # 09-05 is not due until 09-08
+
+
+def test_an_accepted_night_is_an_audited_action_that_a_rerun_keeps(champion_lake, tmp_path):
+    from pipelines import audit
+    from pipelines.errors import PartitionQuarantinedError
+    from tests.conftest import copy_lake
+
+    config = copy_lake(champion_lake, tmp_path)
+    severity = config.validation.severity.model_copy(update={"unknown_categories": "quarantine"})
+    config = config.model_copy(update={"validation": config.validation.model_copy(update={"severity": severity})})
+    sample_data.break_partition(config.data_root, date(2026, 9, 11), "unknown_category")
+    with pytest.raises(PartitionQuarantinedError):
+        monitoring.validate_partition(config, "2026-09-11", "run-1")
+    validated = monitoring.validate_partition(config, "2026-09-11", "run-2", accepted_by="alice")
+    assert validated.warnings[0].startswith("accepted by alice: column 'loan_purpose'")
+    (entry,) = [e for e in audit.read_audit(config) if e.action == "accept_quarantine"]
+    assert entry.approved_by == "alice" and entry.airflow_run_id == "run-2"
+    assert entry.reason.startswith("ds=2026-09-11 scored although it failed validation: column 'loan_purpose'")
+    history.record_night(config, "2026-09-11", entry.model, entry.to_version, rows=1, validation_success=True)
+    assert [e.action for e in audit.read_audit(config)].count("accept_quarantine") == 1  # the rerun's row replaced
+    assert audit.expected_champion(audit.read_audit(config)).action == "bootstrap"  # not an alias move
