@@ -168,10 +168,27 @@ class Registry:
                 "Re-establish it with the rollback_model DAG (target_version = the version to restore; it is "
                 "audited), or restore the registry from backup"
             )
+        refused = self.refused_first_model()
+        if refused is not None:
+            raise NoChampionError(
+                f"registered model {self.name!r} has no '{CHAMPION}' version: retrain_model trained v{refused.to_version} "
+                f"as the first model on {refused.at[:19]}, and it was not made champion ({refused.reason}). Nothing was "
+                "scored. Change what the reason names (lower the promotion floor if this is the best the data "
+                "allows, or give the training more or better labelled data), then run retrain_model again"
+            )
         raise NoChampionError(
             f"registered model {self.name!r} has no '{CHAMPION}' version in {self.config.tracking_uri} and none is "
             "on record: run the retrain_model DAG (it bootstraps the first model)"
         )
+
+    def refused_first_model(self) -> AuditEntry | None:
+        """The audit entry of the newest first model the floors refused (no champion ever existed), or None."""
+        try:
+            entries = audit.read_audit(self.config)
+        except AuditIntegrityError:
+            return None
+        refused = [e for e in entries if e.action == "reject" and e.gate is not None and e.gate.bootstrap]
+        return refused[-1] if refused else None
 
     def champion_matches(self, last_move: AuditEntry | None) -> bool:
         """Return whether the champion alias is the version an audited move named (both absent counts)."""

@@ -8,10 +8,10 @@ from pipelines import registry, retraining, sample_data
 from pipelines.audit import read_audit
 from pipelines.config import load_config
 from pipelines.contracts import Approval, Candidate, Comparison, GateResult, PromotionPath
-from pipelines.errors import AuditIntegrityError
+from pipelines.errors import AuditIntegrityError, NoChampionError
 from pipelines.gate import compare
 from pipelines.monitoring_page import render_page, resolve_model_report
-from pipelines.promotion import PromotionError, promote, reject, rollback
+from pipelines.promotion import PromotionError, promote, reject, reject_candidate, rollback
 from pipelines.registry import Registry
 from pipelines.training import fit_and_evaluate, load_labelled
 from tests.conftest import write_config
@@ -108,6 +108,13 @@ def test_a_first_model_below_the_floors_is_registered_but_not_made_champion(tmp_
     assert "below the floor 0.99 (promotion.floors)" in gate.reasons[0]
     assert "lower promotion.floors.roc_auc in the config and retrain" in gate.reasons[0]
     assert Registry.open(strict).client.get_model_version(strict.model.registered_name, first.version)  # registered
+    reject_candidate(strict, first, gate, "run-boot")
+    with pytest.raises(NoChampionError) as info:  # what every night says until a model passes
+        Registry.open(strict).champion()
+    message = str(info.value)
+    assert f"retrain_model trained v{first.version} as the first model on" in message
+    assert "below the floor 0.99 (promotion.floors)" in message and "then run retrain_model again" in message
+    assert "none is on record" not in message
 
 
 def test_a_worse_candidate_is_rejected_and_the_champion_stays(lake):
