@@ -91,13 +91,14 @@ class ApprovalStep(ApprovalOperator):
             description="Empty: training.window of the config. since_drift_onset trains on the days after the "
             "drift onset the monitoring history recorded; sliding on the newest window_partitions labelled partitions.",
         ),
-        "window_days": Param(
+        "window_partitions": Param(
             None,
             type=["null", "integer"],
             minimum=2,
-            maximum=366,
-            title="Window length in days",
-            description="Empty: training.window_partitions of the config.",
+            maximum=1000,
+            title="Window length in partitions",
+            description="How many labelled partitions a sliding window holds (at most). Empty: "
+            "training.window_partitions of the config.",
         ),
         "reason": Param("manual", type="string", maxLength=500, title="Why this model is trained"),
     },

@@ -126,3 +126,52 @@ print("JSON" + json.dumps(out))
         assert verdicts[f"{dag_id}:None"] == "ok"
         for bad in ("../../etc/passwd", "2026-13-01", "yesterday", "2026-10-01; rm -rf /"):
             assert verdicts[f"{dag_id}:{bad}"] == "ParamValidationError", (dag_id, bad)
+
+
+def _params_read(dag_file: Path) -> set[str]:
+    """The Param names a DAG file's tasks read: `params["x"]` and `params.get("x")` on a task's `params` argument."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(dag_file.read_text())):
+        subscript = isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+        if subscript and node.value.id == "params" and isinstance(node.slice, ast.Constant):
+            found.add(node.slice.value)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "params"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            found.add(node.args[0].value)
+    return found
+
+
+def test_every_declared_param_is_read_by_a_task(dagbag):
+    for dag_id, dag in dagbag["dags"].items():
+        read = _params_read(Path(dag["file"]))
+        assert set(dag["params"]) == read, f"{dag_id}: declared {sorted(dag['params'])}, read {sorted(read)}"
+
+
+def _readme_dag_table() -> list[list[str]]:
+    import re
+
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("| DAG | when | Params (UI trigger) | tasks |") :].split("\n\n", 1)[0]
+    rows = [line.strip("|").split(" | ") for line in table.splitlines()[2:]]
+    return [[re.findall(r"`([^`]+)`", cell) for cell in row] for row in rows]
+
+
+def test_every_dag_task_and_param_the_readme_names_exists(dagbag):
+    import re
+
+    rows = _readme_dag_table()
+    assert {row[0][0] for row in rows} == set(dagbag["dags"])
+    for (dag_id,), _, params, tasks in rows:
+        dag = dagbag["dags"][dag_id]
+        assert set(params) == set(dag["params"]), dag_id
+        named = {t for t in tasks if re.fullmatch(r"[a-z][a-z0-9_]*", t)}
+        assert named and named <= set(dag["tasks"]), f"{dag_id}: {sorted(named - set(dag['tasks']))} are not tasks"
