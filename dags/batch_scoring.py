@@ -22,8 +22,9 @@ decides whether the model still holds.
    `retrain_model`) or **keep_champion** -> **finish**.
 
 The schedule follows the config's `cadence` (one run per partition; the run scores the partition whose
-period began at the previous tick, e.g. yesterday for daily). `start_date` comes from the config (else the
-earliest incoming partition), so Airflow's backfill scores past partitions in order. A manual trigger may name
+period began at the previous tick, e.g. yesterday for daily). A night before the config's `start_date`, or before
+the first partition in `incoming/`, fails at once and says so (never a silent "success" with no task run); Airflow's
+backfill scores past partitions in order. A manual trigger may name
 `ds` (a date, `YYYY-MM-DD`), set `force_retrain`, or set `accept_quarantine` to score a quarantined night an
 operator has checked (its failures are kept as warnings, and it becomes usable for training).
 """
@@ -34,7 +35,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
 
-from pipelines.airflow_adapter import optional_date_param, start_date
+from pipelines.airflow_adapter import EARLIEST_START, optional_date_param
 from pipelines.config import load_config
 from pipelines.contracts import (
     Decision,
@@ -55,7 +56,7 @@ WAIT = CONFIG.partition_wait
 @dag(
     dag_id="batch_scoring",
     schedule=CronDataIntervalTimetable(CONFIG.schedule, timezone="UTC"),
-    start_date=start_date(CONFIG),
+    start_date=EARLIEST_START,  # the config's start_date is enforced by partition_date, which says why
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
@@ -87,7 +88,7 @@ def batch_scoring():
         from pipelines.airflow_adapter import fail_without_retry_on_user_errors
 
         with fail_without_retry_on_user_errors():
-            return lake.partition_date(params.get("ds"), data_interval_start)
+            return lake.partition_date(params.get("ds"), data_interval_start, load_config().start_date)
 
     # The poke itself gives up after timeout_minutes, naming the folder; the sensor's own timeout is a backstop.
     @task.sensor(

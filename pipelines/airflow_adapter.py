@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from typing import Any
 
-from pipelines.config import PipelineConfig
 from pipelines.errors import PipelineError, TrainingNotReady
-from pipelines.lake import INCOMING, earliest_partition
 
-# With no start_date configured and no partition yet, runs (and backfills) may go back this far.
-EARLIEST_START = date(2000, 1, 1)
-
-
-def start_date(config: PipelineConfig) -> datetime:
-    """Return the DAG's start_date: the config's `start_date`, else the earliest incoming partition (else 2000-01-01).
-
-    Airflow never runs a logical date before it, so it bounds backfills; with catchup off it does not make the
-    scheduler run the past on its own.
-    """
-    first = config.start_date or earliest_partition(config.data_root, INCOMING) or EARLIEST_START
-    return datetime.combine(first, time(0, 0), tzinfo=UTC)
+# Airflow's start_date for batch_scoring: a date no data precedes. Airflow ends a run whose logical date is before
+# start_date "success" without running a task, so the DAG never has a later one: the config's `start_date` and the
+# data's first partition are enforced by the tasks, which fail and say why (lake.partition_date, wait_for_partition).
+# It also keeps DAG parsing from listing the data root.
+EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def give_up_waiting(context: Any, timeout_minutes: float, message: str) -> None:

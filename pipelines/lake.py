@@ -308,13 +308,23 @@ def parse_ds(value: str | date) -> date:
         raise InvalidDateError(f"partition date {value!r} is not a calendar date: {exc}") from exc
 
 
-def partition_date(requested: str | None, interval_start: datetime | None) -> str:
-    """Return the partition date a run scores: the requested `ds`, else the day its data interval starts."""
+def partition_date(requested: str | None, interval_start: datetime | None, first: date | None = None) -> str:
+    """Return the partition date a run scores: the requested `ds`, else the day its data interval starts.
+
+    A night before `first` (the config's start_date) raises InvalidDateError saying so.
+    """
     if requested:
-        return parse_ds(requested).isoformat()
-    if interval_start is None:
+        ds = parse_ds(requested)
+    elif interval_start is None:
         raise InvalidDateError("this run has no data interval: trigger it with the `ds` Param (YYYY-MM-DD)")
-    return interval_start.date().isoformat()
+    else:
+        ds = interval_start.date()
+    if first is not None and ds < first:
+        raise InvalidDateError(
+            f"ds={ds.isoformat()} is before the config's start_date {first.isoformat()}: no night before it is "
+            "scored. Trigger a later ds, or move start_date back in the pipeline config"
+        )
+    return ds.isoformat()
 
 
 @overload
@@ -542,7 +552,7 @@ def wait_for_partition(config: Any, ds: str) -> tuple[bool, str]:
     """One look for `incoming/ds=<ds>` (the sensor's poke): whether it has arrived, and a sentence for the task log.
 
     Raises DataRootError when waiting cannot help: the data root is missing or not a folder, or the
-    partition's path is a file.
+    partition's path is a file; PartitionMissingError for a night before the first partition of `incoming/`.
     """
     root = config.data_root
     if isinstance(root, LakePath):
@@ -575,6 +585,13 @@ def wait_for_partition(config: Any, ds: str) -> tuple[bool, str]:
         return True, f"partition {folder} has arrived, but cannot be read: {exc}"
     if files:
         return True, f"partition {folder} has arrived ({len(files)} file(s): {', '.join(f.name for f in files[:5])})"
+    first = earliest_partition(root, INCOMING)
+    if first is not None and parse_ds(ds) < first:
+        raise PartitionMissingError(
+            f"partition {folder} does not exist, and the data starts later: the earliest partition in {INCOMING}/ is "
+            f"ds={first.isoformat()}, so no night before it is waited for. Trigger batch_scoring with the ds of a "
+            "night that has data (or land this one and rerun)"
+        )
     return False, (
         f"partition {folder} has not arrived yet; waiting up to {config.partition_wait.timeout_minutes:g} "
         "minutes (partition_wait.timeout_minutes) before failing"

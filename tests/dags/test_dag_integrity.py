@@ -31,6 +31,7 @@ for dag_id, dag in bag.dags.items():
         "file": dag.fileloc, "tags": sorted(dag.tags), "doc": bool(dag.doc_md),
         "tasks": {t.task_id: {"owner": t.owner, "retries": t.retries} for t in dag.tasks},
         "params": {k: v.schema for k, v in dag.params.items()},
+        "start_date": dag.start_date.isoformat(),
     }
 print("JSON" + json.dumps(out))
 """ % str(REPO / "dags")
@@ -175,3 +176,9 @@ def test_every_dag_task_and_param_the_readme_names_exists(dagbag):
         assert set(params) == set(dag["params"]), dag_id
         named = {t for t in tasks if re.fullmatch(r"[a-z][a-z0-9_]*", t)}
         assert named and named <= set(dag["tasks"]), f"{dag_id}: {sorted(named - set(dag['tasks']))} are not tasks"
+
+
+def test_no_trigger_of_batch_scoring_can_end_before_its_start_date(dagbag):
+    """Airflow ends a run before start_date "success" with no task run: the DAG's start_date precedes any night,
+    and the tasks refuse nights before the config's start_date or the data (tests/pipelines/test_lake.py)."""
+    assert dagbag["dags"]["batch_scoring"]["start_date"] == "2000-01-01T00:00:00+00:00"

@@ -151,7 +151,7 @@ def topology(tmp_path_factory):
 
     def prepare(config):
         sample_data.generate(config.data_root, today - timedelta(days=20), 20, 1000, label_delay_days=3)
-        # history years back, for Airflow's own backfill (start_date comes from the earliest partition)
+        # history years back, for Airflow's own backfill
         sample_data.generate(config.data_root, BACKFILL[0], len(BACKFILL), 1000, label_delay_days=0)
         registry.init_store(config)
         window = retraining.select_training_window(config, (today - timedelta(days=9)).isoformat())

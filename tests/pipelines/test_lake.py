@@ -113,3 +113,23 @@ def test_a_file_digest_is_the_sha256_of_all_its_bytes(tmp_path):
     before = partition_digest([path])
     path.write_bytes(payload[:-1] + bytes([payload[-1] ^ 1]))  # one bit of the last block
     assert file_digest(path) != hashlib.sha256(payload).hexdigest() and partition_digest([path]) != before
+
+
+def test_a_night_before_the_configured_start_date_fails_and_says_why():
+    start = datetime(2026, 10, 5, 2, 0, tzinfo=UTC)
+    assert partition_date(None, start, date(2026, 10, 5)) == "2026-10-05"
+    with pytest.raises(InvalidDateError, match="ds=2026-10-04 is before the config's start_date 2026-10-05"):
+        partition_date("2026-10-04", start, date(2026, 10, 5))
+    with pytest.raises(InvalidDateError, match="before the config's start_date"):
+        partition_date(None, start, date(2026, 11, 1))
+
+
+def test_a_night_before_the_first_partition_is_not_waited_for(config):
+    from pipelines import sample_data
+    from pipelines.lake import wait_for_partition
+
+    sample_data.generate(config.data_root, date(2027, 1, 1), 1, 100, label_delay_days=0)  # data dated in the future
+    with pytest.raises(PartitionMissingError, match="the earliest partition in incoming/ is ds=2027-01-01"):
+        wait_for_partition(config, "2026-12-04")
+    arrived, message = wait_for_partition(config, "2027-01-02")  # after the data starts: a night still to come
+    assert not arrived and "has not arrived yet" in message
