@@ -5,8 +5,8 @@ unified (int32/int64 -> int64, integers with floats -> float64, dictionary-encod
 large/view strings -> string); numeric features are read as float64 and categorical features as
 strings. An incompatible type is refused with the file and the column named.
 
-Memory is bounded by what the values hold, not only by the row count: text columns are read as dictionaries (a
-long value repeated on every row is decoded once), each file's batches are sized from its footer to about
+Memory is bounded by what the values hold, not only by the row count: text whose values repeat is read as a
+dictionary (a long value repeated on every row is decoded once), each file's batches are sized from its footer to about
 BATCH_BYTES, and a text value longer than the partition's `max_chars` is cut there (and marked with an ellipsis)
 before anything else sees it; validation reports the longest value of each column and the rows each file really
 held (`ReadTally`). A column chunk above MAX_CHUNK_BYTES uncompressed (Parquet decodes a page whole) is refused.

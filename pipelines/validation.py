@@ -490,8 +490,9 @@ def validate_against_profile(
 
     Findings of checks set to `warn` are returned as warnings and the partition passes. `accepted_by` (an operator
     who accepted the night from the UI) turns the failures of the checks that may warn into warnings too; broken
-    data (files not readable as configured, null, duplicate or overlong ids) can never be accepted. A partition that passes clears any quarantine record
-    left by an earlier run of the same date, so it is then scored and usable for training.
+    data (files not readable as configured, null, duplicate or overlong ids) can never be accepted. A partition that
+    passes clears any quarantine record left by an earlier run of the same date, so it is then scored and usable for
+    training.
     """
     outcome = check_partition(config, ds, profile)
     folder = partition_dir(config.work_root, QUARANTINE, ds)
