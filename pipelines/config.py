@@ -534,19 +534,28 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             "audit_key": environ.get(AUDIT_KEY_ENV_VAR) or None,
         }
     )
-    conflicts = kind_conflicts(loaded)
-    if conflicts:
-        raise ConfigError(f"invalid pipeline config {file}:\n" + "\n".join(f"  {c}" for c in conflicts))
     return loaded
+
+
+def check_feature_kinds(config: PipelineConfig) -> None:
+    """Raise ConfigError naming the features listed under a kind their type in the data cannot be.
+
+    Read from one footer of the earliest incoming partition (the data a model is first trained on speaks for the
+    column types; a later partition whose types differ is quarantined by validation instead). It reads the data,
+    so it runs in the first task that reads it (validation, the training window), never when the config is loaded:
+    loading a config reads the YAML and nothing else, so parsing a DAG file touches no storage.
+    """
+    conflicts = kind_conflicts(config)
+    if conflicts:
+        raise ConfigError("invalid pipeline config (features):\n" + "\n".join(f"  {c}" for c in conflicts))
 
 
 def kind_conflicts(config: PipelineConfig) -> list[str]:
     """Return the features listed under a kind their type in the data cannot be (read from one file's footer).
 
-    The earliest incoming partition is the data a model is first trained on, so it speaks for the column types;
-    a later partition whose types differ is quarantined by validation instead. No data yet: nothing to check.
+    No data yet: nothing to check.
     """
-    first = earliest_partition(config.data_root, INCOMING)  # one listing and one footer: runs at DAG parse time too
+    first = earliest_partition(config.data_root, INCOMING)  # one listing and one footer
     if first is None:
         return []
     try:

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines import audit, history, report_store
-from pipelines.config import PipelineConfig
+from pipelines.config import PipelineConfig, check_feature_kinds
 from pipelines.contracts import Decision, LabelledNight, ModelRef, NightSummary, ScoringSummary, ValidatedPartition
 from pipelines.decision import decide
 from pipelines.drift import current_sample, drift_report, summary_report
@@ -49,6 +49,7 @@ def validate_partition(
     `validation.validate_against_profile`).
     """
     started = time.monotonic()
+    check_feature_kinds(config)
     models = Registry.open(config)
     ref = models.champion()
     try:

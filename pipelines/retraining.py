@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 
 from pipelines.cadence import shift
-from pipelines.config import PipelineConfig
+from pipelines.config import PipelineConfig, check_feature_kinds
 from pipelines.contracts import Alias, Candidate, TrainingWindow
 from pipelines.decision import drifted
 from pipelines.errors import ChampionMissingError, TrainingNotReady
@@ -73,6 +73,7 @@ def select_training_window(
     training.window_partitions. Raises TrainingNotReady when there is too little labelled data yet (too few
     partitions since the onset or at all, too few labelled rows): the run waits for a later request.
     """
+    check_feature_kinds(config)
     # the bootstrap path: only a brand-new deployment (no audit entry, no monitored night) may create the store
     models = Registry.open(config, create=is_new_deployment(config))
     log.info("training needs %s", requirements(config))

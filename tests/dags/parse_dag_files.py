@@ -17,7 +17,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 attempts: list[str] = []
-# what tasks load; pyarrow is not here: loading the config reads one Parquet footer to check the column kinds
+# what tasks load; pyarrow is not here: the config module imports it (for the s3:// data root), though loading a
+# config reads no data
 HEAVY = ("pandas", "sklearn", "scipy", "mlflow", "evidently", "great_expectations", "joblib", "matplotlib", "treelite")
 
 

@@ -182,3 +182,52 @@ def test_no_trigger_of_batch_scoring_can_end_before_its_start_date(dagbag):
     """Airflow ends a run before start_date "success" with no task run: the DAG's start_date precedes any night,
     and the tasks refuse nights before the config's start_date or the data (tests/pipelines/test_lake.py)."""
     assert dagbag["dags"]["batch_scoring"]["start_date"] == "2000-01-01T00:00:00+00:00"
+
+
+def test_parsing_with_an_object_store_data_root_touches_no_storage(env):
+    """pyarrow's S3 client connects from C++, where the parse guard's socket patch cannot see it: point the data root
+    at an endpoint that records every connection, and parse every DAG file."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    accepted, stop = [], threading.Event()
+
+    def record() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            accepted.append(connection)
+            connection.close()
+
+    thread = threading.Thread(target=record, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    storage = {
+        "PIPELINE_DATA_ROOT": "s3://lake-bucket/nightly",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "tests",
+        "AWS_SECRET_ACCESS_KEY": "not-a-real-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    try:
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).parent / "parse_dag_files.py"), str(REPO / "dags")],
+            env=env | storage,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(entry["error"] is None and entry["attempts"] == [] for entry in report.values()), report
+    assert accepted == [], f"parsing the DAG files opened {len(accepted)} connection(s) to the object store"

@@ -92,14 +92,17 @@ def _typed_partition(config, **columns):
     pq.write_table(pa.table(columns), folder / "part-0.parquet")
 
 
-def test_a_feature_listed_under_a_kind_its_type_cannot_be_is_refused_at_load(tmp_path):
+def test_a_feature_listed_under_a_kind_its_type_cannot_be_is_refused_by_the_first_task_reading_data(tmp_path):
     import datetime
 
     import pyarrow as pa
 
+    from pipelines.config import check_feature_kinds
+
     features = {"numeric": ["flag", "count", "when", "amount"], "categorical": ["code", "label", "yes_no", "tags"]}
     path = write_config(tmp_path, id_column="id", target="y", timestamp_column=None, features=features)
-    config = load_config(path)  # no data yet: nothing to check against
+    config = load_config(path)
+    check_feature_kinds(config)  # no data yet: nothing to check against
     _typed_partition(
         config,
         id=pa.array([1]),
@@ -112,13 +115,14 @@ def test_a_feature_listed_under_a_kind_its_type_cannot_be_is_refused_at_load(tmp
         yes_no=pa.array([False]),
         tags=pa.array(["a"]),
     )
-    assert load_config(path).features.numeric == features["numeric"]  # every type where it makes sense
+    check_feature_kinds(load_config(path))  # every type where it makes sense
     # swap two columns: text listed as numeric, a float listed as categorical
     path.write_text(
         path.read_text().replace("- amount", "- TMP").replace("- tags", "- amount").replace("- TMP", "- tags")
     )
+    swapped = load_config(path)  # loading reads the YAML only
     with pytest.raises(ConfigError) as info:
-        load_config(path)
+        check_feature_kinds(swapped)
     message = str(info.value)
     assert "features.numeric: column 'tags' is string, but numeric features need a number" in message
     assert "features.categorical: column 'amount' is double, but categorical features need text" in message
