@@ -303,11 +303,11 @@ def file_batches(
     batches sized by bytes, values cut): memory bounded whatever the rows and the values hold."""
     text = {f.name for f in partition.schema if _text(f.type)}
     try:
-        reader = parquet_file(file, pre_buffer=False, buffer_size=1 << 20)
-        repeated = _repeated_text(reader.metadata, text)
-        if repeated:
-            reader = parquet_file(file, pre_buffer=False, buffer_size=1 << 20, read_dictionary=repeated)
-        rows = batch_rows_for(reader.metadata, partition.columns, batch_rows, row_groups)
+        footer = read_metadata(file)  # read once: the reader takes it instead of fetching it again
+        reader = parquet_file(
+            file, metadata=footer, pre_buffer=False, buffer_size=1 << 20, read_dictionary=_repeated_text(footer, text)
+        )
+        rows = batch_rows_for(footer, partition.columns, batch_rows, row_groups)
         for batch in reader.iter_batches(
             batch_size=rows, row_groups=row_groups, columns=partition.columns, use_threads=False
         ):
