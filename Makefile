@@ -12,7 +12,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(ROOT)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(ROOT)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PARALLELISM := 4
-# Tasks pass the pipeline's typed values (pipelines.contracts) to each other; Airflow deserialises only allowed classes.
+# Tasks pass the pipeline's typed values (pipelines.core.contracts) to each other; Airflow deserialises only allowed classes.
 export AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES := airflow.* pipelines.*
 export AIRFLOW__API__HOST := 127.0.0.1
 export AIRFLOW__API__PORT := 8080

@@ -38,7 +38,7 @@ AUDIT_KEY = os.environ.setdefault("AIRFLOW_VAR_PIPELINE_AUDIT_KEY", "bench-only-
 
 
 def _config(folder: Path) -> Path:
-    from pipelines.config import DEFAULT_CONFIG
+    from pipelines.core.config import DEFAULT_CONFIG
 
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["data_root"] = str(folder / "data")
@@ -53,8 +53,8 @@ def _config(folder: Path) -> Path:
 
 
 def _data(folder: Path, rows: int, small_rows: int) -> None:
-    from pipelines import sample_data
-    from pipelines.config import load_config
+    from harness import sample_data
+    from pipelines.core.config import load_config
 
     config = load_config(_config(folder))
     if not (config.data_root / "incoming" / f"ds={NIGHT}").exists():
@@ -76,7 +76,8 @@ def _upload(local: Path, config) -> None:
 
 
 def _bootstrap(config, local: Path) -> None:
-    from pipelines import registry, retraining
+    from pipelines.flows import retraining
+    from pipelines.governance import registry
 
     _upload(local, config)
     registry.init_store(config)

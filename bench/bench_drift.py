@@ -36,9 +36,9 @@ def _peak_rss_mb() -> float:
 def _worker(kind: str, folder: Path) -> None:
     import pandas as pd
 
-    from pipelines.config import load_config
-    from pipelines.drift import current_sample, drift_report
-    from pipelines.schema import incoming_partition
+    from pipelines.core.config import load_config
+    from pipelines.steps.drift import current_sample, drift_report
+    from pipelines.storage.schema import incoming_partition
 
     config = load_config(folder / "pipeline.yaml")
     reference = pd.read_parquet(folder / "reference.parquet")
@@ -83,9 +83,9 @@ def _prepare(folder: Path, rows: int, reference_rows: int) -> None:
     import pandas as pd
     import yaml
 
-    from pipelines import sample_data
-    from pipelines.config import DEFAULT_CONFIG, load_config
-    from pipelines.training import build_model
+    from harness import sample_data
+    from pipelines.core.config import DEFAULT_CONFIG, load_config
+    from pipelines.steps.training import build_model
 
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["data_root"] = str(folder / "data")

@@ -36,7 +36,7 @@ def main() -> None:
         import pyarrow.parquet as pq
         from pyarrow import fs
 
-        from pipelines.lake import s3_filesystem
+        from pipelines.core.paths import s3_filesystem
 
         s3_client({"endpoint_url": f"http://127.0.0.1:{port}", **store}).create_bucket(Bucket="bench-reads")
         source = max(Path(args.data).glob("incoming/ds=*/*.parquet"), key=lambda p: p.stat().st_size)

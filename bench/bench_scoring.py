@@ -51,8 +51,8 @@ def _worker(kind: str, spec_json: str) -> None:
         out.to_parquet(spec["output"])
         rows, extra = len(out), {"output": spec["output"]}
     else:
-        from pipelines.config import load_config
-        from pipelines.registry import Registry
+        from pipelines.core.config import load_config
+        from pipelines.governance.registry import Registry
 
         config = load_config(spec["config"])
         models = Registry.open(config)
@@ -62,7 +62,7 @@ def _worker(kind: str, spec_json: str) -> None:
         if kind == "floor":
             rows, extra = 0, {}
         else:
-            from pipelines.scoring import score_partition
+            from pipelines.flows.scoring import score_partition
 
             summary = score_partition(config, spec["ds"], ref, "bench")
             rows, extra = (
@@ -118,9 +118,11 @@ def prepare(folder: Path, nights: dict[date, int]) -> tuple[Path, dict]:
     """
     import yaml
 
-    from pipelines import registry, retraining, sample_data
-    from pipelines.config import DEFAULT_CONFIG, load_config
-    from pipelines.registry import Registry
+    from harness import sample_data
+    from pipelines.core.config import DEFAULT_CONFIG, load_config
+    from pipelines.flows import retraining
+    from pipelines.governance import registry
+    from pipelines.governance.registry import Registry
 
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw.update(data_root=str(folder / "data"))

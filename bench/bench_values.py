@@ -38,8 +38,8 @@ def write_case(config_path: Path, case: str, big_rows: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines import sample_data
-    from pipelines.config import load_config
+    from harness import sample_data
+    from pipelines.core.config import load_config
 
     config = load_config(config_path)
     ds = CASES[case]
@@ -61,17 +61,17 @@ def write_case(config_path: Path, case: str, big_rows: int) -> None:
 
 def step(config_path: Path, name: str, ds: str, inputs: Path) -> None:
     """Run one night step in this process and print its result and peak RSS as JSON."""
-    from pipelines import monitoring, scoring
-    from pipelines.config import load_config
-    from pipelines.contracts import ScoringSummary, ValidatedPartition
-    from pipelines.errors import PipelineError
+    from pipelines.core.config import load_config
+    from pipelines.core.contracts import ScoringSummary, ValidatedPartition
+    from pipelines.core.errors import PipelineError
+    from pipelines.flows import nightly, scoring
 
     config = load_config(config_path)
     started = time.monotonic()
     result: dict = {}
     try:
         if name == "validate_partition":
-            value = monitoring.validate_partition(config, ds, "bench")
+            value = nightly.validate_partition(config, ds, "bench")
             (inputs / "validated.json").write_text(value.model_dump_json())
             result["warnings"] = [w[:200] for w in value.warnings]
         elif name == "score_partition":
@@ -81,7 +81,7 @@ def step(config_path: Path, name: str, ds: str, inputs: Path) -> None:
         else:
             validated = ValidatedPartition.model_validate_json((inputs / "validated.json").read_text())
             scored = ScoringSummary.model_validate_json((inputs / "scored.json").read_text())
-            value = monitoring.monitor_night(config, validated, scored, "bench")
+            value = nightly.monitor_night(config, validated, scored, "bench")
             result["drifted"] = value.drifted_columns
         result["outcome"] = "ok"
     except PipelineError as exc:

@@ -63,7 +63,7 @@ def _setup(out: Path) -> Path:
 
 
 def _kill_mid_scoring(config_path: Path, config, ds: str) -> str:
-    from pipelines.lake import partition_dir
+    from pipelines.storage.partitions import partition_dir
 
     folder = partition_dir(config.data_root, "predictions", ds)
     worker = [sys.executable, str(REPO / "tests" / "fault_worker.py"), str(config_path), "score", ds, "soak-killed"]
@@ -83,9 +83,10 @@ def _kill_mid_scoring(config_path: Path, config, ds: str) -> str:
 def _invariants(config, quarantined: set[str]) -> list[str]:
     import pandas as pd
 
-    from pipelines import audit
-    from pipelines.lake import is_leftover, list_partitions, partition_dir
-    from pipelines.promotion import champion_matches_audit
+    from pipelines.governance import audit
+    from pipelines.governance.promotion import champion_matches_audit
+    from pipelines.storage.atomic import is_leftover
+    from pipelines.storage.partitions import list_partitions, partition_dir
 
     problems = []
     for day in list_partitions(config.data_root, "predictions"):
@@ -114,11 +115,11 @@ def main() -> int:
     config_path = _setup(Path(args.out))
 
     from harness.runner import retraining_requests, run_dag
-    from pipelines.config import load_config
-    from pipelines.lake import partition_dir
-    from pipelines.registry import init_store
-    from pipelines.retraining import reason_from_trigger
-    from pipelines.sample_data import DriftSpec, break_partition, generate, write_day
+    from harness.sample_data import DriftSpec, break_partition, generate, write_day
+    from pipelines.core.config import load_config
+    from pipelines.flows.retraining import reason_from_trigger
+    from pipelines.governance.registry import init_store
+    from pipelines.storage.partitions import partition_dir
 
     config = load_config(config_path)
     start, train_days = date(2026, 1, 1), 28

@@ -35,9 +35,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
 
-from pipelines.airflow_adapter import EARLIEST_START, optional_date_param
-from pipelines.config import load_config
-from pipelines.contracts import (
+from pipelines.core.config import load_config
+from pipelines.core.contracts import (
     Decision,
     LabelledNight,
     NightSummary,
@@ -46,7 +45,8 @@ from pipelines.contracts import (
     ShardScored,
     ValidatedPartition,
 )
-from pipelines.notifiers import PipelineAlert
+from pipelines.surfaces.airflow_adapter import EARLIEST_START, optional_date_param
+from pipelines.surfaces.notifiers import PipelineAlert
 
 CONFIG = load_config()
 RETRAIN_REQUEST = Asset(CONFIG.retrain_asset_name)
@@ -84,11 +84,11 @@ WAIT = CONFIG.partition_wait
 def batch_scoring():
     @task
     def partition_date(params: dict, data_interval_start: datetime | None = None) -> str:
-        from pipelines import lake
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.storage import partitions
+        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
         with fail_without_retry_on_user_errors():
-            return lake.partition_date(params.get("ds"), data_interval_start, load_config().start_date)
+            return partitions.partition_date(params.get("ds"), data_interval_start, load_config().start_date)
 
     # The poke itself gives up after timeout_minutes, naming the folder; the sensor's own timeout is a backstop.
     @task.sensor(
@@ -98,12 +98,12 @@ def batch_scoring():
         timeout=WAIT.timeout_minutes * 60 + 2 * WAIT.poke_interval_seconds,
     )
     def wait_for_partition(night: str) -> PokeReturnValue:
-        from pipelines import lake
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors, give_up_waiting
+        from pipelines.storage import partitions
+        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors, give_up_waiting
 
         config = load_config()
         with fail_without_retry_on_user_errors():  # a missing data root fails at once instead of waiting
-            present, message = lake.wait_for_partition(config, night)
+            present, message = partitions.wait_for_partition(config, night)
         print(message)
         if not present:
             give_up_waiting(get_current_context(), config.partition_wait.timeout_minutes, message)
@@ -111,20 +111,20 @@ def batch_scoring():
 
     @task(retries=0)
     def validate_partition(night: str, params: dict) -> ValidatedPartition:
-        from pipelines import monitoring
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.flows import nightly
+        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
         context = get_current_context()
         accepted_by = None
         if params.get("accept_quarantine"):
             accepted_by = getattr(context["dag_run"], "triggering_user_name", None) or "an operator (accept_quarantine)"
         with fail_without_retry_on_user_errors():
-            return monitoring.validate_partition(load_config(), night, context["run_id"], accepted_by)
+            return nightly.validate_partition(load_config(), night, context["run_id"], accepted_by)
 
     @task
     def plan_shards(validated: ValidatedPartition) -> list[Shard]:
-        from pipelines import scoring
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.flows import scoring
+        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
         with fail_without_retry_on_user_errors():
             return scoring.plan_shards(load_config(), validated.ds, validated.model)
@@ -132,8 +132,8 @@ def batch_scoring():
     # one mapped task per shard of a large partition, on any worker; none (skipped) for a partition one task scores
     @task(max_active_tis_per_dagrun=CONFIG.scoring.max_shards)
     def score_shard(shard: Shard) -> ShardScored:
-        from pipelines import scoring
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.flows import scoring
+        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
         with fail_without_retry_on_user_errors():
             return scoring.score_shard(load_config(), shard, get_current_context()["run_id"])
@@ -141,8 +141,8 @@ def batch_scoring():
     # scores a small partition itself, or commits a large one from all of its shards (a skipped score_shard: none)
     @task(trigger_rule="none_failed_min_one_success")
     def score_partition(validated: ValidatedPartition, shards: list[ShardScored]) -> ScoringSummary:
-        from pipelines import scoring
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.flows import scoring
+        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
         with fail_without_retry_on_user_errors():
             return scoring.score_partition(
@@ -151,28 +151,28 @@ def batch_scoring():
 
     @task(on_success_callback=[PipelineAlert("data_quality")])
     def monitor_night(validated: ValidatedPartition, scored: ScoringSummary) -> NightSummary:
-        from pipelines import monitoring
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.flows import nightly
+        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
         with fail_without_retry_on_user_errors():
-            return monitoring.monitor_night(load_config(), validated, scored, get_current_context()["run_id"])
+            return nightly.monitor_night(load_config(), validated, scored, get_current_context()["run_id"])
 
     # all_done: labels of earlier nights are evaluated even when tonight's partition was refused
     @task(trigger_rule="all_done")
     def evaluate_labels() -> list[LabelledNight]:
-        from pipelines import evaluation
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.flows import evaluation
+        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
         with fail_without_retry_on_user_errors():
             return evaluation.evaluate_labels(load_config())
 
     @task
     def decide_retraining(monitored: NightSummary, evaluated: list[LabelledNight], params: dict) -> Decision:
-        from pipelines import monitoring
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.flows import nightly
+        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
         with fail_without_retry_on_user_errors():
-            return monitoring.decide_retraining(load_config(), monitored, evaluated, bool(params["force_retrain"]))
+            return nightly.decide_retraining(load_config(), monitored, evaluated, bool(params["force_retrain"]))
 
     @task.branch
     def choose_path(decision: Decision) -> str:

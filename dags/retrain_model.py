@@ -27,10 +27,10 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from pipelines.airflow_adapter import optional_date_param
-from pipelines.config import load_config
-from pipelines.contracts import Alias, Approval, AuditEntry, Candidate, GateResult, PromotionPath, TrainingWindow
-from pipelines.notifiers import PipelineAlert
+from pipelines.core.config import load_config
+from pipelines.core.contracts import Alias, Approval, AuditEntry, Candidate, GateResult, PromotionPath, TrainingWindow
+from pipelines.surfaces.airflow_adapter import optional_date_param
+from pipelines.surfaces.notifiers import PipelineAlert
 
 CONFIG = load_config()
 # The library's verdict after the gate -> the tasks it leads to (an approval leads on to the promotion).
@@ -52,7 +52,7 @@ class ApprovalStep(ApprovalOperator):
     def execute_complete(self, context, event):
         from airflow.providers.standard.operators.hitl import HITLOperator
 
-        from pipelines.contracts import Approval
+        from pipelines.core.contracts import Approval
 
         answer = HITLOperator.execute_complete(self, context=context, event=event)
         approval = Approval.from_event({**answer, "timedout": event.get("timedout")})
@@ -107,8 +107,8 @@ def retrain_model():
     @task
     def select_training_window(params: dict) -> TrainingWindow:
         """Pick the labelled partitions; too little labelled data skips this run (the next request retries)."""
-        from pipelines import retraining
-        from pipelines.airflow_adapter import skip_until_ready
+        from pipelines.flows import retraining
+        from pipelines.surfaces.airflow_adapter import skip_until_ready
 
         with skip_until_ready():
             return retraining.select_training_window(
@@ -118,8 +118,8 @@ def retrain_model():
     @task
     def train_candidate(window: TrainingWindow, params: dict) -> Candidate:
         """Train and register; too few labelled rows (or a single class) skips the run instead of failing it."""
-        from pipelines import retraining
-        from pipelines.airflow_adapter import skip_until_ready
+        from pipelines.flows import retraining
+        from pipelines.surfaces.airflow_adapter import skip_until_ready
 
         context = get_current_context()
         extras = [e.extra for events in (context.get("triggering_asset_events") or {}).values() for e in events]
@@ -132,36 +132,36 @@ def retrain_model():
 
     @task
     def bootstrap_or_challenge(candidate: Candidate) -> Alias:
-        from pipelines import retraining
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.flows import retraining
+        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
         with fail_without_retry_on_user_errors():  # a missing champion with a former one on record is refused
             return retraining.bootstrap_or_challenge(load_config(), candidate, get_current_context()["run_id"])
 
     @task
     def evaluate_gate(candidate: Candidate, alias: Alias) -> GateResult:
-        from pipelines import gate
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
+        from pipelines.governance import gate
+        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
         with fail_without_retry_on_user_errors():
             return gate.evaluate_gate(load_config(), candidate, alias)
 
     @task.branch
     def promotion_path(result: GateResult) -> str | list[str]:
-        from pipelines import gate
+        from pipelines.governance import gate
 
         return NEXT_TASKS[gate.promotion_path(load_config(), result)]
 
     @task(retries=0, on_success_callback=[PipelineAlert("rejection")])
     def reject_candidate(candidate: Candidate, result: GateResult) -> AuditEntry:
-        from pipelines import promotion
+        from pipelines.governance import promotion
 
         return promotion.reject_candidate(load_config(), candidate, result, get_current_context()["run_id"])
 
     # Runs when the branch chose it directly (no approval required), or after an Approve; a Reject skips it.
     @task(trigger_rule="none_failed_min_one_success", retries=0, on_success_callback=[PipelineAlert("promotion")])
     def promote_candidate(candidate: Candidate, result: GateResult, approval: Approval | None) -> AuditEntry:
-        from pipelines import promotion
+        from pipelines.governance import promotion
 
         return promotion.promote_candidate(load_config(), candidate, result, approval, get_current_context()["run_id"])
 
@@ -170,7 +170,7 @@ def retrain_model():
         candidate: Candidate | None, result: GateResult | None, approval: Approval | None
     ) -> AuditEntry | None:
         """Audit a refused or timed-out approval (the approval step skips the promotion itself)."""
-        from pipelines import promotion
+        from pipelines.governance import promotion
 
         return promotion.settle_approval(load_config(), candidate, result, approval, get_current_context()["run_id"])
 

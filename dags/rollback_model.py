@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipelines.contracts import AuditEntry
-from pipelines.notifiers import PipelineAlert
+from pipelines.core.contracts import AuditEntry
+from pipelines.surfaces.notifiers import PipelineAlert
 
 
 @dag(
@@ -45,9 +45,9 @@ from pipelines.notifiers import PipelineAlert
 def rollback_model():
     @task(on_success_callback=[PipelineAlert("rollback")])
     def rollback(params: dict) -> AuditEntry:
-        from pipelines import promotion
-        from pipelines.airflow_adapter import fail_without_retry_on_user_errors
-        from pipelines.config import load_config
+        from pipelines.core.config import load_config
+        from pipelines.governance import promotion
+        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
         context = get_current_context()
         who = getattr(context["dag_run"], "triggering_user_name", None) or "unknown"

@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness.runner import DagRunOutcome, forget_runs, retraining_requests, run_dag
-from pipelines.audit import read_audit
-from pipelines.config import (
+from harness.sample_data import DriftSpec, break_partition, generate, write_day
+from pipelines.core.config import (
     CONFIG_ENV_VAR,
     DATA_ROOT_ENV_VAR,
     DEFAULT_CONFIG,
@@ -33,13 +33,14 @@ from pipelines.config import (
     config_path,
     load_config,
 )
-from pipelines.contracts import Candidate, Decision, GateResult, ScoringSummary, ValidatedPartition
-from pipelines.errors import PipelineError
-from pipelines.history import read_history
-from pipelines.lake import QUARANTINE, QUARANTINE_RECORD, partition_dir
-from pipelines.registry import init_store
-from pipelines.retraining import reason_from_trigger
-from pipelines.sample_data import DriftSpec, break_partition, generate, write_day
+from pipelines.core.contracts import Candidate, Decision, GateResult, ScoringSummary, ValidatedPartition
+from pipelines.core.errors import PipelineError
+from pipelines.core.paths import QUARANTINE, QUARANTINE_RECORD
+from pipelines.flows.retraining import reason_from_trigger
+from pipelines.governance.audit import read_audit
+from pipelines.governance.registry import init_store
+from pipelines.storage.history import read_history
+from pipelines.storage.partitions import partition_dir
 
 # The demo writes and deletes only these folders of the checkout (and its own runs in the Airflow metadata DB).
 VAR = Path(__file__).resolve().parent.parent / "var"

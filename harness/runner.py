@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pipelines.errors import PipelineError
+from pipelines.core.errors import PipelineError
 
 
 class RunRefused(PipelineError):

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from pipelines.config import PipelineConfig, load_config
+from pipelines.core.config import PipelineConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -330,7 +330,7 @@ def distributed(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = before
-        from pipelines import history
+        from pipelines.storage import history
 
         history.dispose(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_history")  # its database goes next
         redis.Redis.from_url(broker).flushdb()

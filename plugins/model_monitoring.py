@@ -7,8 +7,8 @@ from airflow.sdk import BaseOperatorLink
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-from pipelines.errors import ReportStoreError
-from pipelines.urls import MONITORING_PREFIX, comparison_route, report_route
+from pipelines.core.errors import ReportStoreError
+from pipelines.storage.urls import MONITORING_PREFIX, comparison_route, report_route
 
 # Reports are built from data that outsiders can influence. Served under the Airflow site, a report runs
 # in a sandbox: an opaque origin (no Airflow cookie, no same-origin requests), no network (connect-src),
@@ -57,7 +57,7 @@ async def require_airflow_login(request: Request) -> object:
 
 
 def _config():
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
 
     return load_config()
 
@@ -82,14 +82,14 @@ async def _store_error(request: Request, exc: ReportStoreError):
 
 @app.get("/", response_class=HTMLResponse, dependencies=[Depends(require_airflow_login)])
 def monitoring_page(request: Request) -> HTMLResponse:
-    from pipelines.monitoring_page import render_page
+    from pipelines.surfaces.monitoring_page import render_page
 
     return HTMLResponse(render_page(_config(), base=MONITORING_PREFIX), headers=PAGE_HEADERS)
 
 
 @app.get("/reports/{partition}/{name}", dependencies=[Depends(require_airflow_login)])
 def report(partition: str, name: str) -> Response:
-    from pipelines.monitoring_page import read_report
+    from pipelines.surfaces.monitoring_page import read_report
 
     content = read_report(_config(), partition, name)
     if content is None:
@@ -99,7 +99,7 @@ def report(partition: str, name: str) -> Response:
 
 @app.get("/models/{pair}/{name}", dependencies=[Depends(require_airflow_login)])
 def model_report(pair: str, name: str) -> Response:
-    from pipelines.monitoring_page import read_model_report
+    from pipelines.surfaces.monitoring_page import read_model_report
 
     content = read_model_report(_config(), pair, name)
     if content is None:
@@ -110,7 +110,7 @@ def model_report(pair: str, name: str) -> Response:
 def _sandboxed(name: str, content: bytes) -> Response:
     """Serve a report file with the sandbox headers (HTML runs sandboxed, JSON is never rendered as a page).
 
-    The file comes from the data root or the report store (pipelines.report_store), whichever the config names.
+    The file comes from the data root or the report store (pipelines.storage.report_store), whichever the config names.
     """
     if name.endswith(".html"):
         return Response(content, media_type="text/html; charset=utf-8", headers=REPORT_HEADERS)
@@ -146,7 +146,7 @@ class DriftReportLink(BaseOperatorLink):
     def get_link(self, operator, *, ti_key) -> str:
         if ti_key.dag_id != "batch_scoring" or ti_key.task_id != "monitor_night":
             return ""
-        from pipelines.contracts import NightSummary
+        from pipelines.core.contracts import NightSummary
 
         summary = _return_value(ti_key)
         return report_route(summary.ds, "drift.html") if isinstance(summary, NightSummary) else ""
@@ -160,7 +160,7 @@ class GateComparisonLink(BaseOperatorLink):
     def get_link(self, operator, *, ti_key) -> str:
         if ti_key.dag_id != "retrain_model" or ti_key.task_id != "evaluate_gate":
             return ""
-        from pipelines.contracts import GateResult
+        from pipelines.core.contracts import GateResult
 
         gate = _return_value(ti_key)
         pair = gate.pair if isinstance(gate, GateResult) else None

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from harness.topology import postgres_admin
-from pipelines.config import DEFAULT_CONFIG, PipelineConfig, load_config
+from pipelines.core.config import DEFAULT_CONFIG, PipelineConfig, load_config
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -103,7 +103,8 @@ def fresh_postgres_database(name: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def champion_lake(tmp_path_factory: pytest.TempPathFactory) -> PipelineConfig:
     """A lake of 12 generated days (labels through day 9) with a bootstrapped champion; shared, treat as read-only."""
-    from pipelines import retraining, sample_data
+    from harness import sample_data
+    from pipelines.flows import retraining
 
     folder = tmp_path_factory.mktemp("champion")
     config = load_config(write_config(folder))
@@ -116,17 +117,17 @@ def champion_lake(tmp_path_factory: pytest.TempPathFactory) -> PipelineConfig:
 
 def score_with_champion(config: PipelineConfig, ds: str, run_id: str):
     """Score a night with the current champion (no validation), for the scoring tests."""
-    from pipelines import scoring
-    from pipelines.registry import Registry
+    from pipelines.flows import scoring
+    from pipelines.governance.registry import Registry
 
     return scoring.score_partition(config, ds, Registry.open(config).champion(), run_id)
 
 
 def score_night(config: PipelineConfig, ds: str, run_id: str):
     """Validate a night against the champion and score it, as batch_scoring does; return both values."""
-    from pipelines import monitoring, scoring
+    from pipelines.flows import nightly, scoring
 
-    validated = monitoring.validate_partition(config, ds, run_id)
+    validated = nightly.validate_partition(config, ds, run_id)
     return validated, scoring.score_partition(config, ds, validated.model, run_id)
 
 

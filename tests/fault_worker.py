@@ -9,11 +9,12 @@ import resource
 import signal
 import sys
 
-from pipelines import monitoring, promotion
-from pipelines.config import load_config
-from pipelines.contracts import ScoringSummary, ValidatedPartition
-from pipelines.errors import PipelineError
-from pipelines.registry import Registry
+from pipelines.core.config import load_config
+from pipelines.core.contracts import ScoringSummary, ValidatedPartition
+from pipelines.core.errors import PipelineError
+from pipelines.flows import nightly
+from pipelines.governance import promotion
+from pipelines.governance.registry import Registry
 from tests.conftest import score_with_champion
 
 config = load_config(sys.argv[1])
@@ -27,7 +28,7 @@ try:
         result = score_with_champion(config, args[0], args[1])
     elif step == "monitor":
         validated, scored = ValidatedPartition.model_validate_json(args[2]), ScoringSummary.model_validate_json(args[3])
-        result = monitoring.monitor_night(config, validated, scored, args[1])
+        result = nightly.monitor_night(config, validated, scored, args[1])
     elif step == "promote":
         ref = Registry.open(config).version(args[0])
         result = promotion.promote(config, ref, "fault test", "tester", args[1], None)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from harness import example_data
 from harness.runner import retraining_requests, run_dag
-from pipelines import example_data
-from pipelines.cadence import shift
-from pipelines.config import load_config
-from pipelines.lake import INCOMING, partition_dir
-from pipelines.retraining import reason_from_trigger
+from pipelines.core.cadence import shift
+from pipelines.core.config import load_config
+from pipelines.core.paths import INCOMING
+from pipelines.flows.retraining import reason_from_trigger
+from pipelines.storage.partitions import partition_dir
 
 out_dir, scenario = Path(sys.argv[1]), json.loads(sys.argv[2])
 config = load_config()

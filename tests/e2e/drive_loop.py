@@ -16,10 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 from harness.runner import retraining_requests, run_dag
-from pipelines.config import load_config
-from pipelines.lake import PREDICTIONS, partition_dir
-from pipelines.retraining import reason_from_trigger
-from pipelines.sample_data import DriftSpec, write_day
+from harness.sample_data import DriftSpec, write_day
+from pipelines.core.config import load_config
+from pipelines.core.paths import PREDICTIONS
+from pipelines.flows.retraining import reason_from_trigger
+from pipelines.storage.partitions import partition_dir
 
 out_dir, bootstrap_end = Path(sys.argv[1]), sys.argv[2]
 first, last, rows = date.fromisoformat(sys.argv[3]), date.fromisoformat(sys.argv[4]), int(sys.argv[5])

@@ -12,8 +12,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from harness.runner import run_dag
-from pipelines.config import load_config
-from pipelines.lake import PREDICTIONS, partition_dir
+from pipelines.core.config import load_config
+from pipelines.core.paths import PREDICTIONS
+from pipelines.storage.partitions import partition_dir
 
 out_dir, window_end, first, last = (
     Path(sys.argv[1]),
@@ -38,7 +39,7 @@ outcomes["forced"] = asdict(run_dag("batch_scoring", None, {"ds": last.isoformat
 from airflow.api.common.trigger_dag import trigger_dag  # noqa: E402
 from airflow.utils.types import DagRunTriggeredByType  # noqa: E402
 
-from pipelines.errors import PipelineError  # noqa: E402
+from pipelines.core.errors import PipelineError  # noqa: E402
 
 queued = trigger_dag("batch_scoring", triggered_by=DagRunTriggeredByType.REST_API, conf={"ds": first.isoformat()})
 outcomes["queued_run_id"] = queued.run_id

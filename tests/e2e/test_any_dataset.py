@@ -18,10 +18,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines import example_data, history
-from pipelines.audit import read_audit
-from pipelines.config import load_config
-from pipelines.lake import PREDICTIONS, QUARANTINE, REPORTS, partition_dir
+from harness import example_data
+from pipelines.core.config import load_config
+from pipelines.core.paths import PREDICTIONS, QUARANTINE, REPORTS
+from pipelines.governance.audit import read_audit
+from pipelines.storage import history
+from pipelines.storage.partitions import partition_dir
 from tests.alert_receivers import AlertReceivers
 from tests.conftest import REPO, airflow_env, airflow_home
 

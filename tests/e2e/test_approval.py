@@ -18,10 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipelines import registry, sample_data
-from pipelines.audit import read_audit
-from pipelines.config import load_config
-from pipelines.registry import Registry
+from harness import sample_data
+from pipelines.core.config import load_config
+from pipelines.governance import registry
+from pipelines.governance.audit import read_audit
+from pipelines.governance.registry import Registry
 from tests.alert_receivers import AlertReceivers
 from tests.api_server import admin_headers, free_port, wait_until_healthy
 from tests.conftest import REPO, airflow_env, airflow_home, write_config

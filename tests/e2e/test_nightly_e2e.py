@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import registry, sample_data
-from pipelines.config import load_config
-from pipelines.lake import partition_dir
-from pipelines.registry import Registry
+from harness import sample_data
+from pipelines.core.config import load_config
+from pipelines.governance import registry
+from pipelines.governance.registry import Registry
+from pipelines.storage.partitions import partition_dir
 from tests.conftest import REPO, airflow_env, airflow_home, write_config
 
 pytestmark = pytest.mark.e2e
@@ -87,7 +88,7 @@ def test_every_valid_row_has_exactly_one_prediction_with_lineage(world):
 
 def test_nights_are_scored_by_the_verified_compiled_trees_and_say_so(world):
     """The default engine: the version compiled at registration, verified, scores every row it can score exactly."""
-    from pipelines import history
+    from pipelines.storage import history
 
     config, outcomes = world["config"], world["outcomes"]
     boot = outcomes["bootstrap"]["returns"]["train_candidate"]["version"]
@@ -150,7 +151,7 @@ def test_the_in_process_runner_never_replaces_a_run(world):
 
 
 def test_every_night_is_in_the_monitoring_history_with_reports(world):
-    from pipelines import history
+    from pipelines.storage import history
 
     first = world["outcomes"]["bootstrap"]["returns"]["train_candidate"]["version"]
     full = history.read_history(world["config"])
@@ -263,7 +264,7 @@ print("GATE" + GateComparisonLink().get_link(None, ti_key=gate) + "|" + GateComp
 
 
 def test_retraining_goes_through_the_gate_and_the_audit_log(world):
-    from pipelines.audit import read_audit
+    from pipelines.governance.audit import read_audit
 
     config, outcomes = world["config"], world["outcomes"]
     retrain = outcomes["retrain"]
@@ -289,7 +290,7 @@ def test_retraining_goes_through_the_gate_and_the_audit_log(world):
 
 
 def test_rollback_refuses_bad_targets_and_restores_the_previous_champion(world):
-    from pipelines.audit import read_audit
+    from pipelines.governance.audit import read_audit
 
     config, outcomes = world["config"], world["outcomes"]
     assert outcomes["rollback_bad"]["state"] == "failed"

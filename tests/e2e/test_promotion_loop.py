@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import registry, sample_data
-from pipelines.audit import read_audit
-from pipelines.config import load_config
-from pipelines.lake import partition_dir
-from pipelines.registry import PREVIOUS, Registry
+from harness import sample_data
+from pipelines.core.config import load_config
+from pipelines.governance import registry
+from pipelines.governance.audit import read_audit
+from pipelines.governance.registry import PREVIOUS, Registry
+from pipelines.storage.partitions import partition_dir
 from tests.alert_receivers import AlertReceivers
 from tests.conftest import REPO, airflow_env, airflow_home, write_config
 

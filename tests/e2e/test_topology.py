@@ -23,6 +23,7 @@ import httpx
 import pytest
 import yaml
 
+from harness import sample_data
 from harness.topology import (
     COMPONENTS,
     PG,
@@ -33,7 +34,8 @@ from harness.topology import (
     runs,
     wait_for_run,
 )
-from pipelines import registry, retraining, sample_data
+from pipelines.flows import retraining
+from pipelines.governance import registry
 from tests.conftest import AUDIT_KEY, REPO, write_config
 
 pytestmark = pytest.mark.e2e
@@ -189,8 +191,9 @@ def test_the_scheduler_runs_the_nightly_dag_on_its_own(topology):
     import pandas as pd
 
     config = topology["config"]
-    from pipelines import scoring
-    from pipelines.lake import LakePath, data_files, partition_dir
+    from pipelines.core.paths import LakePath
+    from pipelines.flows import scoring
+    from pipelines.storage.partitions import data_files, partition_dir
 
     assert isinstance(config.data_root, LakePath)  # the night was read from and written to the bucket
     predictions = pd.read_parquet(config.data_root / "predictions" / f"ds={ds}")
@@ -286,7 +289,7 @@ def test_airflow_backfill_scores_past_partitions_in_order_once_each(topology):
     assert [r["data_interval_start"][:10] for r in by_start] == [d.isoformat() for d in BACKFILL]  # in order
     import pandas as pd
 
-    from pipelines import history
+    from pipelines.storage import history
 
     recorded = history.read_history(topology["config"])
     for run in runs:

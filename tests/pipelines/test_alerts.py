@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from pipelines import alerts
-from pipelines.config import load_config
-from pipelines.contracts import AuditEntry, Comparison, Decision, GateResult
-from pipelines.errors import ConfigError
-from pipelines.notifiers import deliver
+from pipelines.core.config import load_config
+from pipelines.core.contracts import AuditEntry, Comparison, Decision, GateResult
+from pipelines.core.errors import ConfigError
+from pipelines.surfaces import alerts
+from pipelines.surfaces.notifiers import deliver
 from tests.alert_receivers import AlertReceivers, free_port
 from tests.conftest import write_config
 

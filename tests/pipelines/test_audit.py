@@ -10,12 +10,14 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from pipelines import audit, history, retraining
-from pipelines.config import AUDIT_KEY_ENV_VAR
-from pipelines.errors import AuditIntegrityError
-from pipelines.monitoring_page import render_page
-from pipelines.promotion import champion_matches_audit, promote, reject, rollback
-from pipelines.registry import Registry
+from pipelines.core.config import AUDIT_KEY_ENV_VAR
+from pipelines.core.errors import AuditIntegrityError
+from pipelines.flows import retraining
+from pipelines.governance import audit
+from pipelines.governance.promotion import champion_matches_audit, promote, reject, rollback
+from pipelines.governance.registry import Registry
+from pipelines.storage import history
+from pipelines.surfaces.monitoring_page import render_page
 from tests.conftest import copy_lake, fresh_postgres_database, write_config
 
 
@@ -69,14 +71,14 @@ def log(config):
 
 def stored(config):
     """The log's rows as someone with database access sees them: [(seq, entry dict)]."""
-    with history.engine(config).connect() as conn:
-        rows = conn.execute(sa.select(history.AUDIT_LOG.c.seq, history.AUDIT_LOG.c.entry).order_by("seq")).all()
+    with audit.database(config).connect() as conn:
+        rows = conn.execute(sa.select(audit.AUDIT_LOG.c.seq, audit.AUDIT_LOG.c.entry).order_by("seq")).all()
     return [(seq, json.loads(text)) for seq, text in rows]
 
 
 def tamper(config, statement, **values):
     """Run a statement against the log as an attacker who can drop the append-only triggers would."""
-    with history.engine(config).begin() as conn:
+    with audit.database(config).begin() as conn:
         conn.execute(sa.text("DROP TRIGGER IF EXISTS audit_log_no_update"))
         conn.execute(sa.text("DROP TRIGGER IF EXISTS audit_log_no_delete"))
         conn.execute(sa.text(statement), values)
@@ -85,10 +87,10 @@ def tamper(config, statement, **values):
 def rewrite(config, entries):
     """Replace the log's rows with `entries` (numbered 1, 2, ...)."""
     tamper(config, "DELETE FROM audit_log")
-    with history.engine(config).begin() as conn:
+    with audit.database(config).begin() as conn:
         for number, entry in enumerate(entries, 1):
             conn.execute(
-                history.AUDIT_LOG.insert().values(
+                audit.AUDIT_LOG.insert().values(
                     model_name=config.model.registered_name, seq=number, entry=json.dumps(entry), hash=entry["hash"]
                 )
             )
@@ -100,7 +102,7 @@ def test_entries_are_keyed_and_the_chain_reads_back(log):
     assert [e.action for e in entries] == ["bootstrap", "reject", "promote", "rollback"]
     assert {entry["alg"] for _, entry in stored(config)} == {"hmac-sha256"}
     assert [seq for seq, _ in stored(config)] == [1, 2, 3, 4]
-    assert history.audit_head(config, config.model.registered_name)[:2] == (4, entries[-1].hash)
+    assert audit.audit_head(config, config.model.registered_name)[:2] == (4, entries[-1].hash)
     with pytest.raises(AuditIntegrityError, match="signed with hmac-sha256"):
         audit.read_audit(config.model_copy(update={"audit_key": None}))
 
@@ -112,7 +114,7 @@ def test_the_database_refuses_to_change_or_remove_an_entry(log, statement):
     config = log
     with (
         pytest.raises(sa.exc.DatabaseError, match="audit_log is append-only"),
-        history.engine(config).begin() as conn,
+        audit.database(config).begin() as conn,
     ):
         conn.execute(sa.text(statement))
     assert len(audit.read_audit(config)) == 4
@@ -150,16 +152,16 @@ def test_a_rewrite_with_recomputed_hashes_is_detected(log):
 
 def test_a_crash_mid_append_leaves_no_entry_and_no_head(log, monkeypatch):
     config = log
-    head = history.audit_head(config, config.model.registered_name)
+    head = audit.audit_head(config, config.model.registered_name)
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed between the entry and its head")
 
-    monkeypatch.setattr(history, "set_audit_head", crash)
+    monkeypatch.setattr(audit, "set_audit_head", crash)
     with pytest.raises(RuntimeError, match="killed"):
         _append(config, "reject", "1", "2", 6)
     monkeypatch.undo()
-    assert len(audit.read_audit(config)) == 4 and history.audit_head(config, config.model.registered_name) == head
+    assert len(audit.read_audit(config)) == 4 and audit.audit_head(config, config.model.registered_name) == head
     _append(config, "reject", "1", "2", 7)
     assert [e.reason for e in audit.read_audit(config)][-1] == "step 7"
 
@@ -177,7 +179,7 @@ def test_a_file_log_of_an_earlier_release_is_verified_and_moved_in(config):
         not config.audit_log_file.exists()
         and config.audit_log_file.with_name("model_audit.jsonl.moved-to-database").exists()
     )
-    assert history.audit_head(config, config.model.registered_name)[:2] == (4, entries[-1].hash)
+    assert audit.audit_head(config, config.model.registered_name)[:2] == (4, entries[-1].hash)
     _append(config, "reject", "1", "2", 5)
     assert len(audit.read_audit(config)) == 5
 
@@ -197,8 +199,8 @@ def test_an_altered_file_log_is_not_moved_in(config):
 
 def test_a_log_without_its_head_record_is_refused(log):
     config = log
-    with history.engine(config).begin() as conn:
-        conn.execute(history.AUDIT_HEAD.delete())
+    with audit.database(config).begin() as conn:
+        conn.execute(audit.AUDIT_HEAD.delete())
     with pytest.raises(AuditIntegrityError, match="has no record of its head"):
         audit.read_audit(config)
 
@@ -228,8 +230,8 @@ def test_an_interrupted_alias_move_is_finished_by_the_next_one(lake):
 
 
 def test_the_key_never_comes_from_the_yaml(tmp_path):
-    from pipelines.config import load_config
-    from pipelines.errors import ConfigError
+    from pipelines.core.config import load_config
+    from pipelines.core.errors import ConfigError
     from tests.conftest import write_config
 
     path = write_config(tmp_path, audit_key="in-the-yaml")
@@ -264,7 +266,7 @@ def test_entries_moved_out_of_order_break_the_chain(lake):
 @pytest.fixture
 def pg_config(tmp_path):
     """A config whose history, and so whose audit log, is a fresh PostgreSQL database."""
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
 
     with fresh_postgres_database(f"nightly_ml_audit_{os.getpid()}") as url:
         path = write_config(tmp_path)
@@ -274,8 +276,8 @@ def pg_config(tmp_path):
 
 HOLD = """
 import os, sys, time
-from pipelines import audit
-from pipelines.config import load_config
+from pipelines.governance import audit
+from pipelines.core.config import load_config
 config = load_config(sys.argv[1])
 with audit.audit_lock(config):
     print("holding", flush=True)
@@ -308,12 +310,12 @@ def test_on_postgres_the_lock_holds_across_processes_and_the_database_guards_the
     assert stored(config)[1][1]["previous_hash"] == entries[0].hash and entry.hash == entries[1].hash
     with (
         pytest.raises(sa.exc.DatabaseError, match="audit_log is append-only"),
-        history.engine(config).begin() as conn,
+        audit.database(config).begin() as conn,
     ):
         conn.execute(sa.text("DELETE FROM audit_log"))
     with (
         pytest.raises(sa.exc.DatabaseError, match="audit_log is append-only"),
-        history.engine(config).begin() as conn,
+        audit.database(config).begin() as conn,
     ):
         conn.execute(sa.text("TRUNCATE audit_log"))
 
@@ -358,9 +360,9 @@ def _file_log(config):
 @pytest.mark.parametrize(("recorded", "right_hash"), [(5, True), (4, False), (2, False)])
 def test_a_file_log_that_disagrees_with_the_recorded_head_is_not_moved_in(config, recorded, right_hash):
     entries = _file_log(config)
-    with history.engine(config).begin() as conn:
+    with audit.database(config).begin() as conn:
         head_hash = entries[recorded - 1]["hash"] if right_hash and recorded <= 4 else "0" * 64
-        history.set_audit_head(conn, config.model.registered_name, recorded, head_hash, None)  # an older release's
+        audit.set_audit_head(conn, config.model.registered_name, recorded, head_hash, None)  # an older release's
     with pytest.raises(AuditIntegrityError, match=f"truncated or rewritten: it holds 4 entries.*recorded {recorded}"):
         audit.read_audit(config)
     assert config.audit_log_file.exists() and stored(config) == []
@@ -368,16 +370,16 @@ def test_a_file_log_that_disagrees_with_the_recorded_head_is_not_moved_in(config
 
 def test_a_file_log_that_matches_the_recorded_head_is_moved_in_with_its_hashes(config, caplog):
     entries = _file_log(config)
-    with history.engine(config).begin() as conn:
-        history.set_audit_head(conn, config.model.registered_name, 3, entries[2]["hash"], None)  # an older release's
-    with caplog.at_level("WARNING", logger="pipelines.audit"):
+    with audit.database(config).begin() as conn:
+        audit.set_audit_head(conn, config.model.registered_name, 3, entries[2]["hash"], None)  # an older release's
+    with caplog.at_level("WARNING", logger="pipelines.governance.audit"):
         assert [e.hash for e in audit.read_audit(config)] == [e["hash"] for e in entries]
-    with history.engine(config).connect() as conn:
+    with audit.database(config).connect() as conn:
         rows = conn.execute(
-            sa.select(history.AUDIT_LOG.c.model_name, history.AUDIT_LOG.c.seq, history.AUDIT_LOG.c.hash).order_by("seq")
+            sa.select(audit.AUDIT_LOG.c.model_name, audit.AUDIT_LOG.c.seq, audit.AUDIT_LOG.c.hash).order_by("seq")
         ).all()
     assert [tuple(r) for r in rows] == [(config.model.registered_name, n, e["hash"]) for n, e in enumerate(entries, 1)]
-    assert history.audit_head(config, config.model.registered_name)[:2] == (4, entries[-1]["hash"])
+    assert audit.audit_head(config, config.model.registered_name)[:2] == (4, entries[-1]["hash"])
     assert any("(4 entries) was verified and moved into the database" in r.getMessage() for r in caplog.records)
 
 
@@ -394,7 +396,7 @@ def test_a_file_log_with_only_a_torn_line_moves_in_as_an_empty_log(config):
     config.audit_log_file.parent.mkdir(parents=True, exist_ok=True)
     config.audit_log_file.write_text('{"at": "2026-11-27T03:00:00", "action": "prom')
     assert audit.read_audit(config) == []
-    assert not config.audit_log_file.exists() and history.audit_head(config, config.model.registered_name) is None
+    assert not config.audit_log_file.exists() and audit.audit_head(config, config.model.registered_name) is None
     _append(config, "bootstrap", None, "1", 1)
     assert [e.action for e in audit.read_audit(config)] == ["bootstrap"]
 
@@ -404,8 +406,8 @@ def _cut_tail_and_forge_head(config, mac=None):
     rows = stored(config)
     tamper(config, "DELETE FROM audit_log WHERE seq = :seq", seq=len(rows))
     last = rows[-2][1]["hash"]
-    with history.engine(config).begin() as conn:
-        history.set_audit_head(conn, config.model.registered_name, len(rows) - 1, last, mac)
+    with audit.database(config).begin() as conn:
+        audit.set_audit_head(conn, config.model.registered_name, len(rows) - 1, last, mac)
 
 
 @pytest.mark.parametrize("mac", [None, "0" * 64], ids=["head-without-mac", "head-with-a-made-up-mac"])
@@ -431,8 +433,8 @@ def test_an_unkeyed_log_never_finishes_an_interrupted_move(lake):
     config, first, second = lake
     unkeyed = config.model_copy(update={"audit_key": None})
     tamper(config, "DELETE FROM audit_log")
-    with history.engine(config).begin() as conn:
-        conn.execute(history.AUDIT_HEAD.delete())
+    with audit.database(config).begin() as conn:
+        conn.execute(audit.AUDIT_HEAD.delete())
     for number, (action, old, new) in enumerate(
         [("bootstrap", None, first.version), ("promote", first.version, second.version)]
     ):
@@ -445,10 +447,10 @@ def test_an_unkeyed_log_never_finishes_an_interrupted_move(lake):
 def test_a_sealed_head_verifies_and_sealing_needs_the_key(log):
     config = log
     name = config.model.registered_name
-    count, head_hash, _ = history.audit_head(config, name)
-    with history.engine(config).begin() as conn:  # a head written by a release before keyed heads
-        history.set_audit_head(conn, name, count, head_hash, None)
-    with pytest.raises(AuditIntegrityError, match="pipelines.cli seal-audit"):
+    count, head_hash, _ = audit.audit_head(config, name)
+    with audit.database(config).begin() as conn:  # a head written by a release before keyed heads
+        audit.set_audit_head(conn, name, count, head_hash, None)
+    with pytest.raises(AuditIntegrityError, match="nightly-ml seal-audit"):
         audit.read_audit(config)
     with pytest.raises(AuditIntegrityError, match="set AIRFLOW_VAR_PIPELINE_AUDIT_KEY first"):
         audit.seal_head(config.model_copy(update={"audit_key": None}))
@@ -460,8 +462,8 @@ def test_a_sealed_head_verifies_and_sealing_needs_the_key(log):
 
 
 def test_a_wiped_registry_and_log_do_not_bootstrap_over_a_history_of_earlier_champions(lake):
-    from pipelines.errors import ChampionMissingError
-    from pipelines.promotion import record_bootstrap
+    from pipelines.core.errors import ChampionMissingError
+    from pipelines.governance.promotion import record_bootstrap
 
     config, first, second = lake
     for ds, version in (("2026-09-20", first.version), ("2026-09-21", second.version)):
@@ -470,8 +472,8 @@ def test_a_wiped_registry_and_log_do_not_bootstrap_over_a_history_of_earlier_cha
     for alias in ("champion", "previous", "challenger"):
         models.delete_alias(alias)
     tamper(config, "DELETE FROM audit_log")
-    with history.engine(config).begin() as conn:
-        conn.execute(history.AUDIT_HEAD.delete())
+    with audit.database(config).begin() as conn:
+        conn.execute(audit.AUDIT_HEAD.delete())
     with pytest.raises(ChampionMissingError, match=f"nights scored by v{first.version}, v{second.version}"):
         record_bootstrap(config, models, second, "run-9")
     assert models.alias_version("champion") is None and audit.read_audit(config) == []
@@ -514,7 +516,7 @@ def test_the_page_reads_a_restored_database_file_at_every_view(log, tmp_path, ho
     backup = tmp_path / "backup.db"
     shutil.copyfile(database, backup)
     with sa.create_engine(f"sqlite:///{backup}").begin() as conn:  # a backup whose head record was lost
-        conn.execute(history.AUDIT_HEAD.delete())
+        conn.execute(audit.AUDIT_HEAD.delete())
     if how == "copied-over":
         shutil.copyfile(backup, database)
     else:

@@ -4,8 +4,8 @@ from datetime import date
 
 import pytest
 
-from pipelines.cadence import partitions_between, shift, unit
-from pipelines.config import load_config
+from pipelines.core.cadence import partitions_between, shift, unit
+from pipelines.core.config import load_config
 from tests.conftest import write_config
 
 

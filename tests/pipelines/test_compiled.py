@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines import compiled
-from pipelines.registry import REFERENCE_ARTIFACT, Registry
+from pipelines.governance.registry import REFERENCE_ARTIFACT, Registry
+from pipelines.steps import compiled
 from tests.conftest import copy_lake, score_with_champion
 
 
@@ -215,7 +215,7 @@ def test_a_night_without_a_usable_library_is_scored_by_scikit_learn_with_the_rea
 
 
 def test_engine_compiled_refuses_to_score_without_a_usable_library(auto_lake, demo):
-    from pipelines.errors import PipelineError
+    from pipelines.core.errors import PipelineError
 
     _install(auto_lake, demo[1], lambda f: (f / compiled.LIBRARY).write_bytes(b"garbage"))
     forced = auto_lake.model_copy(update={"scoring": auto_lake.scoring.model_copy(update={"engine": "compiled"})})

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import DEFAULT_CONFIG, load_config
-from pipelines.errors import ConfigError
+from pipelines.core.config import DEFAULT_CONFIG, load_config
+from pipelines.core.errors import ConfigError
 from tests.conftest import write_config
 
 
@@ -97,7 +97,7 @@ def test_a_feature_listed_under_a_kind_its_type_cannot_be_is_refused_by_the_firs
 
     import pyarrow as pa
 
-    from pipelines.config import check_feature_kinds
+    from pipelines.storage.schema import check_feature_kinds
 
     features = {"numeric": ["flag", "count", "when", "amount"], "categorical": ["code", "label", "yes_no", "tags"]}
     path = write_config(tmp_path, id_column="id", target="y", timestamp_column=None, features=features)

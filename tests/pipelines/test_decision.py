@@ -6,8 +6,10 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from pipelines import history, monitoring, sample_data
-from pipelines.decision import decide
+from harness import sample_data
+from pipelines.flows import nightly
+from pipelines.steps.decision import decide
+from pipelines.storage import history
 from tests.conftest import score_night
 
 
@@ -57,7 +59,7 @@ def test_estimated_drop_age_and_force(config):
 
 
 def test_rules_set_to_null_are_off(tmp_path):
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
     from tests.conftest import write_config
 
     config = load_config(
@@ -83,8 +85,8 @@ def season(champion_lake, tmp_path_factory):
         sample_data.write_day(config.data_root, night, 2000, 7, drift, with_labels=False)
         ds = night.isoformat()
         validated, scored = score_night(config, ds, f"run-{ds}")
-        summary = monitoring.monitor_night(config, validated, scored, f"run-{ds}")
-        decisions[ds] = monitoring.decide_retraining(config, summary, [], force=False)
+        summary = nightly.monitor_night(config, validated, scored, f"run-{ds}")
+        decisions[ds] = nightly.decide_retraining(config, summary, [], force=False)
     return config, history.read_history(config).set_index("ds"), decisions
 
 
@@ -111,7 +113,7 @@ def test_drift_is_detected_and_the_decision_fires_on_the_policy_night(season):
 
 
 def test_model_age_counts_partitions_of_the_cadence(tmp_path):
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
     from tests.conftest import write_config
 
     yearly = load_config(write_config(tmp_path, cadence="yearly", retraining={"max_model_age_partitions": 3}))

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import load_config
-from pipelines.drift import SCORE, calibrate_thresholds, column_tests, drift_report, drift_statistic
+from pipelines.core.config import load_config
+from pipelines.steps.drift import SCORE, calibrate_thresholds, column_tests, drift_report, drift_statistic
 from tests.conftest import write_config
 
 

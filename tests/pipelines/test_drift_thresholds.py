@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import load_config
-from pipelines.drift import SCORE, calibrate_thresholds
+from pipelines.core.config import load_config
+from pipelines.steps.drift import SCORE, calibrate_thresholds
 from tests.conftest import write_config
 
 
@@ -100,7 +100,7 @@ def test_calibration_is_off_when_asked_or_below_ten_rows(tmp_path, rows_per_part
 
 def test_the_draws_are_seeded_and_the_log_names_the_raised_columns(tmp_path, caplog):
     config = _config(tmp_path, numeric_threshold=0.001, categorical_threshold=5.0, score_threshold=5.0)
-    with caplog.at_level(logging.INFO, logger="pipelines.drift"):
+    with caplog.at_level(logging.INFO, logger="pipelines.steps.drift"):
         first = calibrate_thresholds(config, _reference(), 100, seed=3)
     # this call's line only (the suite's logging set-up may record the later calls too)
     (message,) = [r.getMessage() for r in caplog.records if "thresholds calibrated" in r.getMessage()]
@@ -125,7 +125,7 @@ def test_calibration_runs_all_its_draws_while_the_threshold_is_within_reach(tmp_
 def test_each_chunk_is_compared_with_up_to_five_chunks_or_5000_rows_of_the_rest(
     tmp_path, monkeypatch, reference_rows, rows_per_partition, sample_rows, rest
 ):
-    from pipelines import drift
+    from pipelines.steps import drift
 
     sizes = []
     measure = drift.drift_statistic

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipelines.config import load_config
-from pipelines.drift import SCORE, _parse_drift, calibrate_thresholds, column_tests, drift_statistic
+from pipelines.core.config import load_config
+from pipelines.steps.drift import SCORE, _parse_drift, calibrate_thresholds, column_tests, drift_statistic
 from tests.conftest import write_config
 
 

@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import audit, registry, retraining
-from pipelines.errors import StoreMissingError
-from pipelines.lake import partition_dir
-from pipelines.promotion import champion_matches_audit, promote
-from pipelines.registry import Registry
+from pipelines.core.errors import StoreMissingError
+from pipelines.flows import retraining
+from pipelines.governance import audit, registry
+from pipelines.governance.promotion import champion_matches_audit, promote
+from pipelines.governance.registry import Registry
+from pipelines.storage.partitions import partition_dir
 from tests.conftest import REPO, copy_lake, score_night, score_with_champion, write_config
 
 BIG = "2026-09-11"
@@ -153,7 +154,7 @@ def test_kill_9_while_monitoring_never_shows_a_mix_of_two_runs(lake):
     config = lake["config"]
     ds = "2026-09-10"
     validated, scored = score_night(config, ds, "run-a")
-    from pipelines.monitoring import monitor_night
+    from pipelines.flows.nightly import monitor_night
 
     monitor_night(config, validated, scored, "run-a")
     reports = partition_dir(config.data_root, "reports", ds)

@@ -4,9 +4,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipelines.config import PipelineConfig
-from pipelines.contracts import Alias, Candidate, Comparison, GateResult, PromotionPath
-from pipelines.gate import evaluate_gate, floor_failures, gain_failures, gate_summary, paired_bootstrap, promotion_path
+from pipelines.core.config import PipelineConfig
+from pipelines.core.contracts import Alias, Candidate, Comparison, GateResult, PromotionPath
+from pipelines.governance.gate import (
+    evaluate_gate,
+    floor_failures,
+    gain_failures,
+    gate_summary,
+    paired_bootstrap,
+    promotion_path,
+)
 
 
 def _rules(config: PipelineConfig, **promotion) -> PipelineConfig:

@@ -5,11 +5,12 @@ import shutil
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import audit, registry, retraining
-from pipelines.errors import ChampionMissingError, StoreMissingError
-from pipelines.monitoring import validate_partition
-from pipelines.promotion import champion_matches_audit, rollback
-from pipelines.registry import Registry
+from pipelines.core.errors import ChampionMissingError, StoreMissingError
+from pipelines.flows import retraining
+from pipelines.flows.nightly import validate_partition
+from pipelines.governance import audit, registry
+from pipelines.governance.promotion import champion_matches_audit, rollback
+from pipelines.governance.registry import Registry
 from tests.conftest import copy_lake, score_with_champion
 
 
@@ -41,7 +42,7 @@ def test_only_a_former_champion_can_be_restored(lake):
     first = Registry.open(lake).champion()
     candidate = retraining.train_candidate(lake, retraining.select_training_window(lake), {"reason": "x"})
     MlflowClient(lake.tracking_uri).delete_registered_model_alias(first.name, "champion")
-    from pipelines.promotion import PromotionError
+    from pipelines.governance.promotion import PromotionError
 
     with pytest.raises(PromotionError, match="was never champion"):
         rollback(lake, candidate.version, "sneak it in", "mallory", "run")

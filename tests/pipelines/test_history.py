@@ -3,7 +3,7 @@
 import pytest
 import sqlalchemy as sa
 
-from pipelines import history
+from pipelines.storage import history
 
 
 def test_an_older_history_table_gains_new_columns_and_keeps_its_rows(config):

@@ -8,10 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import evaluation, history
-from pipelines.labels import match_labels, read_labels
-from pipelines.lake import partition_dir
-from pipelines.registry import Registry
+from pipelines.flows import evaluation
+from pipelines.governance.registry import Registry
+from pipelines.steps.labels import match_labels, read_labels
+from pipelines.storage import history
+from pipelines.storage.partitions import partition_dir
 from tests.conftest import score_with_champion
 
 GOOD, BAD = "2026-09-05", "2026-09-06"

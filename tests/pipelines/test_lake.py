@@ -4,16 +4,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.errors import InvalidDateError, PartitionMissingError
-from pipelines.lake import (
-    list_partitions,
-    parse_ds,
-    partition_date,
-    partition_dir,
-    partition_files,
-    write_json_atomic,
-    write_table_atomic,
-)
+from pipelines.core.errors import InvalidDateError, PartitionMissingError
+from pipelines.storage.atomic import write_json_atomic, write_table_atomic
+from pipelines.storage.partitions import list_partitions, parse_ds, partition_date, partition_dir, partition_files
 
 
 @pytest.mark.parametrize("value", ["../../etc/passwd", "2026-13-01", "2026-02-30", "20260101", "2026-01-01/..", ""])
@@ -62,7 +55,7 @@ def test_the_run_scores_the_requested_date_or_its_data_interval_start():
 
 
 def test_the_earliest_partition_comes_from_one_listing(tmp_path):
-    from pipelines.lake import earliest_partition
+    from pipelines.storage.partitions import earliest_partition
 
     assert earliest_partition(tmp_path, "incoming") is None  # no area yet
     for name in ("ds=2019-03-05", "ds=2019-03-04", "notes", ".ds=2001-01-01"):
@@ -92,7 +85,7 @@ def test_predictions_are_written_in_row_groups_a_reader_can_stream(tmp_path):
 def test_json_records_are_indented_for_people_and_dates_become_text(tmp_path):
     import json
 
-    from pipelines.lake import write_json_atomic
+    from pipelines.storage.atomic import write_json_atomic
 
     target = tmp_path / "validation.json"
     write_json_atomic(target, {"ds": date(2026, 10, 1), "failures": ["a"]})
@@ -104,7 +97,7 @@ def test_a_file_digest_is_the_sha256_of_all_its_bytes(tmp_path):
     import hashlib
     import os
 
-    from pipelines.lake import file_digest, partition_digest
+    from pipelines.storage.partitions import file_digest, partition_digest
 
     payload = os.urandom(3 * (1 << 20) + 17)  # more than one read block
     path = tmp_path / "part-0.parquet"
@@ -125,8 +118,8 @@ def test_a_night_before_the_configured_start_date_fails_and_says_why():
 
 
 def test_a_night_before_the_first_partition_is_not_waited_for(config):
-    from pipelines import sample_data
-    from pipelines.lake import wait_for_partition
+    from harness import sample_data
+    from pipelines.storage.partitions import wait_for_partition
 
     sample_data.generate(config.data_root, date(2027, 1, 1), 1, 100, label_delay_days=0)  # data dated in the future
     with pytest.raises(PartitionMissingError, match="the earliest partition in incoming/ is ds=2027-01-01"):

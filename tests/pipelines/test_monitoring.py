@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines import evaluation, history, monitoring, sample_data
-from pipelines.lake import partition_dir
+from harness import sample_data
+from pipelines.flows import evaluation, nightly
+from pipelines.storage import history
+from pipelines.storage.partitions import partition_dir
 from tests.conftest import score_night
 
 
@@ -20,7 +22,7 @@ def night(champion_lake, tmp_path_factory):
     shutil.copytree(champion_lake.data_root, data)
     config = champion_lake.model_copy(update={"data_root": data})
     validated, scored = score_night(config, "2026-09-11", "run-1")
-    summary = monitoring.monitor_night(config, validated, scored, "run-1")
+    summary = nightly.monitor_night(config, validated, scored, "run-1")
     return config, validated, scored, summary
 
 
@@ -53,14 +55,14 @@ def test_drifted_night_is_flagged(night, tmp_path):
     drifted = sample_data.DriftSpec(start=date(2026, 9, 12), covariate=True)
     sample_data.write_day(config.data_root, date(2026, 9, 12), 2000, 7, drifted, with_labels=False)
     validated, scored = score_night(config, "2026-09-12", "run-2")
-    summary = monitoring.monitor_night(config, validated, scored, "run-2")
+    summary = nightly.monitor_night(config, validated, scored, "run-2")
     assert {"credit_utilization", "annual_income"} <= set(summary.drifted_columns)
     assert summary.drift_share >= 0.2
 
 
 def test_rerunning_a_night_leaves_one_entry(night):
     config, validated, scored, _ = night
-    monitoring.monitor_night(config, validated, scored, "run-1b")
+    nightly.monitor_night(config, validated, scored, "run-1b")
     frame = history.read_history(config)
     assert (frame["ds"] == "2026-09-11").sum() == 1
     assert frame.loc[frame["ds"] == "2026-09-11", "airflow_run_id"].item() == "run-1b"
@@ -91,21 +93,21 @@ def test_late_labels_fill_the_right_night_and_match_scikit_learn(night):
 
 def test_decision_is_recorded(night):
     config, _, scored, summary = night
-    decision = monitoring.decide_retraining(config, summary, [], force=False)
+    decision = nightly.decide_retraining(config, summary, [], force=False)
     assert decision.retrain is False and decision.reasons == []
-    forced = monitoring.decide_retraining(config, summary, [], force=True)
+    forced = nightly.decide_retraining(config, summary, [], force=True)
     assert forced.retrain is True and forced.reasons == ["force_retrain was set on the run"]
     entry = history.night(config, "2026-09-11", scored.model_name, scored.model_version)
     assert entry["decision"] == "retrain"
 
 
 def test_warned_columns_count_as_drifted_and_every_surface_shows_the_warning(night):
-    from pipelines.monitoring_page import render_page
+    from pipelines.surfaces.monitoring_page import render_page
 
     config, validated, scored, _ = night
     warning = "column 'loan_purpose': 40.00% of values are categories unseen in training, for example ['<script>x']"
     warned = validated.model_copy(update={"warnings": [warning], "warned_columns": ["loan_purpose"]})
-    summary = monitoring.monitor_night(config, warned, scored, "run-3")
+    summary = nightly.monitor_night(config, warned, scored, "run-3")
     assert summary.warned_columns == ["loan_purpose"] and summary.validation_warnings == [warning]
     assert summary.drift_share == pytest.approx(1 / len(config.features.all))  # the calm night's only "drift"
     entry = history.night(config, "2026-09-11", scored.model_name, scored.model_version)
@@ -124,10 +126,10 @@ def test_warned_columns_count_as_drifted_and_every_surface_shows_the_warning(nig
 
 
 def test_the_page_shows_each_stage_s_seconds_and_the_scoring_engine(night):
-    from pipelines.monitoring_page import render_page
+    from pipelines.surfaces.monitoring_page import render_page
 
     config, _, scored, summary = night
-    monitoring.decide_retraining(config, summary, [], force=False)
+    nightly.decide_retraining(config, summary, [], force=False)
     entry = history.night(config, "2026-09-11", scored.model_name, scored.model_version)
     seconds = entry["task_seconds"]
     assert set(seconds) == {"validate_partition", "score_partition", "monitor_night", "decide_retraining"}
@@ -144,7 +146,7 @@ def test_the_page_shows_each_stage_s_seconds_and_the_scoring_engine(night):
 
 
 def test_labels_count_as_overdue_only_once_the_label_delay_has_passed(tmp_path, champion_lake):
-    from pipelines.lake import PREDICTIONS
+    from pipelines.core.paths import PREDICTIONS
 
     config = champion_lake.model_copy(update={"data_root": tmp_path})
     for day in ("2026-09-01", "2026-09-02", "2026-09-05"):
@@ -158,8 +160,8 @@ def test_labels_count_as_overdue_only_once_the_label_delay_has_passed(tmp_path, 
 
 
 def test_an_accepted_night_is_an_audited_action_that_a_rerun_keeps(champion_lake, tmp_path):
-    from pipelines import audit
-    from pipelines.errors import PartitionQuarantinedError
+    from pipelines.core.errors import PartitionQuarantinedError
+    from pipelines.governance import audit
     from tests.conftest import copy_lake
 
     config = copy_lake(champion_lake, tmp_path)
@@ -167,8 +169,8 @@ def test_an_accepted_night_is_an_audited_action_that_a_rerun_keeps(champion_lake
     config = config.model_copy(update={"validation": config.validation.model_copy(update={"severity": severity})})
     sample_data.break_partition(config.data_root, date(2026, 9, 11), "unknown_category")
     with pytest.raises(PartitionQuarantinedError):
-        monitoring.validate_partition(config, "2026-09-11", "run-1")
-    validated = monitoring.validate_partition(config, "2026-09-11", "run-2", accepted_by="alice")
+        nightly.validate_partition(config, "2026-09-11", "run-1")
+    validated = nightly.validate_partition(config, "2026-09-11", "run-2", accepted_by="alice")
     assert validated.warnings[0].startswith("accepted by alice: column 'loan_purpose'")
     (entry,) = [e for e in audit.read_audit(config) if e.action == "accept_quarantine"]
     assert entry.approved_by == "alice" and entry.airflow_run_id == "run-2"

@@ -8,25 +8,19 @@ from datetime import timedelta
 
 import pytest
 
+from harness import sample_data
 from harness.topology import free_port
-from pipelines import evaluation, lake, monitoring, sample_data, scoring, training
-from pipelines.config import load_config
-from pipelines.errors import ConfigError, DataRootError, PartitionQuarantinedError
-from pipelines.lake import (
-    INCOMING,
-    LABELS,
-    PREDICTIONS,
-    PREDICTIONS_FILE,
-    QUARANTINE,
-    LakePath,
-    data_files,
-    list_partitions,
-    partition_dir,
-    read_parquet,
-    wait_for_partition,
-)
-from pipelines.monitoring_page import read_report
-from pipelines.registry import Registry
+from pipelines.core import paths
+from pipelines.core.config import load_config
+from pipelines.core.errors import ConfigError, DataRootError, PartitionQuarantinedError
+from pipelines.core.paths import INCOMING, LABELS, PREDICTIONS, PREDICTIONS_FILE, QUARANTINE, LakePath
+from pipelines.flows import evaluation, nightly, scoring
+from pipelines.governance.registry import Registry
+from pipelines.steps import training
+from pipelines.storage import atomic
+from pipelines.storage.parquet import read_parquet
+from pipelines.storage.partitions import data_files, list_partitions, partition_dir, wait_for_partition
+from pipelines.surfaces.monitoring_page import read_report
 from tests.conftest import DAYS, ROWS, START, copy_lake, fresh_bucket, score_night, write_config
 
 DS = (START + timedelta(days=10)).isoformat()
@@ -94,15 +88,15 @@ def test_a_night_on_the_object_store_equals_the_same_night_on_disk(s3_lake, on_d
     validated, scored = score_night(config, DS, "run-s3")
     _, local = score_night(on_disk, DS, "run-disk")
     assert scored.path == f"s3://{bucket}/team-a/lake/predictions/ds={DS}/{PREDICTIONS_FILE}"
-    there = read_parquet(lake.data_path(scored.path)).to_pandas().sort_values("id").reset_index(drop=True)
-    here = read_parquet(lake.data_path(local.path)).to_pandas().sort_values("id").reset_index(drop=True)
+    there = read_parquet(paths.data_path(scored.path)).to_pandas().sort_values("id").reset_index(drop=True)
+    here = read_parquet(paths.data_path(local.path)).to_pandas().sort_values("id").reset_index(drop=True)
     assert len(there) == ROWS and set(there["airflow_run_id"]) == {"run-s3"}
     assert there[COMPARED].equals(here[COMPARED])
     assert _keys(client, bucket, f"team-a/lake/{PREDICTIONS}/") == [
         f"team-a/lake/predictions/ds={DS}/predictions.parquet"
     ]
     # the night's reports are built in this machine's work folder and published to the store
-    night = monitoring.monitor_night(config, validated, scored, "run-s3")
+    night = nightly.monitor_night(config, validated, scored, "run-s3")
     assert night.rows == ROWS
     shutil.rmtree(partition_dir(config.work_root, "reports", DS))
     assert b"root_metric_" in read_report(config, f"ds={DS}", "drift.html")  # Evidently's page, from the bucket
@@ -125,8 +119,8 @@ def test_a_sharded_night_on_the_object_store_commits_one_file_and_leaves_no_shar
         f"team-a/lake/predictions/ds={DS}/predictions.parquet"
     ]
     whole = scoring.score_partition(on_disk, DS, Registry.open(on_disk).champion(), "run-whole")
-    there = read_parquet(lake.data_path(summary.path)).to_pandas().sort_values("id").reset_index(drop=True)
-    here = read_parquet(lake.data_path(whole.path)).to_pandas().sort_values("id").reset_index(drop=True)
+    there = read_parquet(paths.data_path(summary.path)).to_pandas().sort_values("id").reset_index(drop=True)
+    here = read_parquet(paths.data_path(whole.path)).to_pandas().sort_values("id").reset_index(drop=True)
     assert there[COMPARED].equals(here[COMPARED])
 
 
@@ -156,7 +150,7 @@ def test_a_write_that_fails_half_way_leaves_the_published_file_whole_and_a_rerun
     ]
     monkeypatch.setattr(scoring, "predict_scores", real)
     again = scoring.score_partition(config, DS, ref, "run-3")
-    assert set(read_parquet(lake.data_path(again.path)).column("airflow_run_id").to_pylist()) == {"run-3"}
+    assert set(read_parquet(paths.data_path(again.path)).column("airflow_run_id").to_pylist()) == {"run-3"}
     assert first.path == again.path
 
 
@@ -166,11 +160,11 @@ def test_an_interrupted_writers_hidden_key_is_skipped_and_removed_once_it_is_old
     client.put_object(Bucket=bucket, Key=f"team-a/lake/incoming/ds={DS}/.part-1.parquet.tmp-dead", Body=b"half")
     client.put_object(Bucket=bucket, Key=f"team-a/lake/incoming/ds={DS}/_SUCCESS", Body=b"")
     assert [f.name for f in data_files(folder)] == ["part-0000.parquet"]  # hidden and marker keys are not data
-    with lake.partition_write_lock(folder):  # a fresh one may be a live writer on another machine: kept
+    with atomic.partition_write_lock(folder):  # a fresh one may be a live writer on another machine: kept
         pass
     assert f"team-a/lake/incoming/ds={DS}/.part-1.parquet.tmp-dead" in _keys(client, bucket)
-    monkeypatch.setattr(lake, "LEFTOVER_AGE_SECONDS", -60)
-    with lake.partition_write_lock(folder):
+    monkeypatch.setattr(paths, "LEFTOVER_AGE_SECONDS", -60)
+    with atomic.partition_write_lock(folder):
         pass
     assert f"team-a/lake/incoming/ds={DS}/.part-1.parquet.tmp-dead" not in _keys(client, bucket)
     assert f"team-a/lake/incoming/ds={DS}/_SUCCESS" in _keys(client, bucket)
@@ -182,7 +176,7 @@ def test_a_quarantined_night_is_left_out_of_training_on_every_machine(s3_lake):
     bad = START + timedelta(days=4)
     sample_data.break_partition(config.data_root, bad, "missing_column")
     with pytest.raises(PartitionQuarantinedError):
-        monitoring.validate_partition(config, bad.isoformat(), "run-bad")
+        nightly.validate_partition(config, bad.isoformat(), "run-bad")
     assert f"team-a/lake/quarantine/ds={bad}/manifest.json" in _keys(client, bucket)
     shutil.rmtree(partition_dir(config.work_root, QUARANTINE, bad))  # the other worker has no copy
     assert bad not in training.training_partitions(config, window_partitions=50)
@@ -218,7 +212,7 @@ def test_labels_on_the_object_store_are_evaluated_and_their_report_joins_the_nig
     config, _, _ = s3_lake
     labelled = (START + timedelta(days=8)).isoformat()
     validated, scored = score_night(config, labelled, "run-labelled")
-    monitoring.monitor_night(config, validated, scored, "run-labelled")
+    nightly.monitor_night(config, validated, scored, "run-labelled")
     shutil.rmtree(partition_dir(config.work_root, "reports", labelled))  # evaluated on another machine
     done = evaluation.evaluate_labels(config)
     assert [night.ds for night in done] == [labelled] and done[0].label_coverage == 1.0

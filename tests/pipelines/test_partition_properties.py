@@ -27,12 +27,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.errors import PartitionQuarantinedError
-from pipelines.labels import id_key
-from pipelines.lake import partition_dir
-from pipelines.registry import Registry
-from pipelines.sample_data import claim_rows
-from pipelines.validation import validate_against_profile
+from harness.sample_data import claim_rows
+from pipelines.core.errors import PartitionQuarantinedError
+from pipelines.governance.registry import Registry
+from pipelines.steps.labels import id_key
+from pipelines.steps.validation import validate_against_profile
+from pipelines.storage.partitions import partition_dir
 from tests.conftest import score_with_champion
 
 settings.register_profile(
@@ -263,7 +263,7 @@ ID_TYPES = ["int64", "int32", "float64", "string"]
 )
 def test_label_files_whose_ids_differ_in_type_all_meet_their_scores(world, ids, files):
     """Whatever type each label file stores its ids as, every labelled id meets its score (coverage 1)."""
-    from pipelines.labels import match_labels, read_labels
+    from pipelines.steps.labels import match_labels, read_labels
 
     config = world["config"]
     root = Path(tempfile.mkdtemp(prefix="labels-"))

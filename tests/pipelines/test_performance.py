@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from pipelines.performance import calibration_table, estimated_performance, fit_calibrator, realised_performance
+from pipelines.steps.performance import calibration_table, estimated_performance, fit_calibrator, realised_performance
 
 
 def test_realised_metrics_equal_scikit_learn():

@@ -4,16 +4,18 @@ from datetime import date
 
 import pytest
 
-from pipelines import registry, retraining, sample_data
-from pipelines.audit import read_audit
-from pipelines.config import load_config
-from pipelines.contracts import Approval, Candidate, Comparison, GateResult, PromotionPath
-from pipelines.errors import AuditIntegrityError, NoChampionError
-from pipelines.gate import compare
-from pipelines.monitoring_page import render_page, resolve_model_report
-from pipelines.promotion import PromotionError, promote, reject, reject_candidate, rollback
-from pipelines.registry import Registry
-from pipelines.training import fit_and_evaluate, load_labelled
+from harness import sample_data
+from pipelines.core.config import load_config
+from pipelines.core.contracts import Approval, Candidate, Comparison, GateResult, PromotionPath
+from pipelines.core.errors import AuditIntegrityError, NoChampionError
+from pipelines.flows import retraining
+from pipelines.governance import registry
+from pipelines.governance.audit import read_audit
+from pipelines.governance.gate import compare
+from pipelines.governance.promotion import PromotionError, promote, reject, reject_candidate, rollback
+from pipelines.governance.registry import Registry
+from pipelines.steps.training import fit_and_evaluate, load_labelled
+from pipelines.surfaces.monitoring_page import render_page, resolve_model_report
 from tests.conftest import write_config
 
 
@@ -90,7 +92,7 @@ def test_a_candidate_whose_gain_may_be_noise_is_rejected_with_its_interval(lake)
 
 
 def test_a_first_model_below_the_floors_is_registered_but_not_made_champion(tmp_path, lake):
-    from pipelines.gate import evaluate_gate, promotion_path
+    from pipelines.governance.gate import evaluate_gate, promotion_path
 
     config = lake[0]
     strict = load_config(write_config(tmp_path, promotion={"floors": {"roc_auc": 0.99}}))
@@ -149,7 +151,7 @@ def test_promotion_then_rollback_are_audited(lake):
 def test_the_audit_log_detects_rewriting(lake, tmp_path):
     import sqlalchemy as sa
 
-    from pipelines import history
+    from pipelines.storage import history
 
     config, *_ = lake
     forge = """UPDATE audit_log SET entry = replace(entry, '"approved_by": "alice"', '"approved_by": "mallory"')"""
@@ -168,7 +170,7 @@ def test_the_audit_log_detects_rewriting(lake, tmp_path):
 
 
 def test_promotion_refuses_a_failed_gate_or_a_missing_approval(lake):
-    from pipelines.promotion import promote_candidate
+    from pipelines.governance.promotion import promote_candidate
 
     config, _, better, worse = lake
     champion = Registry.open(config).champion()
@@ -216,8 +218,8 @@ def _promote_in_process(config_path, candidate, tag):
 def test_a_promotion_during_scoring_does_not_mix_versions(lake, monkeypatch):
     import pandas as pd
 
-    from pipelines import scoring
-    from pipelines.lake import partition_dir
+    from pipelines.flows import scoring
+    from pipelines.storage.partitions import partition_dir
 
     config, first, better, _ = lake
     small = config.model_copy(update={"scoring": config.scoring.model_copy(update={"batch_rows": 1024})})
@@ -241,7 +243,7 @@ def test_a_promotion_during_scoring_does_not_mix_versions(lake, monkeypatch):
 
 
 def test_an_unanswered_or_refused_approval_is_audited_and_nothing_else_is(lake):
-    from pipelines.promotion import settle_approval
+    from pipelines.governance.promotion import settle_approval
 
     config, _, _, worse = lake
     asked = config.model_copy(update={"promotion": config.promotion.model_copy(update={"require_approval": True})})
@@ -266,7 +268,7 @@ def test_an_unanswered_or_refused_approval_is_audited_and_nothing_else_is(lake):
 
 
 def test_reject_candidate_audits_the_gates_reasons(lake):
-    from pipelines.promotion import reject_candidate
+    from pipelines.governance.promotion import reject_candidate
 
     config, _, _, worse = lake
     champion = Registry.open(config).champion()

@@ -9,12 +9,14 @@ from datetime import date
 
 import pytest
 
+from harness import sample_data
 from harness.topology import free_port
-from pipelines import report_store, sample_data
-from pipelines.config import load_config
-from pipelines.errors import ConfigError, PartitionQuarantinedError, ReportStoreError
-from pipelines.lake import QUARANTINE, QUARANTINE_RECORD, partition_dir
-from pipelines.monitoring_page import read_report
+from pipelines.core.config import load_config
+from pipelines.core.errors import ConfigError, PartitionQuarantinedError, ReportStoreError
+from pipelines.core.paths import QUARANTINE, QUARANTINE_RECORD
+from pipelines.storage import report_store
+from pipelines.storage.partitions import partition_dir
+from pipelines.surfaces.monitoring_page import read_report
 from tests.conftest import fresh_bucket, write_config
 
 
@@ -108,7 +110,7 @@ def test_a_file_altered_in_the_bucket_is_refused(store, caplog):
     report_store.publish(config, folder)
     (key,) = [k for k in _keys(client, bucket) if k.endswith("drift.html")]
     client.put_object(Bucket=bucket, Key=key, Body=b"<script>alert(1)</script>")
-    with caplog.at_level(logging.ERROR, logger="pipelines.report_store"):
+    with caplog.at_level(logging.ERROR, logger="pipelines.storage.report_store"):
         assert read_report(config, "ds=2026-09-01", "drift.html") is None
     assert any("SHA-256 differs" in r.getMessage() for r in caplog.records)
 
@@ -152,9 +154,9 @@ def test_a_store_url_is_checked_from_the_yaml_and_the_environment(tmp_path, url,
 def test_a_quarantine_record_is_published_and_withdrawn_when_the_night_passes(store):
     import pandas as pd
 
-    from pipelines.profile import data_profile
-    from pipelines.schema import incoming_partition, read_table
-    from pipelines.validation import validate_against_profile
+    from pipelines.steps.profile import data_profile
+    from pipelines.steps.validation import validate_against_profile
+    from pipelines.storage.schema import incoming_partition, read_table
 
     config, client, bucket = store
     days = sample_data.generate(config.data_root, date(2026, 9, 1), 3, 800, label_delay_days=0)
@@ -192,7 +194,7 @@ def test_a_reader_that_followed_a_replaced_manifest_reads_the_new_one(store, mon
 
 
 def test_a_gate_comparison_is_served_from_the_store_by_its_pair_only(store):
-    from pipelines.monitoring_page import read_model_report
+    from pipelines.surfaces.monitoring_page import read_model_report
 
     config, _, _ = store
     folder = config.data_root / "reports" / "models" / "v2_vs_v1"
@@ -272,8 +274,8 @@ def test_a_manifest_written_without_the_key_is_refused(store):
 
 
 def test_quarantine_records_forged_or_withdrawn_in_the_bucket_do_not_move_training(store):
-    from pipelines import history
-    from pipelines.training import training_partitions
+    from pipelines.steps.training import training_partitions
+    from pipelines.storage import history
 
     config, client, bucket = store
     sample_data.generate(config.data_root, date(2026, 9, 1), 4, 300, label_delay_days=0)

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipelines.lake import list_partitions
-from pipelines.sample_data import CHUNK_ROWS, DriftSpec, generate, generate_chunk
+from harness.sample_data import CHUNK_ROWS, DriftSpec, generate, generate_chunk
+from pipelines.storage.partitions import list_partitions
 
 
 def test_generation_is_deterministic(tmp_path):

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.errors import DataRootError, PartitionQuarantinedError, PipelineError
-from pipelines.lake import partition_dir, wait_for_partition
-from pipelines.registry import Registry
-from pipelines.validation import validate_against_profile
+from pipelines.core.errors import DataRootError, PartitionQuarantinedError, PipelineError
+from pipelines.governance.registry import Registry
+from pipelines.steps.validation import validate_against_profile
+from pipelines.storage.partitions import partition_dir, wait_for_partition
 from tests.conftest import score_with_champion
 
 DS = "2026-09-11"

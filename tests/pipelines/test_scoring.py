@@ -5,10 +5,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import registry, scoring
-from pipelines.errors import NoChampionError
-from pipelines.lake import partition_dir
-from pipelines.registry import Registry
+from pipelines.core.errors import NoChampionError
+from pipelines.flows import scoring
+from pipelines.governance import registry
+from pipelines.governance.registry import Registry
+from pipelines.storage.partitions import partition_dir
 from tests.conftest import score_with_champion
 
 CONTRACT = [
@@ -100,7 +101,7 @@ def test_a_crash_mid_partition_keeps_the_previous_predictions(lake, monkeypatch)
 
 
 def test_progress_is_logged_with_rows_per_second(lake, caplog):
-    caplog.set_level("INFO", logger="pipelines.scoring")
+    caplog.set_level("INFO", logger="pipelines.flows.scoring")
     score_with_champion(lake, "2026-09-10", "run")
     assert any("rows/s" in r.message and "2,000 / 2,000 rows" in r.message for r in caplog.records)
 

@@ -6,10 +6,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import scoring
-from pipelines.errors import PipelineError
-from pipelines.lake import PREDICTIONS, PREDICTIONS_FILE, SHARDS, partition_dir
-from pipelines.registry import Registry
+from pipelines.core.errors import PipelineError
+from pipelines.core.paths import PREDICTIONS, PREDICTIONS_FILE, SHARDS
+from pipelines.flows import scoring
+from pipelines.governance.registry import Registry
+from pipelines.storage.partitions import partition_dir
 from tests.conftest import START
 
 DS = (START + timedelta(days=10)).isoformat()

@@ -10,9 +10,9 @@ from tests.conftest import REPO
 PROBE = """
 import json, os, sys
 {first}
-import pipelines.scoring
+import pipelines.flows.scoring
 import sklearn.ensemble
-from pipelines.threads import openmp_loaded
+from pipelines.core.threads import openmp_loaded
 import pyarrow
 print(json.dumps({{"policy": os.environ.get("OMP_WAIT_POLICY"), "openmp": openmp_loaded(),
                   "arrow_pool": pyarrow.default_memory_pool().backend_name}}))
@@ -60,7 +60,7 @@ def test_a_task_s_native_threads_are_capped_inside_the_block():
     import sklearn.ensemble  # noqa: F401  (loads OpenMP)
     from threadpoolctl import threadpool_info
 
-    from pipelines.threads import thread_cap
+    from pipelines.core.threads import thread_cap
 
     def openmp_threads():
         return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"}

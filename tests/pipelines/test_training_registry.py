@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import registry, retraining
-from pipelines.errors import NoChampionError, TrainingDataError
-from pipelines.lake import partition_digest, partition_files
-from pipelines.registry import Registry
-from pipelines.training import classification_metrics, load_labelled, training_partitions
+from pipelines.core.errors import NoChampionError, TrainingDataError
+from pipelines.flows import retraining
+from pipelines.governance import registry
+from pipelines.governance.registry import Registry
+from pipelines.steps.training import classification_metrics, load_labelled, training_partitions
+from pipelines.storage.partitions import partition_digest, partition_files
 
 
 def test_no_champion_says_to_run_retrain_model(config):

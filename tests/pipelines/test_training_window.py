@@ -4,11 +4,12 @@ import shutil
 
 import pytest
 
-from pipelines import history, registry
-from pipelines.config import load_config
-from pipelines.errors import TrainingNotReady
-from pipelines.registry import Registry
-from pipelines.retraining import drift_onset, select_training_window
+from pipelines.core.config import load_config
+from pipelines.core.errors import TrainingNotReady
+from pipelines.flows.retraining import drift_onset, select_training_window
+from pipelines.governance import registry
+from pipelines.governance.registry import Registry
+from pipelines.storage import history
 from tests.conftest import write_config
 
 

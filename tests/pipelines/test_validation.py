@@ -4,13 +4,13 @@ from datetime import date
 
 import pytest
 
-from pipelines import sample_data
-from pipelines.config import load_config
-from pipelines.errors import PartitionQuarantinedError
-from pipelines.lake import partition_dir
-from pipelines.profile import data_profile
-from pipelines.schema import incoming_partition, read_table
-from pipelines.validation import validate_against_profile
+from harness import sample_data
+from pipelines.core.config import load_config
+from pipelines.core.errors import PartitionQuarantinedError
+from pipelines.steps.profile import data_profile
+from pipelines.steps.validation import validate_against_profile
+from pipelines.storage.partitions import partition_dir
+from pipelines.storage.schema import incoming_partition, read_table
 from tests.conftest import write_config
 
 
@@ -214,7 +214,7 @@ DAMAGE = {
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_streamed_validation_agrees_with_great_expectations(lake, profile, damage):
     """The streamed engine (small record batches here) and Great Expectations' own give the same verdicts and words."""
-    from pipelines.validation import build_suite, check_partition, check_streamed, check_with_great_expectations
+    from pipelines.steps.validation import build_suite, check_partition, check_streamed, check_with_great_expectations
 
     DAMAGE[damage](lake, "2026-09-02")
     small_batches = lake.model_copy(update={"scoring": lake.scoring.model_copy(update={"batch_rows": 1024})})
@@ -272,7 +272,7 @@ def test_a_check_result_is_recorded_in_great_expectations_shape_as_plain_json():
 
     import numpy as np
 
-    from pipelines.validation import CheckResult
+    from pipelines.steps.validation import CheckResult
 
     expectation = SimpleNamespace(
         type="expect_column_values_to_be_between", kwargs={"column": "x", "min_value": 0}, meta=None
@@ -311,7 +311,7 @@ def test_a_check_result_is_recorded_in_great_expectations_shape_as_plain_json():
 def _result(check, kwargs, meta=None, **counts):
     from types import SimpleNamespace
 
-    from pipelines.validation import CheckResult
+    from pipelines.steps.validation import CheckResult
 
     return CheckResult(
         SimpleNamespace(type=f"expect_{check}", kwargs=kwargs, meta={"check": check, **(meta or {})}), False, **counts
@@ -386,14 +386,14 @@ MESSAGES = [
 
 @pytest.mark.parametrize(("result", "message"), MESSAGES, ids=[m[:30] for _, m in MESSAGES])
 def test_each_failed_check_says_what_was_expected_and_what_was_found(config, result, message):
-    from pipelines.validation import describe_results
+    from pipelines.steps.validation import describe_results
 
     failures, warnings, warned = describe_results(config, [result])
     assert [*failures, *warnings] == [message]
 
 
 def test_checks_that_warn_name_their_feature_column_once_and_broken_data_always_quarantines(lake):
-    from pipelines.validation import describe_results
+    from pipelines.steps.validation import describe_results
 
     feature = lake.features.numeric[0]
     passed = _result("range", {"column": feature})
@@ -430,7 +430,7 @@ def test_checks_that_warn_name_their_feature_column_once_and_broken_data_always_
 
 
 def test_a_folder_named_like_a_data_file_is_refused_at_once_by_name(lake, profile):
-    from pipelines.lake import list_partitions, wait_for_partition
+    from pipelines.storage.partitions import list_partitions, wait_for_partition
 
     folder = partition_dir(lake.data_root, "incoming", "2026-09-03")
     file = next(folder.glob("*.parquet"))

@@ -9,14 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import sample_data
-from pipelines.config import load_config
-from pipelines.drift import OTHER, group_rare_categories
-from pipelines.errors import PartitionQuarantinedError
-from pipelines.lake import partition_dir
-from pipelines.profile import data_profile
-from pipelines.schema import BATCH_BYTES, CUT_MARK, ReadTally, incoming_partition, iter_batches, read_table
-from pipelines.validation import validate_against_profile
+from harness import sample_data
+from pipelines.core.config import load_config
+from pipelines.core.errors import PartitionQuarantinedError
+from pipelines.steps.drift import OTHER, group_rare_categories
+from pipelines.steps.profile import data_profile
+from pipelines.steps.validation import validate_against_profile
+from pipelines.storage.partitions import partition_dir
+from pipelines.storage.schema import BATCH_BYTES, CUT_MARK, ReadTally, incoming_partition, iter_batches, read_table
 from tests.conftest import write_config
 
 DS = "2026-09-02"
@@ -77,8 +77,8 @@ def test_a_long_id_is_broken_data_and_cannot_be_accepted(lake, profile):
 READ_PEAK = """
 import json, sys
 from pathlib import Path
-from pipelines.config import load_config
-from pipelines.schema import ReadTally, incoming_partition, iter_batches
+from pipelines.core.config import load_config
+from pipelines.storage.schema import ReadTally, incoming_partition, iter_batches
 
 def peak():
     return next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM"))
@@ -153,7 +153,7 @@ def test_a_footer_that_lies_about_its_rows_is_broken_and_named(lake, profile):
 
 
 def test_rows_read_are_held_against_each_files_footer(lake):
-    from pipelines.validation import lying_footers
+    from pipelines.steps.validation import lying_footers
 
     partition = incoming_partition(lake, DS)
     seen = ReadTally()
@@ -167,7 +167,7 @@ def test_rows_read_are_held_against_each_files_footer(lake):
 
 
 def test_a_column_chunk_too_big_to_decode_is_refused(lake, monkeypatch):
-    from pipelines import schema
+    from pipelines.storage import schema
 
     monkeypatch.setattr(schema, "MAX_CHUNK_BYTES", 4096)
     with pytest.raises(Exception, match="column 'application_id' of row group 0 in file part-0000.parquet"):

@@ -14,11 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import monitoring, sample_data
-from pipelines.config import load_config
-from pipelines.errors import PartitionQuarantinedError
-from pipelines.lake import partition_dir
-from pipelines.monitoring import validate_partition
+from harness import sample_data
+from pipelines.core.config import load_config
+from pipelines.core.errors import PartitionQuarantinedError
+from pipelines.flows import nightly
+from pipelines.flows.nightly import validate_partition
+from pipelines.storage.partitions import partition_dir
 from tests.api_server import admin_password, free_port, wait_until_healthy
 from tests.conftest import REPO, airflow_env, airflow_home, score_night, write_config
 
@@ -52,7 +53,7 @@ def server(champion_lake, tmp_path_factory, airflow_db):
     config = load_config(config_path)
     for ds in ("2026-09-10", "2026-09-11"):
         validated, scored = score_night(config, ds, f"run-{ds}")
-        monitoring.monitor_night(config, validated, scored, f"run-{ds}")
+        nightly.monitor_night(config, validated, scored, f"run-{ds}")
     sample_data.break_partition(config.data_root, date(2026, 9, 12), "missing_column")
     with pytest.raises(PartitionQuarantinedError):
         validate_partition(config, "2026-09-12", "run-bad")
@@ -96,7 +97,7 @@ def _inject_script(config) -> None:
         old.unlink()
     pq.write_table(pa.Table.from_pandas(night, preserve_index=False), folder / "part-0000.parquet")
     validated, scored = score_night(config, INJECTED_NIGHT, "run-injected")
-    monitoring.monitor_night(config, validated, scored, "run-injected")
+    nightly.monitor_night(config, validated, scored, "run-injected")
     raw = f"<!doctype html><html><body><h1>raw report</h1><script>{ATTACK.replace('KEY', 'pwned_by_report')}</script></body></html>"
     (partition_dir(config.data_root, "reports", RAW_NIGHT) / "performance.html").write_text(raw)
 

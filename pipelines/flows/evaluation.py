@@ -1,0 +1,130 @@
+"""Late labels: realised performance of every scored night whose labels arrived (or changed) since it was last seen."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipelines.core.cadence import shift
+from pipelines.core.config import PipelineConfig
+from pipelines.core.contracts import LabelledNight
+from pipelines.core.errors import PipelineError
+from pipelines.core.paths import LABELS, PREDICTIONS, REPORTS, DataPath
+from pipelines.steps.labels import match_labels, read_labels
+from pipelines.steps.performance import performance_report, realised_performance
+from pipelines.storage import history, report_store
+from pipelines.storage.atomic import partition_write_lock
+from pipelines.storage.parquet import parquet_file, read_parquet
+from pipelines.storage.partitions import data_files, list_partitions, partition_dir
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_labels(config: PipelineConfig) -> list[LabelledNight]:
+    """Compute realised performance for every scored night whose labels arrived or changed since it was last evaluated.
+
+    Labels are matched to scored ids by value (coverage = matched ids / scored ids); duplicates,
+    conflicts and unreadable files are reported in the log and the history, and one night's bad labels
+    never stop the other nights (nor the night's decision).
+    """
+    done = []
+    overdue = overdue_labels(config)
+    if overdue:
+        log.warning(
+            "labels are overdue for %d scored night(s) (due %d partition(s) later, label_delay_partitions): %s; their "
+            "realised metrics wait for them",
+            len(overdue),
+            config.label_delay_partitions,
+            ", ".join(d.isoformat() for d in overdue[-10:]),
+        )
+    for day in list_partitions(config.data_root, LABELS):
+        ds = day.isoformat()
+        predictions_files = data_files(partition_dir(config.data_root, PREDICTIONS, ds))
+        if not predictions_files:
+            continue
+        # decide from the footers and one row, so nights already evaluated cost no data reads
+        reader = parquet_file(predictions_files[0])
+        if reader.metadata.num_row_groups == 0:
+            continue
+        first = reader.read_row_group(0, columns=["model_name", "model_version"])
+        name, version = first.column(0)[0].as_py(), first.column(1)[0].as_py()
+        entry = history.night(config, ds, name, version)
+        if entry is None:
+            continue
+        try:
+            result = _evaluate_night(config, ds, name, version, entry, predictions_files[0])
+        except (PipelineError, OSError, ValueError) as exc:
+            log.error(
+                "labels of %s could not be evaluated (%s: %s); the other nights go on", ds, type(exc).__name__, exc
+            )
+            continue
+        if result is not None:
+            done.append(result)
+    return done
+
+
+def overdue_labels(config: PipelineConfig) -> list[date]:
+    """Return the scored nights whose labels should exist by now (label_delay_partitions after them) but do not."""
+    scored = list_partitions(config.data_root, PREDICTIONS)
+    if not scored:
+        return []
+    labelled = set(list_partitions(config.data_root, LABELS))
+    return [d for d in scored if d not in labelled and shift(config, d, config.label_delay_partitions) <= scored[-1]]
+
+
+def _evaluate_night(
+    config: PipelineConfig, ds: str, name: str, version: str, entry: dict[str, Any], predictions_file: DataPath
+) -> LabelledNight | None:
+    labels = read_labels(config, ds)
+    if ((entry["realised_metrics"] or {}).get("labels") or {}).get("fingerprint") == labels.fingerprint:
+        return None
+    matched = match_labels(read_parquet(predictions_file, columns=["id", "score"]).to_pandas(), labels)
+    facts = matched.summary(labels)
+    if matched.joined["target"].nunique() < 2:
+        log.warning(
+            "labels of %s: %d matched ids hold fewer than two classes; realised metrics wait for more labels",
+            ds,
+            matched.matched_ids,
+        )
+        history.update_night(
+            config, ds, name, version, label_coverage=matched.coverage, realised_metrics={"labels": facts}
+        )
+        return None
+    joined = matched.joined
+    metrics = realised_performance(
+        joined["target"].to_numpy(), joined["score"].to_numpy(), config.model.decision_threshold
+    )
+    metrics["labelled_rows"] = int(len(joined))
+    metrics["labels"] = facts
+    folder = partition_dir(config.work_root, REPORTS, ds)
+    with partition_write_lock(folder.parent):
+        paths = performance_report(joined, config.model.decision_threshold, folder)
+    # beside the night's other reports, wherever they were built
+    report_store.publish(config, folder, names=[Path(p).name for p in paths.values()])
+    history.update_night(
+        config,
+        ds,
+        name,
+        version,
+        realised_metrics=metrics,
+        realised_roc_auc=metrics["roc_auc"],
+        realised_accuracy=metrics["accuracy"],
+        label_coverage=matched.coverage,
+        reports={**(entry["reports"] or {}), **paths},
+    )
+    log.info(
+        "realised performance of %s (v%s, %.0f%% of scored ids labelled): roc_auc %.3f",
+        ds,
+        version,
+        100 * matched.coverage,
+        metrics["roc_auc"],
+    )
+    return LabelledNight(
+        ds=ds,
+        model_version=version,
+        label_coverage=matched.coverage,
+        roc_auc=metrics["roc_auc"],
+        label_issues=matched.issues,
+    )

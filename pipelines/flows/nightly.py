@@ -1,0 +1,219 @@
+"""The nightly flow around scoring: validate against the champion, monitor the scored night, decide on retraining."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines.core.config import PipelineConfig
+from pipelines.core.contracts import Decision, LabelledNight, ModelRef, NightSummary, ScoringSummary, ValidatedPartition
+from pipelines.core.errors import PartitionQuarantinedError
+from pipelines.core.paths import QUARANTINE, QUARANTINE_RECORD, REPORTS, SUMMARY_FILE, data_path
+from pipelines.core.threads import thread_cap
+from pipelines.governance import audit
+from pipelines.governance.registry import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT, Registry
+from pipelines.steps.decision import decide
+from pipelines.steps.drift import current_sample, drift_report, summary_report
+from pipelines.steps.performance import estimated_performance, fit_calibrator
+from pipelines.steps.reports import validation_page
+from pipelines.steps.validation import validate_against_profile
+from pipelines.storage import history, report_store
+from pipelines.storage.atomic import partition_write_lock, replace_folder, write_atomic, write_json_atomic
+from pipelines.storage.parquet import read_parquet
+from pipelines.storage.partitions import partition_dir
+from pipelines.storage.schema import check_feature_kinds, incoming_partition
+
+log = logging.getLogger(__name__)
+
+
+def validate_partition(
+    config: PipelineConfig, ds: str, airflow_run_id: str, accepted_by: str | None = None
+) -> ValidatedPartition:
+    """Validate a partition against the champion's training profile; return it with the champion it is scored by.
+
+    A refused partition is also recorded in the monitoring history before the error propagates. `accepted_by`
+    names the operator who accepted a quarantined night (its failures become warnings, see
+    `validation.validate_against_profile`).
+    """
+    started = time.monotonic()
+    check_feature_kinds(config)
+    models = Registry.open(config)
+    ref = models.champion()
+    try:
+        outcome = validate_against_profile(config, ds, models.load_profile(ref), accepted_by)
+    except PartitionQuarantinedError as exc:
+        record_quarantine(config, ds, ref, exc.failures, exc.rows, airflow_run_id)
+        raise
+    if outcome.accepted and accepted_by:
+        record_acceptance(config, ds, ref, outcome.accepted, accepted_by, airflow_run_id)
+    return ValidatedPartition(
+        ds=ds,
+        model=ref,
+        rows=outcome.rows,
+        expectations=outcome.evaluated,
+        warnings=outcome.warnings,
+        warned_columns=outcome.warned_columns,
+        seconds=time.monotonic() - started,
+    )
+
+
+def record_acceptance(
+    config: PipelineConfig, ds: str, ref: ModelRef, failures: list[str], accepted_by: str, run_id: str
+) -> None:
+    """Audit an operator's acceptance of a quarantined night: who, which night, which failures (kept whatever a rerun
+    of the night later writes to the history)."""
+    with audit.audit_lock(config):
+        audit.append(
+            config,
+            {
+                "action": "accept_quarantine",
+                "model": ref.name,
+                "from_version": None,
+                "to_version": ref.version,
+                "reason": f"ds={ds} scored although it failed validation: " + "; ".join(failures),
+                "approved_by": accepted_by,
+                "airflow_run_id": run_id,
+                "gate": None,
+            },
+        )
+
+
+def record_quarantine(
+    config: PipelineConfig, ds: str, ref: ModelRef, failures: list[str], rows: int, run_id: str
+) -> None:
+    """Record a refused night in the history so the UI and the decision see it."""
+    history.record_night(
+        config,
+        ds,
+        ref.name,
+        ref.version,
+        rows=rows,
+        validation_success=False,
+        validation_failures=failures,
+        reports={"quarantine_json": str(partition_dir(config.work_root, QUARANTINE, ds) / QUARANTINE_RECORD)},
+        airflow_run_id=run_id,
+    )
+
+
+def monitor_night(
+    config: PipelineConfig, validated: ValidatedPartition, scored: ScoringSummary, airflow_run_id: str
+) -> NightSummary:
+    """Write the night's drift and data-summary reports, estimate its performance, and record it in the history.
+
+    The validation and scoring steps' durations go to the history with this one's.
+    """
+    started = time.monotonic()
+    ds, ref, predictions = scored.ds, scored.ref, data_path(scored.path)
+    models = Registry.open(config)
+    reference = pd.read_parquet(models.cached_artifact(ref, REFERENCE_ARTIFACT))
+    holdout = pd.read_parquet(models.cached_artifact(ref, HOLDOUT_ARTIFACT))
+    thresholds = models.drift_thresholds(ref)
+    sample = current_sample(config, ds, incoming_partition(config, ds), predictions)
+    folder = partition_dir(config.work_root, REPORTS, ds)
+    calibrator = fit_calibrator(holdout["score"].to_numpy(), holdout["label"].to_numpy())
+    scores = read_parquet(predictions, columns=["score"]).column(0).to_numpy()
+    estimate = estimated_performance(scores, config.model.decision_threshold, calibrator)
+    built: dict[str, Any] = {}
+
+    def build(staging: Path) -> None:
+        drift, written = drift_report(config, sample, reference, staging, thresholds)
+        written |= summary_report(config, sample, reference, staging)
+        write_atomic(
+            staging / "validation.html", lambda temp: temp.write_text(validation_page(validated), encoding="utf-8")
+        )
+        written["validation_html"] = str(staging / "validation.html")
+        shifted = sorted(set(drift.drifted_columns) | set(validated.warned_columns))
+        summary = NightSummary(
+            ds=ds,
+            model_version=ref.version,
+            airflow_run_id=airflow_run_id,
+            rows=scored.rows,
+            drift_share=len(shifted) / len(config.features.all),
+            drifted_columns=drift.drifted_columns,
+            warned_columns=validated.warned_columns,
+            validation_warnings=validated.warnings,
+            score_drifted=drift.score_drifted,
+            estimated_roc_auc=_finite(estimate["roc_auc"]),
+            estimated_accuracy=_finite(estimate["accuracy"]),
+            reports={key: str(folder / Path(path).name) for key, path in written.items()},
+        )
+        write_json_atomic(staging / SUMMARY_FILE, summary.model_dump(mode="json") | {"drift": drift.as_dict()})
+        built.update(summary=summary, drift=drift)
+
+    # the night's reports are built aside and swapped in whole: a killed run never leaves a mix of two runs
+    with partition_write_lock(folder.parent), thread_cap(config.monitoring.threads, "monitoring"):
+        replace_folder(folder, build)
+    report_store.publish(config, folder)
+    summary, drift = built["summary"], built["drift"]
+    history.record_night(
+        config,
+        ds,
+        ref.name,
+        ref.version,
+        rows=scored.rows,
+        validation_success=True,
+        validation_failures=[],
+        validation_warnings=validated.warnings,
+        drift_share=summary.drift_share,
+        drifted_columns=drift.drifted_columns,
+        score_drifted=drift.score_drifted,
+        drift_stats=drift.columns,
+        estimated_roc_auc=estimate["roc_auc"],
+        estimated_accuracy=estimate["accuracy"],
+        reports=summary.reports | {"summary_json": str(folder / SUMMARY_FILE)},
+        scoring_rows_per_s=scored.rows_per_second,
+        scoring_peak_rss_mb=scored.peak_rss_mb,
+        scoring_engine=scored.engine,
+        scoring_engine_rows=scored.engine_rows,
+        scoring_engine_reason=scored.engine_reason[:500],
+        task_seconds={
+            "validate_partition": validated.seconds,
+            "score_partition": scored.seconds,
+            "monitor_night": time.monotonic() - started,
+        },
+        airflow_run_id=airflow_run_id,
+    )
+    log.info("night %s monitored: %s", ds, summary)
+    return summary
+
+
+def _finite(value: float) -> float | None:
+    return None if pd.isna(value) else float(value)
+
+
+def decide_retraining(
+    config: PipelineConfig, night: NightSummary, evaluated: list[LabelledNight], force: bool
+) -> Decision:
+    """Decide whether to retrain after a monitored night, record the decision and its reasons, and return it.
+
+    The policy reads the champion's history, which tonight's `evaluated` labels have just updated.
+    """
+    started = time.monotonic()
+    ds, version = night.ds, night.model_version
+    models = Registry.open(config)
+    card = models.model_card(models.version(version))
+    trained_until = date.fromisoformat(card.holdout_days[-1]) if card.holdout_days else None
+    if evaluated:
+        log.info("labels evaluated tonight: %s", ", ".join(f"{e.ds} (v{e.model_version})" for e in evaluated))
+    result = decide(config, history.read_history(config), ds, version, card.metrics, trained_until, force)
+    history.update_night(
+        config,
+        ds,
+        config.model.registered_name,
+        version,
+        decision="retrain" if result.retrain else "keep",
+        decision_reasons=result.reasons,
+    )
+    history.merge_task_seconds(
+        config, ds, config.model.registered_name, version, {"decide_retraining": time.monotonic() - started}
+    )
+    for reason in result.reasons:
+        log.warning("retrain rule fired for %s: %s", ds, reason)
+    if not result.retrain:
+        log.info("no retrain rule fired for %s: the champion v%s holds", ds, version)
+    return result

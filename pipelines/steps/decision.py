@@ -1,0 +1,83 @@
+"""The retrain decision: a written policy over the monitoring history."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+
+import pandas as pd
+
+from pipelines.core.cadence import partitions_between, unit
+from pipelines.core.config import PipelineConfig
+from pipelines.core.contracts import Decision
+
+
+def drifted(config: PipelineConfig, nights: pd.DataFrame) -> pd.Series:
+    """Return, per night, whether its drift share (columns drifted or with a data-quality warning) is above the limit."""
+    limit = config.retraining.drift_share_threshold
+    if limit is None:
+        return pd.Series(False, index=nights.index)
+    return nights["drift_share"].astype(float) > limit
+
+
+def _present(value: object) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def decide(
+    config: PipelineConfig,
+    history: pd.DataFrame,
+    ds: str,
+    model_version: str,
+    champion_metrics: dict[str, float],
+    trained_until: date | None,
+    force: bool = False,
+) -> Decision:
+    """Apply `retraining` rules to the champion's history up to `ds`; any rule that fires means retrain."""
+    policy = config.retraining
+    reasons = ["force_retrain was set on the run"] if force else []
+    mine = history[(history["model_version"] == model_version) & (history["ds"] <= ds)].sort_values("ds")
+    baseline = champion_metrics.get(policy.metric)
+
+    scored = mine[mine["validation_success"].fillna(False).astype(bool) & mine["drift_share"].notna()]
+    k, limit = policy.drift_consecutive_nights, policy.drift_share_threshold
+    if limit is not None and len(scored) >= k:
+        last = scored.tail(k)
+        if drifted(config, last).all() and last["ds"].iloc[-1] == ds:
+            shares = ", ".join(f"{d} {s:.2f}" for d, s in zip(last["ds"], last["drift_share"]))
+            reasons.append(
+                f"drift share (columns drifted or with a data-quality warning) above {limit:g} for {k} nights in a row "
+                f"({shares})"
+            )
+
+    evaluated = mine[mine["realised_metrics"].map(lambda m: isinstance(m, dict) and policy.metric in m)]
+    if len(evaluated):
+        row = evaluated.iloc[-1]
+        value = row["realised_metrics"][policy.metric]
+        if policy.realised_floor is not None and value < policy.realised_floor:
+            reasons.append(
+                f"realised {policy.metric} {value:.3f} on {row['ds']} is below the floor {policy.realised_floor:g}"
+            )
+        if policy.realised_max_drop is not None and _present(baseline) and baseline - value > policy.realised_max_drop:
+            reasons.append(
+                f"realised {policy.metric} {value:.3f} on {row['ds']} is {baseline - value:.3f} below the champion's "
+                f"held-out {baseline:.3f} (allowed {policy.realised_max_drop:g})"
+            )
+
+    tonight = mine[mine["ds"] == ds]
+    if policy.estimated_max_drop is not None and policy.metric == "roc_auc" and len(tonight) and _present(baseline):
+        estimate = tonight["estimated_roc_auc"].iloc[-1]
+        if _present(estimate) and baseline - estimate > policy.estimated_max_drop:
+            reasons.append(
+                f"estimated roc_auc {estimate:.3f} is {baseline - estimate:.3f} below the champion's held-out "
+                f"{baseline:.3f} (allowed {policy.estimated_max_drop:g})"
+            )
+
+    if policy.max_model_age_partitions is not None and trained_until is not None:
+        age = partitions_between(config, trained_until, date.fromisoformat(ds))
+        if age > policy.max_model_age_partitions:
+            reasons.append(
+                f"the champion's data ends {age} partitions ({unit(config)}s) before {ds} "
+                f"(retraining.max_model_age_partitions {policy.max_model_age_partitions})"
+            )
+    return Decision(retrain=bool(reasons), reasons=reasons, ds=ds, model_version=model_version)

@@ -1,0 +1,29 @@
+"""The monitoring plugin's URL scheme: one place for the routes the plugin serves and the links that point at them."""
+
+from __future__ import annotations
+
+from pipelines.core.paths import REPORTS
+
+MONITORING_PREFIX = "/monitoring"  # where the plugin's app is mounted on the Airflow api-server
+REPORT_FILES = (
+    "drift.html",
+    "data_summary.html",
+    "performance.html",
+    "validation.html",
+    "drift.json",
+    "data_summary.json",
+    "performance.json",
+    "summary.json",
+)  # what reports/ds=.../ may serve
+NIGHT_PAGES = ("drift.html", "data_summary.html", "performance.html", "validation.html")  # linked per night
+MODEL_FILES = ("candidate.html", "champion.html", "candidate.json", "champion.json", "comparison.json")
+
+
+def report_route(ds: str, name: str, base: str = MONITORING_PREFIX) -> str:
+    """Return the path of a night's report file under the plugin (`<base>/reports/ds=<ds>/<name>`)."""
+    return f"{base}/{REPORTS}/ds={ds}/{name}"
+
+
+def comparison_route(pair: str, name: str, base: str = MONITORING_PREFIX) -> str:
+    """Return the path of a gate comparison file under the plugin (`<base>/models/<pair>/<name>`)."""
+    return f"{base}/models/{pair}/{name}"

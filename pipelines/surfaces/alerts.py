@@ -1,0 +1,188 @@
+"""Alert messages: what happened, for which night or model version, and links to the run and the report.
+
+Composition only; `pipelines.surfaces.notifiers` turns Airflow callbacks into these and delivers them.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from pipelines.core.config import PipelineConfig
+from pipelines.core.contracts import AuditEntry, Decision, GateResult, NightSummary
+from pipelines.storage.urls import MONITORING_PREFIX, comparison_route, report_route
+
+
+@dataclass
+class Alert:
+    """One alert: a subject line, plain-text lines, and named links."""
+
+    event: str
+    subject: str
+    lines: list[str]
+    links: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """Plain text (the email's text part and the task log)."""
+        links = [f"{name}: {url}" for name, url in self.links.items()]
+        return "\n".join([self.subject, *self.lines, *links])
+
+    def slack_payload(self) -> dict[str, Any]:
+        """Slack incoming-webhook JSON: `text` for any receiver, `blocks` for Slack's layout.
+
+        Subject and lines may quote data values; in both `text` and the blocks they are escaped so a value cannot
+        form a link or a mention in Slack or in the Slack-compatible receivers that render Markdown
+        (`<https://evil|click>`, `<!channel>`, `@channel`, `[label](https://evil)`). Only our own links are links.
+        """
+        links = " | ".join(f"<{url}|{_slack_escape(name)}>" for name, url in self.links.items())
+        subject, body = _slack_escape(self.subject), _slack_escape("\n".join(self.lines))
+        blocks: list[dict[str, Any]] = [
+            {"type": "header", "text": {"type": "plain_text", "text": self.subject[:150]}},  # plain text never acts
+            {"type": "section", "text": {"type": "mrkdwn", "text": body[:2900] or " "}},
+        ]
+        if links:
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": links[:2900]}]})
+        return {"text": "\n".join(t for t in (subject, body, links) if t), "blocks": blocks}
+
+    def html(self) -> str:
+        """The email body."""
+        lines = "".join(f"<p>{html.escape(line)}</p>" for line in self.lines)
+        links = "".join(
+            f'<li><a href="{html.escape(url)}">{html.escape(name)}</a></li>' for name, url in self.links.items()
+        )
+        return f"<h3>{html.escape(self.subject)}</h3>{lines}<ul>{links}</ul>"
+
+
+_ZERO_WIDTH = "\u200b"
+
+
+def _slack_escape(text: str) -> str:
+    """Text as Slack and Markdown receivers show it, never acting: no <link|label>, <!channel>, @mention, [md](link)."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("@", "@" + _ZERO_WIDTH).replace("](", "]" + _ZERO_WIDTH + "(")
+
+
+def run_url(config: PipelineConfig, dag_id: str, run_id: str, task_id: str | None = None) -> str:
+    """Return the Airflow UI address of a DAG run (or of one task in it)."""
+    url = f"{config.alerts.base_url}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    return f"{url}/tasks/{quote(task_id, safe='')}" if task_id else url
+
+
+def report_url(config: PipelineConfig, ds: str, name: str) -> str:
+    """Return the address of a night's report as served by the monitoring plugin."""
+    return config.alerts.base_url + report_route(ds, name)
+
+
+def quarantine_alert(
+    config: PipelineConfig, ds: str, failures: list[str], rows: int, run: str, acceptable: bool = False
+) -> Alert:
+    """A night was refused; acceptance is offered only when an operator may accept it (no broken data)."""
+    shown = failures[:10] + ([f"... and {len(failures) - 10} more"] if len(failures) > 10 else [])
+    accept = (
+        "; if the data is right after all, rerun it with accept_quarantine set."
+        if acceptable
+        else ". The data is broken (not readable as configured, or bad ids): it cannot be accepted."
+    )
+    return Alert(
+        "quarantine",
+        f"[{config.model.registered_name}] partition ds={ds} quarantined ({rows:,} rows not scored)",
+        [
+            "It failed validation and was moved aside; the other nights go on.",
+            *[f"- {f}" for f in shown],
+            f"Fix or replace incoming/ds={ds} and rerun batch_scoring with ds={ds}{accept}",
+        ],
+        {"Airflow run": run, "Monitoring": f"{config.alerts.base_url}{MONITORING_PREFIX}/"},
+    )
+
+
+def data_quality_alert(config: PipelineConfig, summary: NightSummary, run: str) -> Alert | None:
+    """The night was scored, but checks set to `warn` found the data moved (or an operator accepted it)."""
+    warnings, ds = summary.validation_warnings, summary.ds
+    if not warnings:
+        return None
+    return Alert(
+        "data_quality",
+        f"[{config.model.registered_name}] partition ds={ds}: {len(warnings)} data-quality warning(s), scored",
+        [*warnings[:20], f"Warned columns count as drifted: drift share {summary.drift_share:.2f}."],
+        {
+            "validation report": report_url(config, ds, "validation.html"),
+            "drift report": report_url(config, ds, "drift.html"),
+            "Airflow run": run,
+        },
+    )
+
+
+def retrain_decision_alert(config: PipelineConfig, decision: Decision, run: str) -> Alert:
+    return Alert(
+        "retrain_decision",
+        f"[{config.model.registered_name}] retraining requested after ds={decision.ds} (champion v{decision.model_version})",
+        [
+            "The monitoring decided the champion no longer holds:",
+            *[f"- {r}" for r in decision.reasons],
+            "retrain_model runs on this request.",
+        ],
+        {"Drift report": report_url(config, decision.ds, "drift.html"), "Airflow run": run},
+    )
+
+
+def _gate_line(gate: GateResult | None) -> list[str]:
+    if gate is None or gate.comparison is None:
+        return []
+    return [f"Gate on {', '.join(gate.evaluation_days)}: difference {gate.comparison.describe()}."]
+
+
+def _gate_links(config: PipelineConfig, gate: GateResult | None) -> dict[str, str]:
+    pair = gate.pair if gate is not None else None
+    return {"Gate comparison": config.alerts.base_url + comparison_route(pair, "candidate.html")} if pair else {}
+
+
+def promotion_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Alert:
+    return Alert(
+        "promotion",
+        f"[{entry.model}] v{entry.to_version} promoted to champion (was v{entry.from_version})",
+        [
+            f"Approved by {entry.approved_by}; reason: {entry.reason}.",
+            *_gate_line(entry.gate),
+            f"The next nightly run scores with v{entry.to_version}; roll back with the rollback_model DAG.",
+        ],
+        {**_gate_links(config, entry.gate), "Airflow run": run},
+    )
+
+
+def rejection_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Alert:
+    return Alert(
+        "rejection",
+        f"[{entry.model}] candidate v{entry.to_version} rejected; "
+        + (f"champion v{entry.from_version} stays" if entry.from_version else "there is no champion yet"),
+        [f"Why: {entry.reason} (decided by {entry.approved_by}).", *_gate_line(entry.gate)],
+        {**_gate_links(config, entry.gate), "Airflow run": run},
+    )
+
+
+def rollback_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Alert:
+    return Alert(
+        "rollback",
+        f"[{entry.model}] rolled back: champion is v{entry.to_version} again (was v{entry.from_version})",
+        [
+            f"Requested by {entry.approved_by}; reason: {entry.reason}.",
+            f"The next nightly run scores with v{entry.to_version}.",
+        ],
+        {"Airflow run": run},
+    )
+
+
+def task_failure_alert(
+    config: PipelineConfig, dag_id: str, task_id: str, ds: str | None, error: str, run: str
+) -> Alert:
+    night = f" for ds={ds}" if ds else ""
+    return Alert(
+        "task_failure",
+        f"[{config.model.registered_name}] {dag_id}.{task_id} failed{night}",
+        [
+            f"Error: {error[:1500]}",
+            "Open the task log from the link below; fix the cause and clear the task to rerun it.",
+        ],
+        {"Task log": run},
+    )

@@ -1,0 +1,206 @@
+"""The "Model monitoring" page: one row per night, report links and trend charts (plain HTML + a PNG chart)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines.core.config import PipelineConfig
+from pipelines.core.errors import AuditIntegrityError
+from pipelines.core.paths import COMPARISONS, REPORTS
+from pipelines.governance import audit
+from pipelines.storage import history, report_store
+from pipelines.storage.urls import MODEL_FILES, NIGHT_PAGES, REPORT_FILES, comparison_route, report_route
+
+_DS = re.compile(r"^ds=\d{4}-\d{2}-\d{2}$")
+_PAIR = re.compile(r"^v\d{1,9}_vs_v\d{1,9}$")
+
+
+def resolve_report(config: PipelineConfig, partition: str, name: str) -> Path | None:
+    """Return the report file for `ds=YYYY-MM-DD/name`, or None: only known report names, never outside reports/."""
+    if not _DS.match(partition) or name not in REPORT_FILES:
+        return None
+    root = (config.work_root / REPORTS).resolve()
+    path = (root / partition / name).resolve()
+    if root not in path.parents or not path.is_file():
+        return None
+    return path
+
+
+def resolve_model_report(config: PipelineConfig, pair: str, name: str) -> Path | None:
+    """Return a gate comparison file for `v<candidate>_vs_v<champion>/name`, or None (same rules as reports)."""
+    if not _PAIR.match(pair) or name not in MODEL_FILES:
+        return None
+    root = (config.work_root / REPORTS / COMPARISONS).resolve()
+    path = (root / pair / name).resolve()
+    if root not in path.parents or not path.is_file():
+        return None
+    return path
+
+
+def read_report(config: PipelineConfig, partition: str, name: str) -> bytes | None:
+    """Return a night's report file (the same names and rules as `resolve_report`), or None."""
+    if not _DS.match(partition) or name not in REPORT_FILES:
+        return None
+    return _read(config, f"{REPORTS}/{partition}", name, lambda: resolve_report(config, partition, name))
+
+
+def read_model_report(config: PipelineConfig, pair: str, name: str) -> bytes | None:
+    """Return a gate comparison file (the same names and rules as `resolve_model_report`), or None."""
+    if not _PAIR.match(pair) or name not in MODEL_FILES:
+        return None
+    return _read(config, f"{REPORTS}/{COMPARISONS}/{pair}", name, lambda: resolve_model_report(config, pair, name))
+
+
+def _read(config: PipelineConfig, folder: str, name: str, local: Callable[[], Path | None]) -> bytes | None:
+    """From the report store when one is configured, else the file `local()` finds under the data root."""
+    if report_store.location(config) is not None:
+        return report_store.fetch(config, folder, name)
+    path = local()
+    return path.read_bytes() if path else None
+
+
+def trend_chart_png(frame: pd.DataFrame) -> bytes:
+    """Return a PNG of drift share and estimated/realised ROC AUC per night, model version changes marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True)
+    nights = pd.to_datetime(frame["ds"])
+    top.plot(nights, frame["drift_share"], marker="o", color="tab:red", label="drift share")
+    top.set_ylabel("drift share")
+    top.set_ylim(0, 1)
+    bottom.plot(nights, frame["estimated_roc_auc"], marker="o", label="estimated ROC AUC (CBPE)")
+    bottom.plot(nights, frame["realised_roc_auc"], marker="s", label="realised ROC AUC")
+    bottom.set_ylabel("ROC AUC")
+    versions = frame["model_version"].tolist()
+    for i in range(1, len(versions)):
+        if versions[i] != versions[i - 1]:
+            for axis in (top, bottom):
+                axis.axvline(nights.iloc[i], color="gray", linestyle="--")
+            top.annotate(f"v{versions[i]}", (nights.iloc[i], 0.92), color="gray")
+    for axis in (top, bottom):
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower left", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _fmt(value: object, pattern: str = "{:.3f}") -> str:
+    return "-" if value is None or (isinstance(value, float) and pd.isna(value)) else pattern.format(value)
+
+
+def _label_issues(realised: object) -> str:
+    issues = ((realised or {}).get("labels") or {}).get("issues") if isinstance(realised, dict) else None
+    return "; ".join(issues or [])
+
+
+def _links(ds: str, reports: dict | None, base: str) -> str:
+    names = [n for n in NIGHT_PAGES if reports and any(str(p).endswith(f"ds={ds}/{n}") for p in reports.values())]
+    return " ".join(
+        f'<a href="{html.escape(report_route(ds, n, base))}">{n.removesuffix(".html").replace("_", " ")}</a>'
+        for n in names
+    )
+
+
+STAGES = (  # the night's tasks, in order, as the page names them
+    ("validate_partition", "validate"),
+    ("score_partition", "score"),
+    ("monitor_night", "monitor"),
+    ("decide_retraining", "decide"),
+)
+
+
+def _stages(seconds: object, engine: object, engine_rows: object, reason: object) -> str:
+    """Seconds per stage of the night (a cell), the scoring engine and, when scikit-learn scored, why."""
+    times = seconds if isinstance(seconds, dict) else {}
+    parts = [f"{label} {times[key]:.1f}" for key, label in STAGES if isinstance(times.get(key), int | float)]
+    cell = html.escape(" · ".join(parts) or "-")
+    if isinstance(engine, str) and engine:
+        rows = engine_rows if isinstance(engine_rows, dict) else {}
+        split = ", ".join(f"{name} {count:,}" for name, count in rows.items() if count)
+        title = f' title="{html.escape(str(reason))}"' if reason else ""
+        cell += f"<br><small{title}>{html.escape(engine)}{html.escape(f' ({split} rows)' if split else '')}</small>"
+    return cell
+
+
+def render_page(config: PipelineConfig, base: str) -> str:
+    """Return the monitoring page: the trend chart and one table row per night and model version."""
+    frame = history.read_history(config)
+    rows = []
+    for r in frame.sort_values("ds", ascending=False).to_dict("records"):
+        failures = "; ".join(r["validation_failures"] or [])
+        warnings = list(r.get("validation_warnings") or [])
+        if not r["validation_success"]:
+            state, css, detail = "quarantined", "bad", failures
+        elif warnings:
+            state, css, detail = f"{len(warnings)} warning(s)", "warn", "; ".join(warnings)
+        else:
+            state, css, detail = "passed", "ok", ""
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(r['ds'])}</td><td>v{html.escape(str(r['model_version']))}</td>"
+            f'<td class={css} title="{html.escape(detail)}">{state}</td>'
+            f"<td>{_fmt(r['drift_share'], '{:.2f}')}</td><td>{html.escape(', '.join(r['drifted_columns'] or [])) or '-'}</td>"
+            f"<td>{_fmt(r['estimated_roc_auc'])}</td><td>{_fmt(r['realised_roc_auc'])}</td>"
+            f'<td title="{html.escape(_label_issues(r["realised_metrics"]))}">{_fmt(r["label_coverage"], "{:.0%}")}</td>'
+            f"<td>{html.escape(r['decision'] or '-')}</td>"
+            f"<td>{html.escape('; '.join(r['decision_reasons'] or []))}</td>"
+            f"<td>{_stages(r.get('task_seconds'), r.get('scoring_engine'), r.get('scoring_engine_rows'), r.get('scoring_engine_reason'))}</td>"
+            f"<td>{_links(r['ds'], r['reports'], base)}</td>"
+            "</tr>"
+        )
+    chart = ""
+    champions = _audit_rows(config, base)
+    if len(frame):
+        png = base64.b64encode(trend_chart_png(frame.sort_values("ds"))).decode()
+        chart = f'<img alt="drift share and ROC AUC per night" src="data:image/png;base64,{png}">'
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Model monitoring</title>
+<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#fdd}}.ok{{background:#dfd}}.warn{{background:#ffe9b3}}</style>
+</head><body><h1>Model monitoring: {html.escape(config.model.registered_name)}</h1>{chart}
+<table id="nights"><thead><tr><th>night</th><th>model</th><th>validation</th><th>drift share</th><th>drifted columns</th>
+<th>estimated AUC</th><th>realised AUC</th><th>labels</th><th>decision</th><th>reasons</th><th>seconds per stage</th>
+<th>reports</th></tr></thead>
+<tbody>{"".join(rows) or "<tr><td colspan=12>No night has been monitored yet.</td></tr>"}</tbody></table>
+<h2>Champion history (audit log, newest first)</h2>
+<table id="champions"><thead><tr><th>when (UTC)</th><th>action</th><th>from</th><th>to</th><th>by</th><th>reason</th><th>gate</th>
+<th>Airflow run</th></tr></thead><tbody>{champions or "<tr><td colspan=8>No alias has moved yet.</td></tr>"}</tbody></table>
+</body></html>"""
+
+
+def _audit_rows(config: PipelineConfig, base: str) -> str:
+    try:
+        trail = audit.read_trail(config)
+    except AuditIntegrityError as exc:
+        return f"<tr><td colspan=8 class=bad>{html.escape(str(exc))}</td></tr>"
+    entries = trail.entries
+    rows = [f"<tr><td colspan=8 class=bad>{html.escape(w)}</td></tr>" for w in trail.warnings]
+    for e in reversed(entries):
+        cell = "-"
+        if e.gate is not None and e.gate.comparison is not None and e.gate.pair:
+            c, pair = e.gate.comparison, e.gate.pair
+            cell = (
+                f"{c.difference:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}] "
+                f'<a href="{comparison_route(pair, "candidate.html", base)}">candidate</a> '
+                f'<a href="{comparison_route(pair, "champion.html", base)}">champion</a>'
+            )
+        frm = f"v{e.from_version}" if e.from_version else "-"
+        rows.append(
+            f"<tr><td>{html.escape(e.at[:19])}</td><td>{html.escape(e.action)}</td><td>{html.escape(frm)}</td>"
+            f"<td>v{html.escape(e.to_version)}</td><td>{html.escape(e.approved_by)}</td>"
+            f"<td>{html.escape(e.reason)}</td><td>{cell}</td><td>{html.escape(e.airflow_run_id)}</td></tr>"
+        )
+    return "".join(rows)
