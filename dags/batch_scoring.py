@@ -33,19 +33,23 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
 from pipelines.core.config import load_config
 from pipelines.core.contracts import (
+    AlertEvent,
     Decision,
     LabelledNight,
     NightSummary,
+    RetrainRequest,
+    ScoringParams,
     ScoringSummary,
     Shard,
     ShardScored,
     ValidatedPartition,
 )
-from pipelines.surfaces.airflow_adapter import EARLIEST_START, optional_date_param
+from pipelines.surfaces import airflow_adapter
+from pipelines.surfaces.airflow_adapter import EARLIEST_START, TaskRun, optional_date_param, pipeline_task
 from pipelines.surfaces.notifiers import PipelineAlert
 
 CONFIG = load_config()
@@ -65,7 +69,7 @@ WAIT = CONFIG.partition_wait
         "owner": "ml-platform",
         "retries": 2,
         "retry_delay": timedelta(minutes=5),
-        "on_failure_callback": [PipelineAlert("task_failure")],  # a quarantine is reported as such
+        "on_failure_callback": [PipelineAlert(AlertEvent.TASK_FAILURE)],  # a quarantine is reported as such
     },
     params={
         "ds": optional_date_param(
@@ -82,13 +86,13 @@ WAIT = CONFIG.partition_wait
     },
 )
 def batch_scoring():
+    # the first task: validates the trigger Params (ScoringParams) for the whole run
     @task
-    def partition_date(params: dict, data_interval_start: datetime | None = None) -> str:
+    @pipeline_task(ScoringParams)
+    def partition_date(run: TaskRun, data_interval_start: datetime | None = None) -> str:
         from pipelines.storage import partitions
-        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
-        with fail_without_retry_on_user_errors():
-            return partitions.partition_date(params.get("ds"), data_interval_start, load_config().start_date)
+        return partitions.partition_date(run.params.ds, data_interval_start, run.config.start_date)
 
     # The poke itself gives up after timeout_minutes, naming the folder; the sensor's own timeout is a backstop.
     @task.sensor(
@@ -97,90 +101,70 @@ def batch_scoring():
         poke_interval=WAIT.poke_interval_seconds,
         timeout=WAIT.timeout_minutes * 60 + 2 * WAIT.poke_interval_seconds,
     )
-    def wait_for_partition(night: str) -> PokeReturnValue:
-        from pipelines.storage import partitions
-        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors, give_up_waiting
-
-        config = load_config()
-        with fail_without_retry_on_user_errors():  # a missing data root fails at once instead of waiting
-            present, message = partitions.wait_for_partition(config, night)
-        print(message)
-        if not present:
-            give_up_waiting(get_current_context(), config.partition_wait.timeout_minutes, message)
-        return PokeReturnValue(is_done=present, xcom_value=night)
+    @pipeline_task()  # a missing data root fails at once instead of waiting
+    def wait_for_partition(run: TaskRun, night: str) -> PokeReturnValue:
+        return airflow_adapter.wait_for_partition(run, night)
 
     @task(retries=0)
-    def validate_partition(night: str, params: dict) -> ValidatedPartition:
+    @pipeline_task(ScoringParams)
+    def validate_partition(run: TaskRun, night: str) -> ValidatedPartition:
         from pipelines.flows import nightly
-        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
-        context = get_current_context()
-        accepted_by = None
-        if params.get("accept_quarantine"):
-            accepted_by = getattr(context["dag_run"], "triggering_user_name", None) or "an operator (accept_quarantine)"
-        with fail_without_retry_on_user_errors():
-            return nightly.validate_partition(load_config(), night, context["run_id"], accepted_by)
+        return nightly.validate_partition(run.config, night, run.run_id, run.accepted_by(run.params.accept_quarantine))
 
     @task
-    def plan_shards(validated: ValidatedPartition) -> list[Shard]:
+    @pipeline_task()
+    def plan_shards(run: TaskRun, validated: ValidatedPartition) -> list[Shard]:
         from pipelines.flows import scoring
-        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
-        with fail_without_retry_on_user_errors():
-            return scoring.plan_shards(load_config(), validated.ds, validated.model)
+        return scoring.plan_shards(run.config, validated.ds, validated.model)
 
     # one mapped task per shard of a large partition, on any worker; none (skipped) for a partition one task scores
     @task(max_active_tis_per_dagrun=CONFIG.scoring.max_shards)
-    def score_shard(shard: Shard) -> ShardScored:
+    @pipeline_task()
+    def score_shard(run: TaskRun, shard: Shard) -> ShardScored:
         from pipelines.flows import scoring
-        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
-        with fail_without_retry_on_user_errors():
-            return scoring.score_shard(load_config(), shard, get_current_context()["run_id"])
+        return scoring.score_shard(run.config, shard, run.run_id)
 
     # scores a small partition itself, or commits a large one from all of its shards (a skipped score_shard: none)
     @task(trigger_rule="none_failed_min_one_success")
-    def score_partition(validated: ValidatedPartition, shards: list[ShardScored]) -> ScoringSummary:
+    @pipeline_task()
+    def score_partition(run: TaskRun, validated: ValidatedPartition, shards: list[ShardScored]) -> ScoringSummary:
         from pipelines.flows import scoring
-        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
-        with fail_without_retry_on_user_errors():
-            return scoring.score_partition(
-                load_config(), validated.ds, validated.model, get_current_context()["run_id"], list(shards or [])
-            )
+        return scoring.score_partition(run.config, validated.ds, validated.model, run.run_id, list(shards or []))
 
-    @task(on_success_callback=[PipelineAlert("data_quality")])
-    def monitor_night(validated: ValidatedPartition, scored: ScoringSummary) -> NightSummary:
+    @task(on_success_callback=[PipelineAlert(AlertEvent.DATA_QUALITY)])
+    @pipeline_task()
+    def monitor_night(run: TaskRun, validated: ValidatedPartition, scored: ScoringSummary) -> NightSummary:
         from pipelines.flows import nightly
-        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
-        with fail_without_retry_on_user_errors():
-            return nightly.monitor_night(load_config(), validated, scored, get_current_context()["run_id"])
+        return nightly.monitor_night(run.config, validated, scored, run.run_id)
 
     # all_done: labels of earlier nights are evaluated even when tonight's partition was refused
     @task(trigger_rule="all_done")
-    def evaluate_labels() -> list[LabelledNight]:
+    @pipeline_task()
+    def evaluate_labels(run: TaskRun) -> list[LabelledNight]:
         from pipelines.flows import evaluation
-        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
-        with fail_without_retry_on_user_errors():
-            return evaluation.evaluate_labels(load_config())
+        return evaluation.evaluate_labels(run.config)
 
     @task
-    def decide_retraining(monitored: NightSummary, evaluated: list[LabelledNight], params: dict) -> Decision:
+    @pipeline_task(ScoringParams)
+    def decide_retraining(run: TaskRun, monitored: NightSummary, evaluated: list[LabelledNight]) -> Decision:
         from pipelines.flows import nightly
-        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
-        with fail_without_retry_on_user_errors():
-            return nightly.decide_retraining(load_config(), monitored, evaluated, bool(params["force_retrain"]))
+        return nightly.decide_retraining(run.config, monitored, evaluated, run.params.force_retrain)
 
     @task.branch
     def choose_path(decision: Decision) -> str:
         return "request_retraining" if decision.retrain else "keep_champion"
 
-    @task(outlets=[RETRAIN_REQUEST], on_success_callback=[PipelineAlert("retrain_decision")])
+    @task(outlets=[RETRAIN_REQUEST], on_success_callback=[PipelineAlert(AlertEvent.RETRAIN_DECISION)])
     def request_retraining(decision: Decision, outlet_events=None) -> Decision:
-        outlet_events[RETRAIN_REQUEST].extra = {"ds": decision.ds, "reasons": decision.reasons}
+        request = RetrainRequest(ds=decision.ds, reasons=decision.reasons)
+        outlet_events[RETRAIN_REQUEST].extra = request.model_dump(mode="json")
         return decision
 
     @task

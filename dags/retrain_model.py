@@ -24,12 +24,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, task
 
 from pipelines.core.config import load_config
-from pipelines.core.contracts import Alias, Approval, AuditEntry, Candidate, GateResult, PromotionPath, TrainingWindow
-from pipelines.surfaces.airflow_adapter import optional_date_param
+from pipelines.core.contracts import (
+    AlertEvent,
+    Alias,
+    Approval,
+    AuditEntry,
+    Candidate,
+    GateResult,
+    PromotionPath,
+    RetrainParams,
+    TrainingWindow,
+)
+from pipelines.surfaces.airflow_adapter import ApprovalStep, TaskRun, optional_date_param, pipeline_task
 from pipelines.surfaces.notifiers import PipelineAlert
 
 CONFIG = load_config()
@@ -40,29 +49,6 @@ NEXT_TASKS: dict[PromotionPath, str | list[str]] = {
     PromotionPath.ASK_APPROVAL: ["approve_promotion", "promote_candidate"],
     PromotionPath.PROMOTE: "promote_candidate",
 }
-
-
-class ApprovalStep(ApprovalOperator):
-    """ApprovalOperator whose return value is the answer (`Approval`) on both outcomes.
-
-    On Reject it skips only the tasks that wait for an Approve (promote_candidate), not those whose trigger rule
-    is all_done (settle_approval, which audits who refused): they take the answer as an argument.
-    """
-
-    def execute_complete(self, context, event):
-        from airflow.providers.standard.operators.hitl import HITLOperator
-
-        from pipelines.core.contracts import Approval
-
-        answer = HITLOperator.execute_complete(self, context=context, event=event)
-        approval = Approval.from_event({**answer, "timedout": event.get("timedout")})
-        self.hitl_summary_extra["approved"] = approval.approved
-        # stored before the skip: the tasks that settle the answer may run before this task's return is stored
-        context["ti"].xcom_push(key="return_value", value=approval)
-        if not approval.approved:
-            waiting = [t for t in context["task"].get_direct_relatives(upstream=False) if t.trigger_rule != "all_done"]
-            self.skip(ti=context["ti"], tasks=waiting)
-        return approval
 
 
 @dag(
@@ -77,7 +63,7 @@ class ApprovalStep(ApprovalOperator):
         "owner": "ml-platform",
         "retries": 1,
         "retry_delay": timedelta(minutes=5),
-        "on_failure_callback": [PipelineAlert("task_failure")],
+        "on_failure_callback": [PipelineAlert(AlertEvent.TASK_FAILURE)],
     },
     params={
         "window_end": optional_date_param(
@@ -104,75 +90,80 @@ class ApprovalStep(ApprovalOperator):
     },
 )
 def retrain_model():
+    # the first task: validates the trigger Params (RetrainParams); too little labelled data skips the run
     @task
-    def select_training_window(params: dict) -> TrainingWindow:
+    @pipeline_task(RetrainParams, skip_when_not_ready=True)
+    def select_training_window(run: TaskRun) -> TrainingWindow:
         """Pick the labelled partitions; too little labelled data skips this run (the next request retries)."""
         from pipelines.flows import retraining
-        from pipelines.surfaces.airflow_adapter import skip_until_ready
 
-        with skip_until_ready():
-            return retraining.select_training_window(
-                load_config(), params.get("window_end"), params.get("window"), params.get("window_partitions")
-            )
+        return retraining.select_training_window(
+            run.config, run.params.window_end, run.params.window, run.params.window_partitions
+        )
 
     @task
-    def train_candidate(window: TrainingWindow, params: dict) -> Candidate:
+    @pipeline_task(RetrainParams, skip_when_not_ready=True)
+    def train_candidate(run: TaskRun, window: TrainingWindow) -> Candidate:
         """Train and register; too few labelled rows (or a single class) skips the run instead of failing it."""
         from pipelines.flows import retraining
-        from pipelines.surfaces.airflow_adapter import skip_until_ready
 
-        context = get_current_context()
-        extras = [e.extra for events in (context.get("triggering_asset_events") or {}).values() for e in events]
-        lineage = {
-            "airflow_run_id": context["run_id"],
-            "reason": retraining.reason_from_trigger(params["reason"], extras),
-        }
-        with skip_until_ready():
-            return retraining.train_candidate(load_config(), window, lineage)
+        return retraining.train_candidate(
+            run.config,
+            window,
+            {"airflow_run_id": run.run_id, "reason": retraining.reason_from_trigger(run.params.reason, run.requests)},
+        )
 
     @task
-    def bootstrap_or_challenge(candidate: Candidate) -> Alias:
+    @pipeline_task()  # a missing champion with a former one on record is refused
+    def bootstrap_or_challenge(run: TaskRun, candidate: Candidate) -> Alias:
         from pipelines.flows import retraining
-        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
-        with fail_without_retry_on_user_errors():  # a missing champion with a former one on record is refused
-            return retraining.bootstrap_or_challenge(load_config(), candidate, get_current_context()["run_id"])
+        return retraining.bootstrap_or_challenge(run.config, candidate, run.run_id)
 
     @task
-    def evaluate_gate(candidate: Candidate, alias: Alias) -> GateResult:
+    @pipeline_task()
+    def evaluate_gate(run: TaskRun, candidate: Candidate, alias: Alias) -> GateResult:
         from pipelines.governance import gate
-        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
-        with fail_without_retry_on_user_errors():
-            return gate.evaluate_gate(load_config(), candidate, alias)
+        return gate.evaluate_gate(run.config, candidate, alias)
 
     @task.branch
-    def promotion_path(result: GateResult) -> str | list[str]:
+    @pipeline_task()
+    def promotion_path(run: TaskRun, result: GateResult) -> str | list[str]:
         from pipelines.governance import gate
 
-        return NEXT_TASKS[gate.promotion_path(load_config(), result)]
+        return NEXT_TASKS[gate.promotion_path(run.config, result)]
 
-    @task(retries=0, on_success_callback=[PipelineAlert("rejection")])
-    def reject_candidate(candidate: Candidate, result: GateResult) -> AuditEntry:
+    @task(retries=0, on_success_callback=[PipelineAlert(AlertEvent.REJECTION)])
+    @pipeline_task()
+    def reject_candidate(run: TaskRun, candidate: Candidate, result: GateResult) -> AuditEntry:
         from pipelines.governance import promotion
 
-        return promotion.reject_candidate(load_config(), candidate, result, get_current_context()["run_id"])
+        return promotion.reject_candidate(run.config, candidate, result, run.run_id)
 
     # Runs when the branch chose it directly (no approval required), or after an Approve; a Reject skips it.
-    @task(trigger_rule="none_failed_min_one_success", retries=0, on_success_callback=[PipelineAlert("promotion")])
-    def promote_candidate(candidate: Candidate, result: GateResult, approval: Approval | None) -> AuditEntry:
+    @task(
+        trigger_rule="none_failed_min_one_success",
+        retries=0,
+        on_success_callback=[PipelineAlert(AlertEvent.PROMOTION)],
+    )
+    @pipeline_task()
+    def promote_candidate(
+        run: TaskRun, candidate: Candidate, result: GateResult, approval: Approval | None
+    ) -> AuditEntry:
         from pipelines.governance import promotion
 
-        return promotion.promote_candidate(load_config(), candidate, result, approval, get_current_context()["run_id"])
+        return promotion.promote_candidate(run.config, candidate, result, approval, run.run_id)
 
-    @task(trigger_rule="all_done", retries=0, on_success_callback=[PipelineAlert("rejection")])
+    @task(trigger_rule="all_done", retries=0, on_success_callback=[PipelineAlert(AlertEvent.REJECTION)])
+    @pipeline_task()
     def settle_approval(
-        candidate: Candidate | None, result: GateResult | None, approval: Approval | None
+        run: TaskRun, candidate: Candidate | None, result: GateResult | None, approval: Approval | None
     ) -> AuditEntry | None:
         """Audit a refused or timed-out approval (the approval step skips the promotion itself)."""
         from pipelines.governance import promotion
 
-        return promotion.settle_approval(load_config(), candidate, result, approval, get_current_context()["run_id"])
+        return promotion.settle_approval(run.config, candidate, result, approval, run.run_id)
 
     window = select_training_window()
     candidate = train_candidate(window)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, task
 
-from pipelines.core.contracts import AuditEntry
+from pipelines.core.contracts import AlertEvent, AuditEntry, RollbackParams
+from pipelines.surfaces.airflow_adapter import TaskRun, pipeline_task
 from pipelines.surfaces.notifiers import PipelineAlert
 
 
@@ -29,7 +30,7 @@ from pipelines.surfaces.notifiers import PipelineAlert
         "owner": "ml-platform",
         "retries": 0,
         "retry_delay": timedelta(minutes=1),
-        "on_failure_callback": [PipelineAlert("task_failure")],
+        "on_failure_callback": [PipelineAlert(AlertEvent.TASK_FAILURE)],
     },
     params={
         "target_version": Param(
@@ -43,18 +44,14 @@ from pipelines.surfaces.notifiers import PipelineAlert
     },
 )
 def rollback_model():
-    @task(on_success_callback=[PipelineAlert("rollback")])
-    def rollback(params: dict) -> AuditEntry:
-        from pipelines.core.config import load_config
+    @task(on_success_callback=[PipelineAlert(AlertEvent.ROLLBACK)])
+    @pipeline_task(RollbackParams)
+    def rollback(run: TaskRun) -> AuditEntry:
         from pipelines.governance import promotion
-        from pipelines.surfaces.airflow_adapter import fail_without_retry_on_user_errors
 
-        context = get_current_context()
-        who = getattr(context["dag_run"], "triggering_user_name", None) or "unknown"
-        with fail_without_retry_on_user_errors():
-            return promotion.rollback(
-                load_config(), params.get("target_version"), params["reason"], who, context["run_id"]
-            )
+        return promotion.rollback(
+            run.config, run.params.target_version, run.params.reason, run.triggered_by or "unknown", run.run_id
+        )
 
     rollback()
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pipelines.core.contracts import RetrainRequest
 from pipelines.core.errors import PipelineError
 
 
@@ -95,8 +96,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def retraining_requests(run_id: str) -> list[dict[str, Any]]:
-    """Return the extras of the Asset events (retraining requests) a DAG run emitted, oldest first."""
+def retraining_requests(run_id: str) -> list[RetrainRequest]:
+    """Return the retraining requests (the Asset events' extras) a DAG run emitted, oldest first."""
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -105,7 +106,7 @@ def retraining_requests(run_id: str) -> list[dict[str, Any]]:
         events = session.scalars(
             select(AssetEvent).where(AssetEvent.source_run_id == run_id).order_by(AssetEvent.timestamp)
         ).all()
-        return [dict(e.extra or {}) for e in events]
+        return [RetrainRequest.model_validate(e.extra or {}) for e in events]
 
 
 def forget_runs(runs: list[tuple[str, datetime]]) -> int:

@@ -8,12 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipelines.core.contracts import AlertEvent
 from pipelines.core.errors import ConfigError, redact
 from pipelines.core.paths import MONITORING, DataPath, LakePath
 
@@ -249,10 +250,7 @@ class Monitoring(_Section):
 
 
 GateMetric = Literal["roc_auc", "precision", "recall", "f1"]
-AlertEvent = Literal[
-    "quarantine", "data_quality", "retrain_decision", "promotion", "rejection", "rollback", "task_failure"
-]
-ALERT_EVENTS: tuple[AlertEvent, ...] = get_args(AlertEvent)
+ALERT_EVENTS: tuple[AlertEvent, ...] = tuple(AlertEvent)
 
 
 def _default_floors() -> dict[GateMetric, float]:

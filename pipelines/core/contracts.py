@@ -8,8 +8,9 @@ the workers' `[core] allowed_deserialization_classes` must admit `pipelines.*`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,11 +41,39 @@ class ModelRef:
 
 
 class Alias(StrEnum):
-    """Where `bootstrap_or_challenge` put a new candidate."""
+    """The registry's alias names, and where `bootstrap_or_challenge` put a new candidate."""
 
-    CHAMPION = "champion"  # the first model of a deployment: nothing to compare it with
-    CHALLENGER = "challenger"  # goes through the gate
+    CHAMPION = "champion"  # scores the nights; a deployment's first model goes straight here
+    CHALLENGER = "challenger"  # a candidate going through the gate
+    PREVIOUS = "previous"  # the champion before the last promotion: where rollback_model goes back to
     REFUSED = "refused"  # a first model below the promotion floors: registered, given no alias
+
+
+class AuditAction(StrEnum):
+    """What an audit log entry records."""
+
+    BOOTSTRAP = "bootstrap"  # the first champion
+    PROMOTE = "promote"
+    REJECT = "reject"
+    ROLLBACK = "rollback"
+    RESTORE = "restore"  # a champion re-established by hand after the alias was lost
+    ACCEPT_QUARANTINE = "accept_quarantine"  # an operator scored a night that failed validation
+
+
+# the actions that point `champion` at an entry's `to_version`
+MOVES = (AuditAction.BOOTSTRAP, AuditAction.PROMOTE, AuditAction.ROLLBACK, AuditAction.RESTORE)
+
+
+class AlertEvent(StrEnum):
+    """The events the alerts are sent for (`alerts.events` in the config)."""
+
+    QUARANTINE = "quarantine"
+    DATA_QUALITY = "data_quality"
+    RETRAIN_DECISION = "retrain_decision"
+    PROMOTION = "promotion"
+    REJECTION = "rejection"
+    ROLLBACK = "rollback"
+    TASK_FAILURE = "task_failure"
 
 
 class PromotionPath(StrEnum):
@@ -160,8 +189,8 @@ class Approval(Contract):
 class AuditEntry(Record):
     """One audited alias move or refusal, as the audit log holds it."""
 
-    at: str
-    action: str  # bootstrap | promote | reject | rollback | restore
+    at: str = ""  # set by the audit log when the entry is appended
+    action: AuditAction
     model: str
     from_version: str | None = None
     to_version: str
@@ -281,3 +310,108 @@ class Decision(Contract):
     reasons: list[str] = Field(default_factory=list)
     ds: str = ""
     model_version: str = ""
+
+
+class RetrainRequest(Record):
+    """The extra of the retraining Asset event (what batch_scoring asks, and what any other DAG or tool may send).
+
+    Read leniently (unknown keys ignored), as another tool may emit the event.
+    """
+
+    ds: str | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [f"{self.ds}: {reason}" for reason in self.reasons]
+
+
+class NightRecord(Contract):
+    """One night's row of the monitoring history (`storage.history`, table `nights`): the key and the facts.
+
+    `record_night` replaces the row with these facts; `update_night` adds the facts that are set.
+    """
+
+    ds: str
+    model_name: str
+    model_version: str
+    rows: int | None = None
+    validation_success: bool | None = None
+    validation_failures: list[str] | None = None
+    validation_warnings: list[str] | None = None  # findings of checks set to warn (the night was scored)
+    drift_share: float | None = None
+    drifted_columns: list[str] | None = None
+    score_drifted: bool | None = None
+    drift_stats: dict[str, Any] | None = None
+    estimated_roc_auc: float | None = None
+    estimated_accuracy: float | None = None
+    realised_roc_auc: float | None = None
+    realised_accuracy: float | None = None
+    realised_metrics: dict[str, Any] | None = None
+    label_coverage: float | None = None
+    decision: str | None = None
+    decision_reasons: list[str] | None = None
+    reports: dict[str, str] | None = None
+    scoring_rows_per_s: float | None = None
+    scoring_peak_rss_mb: float | None = None
+    task_seconds: dict[str, float] | None = None
+    scoring_engine: str | None = None  # compiled or sklearn
+    scoring_engine_rows: dict[str, int] | None = None  # rows scored by each engine
+    scoring_engine_reason: str | None = None  # why scikit-learn scored
+    airflow_run_id: str | None = None
+
+    @classmethod
+    def of_night(cls, night: NightSummary, scored: ScoringSummary, model_name: str, **facts: Any) -> NightRecord:
+        """The row of a monitored night: what its summary and its scoring say, plus `facts`."""
+        return cls(
+            ds=night.ds,
+            model_name=model_name,
+            model_version=night.model_version,
+            rows=night.rows,
+            validation_success=True,
+            validation_failures=[],
+            validation_warnings=night.validation_warnings,
+            drift_share=night.drift_share,
+            drifted_columns=night.drifted_columns,
+            score_drifted=night.score_drifted,
+            reports=night.reports,
+            scoring_rows_per_s=scored.rows_per_second,
+            scoring_peak_rss_mb=scored.peak_rss_mb,
+            scoring_engine=scored.engine,
+            scoring_engine_rows=scored.engine_rows,
+            scoring_engine_reason=scored.engine_reason[:500],
+            airflow_run_id=night.airflow_run_id,
+            **facts,
+        )
+
+
+class TriggerParams(BaseModel):
+    """Base of a DAG's trigger Params, read by its tasks as one typed value (Airflow validated them first).
+
+    Keys a trigger's conf adds beyond the declared Params are ignored, as Airflow itself does.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ScoringParams(TriggerParams):
+    """batch_scoring's Params."""
+
+    ds: date | None = None  # the night to score; empty: the run's data interval
+    force_retrain: bool = False
+    accept_quarantine: bool = False  # score a night that failed validation (audited, with who accepted it)
+
+
+class RetrainParams(TriggerParams):
+    """retrain_model's Params."""
+
+    window_end: date | None = None
+    window: Literal["sliding", "since_drift_onset"] | None = None
+    window_partitions: int | None = Field(None, ge=2, le=1000)
+    reason: str = Field("manual", max_length=500)
+
+
+class RollbackParams(TriggerParams):
+    """rollback_model's Params."""
+
+    target_version: str | None = Field(None, pattern=r"^[0-9]{1,9}$")
+    reason: str = Field(min_length=3, max_length=300)

@@ -90,3 +90,7 @@ class ChampionMissingError(NoChampionError):
 
 class ReportStoreError(PipelineError):
     """The object store that reports are published to cannot be reached or refused a write or a read."""
+
+
+class TriggerParamsError(PipelineError):
+    """A run's trigger Params do not fit the DAG's Params model (a conf that bypassed the form's validation)."""

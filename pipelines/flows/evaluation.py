@@ -9,7 +9,7 @@ from typing import Any
 
 from pipelines.core.cadence import shift
 from pipelines.core.config import PipelineConfig
-from pipelines.core.contracts import LabelledNight
+from pipelines.core.contracts import LabelledNight, NightRecord
 from pipelines.core.errors import PipelineError
 from pipelines.core.paths import LABELS, PREDICTIONS, REPORTS, DataPath
 from pipelines.steps.labels import match_labels, read_labels
@@ -89,7 +89,14 @@ def _evaluate_night(
             matched.matched_ids,
         )
         history.update_night(
-            config, ds, name, version, label_coverage=matched.coverage, realised_metrics={"labels": facts}
+            config,
+            NightRecord(
+                ds=ds,
+                model_name=name,
+                model_version=version,
+                label_coverage=matched.coverage,
+                realised_metrics={"labels": facts},
+            ),
         )
         return None
     joined = matched.joined
@@ -105,14 +112,16 @@ def _evaluate_night(
     report_store.publish(config, folder, names=[Path(p).name for p in paths.values()])
     history.update_night(
         config,
-        ds,
-        name,
-        version,
-        realised_metrics=metrics,
-        realised_roc_auc=metrics["roc_auc"],
-        realised_accuracy=metrics["accuracy"],
-        label_coverage=matched.coverage,
-        reports={**(entry["reports"] or {}), **paths},
+        NightRecord(
+            ds=ds,
+            model_name=name,
+            model_version=version,
+            realised_metrics=metrics,
+            realised_roc_auc=metrics["roc_auc"],
+            realised_accuracy=metrics["accuracy"],
+            label_coverage=matched.coverage,
+            reports={**(entry["reports"] or {}), **paths},
+        ),
     )
     log.info(
         "realised performance of %s (v%s, %.0f%% of scored ids labelled): roc_auc %.3f",

@@ -11,7 +11,17 @@ from typing import Any
 import pandas as pd
 
 from pipelines.core.config import PipelineConfig
-from pipelines.core.contracts import Decision, LabelledNight, ModelRef, NightSummary, ScoringSummary, ValidatedPartition
+from pipelines.core.contracts import (
+    AuditAction,
+    AuditEntry,
+    Decision,
+    LabelledNight,
+    ModelRef,
+    NightRecord,
+    NightSummary,
+    ScoringSummary,
+    ValidatedPartition,
+)
 from pipelines.core.errors import PartitionQuarantinedError
 from pipelines.core.paths import QUARANTINE, QUARANTINE_RECORD, REPORTS, SUMMARY_FILE, data_path
 from pipelines.core.threads import thread_cap
@@ -70,16 +80,14 @@ def record_acceptance(
     with audit.audit_lock(config):
         audit.append(
             config,
-            {
-                "action": "accept_quarantine",
-                "model": ref.name,
-                "from_version": None,
-                "to_version": ref.version,
-                "reason": f"ds={ds} scored although it failed validation: " + "; ".join(failures),
-                "approved_by": accepted_by,
-                "airflow_run_id": run_id,
-                "gate": None,
-            },
+            AuditEntry(
+                action=AuditAction.ACCEPT_QUARANTINE,
+                model=ref.name,
+                to_version=ref.version,
+                reason=f"ds={ds} scored although it failed validation: " + "; ".join(failures),
+                approved_by=accepted_by,
+                airflow_run_id=run_id,
+            ),
         )
 
 
@@ -89,14 +97,16 @@ def record_quarantine(
     """Record a refused night in the history so the UI and the decision see it."""
     history.record_night(
         config,
-        ds,
-        ref.name,
-        ref.version,
-        rows=rows,
-        validation_success=False,
-        validation_failures=failures,
-        reports={"quarantine_json": str(partition_dir(config.work_root, QUARANTINE, ds) / QUARANTINE_RECORD)},
-        airflow_run_id=run_id,
+        NightRecord(
+            ds=ds,
+            model_name=ref.name,
+            model_version=ref.version,
+            rows=rows,
+            validation_success=False,
+            validation_failures=failures,
+            reports={"quarantine_json": str(partition_dir(config.work_root, QUARANTINE, ds) / QUARANTINE_RECORD)},
+            airflow_run_id=run_id,
+        ),
     )
 
 
@@ -152,31 +162,20 @@ def monitor_night(
     summary, drift = built["summary"], built["drift"]
     history.record_night(
         config,
-        ds,
-        ref.name,
-        ref.version,
-        rows=scored.rows,
-        validation_success=True,
-        validation_failures=[],
-        validation_warnings=validated.warnings,
-        drift_share=summary.drift_share,
-        drifted_columns=drift.drifted_columns,
-        score_drifted=drift.score_drifted,
-        drift_stats=drift.columns,
-        estimated_roc_auc=estimate["roc_auc"],
-        estimated_accuracy=estimate["accuracy"],
-        reports=summary.reports | {"summary_json": str(folder / SUMMARY_FILE)},
-        scoring_rows_per_s=scored.rows_per_second,
-        scoring_peak_rss_mb=scored.peak_rss_mb,
-        scoring_engine=scored.engine,
-        scoring_engine_rows=scored.engine_rows,
-        scoring_engine_reason=scored.engine_reason[:500],
-        task_seconds={
-            "validate_partition": validated.seconds,
-            "score_partition": scored.seconds,
-            "monitor_night": time.monotonic() - started,
-        },
-        airflow_run_id=airflow_run_id,
+        NightRecord.of_night(
+            summary,
+            scored,
+            ref.name,
+            drift_stats=drift.columns,
+            estimated_roc_auc=estimate["roc_auc"],
+            estimated_accuracy=estimate["accuracy"],
+            reports=summary.reports | {"summary_json": str(folder / SUMMARY_FILE)},
+            task_seconds={
+                "validate_partition": validated.seconds,
+                "score_partition": scored.seconds,
+                "monitor_night": time.monotonic() - started,
+            },
+        ),
     )
     log.info("night %s monitored: %s", ds, summary)
     return summary
@@ -203,11 +202,13 @@ def decide_retraining(
     result = decide(config, history.read_history(config), ds, version, card.metrics, trained_until, force)
     history.update_night(
         config,
-        ds,
-        config.model.registered_name,
-        version,
-        decision="retrain" if result.retrain else "keep",
-        decision_reasons=result.reasons,
+        NightRecord(
+            ds=ds,
+            model_name=config.model.registered_name,
+            model_version=version,
+            decision="retrain" if result.retrain else "keep",
+            decision_reasons=result.reasons,
+        ),
     )
     history.merge_task_seconds(
         config, ds, config.model.registered_name, version, {"decide_retraining": time.monotonic() - started}

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from typing import Any
 
 from pipelines.core.cadence import shift
 from pipelines.core.config import PipelineConfig
-from pipelines.core.contracts import Alias, Candidate, TrainingWindow
+from pipelines.core.contracts import Alias, Candidate, RetrainRequest, TrainingWindow
 from pipelines.core.errors import ChampionMissingError, TrainingNotReady
 from pipelines.core.paths import LABELS
 from pipelines.core.threads import thread_cap
 from pipelines.governance.gate import floor_failures
 from pipelines.governance.promotion import record_bootstrap
-from pipelines.governance.registry import CHALLENGER, CHAMPION, Registry, is_new_deployment
+from pipelines.governance.registry import Registry, is_new_deployment
 from pipelines.steps.decision import drifted
 from pipelines.steps.training import fit_and_evaluate, load_labelled, training_partitions
 from pipelines.storage.history import read_history
-from pipelines.storage.partitions import partition_files, partition_row_count
+from pipelines.storage.partitions import parse_ds, partition_files, partition_row_count
 from pipelines.storage.schema import check_feature_kinds
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ def drift_onset(config: PipelineConfig, models: Registry) -> date | None:
     an onset). A night is drifted as the decision counts it (see `decision.drifted`); quarantined nights (no drift
     measured) neither extend nor break a streak. None when no such streak was recorded.
     """
-    champion = models.alias_version(CHAMPION)
+    champion = models.alias_version(Alias.CHAMPION)
     if config.retraining.drift_share_threshold is None or champion is None:
         return None
     history = read_history(config)
@@ -67,7 +66,10 @@ def _labelled_rows(config: PipelineConfig, days: list[date]) -> int:
 
 
 def select_training_window(
-    config: PipelineConfig, end: str | None = None, window: str | None = None, window_partitions: int | None = None
+    config: PipelineConfig,
+    end: date | str | None = None,
+    window: str | None = None,
+    window_partitions: int | None = None,
 ) -> TrainingWindow:
     """Return the training window: its partition dates, the mode used and the drift onset it started from.
 
@@ -84,7 +86,7 @@ def select_training_window(
     if mode == "since_drift_onset" and onset is None:
         log.info("no drift onset recorded against the champion: using the sliding window")
         mode = "sliding"
-    end_day = date.fromisoformat(end) if end else None
+    end_day = parse_ds(end) if end else None
     days = training_partitions(config, end_day, onset, window_partitions)
     needed = config.training.min_partitions_since_onset
     if onset is not None and len(days) < needed:
@@ -153,8 +155,8 @@ def bootstrap_or_challenge(config: PipelineConfig, candidate: Candidate, airflow
     (the candidate stays `challenger`): the gate is never skipped once a champion existed.
     """
     models, ref = Registry.open(config), candidate.ref
-    if models.alias_version(CHAMPION) is not None:
-        models.set_alias(CHALLENGER, ref)
+    if models.alias_version(Alias.CHAMPION) is not None:
+        models.set_alias(Alias.CHALLENGER, ref)
         return Alias.CHALLENGER
     short = floor_failures(config, candidate.metrics, first=True)
     if short and not models.former_champion():
@@ -163,12 +165,12 @@ def bootstrap_or_challenge(config: PipelineConfig, candidate: Candidate, airflow
     try:
         record_bootstrap(config, models, ref, airflow_run_id)
     except ChampionMissingError:
-        models.set_alias(CHALLENGER, ref)
+        models.set_alias(Alias.CHALLENGER, ref)
         raise
     return Alias.CHAMPION
 
 
-def reason_from_trigger(param_reason: str, asset_event_extras: list[dict[str, Any]]) -> str:
+def reason_from_trigger(param_reason: str, requests: list[RetrainRequest]) -> str:
     """Return why this training runs: the reasons carried by retraining Asset events, else the `reason` Param."""
-    reasons = [f"{e.get('ds')}: {r}" for e in asset_event_extras for r in e.get("reasons", [])]
+    reasons = [line for request in requests for line in request.lines()]
     return "; ".join(reasons)[:480] if reasons else param_reason

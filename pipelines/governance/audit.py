@@ -33,16 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel
 
 from pipelines.core.config import AUDIT_KEY_ENV_VAR, PipelineConfig
-from pipelines.core.contracts import AuditEntry
+from pipelines.core.contracts import MOVES, AuditEntry
 from pipelines.core.errors import AuditIntegrityError
 from pipelines.storage import history
 
 log = logging.getLogger(__name__)
 _HOLDING: ContextVar[bool] = ContextVar("audit_lock_held", default=False)
-MOVES = ("bootstrap", "promote", "rollback", "restore")  # the actions that point `champion` at `to_version`
 
 
 # The log's three tables live in the history database (monitoring.history_url), created on first use by _db.
@@ -290,9 +288,15 @@ def audit_lock(config: PipelineConfig) -> Iterator[None]:
         _HOLDING.reset(token)
 
 
-def append(config: PipelineConfig, event: dict[str, Any]) -> AuditEntry:
-    """Append one entry (call under `audit_lock`): the entry and the new head are written in one transaction."""
-    event = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in event.items()}
+def append(config: PipelineConfig, entry: AuditEntry) -> AuditEntry:
+    """Append one entry (call under `audit_lock`): the entry and the new head are written in one transaction.
+
+    The log sets `at`, the chain (`previous_hash`, `alg`, `hash`); the caller says what happened.
+    """
+    event = entry.model_dump(
+        mode="json",
+        include={"action", "model", "from_version", "to_version", "reason", "approved_by", "airflow_run_id", "gate"},
+    )
     trail = read_trail(config)
     previous = trail.entries[-1].hash if trail.entries else ""
     body = {
@@ -302,14 +306,14 @@ def append(config: PipelineConfig, event: dict[str, Any]) -> AuditEntry:
         "alg": "hmac-sha256" if config.audit_key else "sha256",
     }
     _, digest = _digest(config, body)
-    entry = {**body, "hash": digest}
+    written = {**body, "hash": digest}
     name, number = config.model.registered_name, len(trail.entries) + 1
     with database(config).begin() as conn:
         conn.execute(
-            AUDIT_LOG.insert().values(model_name=name, seq=number, entry=json.dumps(entry, default=str), hash=digest)
+            AUDIT_LOG.insert().values(model_name=name, seq=number, entry=json.dumps(written, default=str), hash=digest)
         )
         set_audit_head(conn, name, number, digest, _head_mac(config, name, number, digest))
-    return AuditEntry.model_validate(entry)
+    return AuditEntry.model_validate(written)
 
 
 def seal_head(config: PipelineConfig) -> int:

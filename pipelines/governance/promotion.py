@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 from pipelines.core.config import AUDIT_KEY_ENV_VAR, PipelineConfig
-from pipelines.core.contracts import Approval, AuditEntry, Candidate, GateResult, ModelRef
+from pipelines.core.contracts import Alias, Approval, AuditAction, AuditEntry, Candidate, GateResult, ModelRef
 from pipelines.core.errors import AuditIntegrityError, ChampionMissingError
 from pipelines.governance import audit
 from pipelines.governance.audit import audit_lock, read_audit
 from pipelines.governance.gate import PromotionError
-from pipelines.governance.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
+from pipelines.governance.registry import Registry
 
 log = logging.getLogger(__name__)
 __all__ = [
@@ -28,13 +28,13 @@ __all__ = [
 
 def _apply(models: Registry, entry: AuditEntry) -> None:
     """Point the aliases where an audited move says they go (idempotent: also finishes an interrupted move)."""
-    if entry.action in ("promote", "rollback") and entry.from_version:
-        models.set_alias(PREVIOUS, models.version(entry.from_version))
-    models.set_alias(CHAMPION, models.version(entry.to_version))
-    if entry.action == "promote":
-        challenger = models.alias_version(CHALLENGER)
+    if entry.action in (AuditAction.PROMOTE, AuditAction.ROLLBACK) and entry.from_version:
+        models.set_alias(Alias.PREVIOUS, models.version(entry.from_version))
+    models.set_alias(Alias.CHAMPION, models.version(entry.to_version))
+    if entry.action == AuditAction.PROMOTE:
+        challenger = models.alias_version(Alias.CHALLENGER)
         if challenger is not None and challenger.version == entry.to_version:
-            models.delete_alias(CHALLENGER)
+            models.delete_alias(Alias.CHALLENGER)
 
 
 def _finish_interrupted_move(config: PipelineConfig, models: Registry) -> None:
@@ -45,7 +45,7 @@ def _finish_interrupted_move(config: PipelineConfig, models: Registry) -> None:
     alias that is missing altogether is left alone: re-establishing one is an operator action (rollback_model).
     """
     last = audit.expected_champion(read_audit(config))
-    current = models.alias_version(CHAMPION)
+    current = models.alias_version(Alias.CHAMPION)
     if last is None or current is None or current.version == last.to_version:
         return
     if not config.audit_key:
@@ -67,7 +67,7 @@ def _finish_interrupted_move(config: PipelineConfig, models: Registry) -> None:
 
 def _record(
     config: PipelineConfig,
-    action: str,
+    action: AuditAction,
     model: str,
     from_version: str | None,
     to_version: str,
@@ -79,16 +79,16 @@ def _record(
     """Append one audited decision (call under `audit_lock`, before any alias moves)."""
     return audit.append(
         config,
-        {
-            "action": action,
-            "model": model,
-            "from_version": from_version,
-            "to_version": to_version,
-            "reason": reason,
-            "approved_by": by,
-            "airflow_run_id": run_id,
-            "gate": gate,
-        },
+        AuditEntry(
+            action=action,
+            model=model,
+            from_version=from_version,
+            to_version=to_version,
+            reason=reason,
+            approved_by=by,
+            airflow_run_id=run_id,
+            gate=gate,
+        ),
     )
 
 
@@ -115,7 +115,15 @@ def promote(
         _finish_interrupted_move(config, models)
         old = models.champion()
         entry = _record(
-            config, "promote", candidate.name, old.version, candidate.version, reason, approved_by, run_id, gate
+            config,
+            AuditAction.PROMOTE,
+            candidate.name,
+            old.version,
+            candidate.version,
+            reason,
+            approved_by,
+            run_id,
+            gate,
         )
         _apply(models, entry)
         return entry
@@ -138,10 +146,10 @@ def reject(
     with audit_lock(config):
         _finish_interrupted_move(config, models)
         models.tag(candidate, "promotion.rejected", reason)
-        champion = models.alias_version(CHAMPION)
+        champion = models.alias_version(Alias.CHAMPION)
         return _record(
             config,
-            "reject",
+            AuditAction.REJECT,
             candidate.name,
             champion.version if champion else None,
             candidate.version,
@@ -165,9 +173,9 @@ def rollback(
     models = Registry.open(config)
     with audit_lock(config):
         _finish_interrupted_move(config, models)
-        current = models.alias_version(CHAMPION)
+        current = models.alias_version(Alias.CHAMPION)
         if target_version is None:
-            target = models.alias_version(PREVIOUS)
+            target = models.alias_version(Alias.PREVIOUS)
             if target is None or current is None:
                 raise PromotionError(
                     "there is no 'previous' champion to roll back to"
@@ -191,7 +199,7 @@ def rollback(
             raise PromotionError(f"version {target.version} is already the champion")
         entry = _record(
             config,
-            "rollback" if current is not None else "restore",
+            AuditAction.ROLLBACK if current is not None else AuditAction.RESTORE,
             models.name,
             current.version if current is not None else None,
             target.version,
@@ -219,7 +227,7 @@ def record_bootstrap(config: PipelineConfig, models: Registry, candidate: ModelR
             )
         entry = _record(
             config,
-            "bootstrap",
+            AuditAction.BOOTSTRAP,
             candidate.name,
             None,
             candidate.version,
@@ -249,7 +257,7 @@ def settle_approval(
     if candidate is None or gate is None or gate.bootstrap or not gate.passed or not config.promotion.require_approval:
         return None
     models = Registry.open(config)
-    champion = models.alias_version(CHAMPION)
+    champion = models.alias_version(Alias.CHAMPION)
     if champion is not None and champion.version == candidate.version:
         return None
     who = (approval.responded_by if approval else None) or "timeout"

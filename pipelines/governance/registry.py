@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipelines.core.config import PipelineConfig
-from pipelines.core.contracts import AuditEntry, ModelCard, ModelRef
+from pipelines.core.contracts import Alias, AuditAction, AuditEntry, ModelCard, ModelRef
 from pipelines.core.errors import AuditIntegrityError, ChampionMissingError, NoChampionError, StoreMissingError
 from pipelines.core.paths import MONITORING
 from pipelines.governance import audit
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 PROFILE_ARTIFACT = "data_profile.json"
 REFERENCE_ARTIFACT = "reference_sample.parquet"
 HOLDOUT_ARTIFACT = "holdout_scores.parquet"
@@ -149,7 +148,7 @@ class Registry:
             return f"the audit log cannot be verified ({exc})"
         if last is not None:
             return f"the audit log shows v{last.to_version} as champion (last move: {last.action} at {last.at[:19]})"
-        previous = self.alias_version(PREVIOUS)
+        previous = self.alias_version(Alias.PREVIOUS)
         if previous is not None:
             return f"the registry's 'previous' alias points at v{previous.version}, a former champion"
         scored = history.scored_versions(self.config)
@@ -159,13 +158,13 @@ class Registry:
 
     def champion(self) -> ModelRef:
         """Return the current champion, pinned to its version; raise NoChampionError when there is none."""
-        ref = self.alias_version(CHAMPION)
+        ref = self.alias_version(Alias.CHAMPION)
         if ref is not None:
             return ref
         on_record = self.former_champion()
         if on_record:
             raise ChampionMissingError(
-                f"registered model {self.name!r} has no '{CHAMPION}' alias in {self.config.tracking_uri}, but "
+                f"registered model {self.name!r} has no '{Alias.CHAMPION}' alias in {self.config.tracking_uri}, but "
                 f"{on_record}: the alias was deleted or the registry restored from an older copy. Nothing was scored. "
                 "Re-establish it with the rollback_model DAG (target_version = the version to restore; it is "
                 "audited), or restore the registry from backup"
@@ -173,13 +172,13 @@ class Registry:
         refused = self.refused_first_model()
         if refused is not None:
             raise NoChampionError(
-                f"registered model {self.name!r} has no '{CHAMPION}' version: retrain_model trained v{refused.to_version} "
+                f"registered model {self.name!r} has no '{Alias.CHAMPION}' version: retrain_model trained v{refused.to_version} "
                 f"as the first model on {refused.at[:19]}, and it was not made champion ({refused.reason}). Nothing was "
                 "scored. Change what the reason names (lower the promotion floor if this is the best the data "
                 "allows, or give the training more or better labelled data), then run retrain_model again"
             )
         raise NoChampionError(
-            f"registered model {self.name!r} has no '{CHAMPION}' version in {self.config.tracking_uri} and none is "
+            f"registered model {self.name!r} has no '{Alias.CHAMPION}' version in {self.config.tracking_uri} and none is "
             "on record: run the retrain_model DAG (it bootstraps the first model)"
         )
 
@@ -189,12 +188,12 @@ class Registry:
             entries = audit.read_audit(self.config)
         except AuditIntegrityError:
             return None
-        refused = [e for e in entries if e.action == "reject" and e.gate is not None and e.gate.bootstrap]
+        refused = [e for e in entries if e.action == AuditAction.REJECT and e.gate is not None and e.gate.bootstrap]
         return refused[-1] if refused else None
 
     def champion_matches(self, last_move: AuditEntry | None) -> bool:
         """Return whether the champion alias is the version an audited move named (both absent counts)."""
-        current = self.alias_version(CHAMPION)
+        current = self.alias_version(Alias.CHAMPION)
         if last_move is None or current is None:
             return last_move is None and current is None
         return current.version == last_move.to_version

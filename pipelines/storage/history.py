@@ -11,6 +11,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from pipelines.core.config import PipelineConfig
+from pipelines.core.contracts import NightRecord
 from pipelines.core.paths import MONITORING
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ NIGHTS = sa.Table(
     sa.Column("airflow_run_id", sa.String(250)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
-COLUMNS = {c.name for c in NIGHTS.columns}
+COLUMNS = {c.name for c in NIGHTS.columns}  # NightRecord's fields and updated_at (tests/pipelines/test_history.py)
 _ENGINES: dict[str, sa.Engine] = {}
 
 
@@ -91,27 +92,27 @@ def _key(ds: str, model_name: str, model_version: str) -> Any:
     return sa.and_(NIGHTS.c.ds == ds, NIGHTS.c.model_name == model_name, NIGHTS.c.model_version == model_version)
 
 
-def record_night(config: PipelineConfig, ds: str, model_name: str, model_version: str, **fields: Any) -> None:
+def record_night(config: PipelineConfig, record: NightRecord) -> None:
     """Replace a night's entry with a fresh one (a rerun starts over: no stale facts survive)."""
-    _check(fields)
+    key = _key(record.ds, record.model_name, record.model_version)
     with engine(config).begin() as conn:
-        conn.execute(NIGHTS.delete().where(_key(ds, model_name, model_version)))
-        conn.execute(
-            NIGHTS.insert().values(
-                ds=ds, model_name=model_name, model_version=model_version, updated_at=datetime.now(UTC), **fields
-            )
-        )
+        conn.execute(NIGHTS.delete().where(key))
+        conn.execute(NIGHTS.insert().values(**record.model_dump(), updated_at=datetime.now(UTC)))
 
 
-def update_night(config: PipelineConfig, ds: str, model_name: str, model_version: str, **fields: Any) -> None:
-    """Add facts to an existing entry (later tasks of the run, or labels that arrive days later)."""
-    _check(fields)
+def update_night(config: PipelineConfig, record: NightRecord) -> None:
+    """Add the facts set in `record` to an existing entry (later tasks of the run, or labels that arrive days later)."""
+    facts = record.model_dump(exclude_unset=True, exclude={"ds", "model_name", "model_version"})
     with engine(config).begin() as conn:
         result = conn.execute(
-            NIGHTS.update().where(_key(ds, model_name, model_version)).values(updated_at=datetime.now(UTC), **fields)
+            NIGHTS.update()
+            .where(_key(record.ds, record.model_name, record.model_version))
+            .values(updated_at=datetime.now(UTC), **facts)
         )
         if result.rowcount == 0:
-            raise LookupError(f"no history entry for ds={ds} {model_name} v{model_version}: record the night first")
+            raise LookupError(
+                f"no history entry for ds={record.ds} {record.model_name} v{record.model_version}: record the night first"
+            )
 
 
 def merge_task_seconds(
@@ -119,13 +120,8 @@ def merge_task_seconds(
 ) -> None:
     """Add task durations to a night's entry."""
     current = night(config, ds, model_name, model_version) or {}
-    update_night(config, ds, model_name, model_version, task_seconds={**(current.get("task_seconds") or {}), **seconds})
-
-
-def _check(fields: dict[str, Any]) -> None:
-    unknown = set(fields) - COLUMNS
-    if unknown:
-        raise ValueError(f"not history columns: {sorted(unknown)}")
+    merged = {**(current.get("task_seconds") or {}), **seconds}
+    update_night(config, NightRecord(ds=ds, model_name=model_name, model_version=model_version, task_seconds=merged))
 
 
 def night(config: PipelineConfig, ds: str, model_name: str, model_version: str) -> dict[str, Any] | None:

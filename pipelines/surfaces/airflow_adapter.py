@@ -1,19 +1,119 @@
-"""Airflow glue (with `notifiers`, the only modules of `pipelines` importing Airflow): start date, Params, error mapping."""
+"""Airflow glue (with `notifiers`, the only modules of `pipelines` importing Airflow): the task adapter, the
+approval step, Params, the start date and the error mapping.
+
+A task body in `dags/` is the one call to its library function. `pipeline_task` gives it a `TaskRun` (the
+config, the run id, who triggered it, the DAG's trigger Params as one typed model and the retraining requests
+that started the run) and maps the project's user errors to failures Airflow does not retry.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pipelines.core.errors import PipelineError, TrainingNotReady
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from pydantic import ValidationError
+
+from pipelines.core.config import PipelineConfig, load_config
+from pipelines.core.contracts import Approval, RetrainRequest, TriggerParams
+from pipelines.core.errors import PipelineError, TrainingNotReady, TriggerParamsError
 
 # Airflow's start_date for batch_scoring: a date no data precedes. Airflow ends a run whose logical date is before
 # start_date "success" without running a task, so the DAG never has a later one: the config's `start_date` and the
-# data's first partition are enforced by the tasks, which fail and say why (lake.partition_date, wait_for_partition).
-# It also keeps DAG parsing from listing the data root.
+# data's first partition are enforced by the tasks, which fail and say why (partitions.partition_date,
+# wait_for_partition). It also keeps DAG parsing from listing the data root.
 EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """What a task needs from Airflow besides its arguments."""
+
+    config: PipelineConfig
+    run_id: str
+    params: Any = None  # the DAG's TriggerParams model (ScoringParams, RetrainParams, RollbackParams)
+    triggered_by: str | None = None  # the user who triggered the run (None for a scheduled run)
+    requests: list[RetrainRequest] = field(default_factory=list)  # the retraining Asset events that started it
+
+    def accepted_by(self, accepted: bool) -> str | None:
+        """Who accepted a quarantined night for scoring (None when the run does not accept it)."""
+        return (self.triggered_by or "an operator (accept_quarantine)") if accepted else None
+
+
+def read_params(model: type[TriggerParams], raw: Any, dag_id: str) -> TriggerParams:
+    """The run's Params as the DAG's model; a value that does not fit raises TriggerParamsError naming the Param."""
+    values = {key: raw[key] for key in raw} if raw is not None else {}
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise TriggerParamsError(
+            f"the trigger Params of {dag_id} are not valid ({problems}); trigger the DAG again with valid values"
+        ) from exc
+
+
+def task_run(context: Any, params: type[TriggerParams] | None) -> TaskRun:
+    """Build the TaskRun of the running task from its Airflow context."""
+    run = context.get("dag_run")
+    requests = [
+        RetrainRequest.model_validate(event.extra or {})
+        for events in (context.get("triggering_asset_events") or {}).values()
+        for event in events
+    ]
+    return TaskRun(
+        config=load_config(),
+        run_id=context["run_id"],
+        params=read_params(params, context.get("params"), context["dag"].dag_id) if params else None,
+        triggered_by=getattr(run, "triggering_user_name", None),
+        requests=requests,
+    )
+
+
+def pipeline_task(
+    params: type[TriggerParams] | None = None, *, skip_when_not_ready: bool = False
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Adapt a task body `body(run: TaskRun, *arguments)` for Airflow's `@task`.
+
+    The body's first parameter is filled with the run's TaskRun (its Params read as the `params` model); Airflow
+    sees the rest of the signature. A PipelineError fails the task without retry; with `skip_when_not_ready`,
+    TrainingNotReady skips it (a later request retries).
+    """
+
+    def adapt(body: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(body)
+        first, *rest = signature.parameters.values()
+
+        @functools.wraps(body)
+        def run_task(*args: Any, **kwargs: Any) -> Any:
+            from airflow.sdk import get_current_context
+
+            guard = skip_until_ready() if skip_when_not_ready else fail_without_retry_on_user_errors()
+            with guard:
+                return body(task_run(get_current_context(), params), *args, **kwargs)
+
+        run_task.__signature__ = signature.replace(parameters=rest)  # type: ignore[attr-defined]
+        run_task.__annotations__ = {k: v for k, v in body.__annotations__.items() if k != first.name}
+        return run_task
+
+    return adapt
+
+
+def wait_for_partition(run: TaskRun, night: str) -> Any:
+    """A rescheduling sensor's poke for `incoming/ds=<night>`: done when it arrived; fails after the timeout."""
+    from airflow.sdk import PokeReturnValue, get_current_context
+
+    from pipelines.storage import partitions
+
+    present, message = partitions.wait_for_partition(run.config, night)
+    print(message)
+    if not present:
+        give_up_waiting(get_current_context(), run.config.partition_wait.timeout_minutes, message)
+    return PokeReturnValue(is_done=present, xcom_value=night)
 
 
 def give_up_waiting(context: Any, timeout_minutes: float, message: str) -> None:
@@ -27,6 +127,27 @@ def give_up_waiting(context: Any, timeout_minutes: float, message: str) -> None:
             f"gave up after waiting {waited:.0f} minutes (partition_wait.timeout_minutes {timeout_minutes:g}): {message}. "
             "Land the partition and clear this task, or trigger batch_scoring with ds when it arrives"
         )
+
+
+class ApprovalStep(ApprovalOperator):
+    """ApprovalOperator whose return value is the answer (`Approval`) on both outcomes.
+
+    On Reject it skips only the tasks that wait for an Approve (promote_candidate), not those whose trigger rule
+    is all_done (settle_approval, which audits who refused): they take the answer as an argument.
+    """
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Approval:
+        from airflow.providers.standard.operators.hitl import HITLOperator
+
+        answer = HITLOperator.execute_complete(self, context=context, event=event)
+        approval = Approval.from_event({**answer, "timedout": event.get("timedout")})
+        self.hitl_summary_extra["approved"] = approval.approved
+        # stored before the skip: the tasks that settle the answer may run before this task's return is stored
+        context["ti"].xcom_push(key="return_value", value=approval)
+        if not approval.approved:
+            waiting = [t for t in context["task"].get_direct_relatives(upstream=False) if t.trigger_rule != "all_done"]
+            self.skip(ti=context["ti"], tasks=waiting)
+        return approval
 
 
 def optional_date_param(title: str, description: str) -> Any:

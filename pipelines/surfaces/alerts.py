@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pipelines.core.config import PipelineConfig
-from pipelines.core.contracts import AuditEntry, Decision, GateResult, NightSummary
+from pipelines.core.contracts import AlertEvent, AuditEntry, Decision, GateResult, NightSummary
 from pipelines.storage.urls import MONITORING_PREFIX, comparison_route, report_route
 
 
@@ -19,7 +19,7 @@ from pipelines.storage.urls import MONITORING_PREFIX, comparison_route, report_r
 class Alert:
     """One alert: a subject line, plain-text lines, and named links."""
 
-    event: str
+    event: AlertEvent
     subject: str
     lines: list[str]
     links: dict[str, str] = field(default_factory=dict)
@@ -86,7 +86,7 @@ def quarantine_alert(
         else ". The data is broken (not readable as configured, or bad ids): it cannot be accepted."
     )
     return Alert(
-        "quarantine",
+        AlertEvent.QUARANTINE,
         f"[{config.model.registered_name}] partition ds={ds} quarantined ({rows:,} rows not scored)",
         [
             "It failed validation and was moved aside; the other nights go on.",
@@ -103,7 +103,7 @@ def data_quality_alert(config: PipelineConfig, summary: NightSummary, run: str) 
     if not warnings:
         return None
     return Alert(
-        "data_quality",
+        AlertEvent.DATA_QUALITY,
         f"[{config.model.registered_name}] partition ds={ds}: {len(warnings)} data-quality warning(s), scored",
         [*warnings[:20], f"Warned columns count as drifted: drift share {summary.drift_share:.2f}."],
         {
@@ -116,7 +116,7 @@ def data_quality_alert(config: PipelineConfig, summary: NightSummary, run: str) 
 
 def retrain_decision_alert(config: PipelineConfig, decision: Decision, run: str) -> Alert:
     return Alert(
-        "retrain_decision",
+        AlertEvent.RETRAIN_DECISION,
         f"[{config.model.registered_name}] retraining requested after ds={decision.ds} (champion v{decision.model_version})",
         [
             "The monitoring decided the champion no longer holds:",
@@ -140,7 +140,7 @@ def _gate_links(config: PipelineConfig, gate: GateResult | None) -> dict[str, st
 
 def promotion_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Alert:
     return Alert(
-        "promotion",
+        AlertEvent.PROMOTION,
         f"[{entry.model}] v{entry.to_version} promoted to champion (was v{entry.from_version})",
         [
             f"Approved by {entry.approved_by}; reason: {entry.reason}.",
@@ -153,7 +153,7 @@ def promotion_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Aler
 
 def rejection_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Alert:
     return Alert(
-        "rejection",
+        AlertEvent.REJECTION,
         f"[{entry.model}] candidate v{entry.to_version} rejected; "
         + (f"champion v{entry.from_version} stays" if entry.from_version else "there is no champion yet"),
         [f"Why: {entry.reason} (decided by {entry.approved_by}).", *_gate_line(entry.gate)],
@@ -163,7 +163,7 @@ def rejection_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Aler
 
 def rollback_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Alert:
     return Alert(
-        "rollback",
+        AlertEvent.ROLLBACK,
         f"[{entry.model}] rolled back: champion is v{entry.to_version} again (was v{entry.from_version})",
         [
             f"Requested by {entry.approved_by}; reason: {entry.reason}.",
@@ -178,7 +178,7 @@ def task_failure_alert(
 ) -> Alert:
     night = f" for ds={ds}" if ds else ""
     return Alert(
-        "task_failure",
+        AlertEvent.TASK_FAILURE,
         f"[{config.model.registered_name}] {dag_id}.{task_id} failed{night}",
         [
             f"Error: {error[:1500]}",

@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk import BaseNotifier
 
 from pipelines.core.config import PipelineConfig, load_config
+from pipelines.core.contracts import AlertEvent
 from pipelines.core.errors import PartitionQuarantinedError, PipelineError
 from pipelines.storage.partitions import partition_date
 from pipelines.surfaces import alerts
@@ -27,7 +28,7 @@ class PipelineAlert(BaseNotifier):
 
     template_fields = ()
 
-    def __init__(self, event: str) -> None:
+    def __init__(self, event: AlertEvent) -> None:
         super().__init__()
         self.event = event
 
@@ -39,14 +40,14 @@ class PipelineAlert(BaseNotifier):
         deliver(config, alert)
 
 
-def build_alert(config: PipelineConfig, event: str, context: Any) -> alerts.Alert | None:
+def build_alert(config: PipelineConfig, event: AlertEvent, context: Any) -> alerts.Alert | None:
     """Return the alert for this callback, or None when there is nothing to say (e.g. an approval that promoted).
 
     What an alert reports comes from its own task: the exception of a failed task, else the task's return value.
     """
     ti = context["ti"]
     run = alerts.run_url(config, ti.dag_id, ti.run_id)
-    if event == "task_failure":
+    if event == AlertEvent.TASK_FAILURE:
         exception = context.get("exception")
         cause = getattr(exception, "__cause__", None)
         quarantined = cause if isinstance(cause, PartitionQuarantinedError) else exception
@@ -61,12 +62,12 @@ def build_alert(config: PipelineConfig, event: str, context: Any) -> alerts.Aler
     value = ti.xcom_pull(task_ids=ti.task_id)
     if value is None:  # e.g. settle_approval after an approval that promoted: nothing was rejected
         return None
-    builders: dict[str, Any] = {
-        "data_quality": alerts.data_quality_alert,
-        "retrain_decision": alerts.retrain_decision_alert,
-        "promotion": alerts.promotion_alert,
-        "rejection": alerts.rejection_alert,
-        "rollback": alerts.rollback_alert,
+    builders: dict[AlertEvent, Any] = {
+        AlertEvent.DATA_QUALITY: alerts.data_quality_alert,
+        AlertEvent.RETRAIN_DECISION: alerts.retrain_decision_alert,
+        AlertEvent.PROMOTION: alerts.promotion_alert,
+        AlertEvent.REJECTION: alerts.rejection_alert,
+        AlertEvent.ROLLBACK: alerts.rollback_alert,
     }
     alert: alerts.Alert | None = builders[event](config, value, run)
     return alert

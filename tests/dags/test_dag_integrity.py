@@ -31,6 +31,7 @@ for dag_id, dag in bag.dags.items():
         "file": dag.fileloc, "tags": sorted(dag.tags), "doc": bool(dag.doc_md),
         "tasks": {t.task_id: {"owner": t.owner, "retries": t.retries} for t in dag.tasks},
         "params": {k: v.schema for k, v in dag.params.items()},
+        "param_defaults": {k: {"default": v.value} for k, v in dag.params.items()},
         "start_date": dag.start_date.isoformat(),
     }
 print("JSON" + json.dumps(out))
@@ -130,31 +131,61 @@ print("JSON" + json.dumps(out))
 
 
 def _params_read(dag_file: Path) -> set[str]:
-    """The Param names a DAG file's tasks read: `params["x"]` and `params.get("x")` on a task's `params` argument."""
+    """The Param names a DAG file's tasks read: `run.params.x`, an attribute of the typed Params a task is given."""
     import ast
 
-    found = set()
-    for node in ast.walk(ast.parse(dag_file.read_text())):
-        subscript = isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
-        if subscript and node.value.id == "params" and isinstance(node.slice, ast.Constant):
-            found.add(node.slice.value)
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "get"
-            and isinstance(node.func.value, ast.Name)
-            and node.func.value.id == "params"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            found.add(node.args[0].value)
-    return found
+    return {
+        node.attr
+        for node in ast.walk(ast.parse(dag_file.read_text()))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "params"
+    }
+
+
+def _params_models(dag_file: Path) -> set[str]:
+    """The Params models a DAG file's tasks are adapted with: `@pipeline_task(ScoringParams)`."""
+    import ast
+
+    return {
+        node.args[0].id
+        for node in ast.walk(ast.parse(dag_file.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "pipeline_task"
+        and node.args
+        and isinstance(node.args[0], ast.Name)
+    }
 
 
 def test_every_declared_param_is_read_by_a_task(dagbag):
     for dag_id, dag in dagbag["dags"].items():
         read = _params_read(Path(dag["file"]))
         assert set(dag["params"]) == read, f"{dag_id}: declared {sorted(dag['params'])}, read {sorted(read)}"
+
+
+def test_each_dag_reads_its_params_as_one_model_that_matches_the_declared_params(dagbag):
+    """One pydantic model per DAG: its fields are the DAG's Params, and every Param's default fits the model."""
+    from pipelines.core import contracts
+
+    for dag_id, dag in dagbag["dags"].items():
+        models = _params_models(Path(dag["file"]))
+        assert len(models) == 1, f"{dag_id} reads its Params through {sorted(models)}: one model per DAG"
+        model = getattr(contracts, models.pop())
+        assert set(model.model_fields) == set(dag["params"]), dag_id
+        defaults = {name: schema.get("default") for name, schema in dag["param_defaults"].items()}
+        if dag_id != "rollback_model":  # its reason has no valid default: a person must give one
+            model.model_validate(defaults)
+
+
+def test_a_conf_that_does_not_fit_the_params_model_fails_the_first_task_and_names_the_param():
+    from pipelines.core.contracts import RetrainParams, ScoringParams
+    from pipelines.core.errors import TriggerParamsError
+    from pipelines.surfaces.airflow_adapter import read_params
+
+    assert read_params(ScoringParams, {"ds": "2026-10-01", "force_retrain": False}, "d").ds.isoformat() == "2026-10-01"
+    with pytest.raises(TriggerParamsError, match="ds: .*batch_scoring|batch_scoring.*ds"):
+        read_params(ScoringParams, {"ds": "../../etc/passwd"}, "batch_scoring")
+    with pytest.raises(TriggerParamsError, match="window_partitions"):
+        read_params(RetrainParams, {"window_partitions": 1}, "retrain_model")
 
 
 def _readme_dag_table() -> list[list[str]]:

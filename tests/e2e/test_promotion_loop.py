@@ -18,9 +18,10 @@ from mlflow import MlflowClient
 
 from harness import sample_data
 from pipelines.core.config import load_config
+from pipelines.core.contracts import Alias
 from pipelines.governance import registry
 from pipelines.governance.audit import read_audit
-from pipelines.governance.registry import PREVIOUS, Registry
+from pipelines.governance.registry import Registry
 from pipelines.storage.partitions import partition_dir
 from tests.alert_receivers import AlertReceivers
 from tests.conftest import REPO, airflow_env, airflow_home, write_config
@@ -142,7 +143,7 @@ def test_rollback_restores_the_previous_champion_audited(loop):
     assert outcomes["rollback_bad"]["state"] == "failed"
     assert outcomes["rollback"]["state"] == "success"
     assert Registry.open(config).champion().version == boot
-    assert Registry.open(config).alias_version(PREVIOUS).version == new
+    assert Registry.open(config).alias_version(Alias.PREVIOUS).version == new
     actions = [(e.action, e.from_version, e.to_version) for e in read_audit(config)]
     assert actions == [("bootstrap", None, boot), ("promote", boot, new), ("rollback", new, boot)]
     assert read_audit(config)[-1].reason == "loop test: undo the promotion"

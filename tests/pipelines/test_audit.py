@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipelines.core.config import AUDIT_KEY_ENV_VAR
+from pipelines.core.contracts import AuditEntry, NightRecord
 from pipelines.core.errors import AuditIntegrityError
 from pipelines.flows import retraining
 from pipelines.governance import audit
@@ -48,16 +49,18 @@ def _append(config, action, old, new, number):
     with audit.audit_lock(config):
         return audit.append(
             config,
-            {
-                "action": action,
-                "model": config.model.registered_name,
-                "from_version": old,
-                "to_version": new,
-                "reason": f"step {number}",
-                "approved_by": "alice",
-                "airflow_run_id": f"run-{number}",
-                "gate": None,
-            },
+            AuditEntry.model_validate(
+                {
+                    "action": action,
+                    "model": config.model.registered_name,
+                    "from_version": old,
+                    "to_version": new,
+                    "reason": f"step {number}",
+                    "approved_by": "alice",
+                    "airflow_run_id": f"run-{number}",
+                    "gate": None,
+                }
+            ),
         )
 
 
@@ -211,16 +214,18 @@ def test_an_interrupted_alias_move_is_finished_by_the_next_one(lake):
     with audit.audit_lock(config):  # the entry is written, then the process dies before the aliases move
         audit.append(
             config,
-            {
-                "action": "promote",
-                "model": second.name,
-                "from_version": first.version,
-                "to_version": second.version,
-                "reason": "crash test",
-                "approved_by": "gate",
-                "airflow_run_id": "run-x",
-                "gate": None,
-            },
+            AuditEntry.model_validate(
+                {
+                    "action": "promote",
+                    "model": second.name,
+                    "from_version": first.version,
+                    "to_version": second.version,
+                    "reason": "crash test",
+                    "approved_by": "gate",
+                    "airflow_run_id": "run-x",
+                    "gate": None,
+                }
+            ),
         )
     assert not champion_matches_audit(config)
     reject(config, second, "unrelated later action", "erin", "run-7", None)
@@ -277,14 +282,15 @@ def pg_config(tmp_path):
 HOLD = """
 import os, sys, time
 from pipelines.governance import audit
+from pipelines.core.contracts import AuditEntry
 from pipelines.core.config import load_config
 config = load_config(sys.argv[1])
 with audit.audit_lock(config):
     print("holding", flush=True)
     time.sleep(float(sys.argv[2]))
-    audit.append(config, {"action": "bootstrap", "model": config.model.registered_name, "from_version": None,
-                          "to_version": "1", "reason": "the other worker", "approved_by": "gate",
-                          "airflow_run_id": "other", "gate": None})
+    audit.append(config, AuditEntry(action="bootstrap", model=config.model.registered_name, from_version=None,
+                                    to_version="1", reason="the other worker", approved_by="gate",
+                                    airflow_run_id="other", gate=None))
 """
 
 
@@ -467,7 +473,9 @@ def test_a_wiped_registry_and_log_do_not_bootstrap_over_a_history_of_earlier_cha
 
     config, first, second = lake
     for ds, version in (("2026-09-20", first.version), ("2026-09-21", second.version)):
-        history.record_night(config, ds, first.name, version, rows=10, validation_success=True)
+        history.record_night(
+            config, NightRecord(ds=ds, model_name=first.name, model_version=version, rows=10, validation_success=True)
+        )
     models = Registry.open(config)
     for alias in ("champion", "previous", "challenger"):
         models.delete_alias(alias)

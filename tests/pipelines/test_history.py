@@ -2,7 +2,9 @@
 
 import pytest
 import sqlalchemy as sa
+from pydantic import ValidationError
 
+from pipelines.core.contracts import NightRecord
 from pipelines.storage import history
 
 
@@ -17,7 +19,12 @@ def test_an_older_history_table_gains_new_columns_and_keeps_its_rows(config):
             sa.text("INSERT INTO nights (ds, model_name, model_version, rows) VALUES ('2026-09-01', 'm', '1', 5)")
         )
     old.dispose()
-    history.record_night(config, "2026-09-02", "m", "1", rows=7, validation_warnings=["column 'x': moved"])
+    history.record_night(
+        config,
+        NightRecord(
+            ds="2026-09-02", model_name="m", model_version="1", rows=7, validation_warnings=["column 'x': moved"]
+        ),
+    )
     frame = history.read_history(config).set_index("ds")
     assert frame.loc["2026-09-01", "rows"] == 5  # kept
     assert frame.loc["2026-09-02", "validation_warnings"] == ["column 'x': moved"]
@@ -26,16 +33,20 @@ def test_an_older_history_table_gains_new_columns_and_keeps_its_rows(config):
 def test_a_rerun_replaces_the_night_and_keeps_no_stale_fact(config):
     history.record_night(
         config,
-        "2026-09-03",
-        "m",
-        "1",
-        rows=10,
-        drift_share=0.5,
-        decision="retrain",
-        decision_reasons=["drift"],
-        airflow_run_id="first",
+        NightRecord(
+            ds="2026-09-03",
+            model_name="m",
+            model_version="1",
+            rows=10,
+            drift_share=0.5,
+            decision="retrain",
+            decision_reasons=["drift"],
+            airflow_run_id="first",
+        ),
     )
-    history.record_night(config, "2026-09-03", "m", "1", rows=12, airflow_run_id="rerun")
+    history.record_night(
+        config, NightRecord(ds="2026-09-03", model_name="m", model_version="1", rows=12, airflow_run_id="rerun")
+    )
     entry = history.night(config, "2026-09-03", "m", "1")
     assert (entry["rows"], entry["airflow_run_id"]) == (12, "rerun")
     assert entry["drift_share"] is None and entry["decision"] is None and entry["decision_reasons"] is None
@@ -43,24 +54,30 @@ def test_a_rerun_replaces_the_night_and_keeps_no_stale_fact(config):
 
 
 def test_later_facts_are_added_to_the_night_they_belong_to(config):
-    history.record_night(config, "2026-09-03", "m", "1", rows=10)
-    history.record_night(config, "2026-09-03", "m", "2", rows=11)
-    history.update_night(config, "2026-09-03", "m", "1", label_coverage=0.5)
+    history.record_night(config, NightRecord(ds="2026-09-03", model_name="m", model_version="1", rows=10))
+    history.record_night(config, NightRecord(ds="2026-09-03", model_name="m", model_version="2", rows=11))
+    history.update_night(config, NightRecord(ds="2026-09-03", model_name="m", model_version="1", label_coverage=0.5))
     history.merge_task_seconds(config, "2026-09-03", "m", "1", {"a": 1.0})
     history.merge_task_seconds(config, "2026-09-03", "m", "1", {"b": 2.0})
     one, two = history.night(config, "2026-09-03", "m", "1"), history.night(config, "2026-09-03", "m", "2")
     assert one["label_coverage"] == 0.5 and two["label_coverage"] is None
     assert one["task_seconds"] == {"a": 1.0, "b": 2.0} and one["rows"] == 10
     with pytest.raises(LookupError, match="record the night first"):
-        history.update_night(config, "2026-09-04", "m", "1", rows=1)
-    with pytest.raises(ValueError, match="not history columns"):
-        history.record_night(config, "2026-09-03", "m", "1", colour="red")
+        history.update_night(config, NightRecord(ds="2026-09-04", model_name="m", model_version="1", rows=1))
+    with pytest.raises(ValidationError, match="colour"):  # a fact the history has no column for is refused
+        NightRecord(ds="2026-09-03", model_name="m", model_version="1", colour="red")
+
+
+def test_a_night_record_holds_exactly_the_history_columns():
+    assert set(NightRecord.model_fields) | {"updated_at"} == history.COLUMNS
 
 
 def test_nights_of_two_models_with_the_same_version_number_stay_apart(config):
-    history.record_night(config, "2026-09-03", "churn", "1", rows=10)
-    history.record_night(config, "2026-09-03", "credit", "1", rows=20)
-    history.update_night(config, "2026-09-03", "churn", "1", decision="retrain")
+    history.record_night(config, NightRecord(ds="2026-09-03", model_name="churn", model_version="1", rows=10))
+    history.record_night(config, NightRecord(ds="2026-09-03", model_name="credit", model_version="1", rows=20))
+    history.update_night(
+        config, NightRecord(ds="2026-09-03", model_name="churn", model_version="1", decision="retrain")
+    )
     churn, credit = (
         history.night(config, "2026-09-03", "churn", "1"),
         history.night(config, "2026-09-03", "credit", "1"),

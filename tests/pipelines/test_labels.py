@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.core.contracts import NightRecord
 from pipelines.flows import evaluation
 from pipelines.governance.registry import Registry
 from pipelines.steps.labels import match_labels, read_labels
@@ -28,7 +29,12 @@ def lake(champion_lake, tmp_path):
     ref = Registry.open(config).champion()
     for ds in (GOOD, BAD):
         summary = score_with_champion(config, ds, f"run-{ds}")
-        history.record_night(config, ds, ref.name, ref.version, rows=summary.rows, validation_success=True)
+        history.record_night(
+            config,
+            NightRecord(
+                ds=ds, model_name=ref.name, model_version=ref.version, rows=summary.rows, validation_success=True
+            ),
+        )
     return config
 
 

@@ -9,6 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from harness import sample_data
+from pipelines.core.contracts import NightRecord
 from pipelines.flows import evaluation, nightly
 from pipelines.storage import history
 from pipelines.storage.partitions import partition_dir
@@ -175,6 +176,11 @@ def test_an_accepted_night_is_an_audited_action_that_a_rerun_keeps(champion_lake
     (entry,) = [e for e in audit.read_audit(config) if e.action == "accept_quarantine"]
     assert entry.approved_by == "alice" and entry.airflow_run_id == "run-2"
     assert entry.reason.startswith("ds=2026-09-11 scored although it failed validation: column 'loan_purpose'")
-    history.record_night(config, "2026-09-11", entry.model, entry.to_version, rows=1, validation_success=True)
+    history.record_night(
+        config,
+        NightRecord(
+            ds="2026-09-11", model_name=entry.model, model_version=entry.to_version, rows=1, validation_success=True
+        ),
+    )
     assert [e.action for e in audit.read_audit(config)].count("accept_quarantine") == 1  # the rerun's row replaced
     assert audit.expected_champion(audit.read_audit(config)).action == "bootstrap"  # not an alias move

@@ -6,10 +6,9 @@ import pytest
 
 from harness import sample_data
 from pipelines.core.config import load_config
-from pipelines.core.contracts import Approval, Candidate, Comparison, GateResult, PromotionPath
+from pipelines.core.contracts import Alias, Approval, Candidate, Comparison, GateResult, PromotionPath
 from pipelines.core.errors import AuditIntegrityError, NoChampionError
 from pipelines.flows import retraining
-from pipelines.governance import registry
 from pipelines.governance.audit import read_audit
 from pipelines.governance.gate import compare
 from pipelines.governance.promotion import PromotionError, promote, reject, reject_candidate, rollback
@@ -104,7 +103,7 @@ def test_a_first_model_below_the_floors_is_registered_but_not_made_champion(tmp_
         strict, retraining.select_training_window(strict, "2026-09-10"), {"reason": "boot"}
     )
     alias = retraining.bootstrap_or_challenge(strict, first, "run-boot")
-    assert alias == "refused" and Registry.open(strict).alias_version(registry.CHAMPION) is None
+    assert alias == "refused" and Registry.open(strict).alias_version(Alias.CHAMPION) is None
     gate = evaluate_gate(strict, first, alias)
     assert not gate.passed and promotion_path(strict, gate) == PromotionPath.REJECT
     assert "below the floor 0.99 (promotion.floors)" in gate.reasons[0]

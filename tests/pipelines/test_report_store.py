@@ -12,6 +12,7 @@ import pytest
 from harness import sample_data
 from harness.topology import free_port
 from pipelines.core.config import load_config
+from pipelines.core.contracts import NightRecord
 from pipelines.core.errors import ConfigError, PartitionQuarantinedError, ReportStoreError
 from pipelines.core.paths import QUARANTINE, QUARANTINE_RECORD
 from pipelines.storage import report_store
@@ -282,7 +283,9 @@ def test_quarantine_records_forged_or_withdrawn_in_the_bucket_do_not_move_traini
     all_days = training_partitions(config)
     assert [d.isoformat() for d in all_days] == ["2026-09-01", "2026-09-02", "2026-09-03", "2026-09-04"]
     # a quarantine the pipeline recorded (in the history and the store), then withdrawn by a bucket writer
-    history.record_night(config, "2026-09-02", "m", "1", rows=10, validation_success=False)
+    history.record_night(
+        config, NightRecord(ds="2026-09-02", model_name="m", model_version="1", rows=10, validation_success=False)
+    )
     # a quarantine record the pipeline never wrote
     forged = {"version": "v", "files": {"validation.json": {"sha256": "0" * 64}}}
     client.put_object(Bucket=bucket, Key=_manifest_key(config, "quarantine/ds=2026-09-03"), Body=json.dumps(forged))

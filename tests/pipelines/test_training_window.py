@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 from pipelines.core.config import load_config
+from pipelines.core.contracts import NightRecord
 from pipelines.core.errors import TrainingNotReady
 from pipelines.flows.retraining import drift_onset, select_training_window
 from pipelines.governance import registry
@@ -31,12 +32,14 @@ def _nights(config, shares):
     for ds, share in shares.items():
         history.record_night(
             config,
-            ds,
-            config.model.registered_name,
-            version,
-            rows=10,
-            drift_share=share,
-            validation_success=share is not None,
+            NightRecord(
+                ds=ds,
+                model_name=config.model.registered_name,
+                model_version=version,
+                rows=10,
+                drift_share=share,
+                validation_success=share is not None,
+            ),
         )
 
 
@@ -68,7 +71,10 @@ def test_onset_is_the_first_night_of_the_newest_drift_streak(lake):
     _nights(config, {"2026-09-09": 0.3})
     assert str(drift_onset(config, Registry.open(config))) == "2026-09-06"
     other = registry.ModelRef(config.model.registered_name, "999", "x")
-    history.record_night(config, "2026-09-10", other.name, other.version, rows=1, drift_share=0.9)
+    history.record_night(
+        config,
+        NightRecord(ds="2026-09-10", model_name=other.name, model_version=other.version, rows=1, drift_share=0.9),
+    )
     assert (
         str(drift_onset(config, Registry.open(config))) == "2026-09-06"
     )  # nights measured against another model do not count
