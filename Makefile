@@ -29,7 +29,7 @@ export ARROW_DEFAULT_MEMORY_POOL ?= system
 AUDIT_KEY_FILE := $(ROOT)/var/secrets/audit_key
 export AIRFLOW_VAR_PIPELINE_AUDIT_KEY ?= $(shell mkdir -p $(ROOT)/var/secrets && chmod 700 $(ROOT)/var/secrets && { test -s $(AUDIT_KEY_FILE) || python3 -c 'import secrets; print(secrets.token_hex(32))' > $(AUDIT_KEY_FILE); } && chmod 600 $(AUDIT_KEY_FILE) && cat $(AUDIT_KEY_FILE))
 
-.PHONY: setup demo test test-tools check mutate night airflow-db airflow-ui mlflow-ui bench browser clean
+.PHONY: setup demo test test-fast test-tools check mutate night airflow-db airflow-ui mlflow-ui bench browser clean
 
 $(UV):
 	@echo "uv not found: installing it into $(TOOLS)"
@@ -64,6 +64,12 @@ test-tools:
 
 test: check test-tools
 	CI=$${CI:-} $(UV) run --frozen pytest
+
+# While you work: the static checks and every test but the end-to-end worlds (marker e2e: real Airflow runs of many
+# nights, the approval with an api-server, the distributed topology) and the few slow ones (marker slow: kill -9
+# fault tests, the property suite, drift calibration). Under 3 minutes here; `make test` runs all of them.
+test-fast: check
+	CI=$${CI:-} $(UV) run --frozen pytest -m "not e2e and not slow" --durations=10
 
 # Mutation testing of the pure modules against the fast unit tests (by hand, not in CI; [tool.mutmut]).
 mutate: setup

@@ -5,13 +5,12 @@ Not part of the product: the product's own command line is `nightly-ml` (pipelin
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from datetime import date, timedelta
 from pathlib import Path
 
-from pipelines.core.config import CONFIG_ENV_VAR, PipelineConfig, load_config
-from pipelines.core.errors import PipelineError
+from pipelines.core.config import PipelineConfig
+from pipelines.surfaces.cli import command_line, run_command
 
 SAMPLE_ROWS = 5000  # rows per generated daily partition, as in the demo
 
@@ -71,9 +70,7 @@ def _example(config: PipelineConfig, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run one command; return the process exit code."""
-    parser = argparse.ArgumentParser(prog="python -m harness.data", description=__doc__)
-    parser.add_argument("--config", help=f"pipeline YAML (default: ${CONFIG_ENV_VAR} or the bundled default)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_line("python -m harness.data", __doc__)
     gen = sub.add_parser("generate", help="write deterministic sample partitions")
     gen.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
     gen.add_argument("--days", type=int, default=1)
@@ -102,15 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--cadence", default="weekly")
     ex.add_argument("--shift-at", type=int, default=20, help="partition index where the data moves and churn changes")
     ex.set_defaults(handler=_example)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_config(args.config)
-        args.handler(config, args)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(parser, argv)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 from pipelines.core.config import CONFIG_ENV_VAR, PipelineConfig, load_config
 from pipelines.core.errors import PipelineError
@@ -23,16 +24,15 @@ def _seal_audit(config: PipelineConfig, _: argparse.Namespace) -> None:
     print(f"audit log head of {config.model.registered_name} sealed with the key at {seal_head(config)} entries")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and run one command; return the process exit code."""
-    parser = argparse.ArgumentParser(prog="nightly-ml", description=__doc__)
+def command_line(prog: str, description: str | None) -> tuple[argparse.ArgumentParser, Any]:
+    """A parser with the `--config` option and its subcommand parsers (each sets `handler(config, args)`)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", help=f"pipeline YAML (default: ${CONFIG_ENV_VAR} or the bundled default)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("init-mlflow", help="create the MLflow store once").set_defaults(handler=_init_mlflow)
-    sub.add_parser(
-        "seal-audit",
-        help="after checking the audit log, key its head record (once, after upgrading from unkeyed heads)",
-    ).set_defaults(handler=_seal_audit)
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse `argv`, load the config and run the chosen command's handler; return the process exit code."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -42,6 +42,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run one command; return the process exit code."""
+    parser, sub = command_line("nightly-ml", __doc__)
+    sub.add_parser("init-mlflow", help="create the MLflow store once").set_defaults(handler=_init_mlflow)
+    sub.add_parser(
+        "seal-audit",
+        help="after checking the audit log, key its head record (once, after upgrading from unkeyed heads)",
+    ).set_defaults(handler=_seal_audit)
+    return run_command(parser, argv)
 
 
 if __name__ == "__main__":
