@@ -30,9 +30,6 @@ COMPARISONS = "models"  # reports/models/v<candidate>_vs_v<champion>/: the gate'
 _DS_DIR = re.compile(r"^ds=(\d{4}-\d{2}-\d{2})$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KEY = re.compile(r"^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$")
-# On an object store no lock spans machines, so a hidden temporary key is only taken for a dead writer's once
-# it is this old (a live writer finishes a partition long before).
-LEFTOVER_AGE_SECONDS = 6 * 3600
 _FILESYSTEMS: dict[tuple[str, ...], Any] = {}
 
 

@@ -18,10 +18,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipelines.core.paths import LEFTOVER_AGE_SECONDS, DataPath, LakePath
+from pipelines.core.paths import DataPath, LakePath
 from pipelines.storage.parquet import parquet_writer
 
 log = logging.getLogger(__name__)
+# On an object store no lock spans machines, so a hidden temporary key is only taken for a dead writer's once
+# it is this old (a live writer finishes a partition long before).
+LEFTOVER_AGE_SECONDS = 6 * 3600
 
 
 def _replace(source: DataPath, target: DataPath) -> None:

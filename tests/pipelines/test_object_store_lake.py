@@ -163,7 +163,7 @@ def test_an_interrupted_writers_hidden_key_is_skipped_and_removed_once_it_is_old
     with atomic.partition_write_lock(folder):  # a fresh one may be a live writer on another machine: kept
         pass
     assert f"team-a/lake/incoming/ds={DS}/.part-1.parquet.tmp-dead" in _keys(client, bucket)
-    monkeypatch.setattr(paths, "LEFTOVER_AGE_SECONDS", -60)
+    monkeypatch.setattr(atomic, "LEFTOVER_AGE_SECONDS", -60)
     with atomic.partition_write_lock(folder):
         pass
     assert f"team-a/lake/incoming/ds={DS}/.part-1.parquet.tmp-dead" not in _keys(client, bucket)
