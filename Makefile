@@ -67,7 +67,7 @@ test: check test-tools
 
 # While you work: the static checks and every test but the end-to-end worlds (marker e2e: real Airflow runs of many
 # nights, the approval with an api-server, the distributed topology) and the few slow ones (marker slow: kill -9
-# fault tests, the property suite, drift calibration). Under 3 minutes here; `make test` runs all of them.
+# fault tests, drift calibration, the moto S3 worlds, 22 generated nights). Under 3 minutes here; `make test` runs all.
 test-fast: check
 	CI=$${CI:-} $(UV) run --frozen pytest -m "not e2e and not slow" --durations=10
 

@@ -361,27 +361,27 @@ class NightRecord(Contract):
 
     @classmethod
     def of_night(cls, night: NightSummary, scored: ScoringSummary, model_name: str, **facts: Any) -> NightRecord:
-        """The row of a monitored night: what its summary and its scoring say, plus `facts`."""
-        return cls(
-            ds=night.ds,
-            model_name=model_name,
-            model_version=night.model_version,
-            rows=night.rows,
-            validation_success=True,
-            validation_failures=[],
-            validation_warnings=night.validation_warnings,
-            drift_share=night.drift_share,
-            drifted_columns=night.drifted_columns,
-            score_drifted=night.score_drifted,
-            reports=night.reports,
-            scoring_rows_per_s=scored.rows_per_second,
-            scoring_peak_rss_mb=scored.peak_rss_mb,
-            scoring_engine=scored.engine,
-            scoring_engine_rows=scored.engine_rows,
-            scoring_engine_reason=scored.engine_reason[:500],
-            airflow_run_id=night.airflow_run_id,
-            **facts,
-        )
+        """The row of a monitored night: what its summary and its scoring say, and `facts` (which win)."""
+        said: dict[str, Any] = {
+            "ds": night.ds,
+            "model_name": model_name,
+            "model_version": night.model_version,
+            "rows": night.rows,
+            "validation_success": True,
+            "validation_failures": [],
+            "validation_warnings": night.validation_warnings,
+            "drift_share": night.drift_share,
+            "drifted_columns": night.drifted_columns,
+            "score_drifted": night.score_drifted,
+            "reports": night.reports,
+            "scoring_rows_per_s": scored.rows_per_second,
+            "scoring_peak_rss_mb": scored.peak_rss_mb,
+            "scoring_engine": scored.engine,
+            "scoring_engine_rows": scored.engine_rows,
+            "scoring_engine_reason": scored.engine_reason[:500],
+            "airflow_run_id": night.airflow_run_id,
+        }
+        return cls(**(said | facts))
 
 
 class TriggerParams(BaseModel):

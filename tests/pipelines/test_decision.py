@@ -12,6 +12,8 @@ from pipelines.steps.decision import decide
 from pipelines.storage import history
 from tests.conftest import score_night
 
+pytestmark = pytest.mark.slow  # 22 generated nights monitored: make test-fast leaves it out
+
 
 def _history(shares, version="1", realised=None, estimated=None, start=date(2026, 10, 1)):
     rows = []

@@ -8,6 +8,8 @@ from pipelines.core.config import load_config
 from pipelines.steps.drift import SCORE, calibrate_thresholds, column_tests, drift_report, drift_statistic
 from tests.conftest import write_config
 
+pytestmark = pytest.mark.slow  # many generated nights per shape: make test-fast leaves it out
+
 
 def column_values(frame: pd.DataFrame, column: str, numeric: bool) -> np.ndarray:
     """Return a column's non-null values as Evidently tests them (numbers as float, categories as text)."""

@@ -24,6 +24,8 @@ from pipelines.governance.registry import Registry
 from pipelines.storage.partitions import partition_dir
 from tests.conftest import REPO, copy_lake, score_night, score_with_champion, write_config
 
+pytestmark = pytest.mark.slow  # kill -9 and full-disk faults in child processes: make test-fast leaves it out
+
 BIG = "2026-09-11"
 COPIES = 60  # 60 x 2,000 rows: long enough to kill mid-write with small batches
 

@@ -23,6 +23,8 @@ from pipelines.storage.partitions import data_files, list_partitions, partition_
 from pipelines.surfaces.monitoring_page import read_report
 from tests.conftest import DAYS, ROWS, START, copy_lake, fresh_bucket, score_night, write_config
 
+pytestmark = pytest.mark.slow  # nights on moto's S3 server: make test-fast leaves it out
+
 DS = (START + timedelta(days=10)).isoformat()
 COMPARED = ["id", "score", "prediction", "model_version", "mlflow_run_id", "scoring_engine"]
 

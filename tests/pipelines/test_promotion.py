@@ -74,6 +74,7 @@ def test_a_better_candidate_passes_with_the_uncertainty_shown(lake):
     assert "Champion history (audit log" in page and ">bootstrap<" in page
 
 
+@pytest.mark.slow  # trains two models on small windows
 def test_a_candidate_whose_gain_may_be_noise_is_rejected_with_its_interval(lake):
     config, first, _, _ = lake
     same = retraining.train_candidate(

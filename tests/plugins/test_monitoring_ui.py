@@ -23,6 +23,8 @@ from pipelines.storage.partitions import partition_dir
 from tests.api_server import admin_password, free_port, wait_until_healthy
 from tests.conftest import REPO, airflow_env, airflow_home, score_night, write_config
 
+pytestmark = pytest.mark.slow  # a real api-server (and make airflow-ui) per module: make test-fast leaves it out
+
 # A data value that closes Evidently's <script> block and calls the Airflow REST API with the viewer's login.
 ATTACK = (
     "document.title='PWNED';fetch('/api/v2/variables',{method:'POST',credentials:'include',"
