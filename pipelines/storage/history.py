@@ -102,7 +102,7 @@ def record_night(config: PipelineConfig, record: NightRecord) -> None:
 
 def update_night(config: PipelineConfig, record: NightRecord) -> None:
     """Add the facts set in `record` to an existing entry (later tasks of the run, or labels that arrive days later)."""
-    facts = record.model_dump(exclude_unset=True, exclude={"ds", "model_name", "model_version"})
+    facts = record.model_dump(exclude_unset=True)  # the key columns too: set to the values they are matched on
     with engine(config).begin() as conn:
         result = conn.execute(
             NIGHTS.update()

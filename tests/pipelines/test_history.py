@@ -84,3 +84,34 @@ def test_nights_of_two_models_with_the_same_version_number_stay_apart(config):
     )
     assert (churn["rows"], churn["decision"]) == (10, "retrain") and (credit["rows"], credit["decision"]) == (20, None)
     assert churn["updated_at"] is not None and credit["updated_at"] is not None
+
+
+def test_a_night_is_quarantined_while_its_latest_record_is_a_refusal(config):
+    history.record_night(
+        config, NightRecord(ds="2026-09-03", model_name="m", model_version="1", validation_success=False)
+    )
+    history.record_night(
+        config, NightRecord(ds="2026-09-04", model_name="m", model_version="1", validation_success=False)
+    )
+    assert history.quarantined_nights(config) == {"2026-09-03", "2026-09-04"}
+    # an operator's accepted rerun of 09-03, recorded later (by another version): no longer quarantined
+    history.record_night(
+        config, NightRecord(ds="2026-09-03", model_name="m", model_version="2", validation_success=True)
+    )
+    assert history.quarantined_nights(config) == {"2026-09-04"}
+
+
+def test_the_history_reads_in_night_then_version_order_and_knows_the_versions_that_scored(config):
+    assert not history.has_nights(config)
+    for ds, version in (("2026-09-05", "2"), ("2026-09-03", "3"), ("2026-09-04", "3"), ("2026-09-04", "1")):
+        history.record_night(config, NightRecord(ds=ds, model_name="m", model_version=version, rows=1))
+    frame = history.read_history(config)
+    assert list(zip(frame["ds"], frame["model_version"], strict=True)) == [
+        ("2026-09-03", "3"),
+        ("2026-09-04", "1"),
+        ("2026-09-04", "3"),
+        ("2026-09-05", "2"),
+    ]
+    assert history.scored_versions(config) == ["3", "1", "2"]  # by their first night, oldest first
+    assert history.has_nights(config)
+    assert history.night(config, "2026-09-06", "m", "1") is None

@@ -126,3 +126,25 @@ def test_a_night_before_the_first_partition_is_not_waited_for(config):
         wait_for_partition(config, "2026-12-04")
     arrived, message = wait_for_partition(config, "2027-01-02")  # after the data starts: a night still to come
     assert not arrived and "has not arrived yet" in message
+
+
+def test_parquet_files_on_the_object_store_are_written_and_read_through_its_filesystem(
+    object_store, monkeypatch, tmp_path
+):
+    """Every Parquet wrapper takes an s3:// key: written through the store's filesystem, read back from it (and
+    nothing lands on the local disk under the key's name)."""
+    from pipelines.core.paths import LakePath
+    from pipelines.storage.parquet import parquet_file, parquet_writer, read_metadata, read_parquet, read_schema
+    from tests.conftest import fresh_bucket
+
+    fresh_bucket(object_store, monkeypatch, "parquet-wrappers")
+    monkeypatch.chdir(tmp_path)
+    key = LakePath("parquet-wrappers", "lake/incoming/ds=2026-09-01/part-0.parquet")
+    table = pa.table({"id": [1, 2, 3], "x": [0.5, 1.5, 2.5]})
+    with parquet_writer(key, table.schema) as writer:
+        writer.write_table(table)
+    assert not list(tmp_path.rglob("*.parquet"))  # the bytes went to the bucket
+    assert read_metadata(key).num_rows == 3
+    assert read_schema(key).names == ["id", "x"]
+    assert read_parquet(key, columns=["x"]).column_names == ["x"]
+    assert parquet_file(key).read().equals(table)
