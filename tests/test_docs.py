@@ -4,6 +4,7 @@ The DAG table of the README (every DAG, task and Param) is checked against Airfl
 tests/dags/test_dag_integrity.py.
 """
 
+import functools
 import re
 import subprocess
 import typing
@@ -57,12 +58,13 @@ def config_keys_named(path: Path) -> list[str]:
     return named
 
 
-def _quoted_in_code() -> set[str]:
+@functools.cache
+def _quoted_in_code() -> frozenset[str]:
     """Dotted names the code spells as strings (MLflow tags such as `scoring.compiled`): not config keys."""
     found: set[str] = set()
     for file in (REPO / "pipelines").rglob("*.py"):
         found.update(re.findall(r"\"([a-z_]+(?:\.[a-z_]+)+)\"", file.read_text()))
-    return found
+    return frozenset(found)
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
@@ -77,7 +79,8 @@ def test_the_key_check_refuses_a_key_that_does_not_exist():
     assert not resolve_key("scoring.batch_rowz") and not resolve_key("training.window_days")
 
 
-def _code_words() -> set[str]:
+@functools.cache  # the code is read once for all the docs
+def _code_words() -> frozenset[str]:
     words: set[str] = set()
     for folder in ("pipelines", "dags", "plugins", "harness", "include", "bench", "tests"):
         for file in (REPO / folder).rglob("*"):
@@ -87,7 +90,7 @@ def _code_words() -> set[str]:
     words.update(Path(name).stem for name in tracked.splitlines())
     for file in ("Makefile", "pyproject.toml", "docker-compose.yaml"):
         words.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", (REPO / file).read_text()))
-    return words
+    return frozenset(words)
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
