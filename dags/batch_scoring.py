@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
-from pipelines.core.config import load_config
+from pipelines.core.config import PipelineConfig, model_sources
 from pipelines.core.contracts import (
     AlertEvent,
     Decision,
@@ -49,142 +49,147 @@ from pipelines.core.contracts import (
     ValidatedPartition,
 )
 from pipelines.surfaces import airflow_adapter
-from pipelines.surfaces.airflow_adapter import EARLIEST_START, TaskRun, optional_date_param, pipeline_task
+from pipelines.surfaces.airflow_adapter import EARLIEST_START, TaskRun, model_dags, optional_date_param, pipeline_task
 from pipelines.surfaces.notifiers import PipelineAlert
 
-CONFIG = load_config()
-RETRAIN_REQUEST = Asset(CONFIG.retrain_asset_name)
-WAIT = CONFIG.partition_wait
 
+def build(dag_id: str, config: PipelineConfig) -> None:
+    """Define batch_scoring for one model of the deployment."""
+    retrain_request = Asset(config.retrain_asset_name)
+    wait = config.partition_wait
 
-@dag(
-    dag_id="batch_scoring",
-    schedule=CronDataIntervalTimetable(CONFIG.schedule, timezone="UTC"),
-    start_date=EARLIEST_START,  # the config's start_date is enforced by partition_date, which says why
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    tags=["nightly-ml", "scoring", "monitoring"],
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=5),
-        "on_failure_callback": [PipelineAlert(AlertEvent.TASK_FAILURE)],  # a quarantine is reported as such
-    },
-    params={
-        "ds": optional_date_param(
-            "Partition date", "The night to score (YYYY-MM-DD). Empty: the run's data interval decides."
-        ),
-        "force_retrain": Param(False, type="boolean", title="Force retraining after this night"),
-        "accept_quarantine": Param(
-            False,
-            type="boolean",
-            title="Accept this night although it fails validation",
-            description="Score the night (with ds) despite failed data checks; the failures are kept as warnings and "
-            "the night becomes usable for training. Files that cannot be read as configured are never accepted.",
-        ),
-    },
-)
-def batch_scoring():
-    # the first task: validates the trigger Params (ScoringParams) for the whole run
-    @task
-    @pipeline_task(ScoringParams)
-    def partition_date(run: TaskRun, data_interval_start: datetime | None = None) -> str:
-        from pipelines.storage import partitions
-
-        return partitions.partition_date(run.params.ds, data_interval_start, run.config.start_date)
-
-    # The poke itself gives up after timeout_minutes, naming the folder; the sensor's own timeout is a backstop.
-    @task.sensor(
-        mode="reschedule",
-        retries=0,
-        poke_interval=WAIT.poke_interval_seconds,
-        timeout=WAIT.timeout_minutes * 60 + 2 * WAIT.poke_interval_seconds,
+    @dag(
+        dag_id=dag_id,
+        schedule=CronDataIntervalTimetable(config.schedule, timezone="UTC"),
+        start_date=EARLIEST_START,  # the config's start_date is enforced by partition_date, which says why
+        catchup=False,
+        max_active_runs=1,
+        doc_md=__doc__,
+        tags=["nightly-ml", f"model:{config.model.registered_name}", "scoring", "monitoring"],
+        default_args={
+            "owner": "ml-platform",
+            "retries": 2,
+            "retry_delay": timedelta(minutes=5),
+            "on_failure_callback": [PipelineAlert(AlertEvent.TASK_FAILURE)],  # a quarantine is reported as such
+        },
+        params={
+            "ds": optional_date_param(
+                "Partition date", "The night to score (YYYY-MM-DD). Empty: the run's data interval decides."
+            ),
+            "force_retrain": Param(False, type="boolean", title="Force retraining after this night"),
+            "accept_quarantine": Param(
+                False,
+                type="boolean",
+                title="Accept this night although it fails validation",
+                description="Score the night (with ds) despite failed data checks; the failures are kept as warnings and "
+                "the night becomes usable for training. Files that cannot be read as configured are never accepted.",
+            ),
+        },
     )
-    @pipeline_task()  # a missing data root fails at once instead of waiting
-    def wait_for_partition(run: TaskRun, night: str) -> PokeReturnValue:
-        return airflow_adapter.wait_for_partition(run, night)
+    def batch_scoring():
+        # the first task: validates the trigger Params (ScoringParams) for the whole run
+        @task
+        @pipeline_task(ScoringParams)
+        def partition_date(run: TaskRun, data_interval_start: datetime | None = None) -> str:
+            from pipelines.storage import partitions
 
-    @task(retries=0)
-    @pipeline_task(ScoringParams)
-    def validate_partition(run: TaskRun, night: str) -> ValidatedPartition:
-        from pipelines.flows import nightly
+            return partitions.partition_date(run.params.ds, data_interval_start, run.config.start_date)
 
-        return nightly.validate_partition(run.config, night, run.run_id, run.accepted_by(run.params.accept_quarantine))
+        # The poke itself gives up after timeout_minutes, naming the folder; the sensor's own timeout is a backstop.
+        @task.sensor(
+            mode="reschedule",
+            retries=0,
+            poke_interval=wait.poke_interval_seconds,
+            timeout=wait.timeout_minutes * 60 + 2 * wait.poke_interval_seconds,
+        )
+        @pipeline_task()  # a missing data root fails at once instead of waiting
+        def wait_for_partition(run: TaskRun, night: str) -> PokeReturnValue:
+            return airflow_adapter.wait_for_partition(run, night)
 
-    @task
-    @pipeline_task()
-    def plan_shards(run: TaskRun, validated: ValidatedPartition) -> list[Shard]:
-        from pipelines.flows import scoring
+        @task(retries=0)
+        @pipeline_task(ScoringParams)
+        def validate_partition(run: TaskRun, night: str) -> ValidatedPartition:
+            from pipelines.flows import nightly
 
-        return scoring.plan_shards(run.config, validated.ds, validated.model)
+            return nightly.validate_partition(
+                run.config, night, run.run_id, run.accepted_by(run.params.accept_quarantine)
+            )
 
-    # one mapped task per shard of a large partition, on any worker; none (skipped) for a partition one task scores
-    @task(max_active_tis_per_dagrun=CONFIG.scoring.max_shards)
-    @pipeline_task()
-    def score_shard(run: TaskRun, shard: Shard) -> ShardScored:
-        from pipelines.flows import scoring
+        @task
+        @pipeline_task()
+        def plan_shards(run: TaskRun, validated: ValidatedPartition) -> list[Shard]:
+            from pipelines.flows import scoring
 
-        return scoring.score_shard(run.config, shard, run.run_id)
+            return scoring.plan_shards(run.config, validated.ds, validated.model)
 
-    # scores a small partition itself, or commits a large one from all of its shards (a skipped score_shard: none)
-    @task(trigger_rule="none_failed_min_one_success")
-    @pipeline_task()
-    def score_partition(run: TaskRun, validated: ValidatedPartition, shards: list[ShardScored]) -> ScoringSummary:
-        from pipelines.flows import scoring
+        # one mapped task per shard of a large partition, on any worker; none (skipped) for a partition one task scores
+        @task(max_active_tis_per_dagrun=config.scoring.max_shards)
+        @pipeline_task()
+        def score_shard(run: TaskRun, shard: Shard) -> ShardScored:
+            from pipelines.flows import scoring
 
-        return scoring.score_partition(run.config, validated.ds, validated.model, run.run_id, list(shards or []))
+            return scoring.score_shard(run.config, shard, run.run_id)
 
-    @task(on_success_callback=[PipelineAlert(AlertEvent.DATA_QUALITY)])
-    @pipeline_task()
-    def monitor_night(run: TaskRun, validated: ValidatedPartition, scored: ScoringSummary) -> NightSummary:
-        from pipelines.flows import nightly
+        # scores a small partition itself, or commits a large one from all of its shards (a skipped score_shard: none)
+        @task(trigger_rule="none_failed_min_one_success")
+        @pipeline_task()
+        def score_partition(run: TaskRun, validated: ValidatedPartition, shards: list[ShardScored]) -> ScoringSummary:
+            from pipelines.flows import scoring
 
-        return nightly.monitor_night(run.config, validated, scored, run.run_id)
+            return scoring.score_partition(run.config, validated.ds, validated.model, run.run_id, list(shards or []))
 
-    # all_done: labels of earlier nights are evaluated even when tonight's partition was refused
-    @task(trigger_rule="all_done")
-    @pipeline_task()
-    def evaluate_labels(run: TaskRun) -> list[LabelledNight]:
-        from pipelines.flows import evaluation
+        @task(on_success_callback=[PipelineAlert(AlertEvent.DATA_QUALITY)])
+        @pipeline_task()
+        def monitor_night(run: TaskRun, validated: ValidatedPartition, scored: ScoringSummary) -> NightSummary:
+            from pipelines.flows import nightly
 
-        return evaluation.evaluate_labels(run.config)
+            return nightly.monitor_night(run.config, validated, scored, run.run_id)
 
-    @task
-    @pipeline_task(ScoringParams)
-    def decide_retraining(run: TaskRun, monitored: NightSummary, evaluated: list[LabelledNight]) -> Decision:
-        from pipelines.flows import nightly
+        # all_done: labels of earlier nights are evaluated even when tonight's partition was refused
+        @task(trigger_rule="all_done")
+        @pipeline_task()
+        def evaluate_labels(run: TaskRun) -> list[LabelledNight]:
+            from pipelines.flows import evaluation
 
-        return nightly.decide_retraining(run.config, monitored, evaluated, run.params.force_retrain)
+            return evaluation.evaluate_labels(run.config)
 
-    @task.branch
-    def choose_path(decision: Decision) -> str:
-        return "request_retraining" if decision.retrain else "keep_champion"
+        @task
+        @pipeline_task(ScoringParams)
+        def decide_retraining(run: TaskRun, monitored: NightSummary, evaluated: list[LabelledNight]) -> Decision:
+            from pipelines.flows import nightly
 
-    @task(outlets=[RETRAIN_REQUEST], on_success_callback=[PipelineAlert(AlertEvent.RETRAIN_DECISION)])
-    def request_retraining(decision: Decision, outlet_events=None) -> Decision:
-        request = RetrainRequest(ds=decision.ds, reasons=decision.reasons)
-        outlet_events[RETRAIN_REQUEST].extra = request.model_dump(mode="json")
-        return decision
+            return nightly.decide_retraining(run.config, monitored, evaluated, run.params.force_retrain)
 
-    @task
-    def keep_champion(decision: Decision) -> None:
-        print(f"champion v{decision.model_version} holds after {decision.ds}")
+        @task.branch
+        def choose_path(decision: Decision) -> str:
+            return "request_retraining" if decision.retrain else "keep_champion"
 
-    @task(trigger_rule="none_failed_min_one_success")
-    def finish(decision: Decision) -> Decision:
-        return decision
+        @task(outlets=[retrain_request], on_success_callback=[PipelineAlert(AlertEvent.RETRAIN_DECISION)])
+        def request_retraining(decision: Decision, outlet_events=None) -> Decision:
+            request = RetrainRequest(ds=decision.ds, reasons=decision.reasons)
+            outlet_events[retrain_request].extra = request.model_dump(mode="json")
+            return decision
 
-    night = partition_date()
-    arrived = wait_for_partition(night)
-    validated = validate_partition(arrived)
-    scored = score_partition(validated, score_shard.expand(shard=plan_shards(validated)))
-    monitored = monitor_night(validated, scored)
-    evaluated = evaluate_labels()
-    monitored >> evaluated  # labels are read after tonight's night is in the history
-    decision = decide_retraining(monitored, evaluated)
-    paths = [request_retraining(decision), keep_champion(decision)]
-    choose_path(decision) >> paths >> finish(decision)
+        @task
+        def keep_champion(decision: Decision) -> None:
+            print(f"champion v{decision.model_version} holds after {decision.ds}")
+
+        @task(trigger_rule="none_failed_min_one_success")
+        def finish(decision: Decision) -> Decision:
+            return decision
+
+        night = partition_date()
+        arrived = wait_for_partition(night)
+        validated = validate_partition(arrived)
+        scored = score_partition(validated, score_shard.expand(shard=plan_shards(validated)))
+        monitored = monitor_night(validated, scored)
+        evaluated = evaluate_labels()
+        monitored >> evaluated  # labels are read after tonight's night is in the history
+        decision = decide_retraining(monitored, evaluated)
+        paths = [request_retraining(decision), keep_champion(decision)]
+        choose_path(decision) >> paths >> finish(decision)
+
+    batch_scoring()
 
 
-batch_scoring()
+model_dags("batch_scoring", build, model_sources())

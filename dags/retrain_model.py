@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Asset, Param, dag, task
 
-from pipelines.core.config import load_config
+from pipelines.core.config import PipelineConfig, model_sources
 from pipelines.core.contracts import (
     AlertEvent,
     Alias,
@@ -38,10 +38,9 @@ from pipelines.core.contracts import (
     RetrainParams,
     TrainingWindow,
 )
-from pipelines.surfaces.airflow_adapter import ApprovalStep, TaskRun, optional_date_param, pipeline_task
+from pipelines.surfaces.airflow_adapter import ApprovalStep, TaskRun, model_dags, optional_date_param, pipeline_task
 from pipelines.surfaces.notifiers import PipelineAlert
 
-CONFIG = load_config()
 # The library's verdict after the gate -> the tasks it leads to (an approval leads on to the promotion).
 NEXT_TASKS: dict[PromotionPath, str | list[str]] = {
     PromotionPath.REJECT: "reject_candidate",
@@ -51,135 +50,148 @@ NEXT_TASKS: dict[PromotionPath, str | list[str]] = {
 }
 
 
-@dag(
-    dag_id="retrain_model",
-    schedule=[Asset(CONFIG.retrain_asset_name)],
-    start_date=datetime(2025, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    tags=["nightly-ml", "training"],
-    default_args={
-        "owner": "ml-platform",
-        "retries": 1,
-        "retry_delay": timedelta(minutes=5),
-        "on_failure_callback": [PipelineAlert(AlertEvent.TASK_FAILURE)],
-    },
-    params={
-        "window_end": optional_date_param(
-            "Last day of the training window", "YYYY-MM-DD. Empty: the newest labelled partition."
-        ),
-        "window": Param(
-            None,
-            type=["null", "string"],
-            enum=[None, "sliding", "since_drift_onset"],
-            title="Training window",
-            description="Empty: training.window of the config. since_drift_onset trains on the days after the "
-            "drift onset the monitoring history recorded; sliding on the newest window_partitions labelled partitions.",
-        ),
-        "window_partitions": Param(
-            None,
-            type=["null", "integer"],
-            minimum=2,
-            maximum=1000,
-            title="Window length in partitions",
-            description="How many labelled partitions a sliding window holds (at most). Empty: "
-            "training.window_partitions of the config.",
-        ),
-        "reason": Param("manual", type="string", maxLength=500, title="Why this model is trained"),
-    },
-)
-def retrain_model():
-    # the first task: validates the trigger Params (RetrainParams); too little labelled data skips the run
-    @task
-    @pipeline_task(RetrainParams, skip_when_not_ready=True)
-    def select_training_window(run: TaskRun) -> TrainingWindow:
-        """Pick the labelled partitions; too little labelled data skips this run (the next request retries)."""
-        from pipelines.flows import retraining
+def build(dag_id: str, config: PipelineConfig) -> None:
+    """Define retrain_model for one model of the deployment."""
 
-        return retraining.select_training_window(
-            run.config, run.params.window_end, run.params.window, run.params.window_partitions
-        )
-
-    @task
-    @pipeline_task(RetrainParams, skip_when_not_ready=True)
-    def train_candidate(run: TaskRun, window: TrainingWindow) -> Candidate:
-        """Train and register; too few labelled rows (or a single class) skips the run instead of failing it."""
-        from pipelines.flows import retraining
-
-        return retraining.train_candidate(
-            run.config,
-            window,
-            {"airflow_run_id": run.run_id, "reason": retraining.reason_from_trigger(run.params.reason, run.requests)},
-        )
-
-    @task
-    @pipeline_task()  # a missing champion with a former one on record is refused
-    def bootstrap_or_challenge(run: TaskRun, candidate: Candidate) -> Alias:
-        from pipelines.flows import retraining
-
-        return retraining.bootstrap_or_challenge(run.config, candidate, run.run_id)
-
-    @task
-    @pipeline_task()
-    def evaluate_gate(run: TaskRun, candidate: Candidate, alias: Alias) -> GateResult:
-        from pipelines.governance import gate
-
-        return gate.evaluate_gate(run.config, candidate, alias)
-
-    @task.branch
-    @pipeline_task()
-    def promotion_path(run: TaskRun, result: GateResult) -> str | list[str]:
-        from pipelines.governance import gate
-
-        return NEXT_TASKS[gate.promotion_path(run.config, result)]
-
-    @task(retries=0, on_success_callback=[PipelineAlert(AlertEvent.REJECTION)])
-    @pipeline_task()
-    def reject_candidate(run: TaskRun, candidate: Candidate, result: GateResult) -> AuditEntry:
-        from pipelines.governance import promotion
-
-        return promotion.reject_candidate(run.config, candidate, result, run.run_id)
-
-    # Runs when the branch chose it directly (no approval required), or after an Approve; a Reject skips it.
-    @task(
-        trigger_rule="none_failed_min_one_success",
-        retries=0,
-        on_success_callback=[PipelineAlert(AlertEvent.PROMOTION)],
+    @dag(
+        dag_id=dag_id,
+        schedule=[Asset(config.retrain_asset_name)],
+        start_date=datetime(2025, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        doc_md=__doc__,
+        tags=["nightly-ml", f"model:{config.model.registered_name}", "training"],
+        default_args={
+            "owner": "ml-platform",
+            "retries": 1,
+            "retry_delay": timedelta(minutes=5),
+            "on_failure_callback": [PipelineAlert(AlertEvent.TASK_FAILURE)],
+        },
+        params={
+            "window_end": optional_date_param(
+                "Last day of the training window", "YYYY-MM-DD. Empty: the newest labelled partition."
+            ),
+            "window": Param(
+                None,
+                type=["null", "string"],
+                enum=[None, "sliding", "since_drift_onset"],
+                title="Training window",
+                description="Empty: training.window of the config. since_drift_onset trains on the days after the "
+                "drift onset the monitoring history recorded; sliding on the newest window_partitions labelled partitions.",
+            ),
+            "window_partitions": Param(
+                None,
+                type=["null", "integer"],
+                minimum=2,
+                maximum=1000,
+                title="Window length in partitions",
+                description="How many labelled partitions a sliding window holds (at most). Empty: "
+                "training.window_partitions of the config.",
+            ),
+            "reason": Param("manual", type="string", maxLength=500, title="Why this model is trained"),
+        },
     )
-    @pipeline_task()
-    def promote_candidate(
-        run: TaskRun, candidate: Candidate, result: GateResult, approval: Approval | None
-    ) -> AuditEntry:
-        from pipelines.governance import promotion
+    def retrain_model():
+        # the first task: validates the trigger Params (RetrainParams); too little labelled data skips the run
+        @task
+        @pipeline_task(RetrainParams, skip_when_not_ready=True)
+        def select_training_window(run: TaskRun) -> TrainingWindow:
+            """Pick the labelled partitions; too little labelled data skips this run (the next request retries)."""
+            from pipelines.flows import retraining
 
-        return promotion.promote_candidate(run.config, candidate, result, approval, run.run_id)
+            return retraining.select_training_window(
+                run.config, run.params.window_end, run.params.window, run.params.window_partitions
+            )
 
-    @task(trigger_rule="all_done", retries=0, on_success_callback=[PipelineAlert(AlertEvent.REJECTION)])
-    @pipeline_task()
-    def settle_approval(
-        run: TaskRun, candidate: Candidate | None, result: GateResult | None, approval: Approval | None
-    ) -> AuditEntry | None:
-        """Audit a refused or timed-out approval (the approval step skips the promotion itself)."""
-        from pipelines.governance import promotion
+        @task
+        @pipeline_task(RetrainParams, skip_when_not_ready=True)
+        def train_candidate(run: TaskRun, window: TrainingWindow) -> Candidate:
+            """Train and register; too few labelled rows (or a single class) skips the run instead of failing it."""
+            from pipelines.flows import retraining
 
-        return promotion.settle_approval(run.config, candidate, result, approval, run.run_id)
+            return retraining.train_candidate(
+                run.config,
+                window,
+                {
+                    "airflow_run_id": run.run_id,
+                    "reason": retraining.reason_from_trigger(run.params.reason, run.requests),
+                },
+            )
 
-    window = select_training_window()
-    candidate = train_candidate(window)
-    alias = bootstrap_or_challenge(candidate)
-    result = evaluate_gate(candidate, alias)
-    approve = ApprovalStep(
-        task_id="approve_promotion",
-        subject="Promote the retrained model?",
-        body="{{ ti.xcom_pull(task_ids='evaluate_gate').summary }}",
-        defaults="Reject",
-        response_timeout=timedelta(hours=CONFIG.promotion.approval_timeout_hours),
-        retries=0,
-    )
-    promoted = promote_candidate(candidate, result, approve.output)
-    promotion_path(result) >> [approve, reject_candidate(candidate, result), promoted, EmptyOperator(task_id="done")]
-    promoted >> settle_approval(candidate, result, approve.output)
+        @task
+        @pipeline_task()  # a missing champion with a former one on record is refused
+        def bootstrap_or_challenge(run: TaskRun, candidate: Candidate) -> Alias:
+            from pipelines.flows import retraining
+
+            return retraining.bootstrap_or_challenge(run.config, candidate, run.run_id)
+
+        @task
+        @pipeline_task()
+        def evaluate_gate(run: TaskRun, candidate: Candidate, alias: Alias) -> GateResult:
+            from pipelines.governance import gate
+
+            return gate.evaluate_gate(run.config, candidate, alias)
+
+        @task.branch
+        @pipeline_task()
+        def promotion_path(run: TaskRun, result: GateResult) -> str | list[str]:
+            from pipelines.governance import gate
+
+            return NEXT_TASKS[gate.promotion_path(run.config, result)]
+
+        @task(retries=0, on_success_callback=[PipelineAlert(AlertEvent.REJECTION)])
+        @pipeline_task()
+        def reject_candidate(run: TaskRun, candidate: Candidate, result: GateResult) -> AuditEntry:
+            from pipelines.governance import promotion
+
+            return promotion.reject_candidate(run.config, candidate, result, run.run_id)
+
+        # Runs when the branch chose it directly (no approval required), or after an Approve; a Reject skips it.
+        @task(
+            trigger_rule="none_failed_min_one_success",
+            retries=0,
+            on_success_callback=[PipelineAlert(AlertEvent.PROMOTION)],
+        )
+        @pipeline_task()
+        def promote_candidate(
+            run: TaskRun, candidate: Candidate, result: GateResult, approval: Approval | None
+        ) -> AuditEntry:
+            from pipelines.governance import promotion
+
+            return promotion.promote_candidate(run.config, candidate, result, approval, run.run_id)
+
+        @task(trigger_rule="all_done", retries=0, on_success_callback=[PipelineAlert(AlertEvent.REJECTION)])
+        @pipeline_task()
+        def settle_approval(
+            run: TaskRun, candidate: Candidate | None, result: GateResult | None, approval: Approval | None
+        ) -> AuditEntry | None:
+            """Audit a refused or timed-out approval (the approval step skips the promotion itself)."""
+            from pipelines.governance import promotion
+
+            return promotion.settle_approval(run.config, candidate, result, approval, run.run_id)
+
+        window = select_training_window()
+        candidate = train_candidate(window)
+        alias = bootstrap_or_challenge(candidate)
+        result = evaluate_gate(candidate, alias)
+        approve = ApprovalStep(
+            task_id="approve_promotion",
+            subject="Promote the retrained model?",
+            body="{{ ti.xcom_pull(task_ids='evaluate_gate').summary }}",
+            defaults="Reject",
+            response_timeout=timedelta(hours=config.promotion.approval_timeout_hours),
+            retries=0,
+        )
+        promoted = promote_candidate(candidate, result, approve.output)
+        promotion_path(result) >> [
+            approve,
+            reject_candidate(candidate, result),
+            promoted,
+            EmptyOperator(task_id="done"),
+        ]
+        promoted >> settle_approval(candidate, result, approve.output)
+
+    retrain_model()
 
 
-retrain_model()
+model_dags("retrain_model", build, [s for s in model_sources() if s.config is None or s.config.model.retrains])

@@ -108,8 +108,24 @@ def _default_probability(frame: pd.DataFrame, concept: bool) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logit.to_numpy()))
 
 
-def generate_chunk(day: date, chunk: int, rows: int, seed: int, drift: DriftSpec) -> pd.DataFrame:
-    """Return one chunk of a day's applications with their true label in column `defaulted`."""
+# the label column of each model kind: default (binary), a risk tier (multiclass), the loss in currency (regression)
+TARGETS = {"binary": "defaulted", "multiclass": "risk_tier", "regression": "loss_amount"}
+
+
+def _target(frame: pd.DataFrame, probability: np.ndarray, rng: np.random.Generator, kind: str) -> pd.Series:
+    """The label of each row for a model kind, all from the same default probability (so drift moves them all)."""
+    if kind == "multiclass":
+        # a noisy risk score cut into three tiers: low, medium, high
+        risk = np.log(probability / (1 - probability)) + rng.logistic(0, 0.6, len(frame))
+        return pd.Series(np.select([risk < -2.8, risk < -1.6], ["low", "medium"], "high"), dtype=object)
+    if kind == "regression":
+        exposure = frame["loan_amount"].to_numpy() * 0.05
+        return pd.Series((exposure * probability * 10 + rng.normal(0, 40, len(frame))).round(2))
+    return pd.Series((rng.random(len(frame)) < probability).astype("int8"))
+
+
+def generate_chunk(day: date, chunk: int, rows: int, seed: int, drift: DriftSpec, kind: str = "binary") -> pd.DataFrame:
+    """Return one chunk of a day's applications with their true label in column TARGETS[kind]."""
     covariate, concept = drift.active(day)
     rng = np.random.default_rng([seed, day.toordinal(), chunk])
     frame = _features(rng, rows, covariate)
@@ -118,7 +134,7 @@ def generate_chunk(day: date, chunk: int, rows: int, seed: int, drift: DriftSpec
     midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
     seconds = np.sort(rng.integers(0, 86_400, rows))
     frame.insert(1, "application_ts", pd.to_datetime(midnight) + pd.to_timedelta(seconds, unit="s"))
-    frame["defaulted"] = (rng.random(rows) < _default_probability(frame, concept)).astype("int8")
+    frame[TARGETS[kind]] = _target(frame, _default_probability(frame, concept), rng, kind).to_numpy()
     return frame
 
 
@@ -131,6 +147,7 @@ def write_day(
     with_labels: bool,
     label_fraction: float = 1.0,
     with_features: bool = True,
+    kind: str = "binary",
 ) -> None:
     """Write `incoming/ds=day` and/or `labels/ds=day` in bounded memory, atomically (same content on every call)."""
     targets = {}
@@ -138,27 +155,24 @@ def write_day(
         targets["features"] = partition_dir(data_root, INCOMING, day) / "part-0000.parquet"
     if with_labels:
         targets["labels"] = partition_dir(data_root, LABELS, day) / "part-0000.parquet"
-    temps = {kind: temp_path_beside(target) for kind, target in targets.items()}
+    temps = {what: temp_path_beside(path) for what, path in targets.items()}
     writers: dict[str, pq.ParquetWriter] = {}
     label_rng = np.random.default_rng([seed, day.toordinal(), 999_999])
     try:
         for chunk, offset in enumerate(range(0, rows, CHUNK_ROWS)):
-            frame = generate_chunk(day, chunk, min(CHUNK_ROWS, rows - offset), seed, drift)
+            frame = generate_chunk(day, chunk, min(CHUNK_ROWS, rows - offset), seed, drift, kind)
             keep = label_rng.random(len(frame)) < label_fraction
-            for kind in temps:
-                part = (
-                    frame.drop(columns="defaulted")
-                    if kind == "features"
-                    else frame.loc[keep, ["application_id", "defaulted"]]
-                )
+            target = TARGETS[kind]
+            for what in temps:
+                part = frame.drop(columns=target) if what == "features" else frame.loc[keep, ["application_id", target]]
                 table = pa.Table.from_pandas(part, preserve_index=False)
-                if kind not in writers:
-                    writers[kind] = parquet_writer(temps[kind], table.schema)
-                writers[kind].write_table(table, row_group_size=131_072)
-        for kind in list(writers):
-            writers.pop(kind).close()
-        for kind, target in targets.items():
-            publish(temps[kind], target)
+                if what not in writers:
+                    writers[what] = parquet_writer(temps[what], table.schema)
+                writers[what].write_table(table, row_group_size=131_072)
+        for what in list(writers):
+            writers.pop(what).close()
+        for what, path in targets.items():
+            publish(temps[what], path)
     finally:
         for writer in writers.values():
             writer.close()
@@ -176,6 +190,7 @@ def generate(
     seed: int = 7,
     drift: DriftSpec = DriftSpec(),
     label_fraction: float = 1.0,
+    kind: str = "binary",
 ) -> list[date]:
     """Write `days` daily partitions from `start`; labels exist for days at least `label_delay_days` before `as_of`.
 
@@ -185,7 +200,7 @@ def generate(
     as_of = as_of or dates[-1]
     for day in dates:
         labelled = day + timedelta(days=label_delay_days) <= as_of
-        write_day(data_root, day, rows_per_day, seed, drift, labelled, label_fraction)
+        write_day(data_root, day, rows_per_day, seed, drift, labelled, label_fraction, kind=kind)
         log.info("wrote %s: %s rows%s", day, f"{rows_per_day:,}", " + labels" if labelled else "")
     return dates
 

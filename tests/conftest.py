@@ -30,9 +30,20 @@ DAYS = 12
 ROWS = 2000
 
 
-def write_config(folder: Path, name: str = "pipeline.yaml", **overrides: object) -> Path:
-    """Write the default config with its stores under `folder` (and any top-level overrides); return the file."""
+def write_config(folder: Path, name: str = "pipeline.yaml", kind: str | None = None, **overrides: object) -> Path:
+    """Write the default config with its stores under `folder` (and any top-level overrides); return the file.
+
+    `kind` (multiclass, regression): the generator's label of that kind, the kind's default metrics and floors.
+    """
+    from harness.sample_data import TARGETS
+
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    if kind is not None:
+        raw["target"] = TARGETS[kind]
+        raw["model"] |= {"kind": kind, "registered_name": f"{kind}_model"}
+        for section, keys in (("retraining", ("metric", "realised_floor")), ("promotion", ("metric", "floors"))):
+            for key in keys:
+                raw[section].pop(key, None)
     raw["data_root"] = str(folder / "data")
     raw["mlflow"]["store_dir"] = str(folder / "mlflow")
     raw["training"]["min_rows"] = 500

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipelines.core.contracts import AlertEvent
 from pipelines.core.errors import ConfigError, redact
+from pipelines.core.kinds import DEFAULT_FLOORS, DEFAULT_REALISED_FLOOR, METRICS, PRIMARY, Kind
 from pipelines.core.paths import MONITORING, DataPath, LakePath
 
 CONFIG_ENV_VAR = "PIPELINE_CONFIG"
@@ -142,10 +143,51 @@ class Validation(_Section):
     max_value_chars: Annotated[int, Field(ge=16, le=1_000_000)] = 1000
 
 
+class PartitionRange(_Section):
+    """A range of partitions, both ends included."""
+
+    first: date
+    last: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PartitionRange:
+        if self.last < self.first:
+            raise ValueError(f"last {self.last} is before first {self.first}")
+        return self
+
+
 class ModelSettings(_Section):
     registered_name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
-    decision_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    hyperparameters: dict[str, float | int | str | None] = Field(default_factory=dict)
+    # binary (0/1 labels, a positive-class probability), multiclass (class labels, one probability per class) or
+    # regression (a number)
+    kind: Kind = Kind.BINARY
+    decision_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5  # binary only
+    hyperparameters: dict[str, float | int | str | None] = Field(default_factory=dict)  # of the built-in trainer
+    # "package.module:function": your own training code. Called with numeric=[...], categorical=[...], kind=...,
+    # seed=...; returns an unfitted scikit-learn estimator (a Pipeline included). The module must be importable on
+    # every worker (docs/configuration.md). Unset: the built-in HistGradientBoosting model of the kind.
+    trainer: (
+        Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")]
+        | None
+    ) = None
+    # true: the champion is whatever the MLflow alias points at, registered by someone else (any scikit-learn or
+    # pyfunc model); drift is measured against `reference`, and retraining is off unless a trainer is given
+    external: bool = False
+    reference: PartitionRange | None = None  # the partitions an external model is monitored against
+
+    @model_validator(mode="after")
+    def _external_needs_reference(self) -> ModelSettings:
+        if self.external and self.reference is None:
+            raise ValueError(
+                "an external model needs model.reference: {first: YYYY-MM-DD, last: YYYY-MM-DD}, the partitions its "
+                "drift is measured against (its training data is unknown here)"
+            )
+        return self
+
+    @property
+    def retrains(self) -> bool:
+        """Whether this product trains the model: always for its own, for an external one only with a trainer."""
+        return not self.external or self.trainer is not None
 
 
 class MlflowSettings(_Section):
@@ -249,12 +291,7 @@ class Monitoring(_Section):
         return value or None
 
 
-GateMetric = Literal["roc_auc", "precision", "recall", "f1"]
 ALERT_EVENTS: tuple[AlertEvent, ...] = tuple(AlertEvent)
-
-
-def _default_floors() -> dict[GateMetric, float]:
-    return {"roc_auc": 0.65}
 
 
 class RetrainPolicy(_Section):
@@ -262,8 +299,11 @@ class RetrainPolicy(_Section):
 
     drift_share_threshold: Fraction | None = 0.25
     drift_consecutive_nights: Annotated[int, Field(ge=1)] = 3
-    metric: GateMetric = "roc_auc"
-    realised_floor: Fraction | None = 0.65
+    # defaults by model.kind: roc_auc (binary), macro_f1 (multiclass), rmse (regression)
+    metric: str = "roc_auc"
+    # a floor (a ceiling for a lower-is-better metric such as rmse); default 0.65 for binary, off otherwise
+    realised_floor: float | None = None
+    # drops: absolute for metrics in [0, 1], a fraction of the champion's held-out value for the others (rmse, mae)
     realised_max_drop: Fraction | None = 0.05
     estimated_max_drop: Fraction | None = 0.05
     max_model_age_partitions: Annotated[int, Field(ge=1)] | None = 90
@@ -272,11 +312,14 @@ class RetrainPolicy(_Section):
 class Promotion(_Section):
     """The champion/challenger gate and the approval step."""
 
-    metric: GateMetric = "roc_auc"
+    metric: str = "roc_auc"  # defaults by model.kind, as retraining.metric
+    # the gain is the improvement (lower rmse is a positive gain), in the metric's own units
     min_gain: Annotated[float, Field(ge=-1, le=1)] = 0.0
     # true: the lower end of the gain's 95% bootstrap interval must clear min_gain (not just the point estimate)
     require_significance: bool = True
-    floors: dict[GateMetric, Fraction] = Field(default_factory=_default_floors)
+    # a candidate's held-out metric must reach each floor (stay under it for lower-is-better metrics);
+    # default {roc_auc: 0.65} for binary, none otherwise
+    floors: dict[str, float] = Field(default_factory=dict)
     bootstrap_samples: Annotated[int, Field(ge=100, le=20_000)] = 1000
     require_approval: bool = False
     approval_timeout_hours: Annotated[float, Field(gt=0, le=366 * 24)] = 24
@@ -361,6 +404,48 @@ class PipelineConfig(_Section):
         if value not in CADENCES and not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not {', '.join(CADENCES)} or a cron expression (for example '0 2 * * 1')")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_defaults(cls, raw: object) -> object:
+        """Fill the metric settings the YAML leaves out with the model kind's defaults."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+            return raw
+        try:
+            kind = Kind(raw["model"].get("kind", Kind.BINARY))
+        except ValueError:
+            return raw  # the field's own validation names the allowed kinds
+        raw = dict(raw)
+        for section, defaults in (
+            ("retraining", {"metric": PRIMARY[kind], "realised_floor": DEFAULT_REALISED_FLOOR[kind]}),
+            ("promotion", {"metric": PRIMARY[kind], "floors": DEFAULT_FLOORS[kind]}),
+        ):
+            given = raw.get(section)
+            if given is None or isinstance(given, dict):
+                raw[section] = {**defaults, **(given or {})}
+        return raw
+
+    @model_validator(mode="after")
+    def _kind_metrics(self) -> PipelineConfig:
+        kind = self.model.kind
+        known = METRICS[kind]
+        named = {
+            "retraining.metric": [self.retraining.metric],
+            "promotion.metric": [self.promotion.metric],
+            "promotion.floors": list(self.promotion.floors),
+        }
+        wrong = [f"{key}: {name!r}" for key, names in named.items() for name in names if name not in known]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} are not {kind} metrics; a {kind} model is judged by {sorted(known)}")
+        bounds = {f"promotion.floors.{k}": (k, v) for k, v in self.promotion.floors.items()}
+        if self.retraining.realised_floor is not None:
+            bounds["retraining.realised_floor"] = (self.retraining.metric, self.retraining.realised_floor)
+        outside = [
+            f"{key} {value}" for key, (name, value) in bounds.items() if known[name].bounded and not 0 <= value <= 1
+        ]
+        if outside:
+            raise ValueError(f"{', '.join(outside)}: these metrics lie between 0 and 1")
+        return self
 
     @property
     def schedule(self) -> str:
@@ -470,6 +555,10 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     """
     environ = os.environ if environ is None else environ
     file = Path(path) if path is not None else config_path(environ)
+    if file.is_dir():
+        raise ConfigError(
+            f"{file} is a folder of model configs: name one model's file (for example {file}/<model>.yaml)"
+        )
     if not file.is_file():
         raise ConfigError(f"pipeline config {file} does not exist: set {CONFIG_ENV_VAR} to your YAML file")
     try:
@@ -524,3 +613,80 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         }
     )
     return loaded
+
+
+_DAG_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One model of the deployment: its config file, the suffix of its DAG ids, and its config or why it is broken."""
+
+    file: Path
+    suffix: str  # "" for a single config file (DAG ids as they always were); "__<file stem>" in a folder
+    config: PipelineConfig | None = None
+    error: str | None = None
+
+    def dag_id(self, base: str) -> str:
+        return f"{base}{self.suffix}"
+
+
+def model_sources(environ: Mapping[str, str] | None = None) -> list[ModelSource]:
+    """The deployment's models: PIPELINE_CONFIG's file, or one per `*.yaml` in the folder it names.
+
+    A single file that does not load raises (as it always did). In a folder, a file that does not load, whose name
+    cannot name a DAG, or whose registered_name or data_root another file already uses, is returned with its error,
+    so it breaks only its own DAGs; the others load as usual.
+    """
+    environ = os.environ if environ is None else environ
+    path = config_path(environ)
+    if not path.is_dir():
+        return [ModelSource(path, "", load_config(path, environ))]
+    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file() and p.name[0] != ".")
+    if not files:
+        raise ConfigError(f"{CONFIG_ENV_VAR} names the folder {path}, which holds no *.yaml model config")
+    sources: list[ModelSource] = []
+    names: dict[str, Path] = {}
+    roots: dict[str, Path] = {}
+    for file in files:
+        suffix = f"__{file.stem}"
+        if not _DAG_SAFE.match(file.stem):
+            sources.append(
+                ModelSource(file, suffix, error=f"{file.name}: a model's file name may hold only A-Z a-z 0-9 _ . -")
+            )
+            continue
+        try:
+            config = load_config(file, environ)
+        except ConfigError as exc:
+            sources.append(ModelSource(file, suffix, error=str(exc)))
+            continue
+        name, root = config.model.registered_name, str(config.data_root)
+        if name in names or root in roots:
+            other = names.get(name) or roots[root]
+            clash = f"model.registered_name {name!r}" if name in names else f"data_root {root}"
+            sources.append(
+                ModelSource(
+                    file,
+                    suffix,
+                    error=f"{file.name}: {clash} is already used by {other.name}; each model needs its own",
+                )
+            )
+            continue
+        names[name], roots[root] = file, file
+        sources.append(ModelSource(file, suffix, config))
+    return sources
+
+
+# which config file each generated DAG belongs to (filled when a DAG file is parsed, in every process that runs it)
+_DAG_CONFIGS: dict[str, Path] = {}
+
+
+def bind_dag(dag_id: str, file: Path) -> None:
+    """Record that the DAG `dag_id` runs the model of config `file` (its tasks and callbacks load that config)."""
+    _DAG_CONFIGS[dag_id] = file
+
+
+def config_for_dag(dag_id: str, environ: Mapping[str, str] | None = None) -> PipelineConfig:
+    """The config of the model a DAG runs: the file it was built from, else the deployment's single config."""
+    file = _DAG_CONFIGS.get(dag_id)
+    return load_config(file, environ)

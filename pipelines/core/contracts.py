@@ -58,10 +58,11 @@ class AuditAction(StrEnum):
     ROLLBACK = "rollback"
     RESTORE = "restore"  # a champion re-established by hand after the alias was lost
     ACCEPT_QUARANTINE = "accept_quarantine"  # an operator scored a night that failed validation
+    ADOPT = "adopt"  # an external model's champion alias was moved outside this product: its version is adopted
 
 
 # the actions that point `champion` at an entry's `to_version`
-MOVES = (AuditAction.BOOTSTRAP, AuditAction.PROMOTE, AuditAction.ROLLBACK, AuditAction.RESTORE)
+MOVES = (AuditAction.BOOTSTRAP, AuditAction.PROMOTE, AuditAction.ROLLBACK, AuditAction.RESTORE, AuditAction.ADOPT)
 
 
 class AlertEvent(StrEnum):
@@ -119,6 +120,9 @@ class ModelCard(Record):
     holdout_days: list[str] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)  # held-out
     lineage: dict[str, str] = Field(default_factory=dict)  # reason, airflow_run_id, training.window
+    kind: str = "binary"  # model.kind when it was trained
+    classes: list[str] = Field(default_factory=list)  # a classifier's classes as text, in its probability order
+    external: bool = False  # registered elsewhere: the card describes its monitoring reference, not its training
 
     @property
     def reason(self) -> str:
@@ -291,6 +295,7 @@ class NightSummary(Contract):
     estimated_roc_auc: float | None  # None when it cannot be estimated (JSON has no NaN)
     estimated_accuracy: float | None
     reports: dict[str, str]
+    estimated_metrics: dict[str, float] = Field(default_factory=dict)  # the kind's estimates (core.kinds.ESTIMATED)
 
 
 class LabelledNight(Contract):
@@ -299,8 +304,10 @@ class LabelledNight(Contract):
     ds: str
     model_version: str
     label_coverage: float
-    roc_auc: float | None
+    roc_auc: float | None  # binary models
     label_issues: list[str] = Field(default_factory=list)
+    metric: str = "roc_auc"  # retraining.metric, whichever the kind
+    value: float | None = None  # its realised value
 
 
 class Decision(Contract):
@@ -347,6 +354,10 @@ class NightRecord(Contract):
     realised_roc_auc: float | None = None
     realised_accuracy: float | None = None
     realised_metrics: dict[str, Any] | None = None
+    estimated_metrics: dict[str, float] | None = None  # the kind's estimates (CBPE, direct loss estimation)
+    metric: str | None = None  # retraining.metric, the one the page and the decision follow
+    estimated_metric: float | None = None
+    realised_metric: float | None = None
     label_coverage: float | None = None
     decision: str | None = None
     decision_reasons: list[str] | None = None

@@ -94,3 +94,7 @@ class ReportStoreError(PipelineError):
 
 class TriggerParamsError(PipelineError):
     """A run's trigger Params do not fit the DAG's Params model (a conf that bypassed the form's validation)."""
+
+
+class TrainerError(PipelineError):
+    """`model.trainer` cannot be imported, raised, or returned something that is not an estimator (no retry helps)."""

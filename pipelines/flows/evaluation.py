@@ -7,13 +7,18 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from pipelines.core.cadence import shift
 from pipelines.core.config import PipelineConfig
 from pipelines.core.contracts import LabelledNight, NightRecord
 from pipelines.core.errors import PipelineError
+from pipelines.core.kinds import Kind
 from pipelines.core.paths import LABELS, PREDICTIONS, REPORTS, DataPath
+from pipelines.governance.registry import Registry
 from pipelines.steps.labels import match_labels, read_labels
-from pipelines.steps.performance import performance_report, realised_performance
+from pipelines.steps.performance import performance_report_by_kind, realised_by_kind
+from pipelines.steps.predictions import Outputs
 from pipelines.storage import history, report_store
 from pipelines.storage.atomic import partition_write_lock
 from pipelines.storage.parquet import parquet_file, read_parquet
@@ -77,16 +82,22 @@ def overdue_labels(config: PipelineConfig) -> list[date]:
 def _evaluate_night(
     config: PipelineConfig, ds: str, name: str, version: str, entry: dict[str, Any], predictions_file: DataPath
 ) -> LabelledNight | None:
-    labels = read_labels(config, ds)
+    kind = config.model.kind
+    classes = Registry.open(config).model_card_of(name, version).classes if kind is Kind.MULTICLASS else []
+    labels = read_labels(config, ds, classes)
     if ((entry["realised_metrics"] or {}).get("labels") or {}).get("fingerprint") == labels.fingerprint:
         return None
-    matched = match_labels(read_parquet(predictions_file, columns=["id", "score"]).to_pandas(), labels)
+    columns = ["id", "score", "prediction"] + (["probabilities"] if kind is Kind.MULTICLASS else [])
+    matched = match_labels(_read_predictions(predictions_file, columns), labels)
     facts = matched.summary(labels)
-    if matched.joined["target"].nunique() < 2:
+    joined = matched.joined
+    too_few = joined["target"].nunique() < 2 if kind.classifies else len(joined) < 2
+    if too_few:
         log.warning(
-            "labels of %s: %d matched ids hold fewer than two classes; realised metrics wait for more labels",
+            "labels of %s: %d matched ids hold fewer than two %s; realised metrics wait for more labels",
             ds,
             matched.matched_ids,
+            "classes" if kind.classifies else "rows",
         )
         history.update_night(
             config,
@@ -99,17 +110,22 @@ def _evaluate_night(
             ),
         )
         return None
-    joined = matched.joined
-    metrics = realised_performance(
-        joined["target"].to_numpy(), joined["score"].to_numpy(), config.model.decision_threshold
+    outputs = Outputs(
+        joined["score"].to_numpy(float),
+        joined["prediction"].to_numpy(),
+        joined[[f"proba_{i}" for i in range(len(classes))]].to_numpy(float) if kind is Kind.MULTICLASS else None,
     )
+    threshold = config.model.decision_threshold
+    metrics = realised_by_kind(kind, joined["target"].to_numpy(), outputs, threshold, classes)
     metrics["labelled_rows"] = int(len(joined))
     metrics["labels"] = facts
     folder = partition_dir(config.work_root, REPORTS, ds)
     with partition_write_lock(folder.parent):
-        paths = performance_report(joined, config.model.decision_threshold, folder)
+        paths = performance_report_by_kind(kind, joined, threshold, folder)
     # beside the night's other reports, wherever they were built
     report_store.publish(config, folder, names=[Path(p).name for p in paths.values()])
+    chosen = config.retraining.metric
+    value = metrics.get(chosen)
     history.update_night(
         config,
         NightRecord(
@@ -117,23 +133,39 @@ def _evaluate_night(
             model_name=name,
             model_version=version,
             realised_metrics=metrics,
-            realised_roc_auc=metrics["roc_auc"],
-            realised_accuracy=metrics["accuracy"],
+            realised_roc_auc=metrics.get("roc_auc"),
+            realised_accuracy=metrics.get("accuracy"),
+            metric=chosen,
+            realised_metric=value,
             label_coverage=matched.coverage,
             reports={**(entry["reports"] or {}), **paths},
         ),
     )
     log.info(
-        "realised performance of %s (v%s, %.0f%% of scored ids labelled): roc_auc %.3f",
+        "realised performance of %s (v%s, %.0f%% of scored ids labelled): %s %s",
         ds,
         version,
         100 * matched.coverage,
-        metrics["roc_auc"],
+        chosen,
+        "n/a" if value is None else f"{value:.4g}",
     )
     return LabelledNight(
         ds=ds,
         model_version=version,
         label_coverage=matched.coverage,
-        roc_auc=metrics["roc_auc"],
+        roc_auc=metrics.get("roc_auc"),
         label_issues=matched.issues,
+        metric=chosen,
+        value=value,
     )
+
+
+def _read_predictions(file: DataPath, columns: list[str]) -> pd.DataFrame:
+    """The predictions' columns as a frame; a multiclass night's probabilities become proba_0, proba_1, ..."""
+    table = read_parquet(file, columns=columns)
+    frame = table.drop_columns(["probabilities"]).to_pandas() if "probabilities" in columns else table.to_pandas()
+    if "probabilities" in columns:
+        struct = table.column("probabilities").combine_chunks()
+        for i in range(struct.type.num_fields):
+            frame[f"proba_{i}"] = struct.field(i).to_numpy(zero_copy_only=False)
+    return frame

@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines.core.config import PipelineConfig
@@ -23,18 +24,21 @@ from pipelines.core.contracts import (
     ValidatedPartition,
 )
 from pipelines.core.errors import PartitionQuarantinedError
-from pipelines.core.paths import QUARANTINE, QUARANTINE_RECORD, REPORTS, SUMMARY_FILE, data_path
+from pipelines.core.kinds import ESTIMATED, Kind
+from pipelines.core.paths import QUARANTINE, QUARANTINE_RECORD, REPORTS, SUMMARY_FILE, DataPath, data_path
 from pipelines.core.threads import thread_cap
+from pipelines.flows.external import adopt_external_champion
 from pipelines.governance import audit
 from pipelines.governance.registry import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT, Registry
 from pipelines.steps.decision import decide
 from pipelines.steps.drift import current_sample, drift_report, summary_report
-from pipelines.steps.performance import estimated_performance, fit_calibrator
+from pipelines.steps.performance import Estimator, multiclass_estimate_from_sums, multiclass_sums
+from pipelines.steps.predictions import Outputs
 from pipelines.steps.reports import validation_page
 from pipelines.steps.validation import validate_against_profile
 from pipelines.storage import history, report_store
 from pipelines.storage.atomic import partition_write_lock, replace_folder, write_atomic, write_json_atomic
-from pipelines.storage.parquet import read_parquet
+from pipelines.storage.parquet import parquet_file, read_parquet
 from pipelines.storage.partitions import partition_dir
 from pipelines.storage.schema import check_feature_kinds, incoming_partition
 
@@ -54,6 +58,8 @@ def validate_partition(
     check_feature_kinds(config)
     models = Registry.open(config)
     ref = models.champion()
+    if config.model.external:
+        adopt_external_champion(config, models, ref, airflow_run_id)
     try:
         outcome = validate_against_profile(config, ds, models.load_profile(ref), accepted_by)
     except PartitionQuarantinedError as exc:
@@ -125,9 +131,7 @@ def monitor_night(
     thresholds = models.drift_thresholds(ref)
     sample = current_sample(config, ds, incoming_partition(config, ds), predictions)
     folder = partition_dir(config.work_root, REPORTS, ds)
-    calibrator = fit_calibrator(holdout["score"].to_numpy(), holdout["label"].to_numpy())
-    scores = read_parquet(predictions, columns=["score"]).column(0).to_numpy()
-    estimate = estimated_performance(scores, config.model.decision_threshold, calibrator)
+    estimate = estimate_night(config, models, ref, holdout, predictions, sample)
     built: dict[str, Any] = {}
 
     def build(staging: Path) -> None:
@@ -148,9 +152,10 @@ def monitor_night(
             warned_columns=validated.warned_columns,
             validation_warnings=validated.warnings,
             score_drifted=drift.score_drifted,
-            estimated_roc_auc=_finite(estimate["roc_auc"]),
-            estimated_accuracy=_finite(estimate["accuracy"]),
+            estimated_roc_auc=_finite(estimate.get("roc_auc", float("nan"))),
+            estimated_accuracy=_finite(estimate.get("accuracy", float("nan"))),
             reports={key: str(folder / Path(path).name) for key, path in written.items()},
+            estimated_metrics={k: v for k, v in estimate.items() if _finite(v) is not None},
         )
         write_json_atomic(staging / SUMMARY_FILE, summary.model_dump(mode="json") | {"drift": drift.as_dict()})
         built.update(summary=summary, drift=drift)
@@ -167,8 +172,11 @@ def monitor_night(
             scored,
             ref.name,
             drift_stats=drift.columns,
-            estimated_roc_auc=estimate["roc_auc"],
-            estimated_accuracy=estimate["accuracy"],
+            estimated_roc_auc=_finite(estimate.get("roc_auc", float("nan"))),
+            estimated_accuracy=_finite(estimate.get("accuracy", float("nan"))),
+            estimated_metrics={k: v for k, v in estimate.items() if _finite(v) is not None},
+            metric=config.retraining.metric,
+            estimated_metric=_finite(estimate.get(config.retraining.metric, float("nan"))),
             reports=summary.reports | {"summary_json": str(folder / SUMMARY_FILE)},
             task_seconds={
                 "validate_partition": validated.seconds,
@@ -179,6 +187,40 @@ def monitor_night(
     )
     log.info("night %s monitored: %s", ds, summary)
     return summary
+
+
+def estimate_night(
+    config: PipelineConfig,
+    models: Registry,
+    ref: ModelRef,
+    holdout: pd.DataFrame,
+    predictions: DataPath,
+    sample: pd.DataFrame,
+) -> dict[str, float]:
+    """The night's performance estimated before labels: CBPE (binary, multiclass) or direct loss estimation.
+
+    Binary reads the night's scores; multiclass adds up CBPE's expected counts batch by batch; regression
+    estimates on the night's sample (features and predictions). NaN where it cannot be estimated.
+    """
+    kind = config.model.kind
+    classes = models.model_card(ref).classes if kind is Kind.MULTICLASS else []
+    if holdout.empty or ("label" in holdout and holdout["label"].isna().all()):
+        return dict.fromkeys(ESTIMATED[kind], float("nan"))
+    estimator = Estimator(kind, holdout, config.features.all, classes)
+    if kind is Kind.BINARY:
+        scores = read_parquet(predictions, columns=["score"]).column(0).to_numpy()
+        return estimator.estimate(Outputs(scores, scores), None, config.model.decision_threshold)
+    if kind is Kind.REGRESSION:
+        return estimator.estimate(
+            Outputs(sample["score"].to_numpy(float), sample["score"].to_numpy(float)), sample, 0.5
+        )
+    sums = None
+    for batch in parquet_file(predictions).iter_batches(batch_size=65_536, columns=["probabilities"]):
+        struct = batch.column(0)
+        proba = np.column_stack([struct.field(i).to_numpy(zero_copy_only=False) for i in range(len(classes))])
+        part = multiclass_sums(proba, estimator.calibrators)
+        sums = part if sums is None else sums + part
+    return multiclass_estimate_from_sums(sums) if sums is not None else dict.fromkeys(ESTIMATED[kind], float("nan"))
 
 
 def _finite(value: float) -> float | None:

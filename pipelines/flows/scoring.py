@@ -17,10 +17,12 @@ import pyarrow as pa
 from pipelines.core.config import PipelineConfig
 from pipelines.core.contracts import ModelRef, RowSlice, ScoringSummary, Shard, ShardScored
 from pipelines.core.errors import PartitionSchemaError, PipelineError, StoreMissingError
+from pipelines.core.kinds import Kind
 from pipelines.core.paths import PREDICTIONS, PREDICTIONS_FILE, SHARDS, DataPath, data_path, remove_tree
 from pipelines.core.threads import thread_cap
 from pipelines.governance.registry import REFERENCE_ARTIFACT, Registry
 from pipelines.steps import compiled
+from pipelines.steps.predictions import Outputs, concat, predict
 from pipelines.storage.atomic import partition_write_lock, publish, temp_path_beside
 from pipelines.storage.parquet import parquet_file, parquet_writer, read_metadata, read_schema
 from pipelines.storage.partitions import partition_dir, partition_row_count
@@ -29,13 +31,28 @@ from pipelines.storage.schema import PartitionSchema, file_batches, incoming_par
 log = logging.getLogger(__name__)
 
 
-def prediction_schema(id_type: pa.DataType) -> pa.Schema:
-    """Return the predictions contract for an id column of the given type."""
+def prediction_schema(id_type: pa.DataType, kind: Kind = Kind.BINARY, classes: list[str] | None = None) -> pa.Schema:
+    """Return the predictions contract of a model kind for an id column of the given type.
+
+    binary: `score` (positive-class probability) and `prediction` 0/1; multiclass: `prediction` (the class, as
+    text), `score` (its probability) and `probabilities` (a struct, one field per class); regression: `prediction`
+    and `score` (the predicted value). Then the lineage columns, the same for every kind.
+    """
+    kind = Kind(kind)
+    if kind is Kind.MULTICLASS:
+        outputs = [
+            ("score", pa.float64()),
+            ("prediction", pa.string()),
+            ("probabilities", pa.struct([(c, pa.float64()) for c in classes or []])),
+        ]
+    elif kind is Kind.REGRESSION:
+        outputs = [("score", pa.float64()), ("prediction", pa.float64())]
+    else:
+        outputs = [("score", pa.float64()), ("prediction", pa.int8())]
     return pa.schema(
         [
             ("id", id_type),
-            ("score", pa.float64()),
-            ("prediction", pa.int8()),
+            *outputs,
             ("model_name", pa.string()),
             ("model_version", pa.string()),
             ("mlflow_run_id", pa.string()),
@@ -50,17 +67,26 @@ ENGINES = pa.array(["sklearn", "compiled"], pa.string())
 
 
 def predict_scores(
-    model: Any, batch: pa.RecordBatch, chunk_rows: int, fast: compiled.CompiledModel | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return positive-class probabilities and which rows the compiled model scored (all False without one)."""
+    model: Any,
+    batch: pa.RecordBatch,
+    chunk_rows: int,
+    fast: compiled.CompiledModel | None = None,
+    kind: Kind = Kind.BINARY,
+    threshold: float = 0.5,
+    classes: list[str] | None = None,
+) -> tuple[Outputs, np.ndarray]:
+    """Return the model's outputs for a batch and which rows the compiled model scored (all False without one)."""
     if fast is not None:
         encoded = fast.encoder.encode(batch) if fast.encoder else model[:-1].transform(batch.to_pandas())
-        return fast.predict_routed(encoded)
-    encoded = model[:-1].transform(batch.to_pandas())
-    classifier = model[-1]
-    parts = [classifier.predict_proba(encoded[i : i + chunk_rows])[:, 1] for i in range(0, len(encoded), chunk_rows)]
-    scores = np.concatenate(parts) if parts else np.empty(0)
-    return scores, np.zeros(len(scores), bool)
+        scores, by_compiled = fast.predict_routed(encoded)
+        return Outputs(scores, (scores >= threshold).astype("int8")), by_compiled
+    frame = batch.to_pandas()
+    parts = [
+        predict(model, frame.iloc[i : i + chunk_rows], kind, threshold, classes)
+        for i in range(0, len(frame), chunk_rows)
+    ]
+    outputs = concat(parts)
+    return outputs, np.zeros(len(outputs), bool)
 
 
 def scoring_engine(
@@ -71,6 +97,8 @@ def scoring_engine(
     `auto` uses the compiled library when it verifies and falls back to scikit-learn with the reason; `compiled`
     refuses to score without it; `sklearn` never looks for it.
     """
+    if not compiled.compilable(config):
+        return None, compiled.not_compilable_reason(config)
     if config.scoring.engine == "sklearn":
         return None, "scoring.engine is sklearn"
     try:
@@ -373,6 +401,27 @@ def _commit_shards(
     return summary
 
 
+def models_classes(config: PipelineConfig, ref: ModelRef) -> list[str]:
+    """The classes of a multiclass model version, in its probability order (from its model card)."""
+    classes = Registry.open(config).model_card(ref).classes
+    if not classes:
+        raise PipelineError(f"{ref.name} v{ref.version} records no classes: it was not trained as a multiclass model")
+    return classes
+
+
+def _output_columns(outputs: Outputs, schema: pa.Schema) -> list[pa.Array]:
+    """The kind's output columns (score, prediction and, multiclass, the probabilities) in the schema's types."""
+    columns: list[pa.Array] = [
+        pa.array(outputs.score, pa.float64()),
+        pa.array(outputs.prediction, schema.field("prediction").type),
+    ]
+    if outputs.probabilities is not None:
+        struct = schema.field("probabilities").type
+        fields = [pa.array(outputs.probabilities[:, i], pa.float64()) for i in range(outputs.probabilities.shape[1])]
+        columns.append(pa.StructArray.from_arrays(fields, fields=list(struct)))
+    return columns
+
+
 def _write_predictions(
     config: PipelineConfig,
     model: Any,
@@ -390,7 +439,9 @@ def _write_predictions(
     """
     temp = temp_path_beside(target)
     scored_at = pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC"))
-    schema = prediction_schema(partition.schema.field(config.id_column).type)
+    kind, threshold = config.model.kind, config.model.decision_threshold
+    classes = models_classes(config, ref) if kind is Kind.MULTICLASS else None
+    schema = prediction_schema(partition.schema.field(config.id_column).type, kind, classes)
     progress = _Progress(total, config.scoring.progress_every_seconds)
     score_sum = positives = 0.0
     compiled_rows = 0
@@ -401,17 +452,18 @@ def _write_predictions(
             for batch in batches:
                 now = time.perf_counter()
                 spent["read"] += now - clock
-                scores, by_compiled = predict_scores(model, batch, config.scoring.predict_chunk_rows, fast)
+                outputs, by_compiled = predict_scores(
+                    model, batch, config.scoring.predict_chunk_rows, fast, kind, threshold, classes
+                )
+                scores = outputs.score
                 clock, now = now, time.perf_counter()
                 spent["predict"] += now - clock
-                predicted = (scores >= config.model.decision_threshold).astype("int8")
                 rows = len(scores)
                 writer.write_table(
                     pa.table(
                         [
                             batch.column(config.id_column),
-                            pa.array(scores, pa.float64()),
-                            pa.array(predicted, pa.int8()),
+                            *_output_columns(outputs, schema),
                             pa.repeat(pa.scalar(ref.name, pa.string()), rows),
                             pa.repeat(pa.scalar(ref.version, pa.string()), rows),
                             pa.repeat(pa.scalar(ref.run_id, pa.string()), rows),
@@ -422,6 +474,7 @@ def _write_predictions(
                         schema=schema,
                     )
                 )
+                predicted = outputs.prediction if kind is Kind.BINARY else np.zeros(0)
                 score_sum += float(scores.sum())
                 positives += float(predicted.sum())
                 compiled_rows += int(by_compiled.sum())

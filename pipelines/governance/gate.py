@@ -6,14 +6,17 @@ import logging
 from datetime import date
 
 import numpy as np
-from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+import pandas as pd
 
 from pipelines.core.config import PipelineConfig
 from pipelines.core.contracts import CI_LEVEL, Alias, Candidate, Comparison, GateResult, ModelRef, PromotionPath
 from pipelines.core.errors import PipelineError
+from pipelines.core.kinds import Kind
+from pipelines.core.kinds import metric as metric_spec
 from pipelines.core.paths import COMPARISONS, REPORTS
 from pipelines.governance.registry import Registry
-from pipelines.steps.performance import classification_metrics, performance_report
+from pipelines.steps.performance import kind_metrics, metric_value, performance_report_by_kind
+from pipelines.steps.predictions import Outputs, as_classes, predict
 from pipelines.steps.training import load_labelled
 from pipelines.storage import report_store
 from pipelines.storage.atomic import write_json_atomic
@@ -25,33 +28,46 @@ class PromotionError(PipelineError):
     """A promotion or rollback that the registry, the gate or the audit log does not allow."""
 
 
-def _metric(name: str, y: np.ndarray, score: np.ndarray, threshold: float) -> float:
-    if name == "roc_auc":
-        return float(roc_auc_score(y, score))
-    fn = {"precision": precision_score, "recall": recall_score, "f1": f1_score}[name]
-    return float(fn(y, (score >= threshold).astype(int), zero_division=0))
-
-
 def paired_bootstrap(
     y: np.ndarray,
-    candidate: np.ndarray,
-    champion: np.ndarray,
+    candidate: np.ndarray | Outputs,
+    champion: np.ndarray | Outputs,
     metric: str,
     threshold: float,
     samples: int,
     seed: int = 0,
+    kind: Kind = Kind.BINARY,
+    classes: list[str] | None = None,
 ) -> Comparison:
-    """Return the candidate-minus-champion metric difference and its paired bootstrap interval (CI_LEVEL)."""
+    """Return the candidate's gain over the champion on a metric and its paired bootstrap interval (CI_LEVEL).
+
+    The gain is the improvement: candidate minus champion for a higher-is-better metric, champion minus candidate
+    for a lower-is-better one (rmse), so a positive gain is always better. Arrays are binary scores.
+    """
+    kind, classes = Kind(kind), classes or []
+    spec = metric_spec(kind, metric)
+    ours = candidate if isinstance(candidate, Outputs) else Outputs(candidate, (candidate >= threshold).astype(int))
+    theirs = champion if isinstance(champion, Outputs) else Outputs(champion, (champion >= threshold).astype(int))
+
+    def gain(index: np.ndarray | slice) -> float:
+        rows = np.arange(len(y))[index]
+        return spec.improvement(
+            metric_value(kind, metric, y[rows], ours.take(rows), threshold, classes),
+            metric_value(kind, metric, y[rows], theirs.take(rows), threshold, classes),
+        )
+
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(samples):
         idx = rng.integers(0, len(y), len(y))
-        if y[idx].min() == y[idx].max():
+        if kind.classifies and len(np.unique(y[idx])) < 2:
             continue
-        diffs.append(
-            _metric(metric, y[idx], candidate[idx], threshold) - _metric(metric, y[idx], champion[idx], threshold)
-        )
-    point = _metric(metric, y, candidate, threshold) - _metric(metric, y, champion, threshold)
+        value = gain(idx)
+        if np.isfinite(value):
+            diffs.append(value)
+    point = gain(slice(None))
+    if not diffs:
+        raise PromotionError(f"the gate's bootstrap found no resample where {metric} is defined: too few labelled rows")
     tail = 100 * (1 - CI_LEVEL) / 2
     low, high = np.percentile(diffs, [tail, 100 - tail])
     return Comparison(difference=point, ci_low=float(low), ci_high=float(high), samples=len(diffs))
@@ -61,6 +77,8 @@ def gain_failures(config: PipelineConfig, comparison: Comparison) -> list[str]:
     """Return why the gain is not enough: below min_gain, or (require_significance) its interval reaches down to it."""
     rules = config.promotion
     gain = f"{rules.metric} gain {comparison.describe()}"
+    if not metric_spec(config.model.kind, rules.metric).higher_is_better:
+        gain = f"{rules.metric} gain (its reduction) {comparison.describe()}"
     if comparison.difference < rules.min_gain:
         return [f"{gain} is below the required {rules.min_gain:+.4f} (promotion.min_gain)"]
     if rules.require_significance and comparison.ci_low <= rules.min_gain:
@@ -75,16 +93,18 @@ def floor_failures(config: PipelineConfig, metrics: dict[str, float], first: boo
     """Return one sentence per promotion floor the candidate's held-out metrics miss."""
     failures = []
     for name, floor in config.promotion.floors.items():
-        if metrics[name] < floor:
+        spec = metric_spec(config.model.kind, name)
+        if name not in metrics:
+            failures.append(f"candidate {name} could not be measured on its held-out data (promotion.floors)")
+        elif spec.misses(metrics[name], floor):
             extra = (
                 " The first champion must pass the floors too: if this is the best this data allows, lower "
                 f"promotion.floors.{name} in the config and retrain"
                 if first
                 else ""
             )
-            failures.append(
-                f"candidate {name} {metrics[name]:.4f} is below the floor {floor:g} (promotion.floors).{extra}"
-            )
+            side = "below the floor" if spec.higher_is_better else "above the ceiling"
+            failures.append(f"candidate {name} {metrics[name]:.4f} is {side} {floor:g} (promotion.floors).{extra}")
     return failures
 
 
@@ -98,16 +118,28 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
             "wait for newer labels before comparing them"
         )
     frame, _ = load_labelled(config, [date.fromisoformat(d) for d in days])
-    y = frame[config.target].to_numpy()
-    threshold, features = config.model.decision_threshold, config.features.all
-    scores = {
-        "candidate": models.load_model(candidate.ref).predict_proba(frame[features])[:, 1],
-        "champion": models.load_model(champion).predict_proba(frame[features])[:, 1],
+    kind, threshold, features = config.model.kind, config.model.decision_threshold, config.features.all
+    y, frame = labels_of(config, frame)
+    classes = models.model_card(candidate.ref).classes
+    outputs = {
+        "candidate": predict(models.load_model(candidate.ref), frame[features], kind, threshold, classes or None),
+        "champion": predict(
+            models.load_model(champion), frame[features], kind, threshold, models.model_card(champion).classes or None
+        ),
     }
-    metrics = {who: classification_metrics(y, s, threshold) for who, s in scores.items()}
+    if kind is Kind.MULTICLASS:
+        outputs["champion"] = _aligned(outputs["champion"], models.model_card(champion).classes, classes)
+    metrics = {who: kind_metrics(kind, y, o, threshold, classes) for who, o in outputs.items()}
     rules = config.promotion
     comparison = paired_bootstrap(
-        y, scores["candidate"], scores["champion"], rules.metric, threshold, rules.bootstrap_samples
+        y,
+        outputs["candidate"],
+        outputs["champion"],
+        rules.metric,
+        threshold,
+        rules.bootstrap_samples,
+        kind=kind,
+        classes=classes,
     )
     reasons = gain_failures(config, comparison) + floor_failures(config, metrics["candidate"])
     result = GateResult(
@@ -120,8 +152,10 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
         reasons=reasons,
     )
     folder = config.work_root / REPORTS / COMPARISONS / str(result.pair)
-    for who, s in scores.items():
-        result.reports |= performance_report(frame.assign(target=y, score=s), threshold, folder, stem=who)
+    for who, o in outputs.items():
+        result.reports |= performance_report_by_kind(
+            kind, frame.assign(target=y, score=o.score, prediction=o.prediction), threshold, folder, stem=who
+        )
     write_json_atomic(folder / "comparison.json", result.model_dump(mode="json"))
     result.reports["comparison_json"] = str(folder / "comparison.json")
     report_store.publish(config, folder)
@@ -138,6 +172,32 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
         reasons,
     )
     return result
+
+
+def labels_of(config: PipelineConfig, frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """The labelled rows the kind can judge by, and their labels (0/1, class text, finite floats)."""
+    values = frame[config.target]
+    kind = config.model.kind
+    if kind is Kind.REGRESSION:
+        numbers = pd.to_numeric(values, errors="coerce").astype(float).to_numpy()
+        keep = np.isfinite(numbers)
+        return numbers[keep], frame[keep]
+    if kind is Kind.MULTICLASS:
+        keep = values.notna().to_numpy()
+        return as_classes(values[keep]), frame[keep]
+    keep = values.isin([0, 1, True, False]).to_numpy()
+    return values[keep].to_numpy().astype(int), frame[keep]
+
+
+def _aligned(outputs: Outputs, have: list[str], want: list[str]) -> Outputs:
+    """A multiclass model's probabilities in another model's class order (a class it lacks has probability 0)."""
+    if have == want or outputs.probabilities is None:
+        return outputs
+    column = {c: i for i, c in enumerate(have)}
+    proba = np.column_stack(
+        [outputs.probabilities[:, column[c]] if c in column else np.zeros(len(outputs)) for c in want]
+    )
+    return Outputs(outputs.score, outputs.prediction, proba)
 
 
 def evaluate_gate(config: PipelineConfig, candidate: Candidate, alias: Alias) -> GateResult:
@@ -179,7 +239,7 @@ def gate_summary(gate: GateResult) -> str:
     if gate.comparison is None:
         return gate.summary
     rows = "\n".join(
-        f"| {m} | {gate.metrics['candidate'][m]:.4f} | {gate.metrics['champion'][m]:.4f} |"
+        f"| {m} | {gate.metrics['candidate'][m]:.4f} | {gate.metrics['champion'].get(m, float('nan')):.4f} |"
         for m in gate.metrics["candidate"]
     )
     return (

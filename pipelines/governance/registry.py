@@ -23,6 +23,7 @@ from pipelines.core.errors import AuditIntegrityError, ChampionMissingError, NoC
 from pipelines.core.paths import MONITORING
 from pipelines.governance import audit
 from pipelines.steps import compiled
+from pipelines.steps.predictions import predict
 from pipelines.storage import history
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ PROFILE_ARTIFACT = "data_profile.json"
 REFERENCE_ARTIFACT = "reference_sample.parquet"
 HOLDOUT_ARTIFACT = "holdout_scores.parquet"
 DRIFT_THRESHOLDS_ARTIFACT = "drift_thresholds.json"  # per-column alarm thresholds calibrated at registration
+REFERENCE_RUN_TAG = "nightly_ml.reference_run"  # an external version's monitoring reference: a run of ours
 LINEAGE_ARTIFACT = "training_partitions.json"  # the model card: partitions and digests, days, metrics, why
 # Types our own pipeline stores that skops does not trust by default; we only load models we logged.
 SKOPS_TRUSTED_TYPES = [
@@ -220,8 +222,40 @@ class Registry:
             ) from exc
 
     def load_model(self, ref: ModelRef) -> Any:
-        """Load the scikit-learn pipeline of a pinned model version (kept per process: a version never changes)."""
+        """Load a pinned model version (kept per process: a version never changes).
+
+        Its scikit-learn flavour when it has one (every model this product trains; `predict_proba` included), else
+        its pyfunc flavour (an external model).
+        """
         return self._artifacts(ref, "model", lambda: _load_model(self.config.tracking_uri, ref))
+
+    def reference_run(self, ref: ModelRef) -> str | None:
+        """The run holding an external version's monitoring reference, or None before it was built."""
+        return self.client.get_model_version(ref.name, ref.version).tags.get(REFERENCE_RUN_TAG)
+
+    def artifact_ref(self, ref: ModelRef) -> ModelRef:
+        """Where a version's pipeline artifacts live: its own run, or (external) the reference run built for it."""
+        if not self.config.model.external:
+            return ref
+        run = self.reference_run(ref)
+        if run is None:
+            raise StoreMissingError(
+                f"external {ref.name} v{ref.version} has no monitoring reference yet: the night's validate_partition "
+                "builds it from model.reference (rerun the night)"
+            )
+        return ModelRef(ref.name, ref.version, run)
+
+    def log_reference(self, ref: ModelRef, folder: Path, reason: str) -> str:
+        """Log an external version's monitoring artifacts (`folder`) as a run of ours and tag the version with it."""
+        import mlflow
+
+        with mlflow.start_run(
+            experiment_id=self.experiment_id(), run_name=f"reference of {ref.name} v{ref.version}"
+        ) as run:
+            mlflow.set_tags({"nightly_ml.reference_of": f"{ref.name}/{ref.version}", "reason": reason})
+            mlflow.log_artifacts(str(folder))
+        self.tag(ref, REFERENCE_RUN_TAG, run.info.run_id)
+        return str(run.info.run_id)
 
     def download_artifact(self, ref: ModelRef, name: str, folder: Path) -> Path:
         """Download one artifact of a model version's run into `folder`; StoreMissingError if it is gone."""
@@ -243,6 +277,8 @@ class Registry:
         Kept under `<data_root>/monitoring/models/<run id>/` (a version's artifacts never change); the download
         goes to a hidden folder first, so a killed download is never mistaken for the artifact.
         """
+        if name != compiled.ARTIFACT:
+            ref = self.artifact_ref(ref)
         target = self.config.work_root / MONITORING / "models" / ref.run_id / name
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -257,6 +293,10 @@ class Registry:
     def model_card(self, ref: ModelRef) -> ModelCard:
         """Return what a model version was trained on and why (its lineage artifact)."""
         return ModelCard.model_validate_json(self.cached_artifact(ref, LINEAGE_ARTIFACT).read_text())
+
+    def model_card_of(self, name: str, version: str) -> ModelCard:
+        """The model card of a version named by its predictions (name and version columns)."""
+        return self.model_card(self.version(version)) if name == self.name else ModelCard()
 
     def drift_thresholds(self, ref: ModelRef) -> dict[str, dict[str, Any]] | None:
         """Return the drift thresholds calibrated at registration (None for a model registered before them)."""
@@ -280,19 +320,25 @@ class Registry:
         config = self.config
         features = config.features.all
         example = trained.reference[features].head(5)
-        signature = infer_signature(example, trained.model.predict_proba(example)[:, 1])
+        signature = infer_signature(
+            example, predict(trained.model, example, config.model.kind, classes=trained.classes or None).score
+        )
         card = ModelCard(
             partitions=digests,
             train_days=trained.train_days,
             holdout_days=trained.holdout_days,
             metrics=trained.metrics,
             lineage=lineage,
+            kind=str(config.model.kind),
+            classes=trained.classes,
         )
         tags = {  # for people browsing MLflow; the pipeline reads the model card instead
             "training.days": f"{trained.train_days[0]}..{trained.train_days[-1]} ({len(trained.train_days)} partitions)",
             "training.holdout_days": ",".join(trained.holdout_days),
             "training.window_digest": hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest(),
             "code_version": code_version(),
+            "model.kind": str(config.model.kind),
+            "model.trainer": config.model.trainer or "built-in",
             **lineage,
         }
         with mlflow.start_run(experiment_id=self.experiment_id(), run_name=lineage.get("reason", "train")) as run:
@@ -306,7 +352,10 @@ class Registry:
                 trained.reference.to_parquet(folder / REFERENCE_ARTIFACT, index=False)
                 trained.holdout_scores.to_parquet(folder / HOLDOUT_ARTIFACT, index=False)
                 (folder / DRIFT_THRESHOLDS_ARTIFACT).write_text(json.dumps(trained.drift_thresholds, indent=2))
-                if config.scoring.engine != "sklearn":  # never fails the registration: a failure is recorded
+                if not compiled.compilable(config):
+                    tags["scoring.compiled"] = f"no: {compiled.not_compilable_reason(config)}"
+                    mlflow.set_tag("scoring.compiled", tags["scoring.compiled"])
+                elif config.scoring.engine != "sklearn":  # never fails the registration: a failure is recorded
                     build = compiled.compile_model(
                         trained.model, folder / compiled.ARTIFACT, threads=config.scoring.threads
                     )
@@ -320,7 +369,7 @@ class Registry:
                 input_example=example,
                 pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}"],
                 registered_model_name=config.model.registered_name,
-                skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                skops_trusted_types=trusted_types(trained.model),
             )
         ref = ModelRef(config.model.registered_name, str(info.registered_model_version), run.info.run_id)
         for key, value in tags.items():
@@ -329,11 +378,29 @@ class Registry:
         return ref
 
 
+def trusted_types(model: Any) -> list[str]:
+    """The types skops must trust to load a model this product trained: ours, and what a user trainer's model holds.
+
+    Only models the pipeline itself logged are loaded this way; a `model.trainer` is the deployment's own code.
+    """
+    import skops.io as sio  # type: ignore[import-untyped]
+
+    return sorted({*SKOPS_TRUSTED_TYPES, *sio.get_untrusted_types(data=sio.dumps(model))})
+
+
 @lru_cache(maxsize=4)
 def _load_model(tracking_uri: str, ref: ModelRef) -> Any:
+    import mlflow.pyfunc
     import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
 
-    return mlflow.sklearn.load_model(ref.uri)
+    try:
+        return mlflow.sklearn.load_model(ref.uri)
+    except MlflowException as exc:
+        if "sklearn" not in str(exc) and "flavor" not in str(exc):
+            raise
+        log.info("%s has no scikit-learn flavour: loading it as a pyfunc model", ref.uri)
+        return mlflow.pyfunc.load_model(ref.uri)
 
 
 def init_store(config: PipelineConfig) -> str:

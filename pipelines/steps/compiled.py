@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.core.config import PipelineConfig
+from pipelines.core.kinds import Kind
+
 log = logging.getLogger(__name__)
 
 ARTIFACT = "compiled"  # the artifact folder of a model version's run
@@ -59,6 +62,21 @@ class Build:
     @classmethod
     def read(cls, folder: Path) -> Build:
         return cls(**json.loads((folder / BUILD).read_text()))
+
+
+def not_compilable_reason(config: PipelineConfig) -> str:
+    """Why this model is scored by scikit-learn whatever scoring.engine says ("" when it may be compiled)."""
+    if config.model.external:
+        return "the model was registered outside this product (model.external): scikit-learn or pyfunc scores it"
+    if config.model.trainer:
+        return f"model.trainer {config.model.trainer} builds the model: compiled trees cover the built-in trainer only"
+    if config.model.kind is not Kind.BINARY:
+        return f"compiled trees are verified for binary models only; this {config.model.kind} model scores with scikit-learn"
+    return ""
+
+
+def compilable(config: PipelineConfig) -> bool:
+    return not not_compilable_reason(config)
 
 
 def platform_tag() -> str:

@@ -10,6 +10,7 @@ import pandas as pd
 from pipelines.core.cadence import partitions_between, unit
 from pipelines.core.config import PipelineConfig
 from pipelines.core.contracts import Decision
+from pipelines.core.kinds import Metric, metric
 
 
 def drifted(config: PipelineConfig, nights: pd.DataFrame) -> pd.Series:
@@ -22,6 +23,20 @@ def drifted(config: PipelineConfig, nights: pd.DataFrame) -> pd.Series:
 
 def _present(value: object) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _worse(spec: Metric, drop: float) -> str:
+    """A drop in words: absolute for metrics in [0, 1], relative for the others."""
+    direction = "below" if spec.higher_is_better else "above"
+    return f"{drop:.3f} {direction}" if spec.bounded else f"{100 * drop:.1f}% worse than"
+
+
+def _estimate(row: pd.Series, name: str) -> float | None:
+    """Tonight's estimate of a metric: the kind's estimates, or (older rows) the estimated ROC AUC column."""
+    estimates = row.get("estimated_metrics")
+    if isinstance(estimates, dict) and name in estimates:
+        return estimates[name]
+    return row.get("estimated_roc_auc") if name == "roc_auc" else None
 
 
 def decide(
@@ -50,27 +65,31 @@ def decide(
                 f"({shares})"
             )
 
+    spec = metric(config.model.kind, policy.metric)
     evaluated = mine[mine["realised_metrics"].map(lambda m: isinstance(m, dict) and policy.metric in m)]
     if len(evaluated):
         row = evaluated.iloc[-1]
         value = row["realised_metrics"][policy.metric]
-        if policy.realised_floor is not None and value < policy.realised_floor:
+        if policy.realised_floor is not None and spec.misses(value, policy.realised_floor):
             reasons.append(
-                f"realised {policy.metric} {value:.3f} on {row['ds']} is below the floor {policy.realised_floor:g}"
+                f"realised {policy.metric} {value:.3f} on {row['ds']} is "
+                f"{'below the floor' if spec.higher_is_better else 'above the ceiling'} {policy.realised_floor:g}"
             )
-        if policy.realised_max_drop is not None and _present(baseline) and baseline - value > policy.realised_max_drop:
-            reasons.append(
-                f"realised {policy.metric} {value:.3f} on {row['ds']} is {baseline - value:.3f} below the champion's "
-                f"held-out {baseline:.3f} (allowed {policy.realised_max_drop:g})"
-            )
+        if policy.realised_max_drop is not None and baseline is not None and _present(baseline):
+            drop = spec.drop(baseline, value)
+            if drop > policy.realised_max_drop:
+                reasons.append(
+                    f"realised {policy.metric} {value:.3f} on {row['ds']} is {_worse(spec, drop)} the champion's "
+                    f"held-out {baseline:.3f} (allowed {policy.realised_max_drop:g})"
+                )
 
     tonight = mine[mine["ds"] == ds]
-    if policy.estimated_max_drop is not None and policy.metric == "roc_auc" and len(tonight) and _present(baseline):
-        estimate = tonight["estimated_roc_auc"].iloc[-1]
-        if _present(estimate) and baseline - estimate > policy.estimated_max_drop:
+    if policy.estimated_max_drop is not None and len(tonight) and baseline is not None and _present(baseline):
+        estimate = _estimate(tonight.iloc[-1], policy.metric)
+        if estimate is not None and _present(estimate) and spec.drop(baseline, estimate) > policy.estimated_max_drop:
             reasons.append(
-                f"estimated roc_auc {estimate:.3f} is {baseline - estimate:.3f} below the champion's held-out "
-                f"{baseline:.3f} (allowed {policy.estimated_max_drop:g})"
+                f"estimated {policy.metric} {estimate:.3f} is {_worse(spec, spec.drop(baseline, estimate))} the "
+                f"champion's held-out {baseline:.3f} (allowed {policy.estimated_max_drop:g})"
             )
 
     if policy.max_model_age_partitions is not None and trained_until is not None:

@@ -1,9 +1,10 @@
 """Labels: read a night's label files and match them to the scored ids, reporting what does not fit.
 
 Ids are matched by value whatever their stored types (int32 beside int64, text beside integers).
-Coverage is matched ids over scored ids. A label repeated with the same class counts once; an id
-labelled with both classes, a missing or non-binary label, and a label for an id that was never
-scored are left out of the metrics and reported, never raised.
+Coverage is matched ids over scored ids. A label repeated with the same value counts once; an id
+labelled with two values, a missing or unusable label (not 0/1 for a binary model, NaN or infinite for
+regression), a class the model never saw (multiclass: kept for accuracy and F1, reported), and a label for an id
+that was never scored are left out of the metrics or reported, never raised.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pyarrow as pa
 
 from pipelines.core.config import PipelineConfig
 from pipelines.core.errors import DataRootError
+from pipelines.core.kinds import Kind
 from pipelines.core.paths import LABELS
 from pipelines.storage.parquet import read_parquet, read_schema
 from pipelines.storage.partitions import partition_files
@@ -28,7 +30,8 @@ _EXAMPLES = 5
 
 @dataclass
 class LabelSet:
-    """One night's usable labels (`key` = id as matched, `target` 0/1), with what was left out and why."""
+    """One night's usable labels (`key` = id as matched, `target` 0/1, class text or a float), with what was left out
+    and why."""
 
     ds: str
     labels: pd.DataFrame
@@ -99,8 +102,30 @@ def _binary(target: pd.Series) -> pd.Series:
     return numeric.where(numeric.isin([0.0, 1.0]))
 
 
-def read_labels(config: PipelineConfig, ds: str) -> LabelSet:
-    """Read `labels/ds=<ds>`: unreadable files and files without the id or target column are reported and skipped."""
+def _class_text(target: pd.Series) -> pd.Series:
+    """Class labels as text (1, 1.0 and "1" are one class); missing stays NaN."""
+    text = id_key(target).astype(object)
+    return text.where(target.notna())
+
+
+def _finite(target: pd.Series) -> pd.Series:
+    """Regression labels as floats; text, NaN and infinities become NaN."""
+    numbers = pd.to_numeric(target, errors="coerce") if not pd.api.types.is_numeric_dtype(target) else target
+    numbers = numbers.astype(float)
+    return numbers.where(np.isfinite(numbers.to_numpy()))
+
+
+_USABLE = {Kind.BINARY: _binary, Kind.MULTICLASS: _class_text, Kind.REGRESSION: _finite}
+_NOT_USABLE = {Kind.BINARY: "not 0/1", Kind.MULTICLASS: "not a class", Kind.REGRESSION: "not a finite number"}
+
+
+def read_labels(config: PipelineConfig, ds: str, classes: list[str] | None = None) -> LabelSet:
+    """Read `labels/ds=<ds>`: unreadable files and files without the id or target column are reported and skipped.
+
+    `classes` (multiclass): the model's classes; labels of other classes are reported (they still count for
+    accuracy and F1, a class the model cannot predict is an error it makes).
+    """
+    kind = config.model.kind
     issues, frames = [], []
     try:
         files = partition_files(config.data_root, LABELS, ds)
@@ -125,7 +150,7 @@ def read_labels(config: PipelineConfig, ds: str) -> LabelSet:
                 {
                     "key": id_key(raw[config.id_column]),
                     "no_id": raw[config.id_column].isna(),
-                    "target": _binary(raw[config.target]),
+                    "target": _USABLE[kind](raw[config.target]),
                     "given": raw[config.target].astype(object),
                 }
             )
@@ -139,28 +164,40 @@ def read_labels(config: PipelineConfig, ds: str) -> LabelSet:
     bad = labels["target"].isna().to_numpy() & ~no_id
     if bad.any():
         shown = _examples(every.loc[bad, "given"])
-        issues.append(f"{int(bad.sum()):,} label(s) are missing or not 0/1 (for example {shown}): left out")
+        issues.append(f"{int(bad.sum()):,} label(s) are missing or {_NOT_USABLE[kind]} (for example {shown}): left out")
     valid = labels[~no_id & ~bad]
     unique = valid.drop_duplicates()
     if len(unique) < len(valid):
-        issues.append(f"{len(valid) - len(unique):,} label row(s) repeat an id with the same class: counted once")
-    classes = unique.groupby("key")["target"].nunique()
-    conflicting = classes.index[classes > 1]
+        issues.append(f"{len(valid) - len(unique):,} label row(s) repeat an id with the same value: counted once")
+    values = unique.groupby("key")["target"].nunique()
+    conflicting = values.index[values > 1]
     if len(conflicting):
         issues.append(
-            f"{len(conflicting):,} id(s) are labelled with both classes (for example {list(conflicting[:_EXAMPLES])}): "
-            "left out of the metrics; fix the label export"
+            f"{len(conflicting):,} id(s) are labelled with two different values (for example "
+            f"{list(conflicting[:_EXAMPLES])}): left out of the metrics; fix the label export"
         )
-    labels = unique[~unique["key"].isin(conflicting)].astype({"target": "int64"})
+    labels = unique[~unique["key"].isin(conflicting)]
+    if kind is Kind.BINARY:
+        labels = labels.astype({"target": "int64"})
+    elif kind is Kind.REGRESSION:
+        labels = labels.astype({"target": "float64"})
+    elif classes:
+        unseen = ~labels["target"].isin(classes)
+        if unseen.any():
+            issues.append(
+                f"{int(unseen.sum()):,} label(s) name a class the model never saw in training (for example "
+                f"{_examples(labels.loc[unseen, 'target'])}): they count as errors; retraining learns the class"
+            )
     for issue in issues:
         log.warning("labels of %s: %s", ds, issue)
     return LabelSet(ds, labels.reset_index(drop=True), len(every), issues, fingerprint(files))
 
 
 def match_labels(predictions: pd.DataFrame, labels: LabelSet) -> LabelMatch:
-    """Join scores (`id`, `score`) to labels by id value; coverage = matched ids / scored ids."""
+    """Join predictions (`id`, `score`, ...) to labels by id value; coverage = matched ids / scored ids."""
     scored = predictions.assign(key=id_key(predictions["id"]))
-    joined = scored.merge(labels.labels, on="key", how="inner")[["id", "score", "target"]]
+    joined = scored.merge(labels.labels, on="key", how="inner")
+    joined = joined[[c for c in joined.columns if c != "key"]]
     unscored = int((~labels.labels["key"].isin(scored["key"])).sum())
     issues = list(labels.issues)
     if unscored:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 from datetime import date
@@ -9,17 +10,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
 from pipelines.core.config import PipelineConfig
-from pipelines.core.errors import PipelineError, TrainingNotReady
+from pipelines.core.errors import PipelineError, TrainerError, TrainingNotReady
+from pipelines.core.kinds import Kind
 from pipelines.core.paths import INCOMING, LABELS, QUARANTINE
 from pipelines.steps.drift import calibrate_thresholds
 from pipelines.steps.labels import id_key, read_labels
-from pipelines.steps.performance import classification_metrics
+from pipelines.steps.performance import kind_metrics
+from pipelines.steps.predictions import as_classes, model_classes, predict
 from pipelines.steps.profile import data_profile
 from pipelines.storage import history, report_store
 from pipelines.storage.partitions import list_partitions, partition_digest, partition_dir, partition_files
@@ -72,7 +76,50 @@ def load_labelled(config: PipelineConfig, days: list[date]) -> tuple[pd.DataFram
     return pd.concat(frames, ignore_index=True), digests
 
 
-def build_model(config: PipelineConfig) -> Pipeline:
+def build_model(config: PipelineConfig) -> Any:
+    """Return the unfitted model: the configured trainer's, else the built-in one of the kind."""
+    if config.model.trainer:
+        return user_model(config)
+    return builtin_model(config)
+
+
+def user_model(config: PipelineConfig) -> Any:
+    """Call `model.trainer` ("package.module:function") and check it returned an unfitted estimator."""
+    spec = str(config.model.trainer)
+    module_name, _, function_name = spec.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as exc:
+        raise TrainerError(
+            f"model.trainer {spec!r} cannot be imported ({type(exc).__name__}: {exc}): install the module on every "
+            "worker (the deployment's include/ folder is on the path, see docs/configuration.md) or fix the name"
+        ) from exc
+    try:
+        model = function(
+            numeric=list(config.features.numeric),
+            categorical=list(config.features.categorical),
+            kind=str(config.model.kind),
+            seed=config.training.seed,
+        )
+    except Exception as exc:  # the user's code: any failure is reported as its own
+        raise TrainerError(f"model.trainer {spec} raised {type(exc).__name__}: {str(exc)[:300]}") from exc
+    needs = ["fit", "predict"] + (["predict_proba"] if config.model.kind.classifies else [])
+    missing = [name for name in needs if not callable(getattr(model, name, None))]
+    if missing:
+        raise TrainerError(
+            f"model.trainer {spec} returned {type(model).__name__}, which has no {', '.join(missing)}: it must return an "
+            f"unfitted scikit-learn-compatible estimator (a Pipeline included) for a {config.model.kind} model"
+        )
+    try:
+        return clone(model)  # a fresh, unfitted copy: the same function called twice never shares state
+    except (TypeError, RuntimeError) as exc:
+        raise TrainerError(
+            f"model.trainer {spec} returned {type(model).__name__}, which scikit-learn cannot clone ({exc}): return an "
+            "estimator that follows scikit-learn's conventions (get_params/set_params)"
+        ) from exc
+
+
+def builtin_model(config: PipelineConfig) -> Pipeline:
     """Return an unfitted pipeline: ordinal-encoded categoricals fed to HistGradientBoosting's native support."""
     categorical = config.features.categorical
     encoder = OrdinalEncoder(
@@ -82,19 +129,20 @@ def build_model(config: PipelineConfig) -> Pipeline:
         [("categorical", encoder, categorical), ("numeric", "passthrough", config.features.numeric)],
         verbose_feature_names_out=False,
     )
-    classifier = HistGradientBoostingClassifier(
+    learner = HistGradientBoostingRegressor if config.model.kind is Kind.REGRESSION else HistGradientBoostingClassifier
+    estimator = learner(
         categorical_features=list(range(len(categorical))),
         random_state=config.training.seed,
         **config.model.hyperparameters,
     )
-    return Pipeline([("columns", columns), ("classifier", classifier)])
+    return Pipeline([("columns", columns), ("classifier", estimator)])
 
 
 @dataclass
 class TrainedModel:
     """A fitted pipeline with its held-out metrics and what later steps need from its training data."""
 
-    model: Pipeline
+    model: Any
     metrics: dict[str, float]
     train_days: list[str]
     holdout_days: list[str]
@@ -102,6 +150,7 @@ class TrainedModel:
     reference: pd.DataFrame
     holdout_scores: pd.DataFrame
     drift_thresholds: dict[str, dict[str, Any]]
+    classes: list[str]
 
 
 def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedModel:
@@ -117,20 +166,39 @@ def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedMode
             f"only {len(train)} labelled training rows, training.min_rows is {config.training.min_rows}: "
             "wait for more labels or lower training.min_rows"
         )
-    features, target = config.features.all, config.target
-    if train[target].nunique() < 2:
+    features, target, kind = config.features.all, config.target, config.model.kind
+    train, holdout, labels = _usable_targets(config, train, holdout)
+    if kind.classifies and labels.nunique() < 2:
         raise TrainingNotReady(f"target {target!r} has a single class in the training window: wait for more labels")
-    model = build_model(config).fit(train[features], train[target])
-    score = model.predict_proba(holdout[features])[:, 1]
-    metrics = classification_metrics(holdout[target].to_numpy(), score, config.model.decision_threshold)
+    try:
+        model = build_model(config).fit(train[features], labels)
+    except TrainerError:
+        raise
+    except Exception as exc:
+        if not config.model.trainer:
+            raise
+        raise TrainerError(f"the estimator of model.trainer {config.model.trainer} failed to fit: {exc}"[:600]) from exc
+    classes = model_classes(model) if kind is Kind.MULTICLASS else []
+    threshold = config.model.decision_threshold
+    held = predict(model, holdout[features], kind, threshold, classes)
+    y_holdout = _targets(kind, holdout[target])
+    metrics = kind_metrics(kind, y_holdout, held, threshold, classes)
     log.info(
         "trained on %s rows (%d days), held-out metrics %s", f"{len(train):,}", len(days) - len(holdout_days), metrics
     )
     sample_rows = min(config.training.reference_sample_rows, len(train))
     reference = train.sample(n=sample_rows, random_state=config.training.seed)[[*features, target]]
-    reference = reference.assign(score=model.predict_proba(reference[features])[:, 1]).reset_index(drop=True)
+    reference = reference.assign(score=predict(model, reference[features], kind, threshold, classes).score)
+    reference = reference.reset_index(drop=True)
     rows_per_partition = int(frame.groupby("ds").size().median())
     thresholds = calibrate_thresholds(config, reference, rows_per_partition, seed=config.training.seed)
+    holdout_scores = pd.DataFrame({"score": held.score, "label": y_holdout, "ds": holdout["ds"].to_numpy()})
+    if kind is Kind.MULTICLASS and held.probabilities is not None:
+        holdout_scores = holdout_scores.assign(**{f"proba_{i}": held.probabilities[:, i] for i in range(len(classes))})
+    if kind is Kind.REGRESSION:  # direct loss estimation learns the error from the features
+        holdout_scores = pd.concat([holdout_scores, holdout[features].reset_index(drop=True)], axis=1)
+    if len(holdout_scores) > config.training.reference_sample_rows:
+        holdout_scores = holdout_scores.sample(n=config.training.reference_sample_rows, random_state=0)
     return TrainedModel(
         model=model,
         metrics=metrics,
@@ -138,8 +206,49 @@ def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedMode
         holdout_days=list(holdout_days),
         profile=data_profile(train, config),
         reference=reference,
-        holdout_scores=pd.DataFrame(
-            {"score": score, "label": holdout[target].to_numpy(), "ds": holdout["ds"].to_numpy()}
-        ),
+        holdout_scores=holdout_scores.reset_index(drop=True),
         drift_thresholds=thresholds,
+        classes=classes,
     )
+
+
+def _targets(kind: Kind, values: pd.Series) -> np.ndarray:
+    """Labels as the kind compares them: 0/1 integers, class text, or floats."""
+    if kind is Kind.MULTICLASS:
+        return as_classes(values)
+    if kind is Kind.BINARY:
+        return values.to_numpy().astype(int)
+    return values.to_numpy(dtype=float)
+
+
+def _usable_targets(
+    config: PipelineConfig, train: pd.DataFrame, holdout: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """Drop rows whose label the kind cannot learn from (NaN or infinite numbers, missing classes); say how many."""
+    target, kind = config.target, config.model.kind
+    kept = []
+    for part in (train, holdout):
+        values = part[target]
+        if kind is Kind.REGRESSION:
+            numbers = pd.to_numeric(values, errors="coerce").astype(float)
+            good = np.isfinite(numbers.to_numpy())
+        elif kind is Kind.BINARY:
+            good = values.notna().to_numpy() & values.isin([0, 1, True, False]).to_numpy()
+        else:
+            good = values.notna().to_numpy()
+        if (~good).any():
+            log.warning(
+                "left out of training: %s row(s) whose label %r is not usable", f"{int((~good).sum()):,}", target
+            )
+        kept.append(part[good])
+    train, holdout = kept
+    if train.empty or holdout.empty:
+        raise TrainingNotReady(
+            f"no usable labels in the training window's {'training' if train.empty else 'held-out'} rows"
+        )
+    labels = train[target]
+    if kind is Kind.MULTICLASS:
+        labels = pd.Series(as_classes(labels), index=train.index)
+    elif kind is Kind.REGRESSION:
+        labels = pd.to_numeric(labels).astype(float)
+    return train, holdout, labels

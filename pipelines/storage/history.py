@@ -35,6 +35,10 @@ NIGHTS = sa.Table(
     sa.Column("realised_roc_auc", sa.Float),
     sa.Column("realised_accuracy", sa.Float),
     sa.Column("realised_metrics", sa.JSON),
+    sa.Column("estimated_metrics", sa.JSON),  # the kind's estimates
+    sa.Column("metric", sa.String(32)),  # retraining.metric (the kind's primary metric by default)
+    sa.Column("estimated_metric", sa.Float),
+    sa.Column("realised_metric", sa.Float),
     sa.Column("label_coverage", sa.Float),
     sa.Column("decision", sa.String(32)),
     sa.Column("decision_reasons", sa.JSON),
@@ -88,6 +92,11 @@ def add_missing_columns(db: sa.Engine, table: sa.Table) -> None:
                 raise
 
 
+def _mine(config: PipelineConfig) -> Any:
+    """The rows of the config's model: one history database holds many models."""
+    return NIGHTS.c.model_name == config.model.registered_name
+
+
 def _key(ds: str, model_name: str, model_version: str) -> Any:
     return sa.and_(NIGHTS.c.ds == ds, NIGHTS.c.model_name == model_name, NIGHTS.c.model_version == model_version)
 
@@ -132,15 +141,16 @@ def night(config: PipelineConfig, ds: str, model_name: str, model_version: str) 
 
 
 def read_history(config: PipelineConfig) -> pd.DataFrame:
-    """Return the whole history ordered by night (one row per night and model version)."""
+    """Return the model's history ordered by night (one row per night and model version)."""
     with engine(config).connect() as conn:
-        frame = pd.read_sql(NIGHTS.select().order_by(NIGHTS.c.ds, NIGHTS.c.model_version), conn)
+        frame = pd.read_sql(NIGHTS.select().where(_mine(config)).order_by(NIGHTS.c.ds, NIGHTS.c.model_version), conn)
     for column in (
         "validation_failures",
         "validation_warnings",
         "drifted_columns",
         "drift_stats",
         "realised_metrics",
+        "estimated_metrics",
         "decision_reasons",
         "reports",
         "task_seconds",
@@ -154,7 +164,9 @@ def quarantined_nights(config: PipelineConfig) -> set[str]:
     """The nights whose latest record is a refusal by validation (the database's word, beside the report store's)."""
     latest: dict[str, tuple[Any, bool]] = {}
     with engine(config).connect() as conn:
-        rows = conn.execute(sa.select(NIGHTS.c.ds, NIGHTS.c.validation_success, NIGHTS.c.updated_at)).all()
+        rows = conn.execute(
+            sa.select(NIGHTS.c.ds, NIGHTS.c.validation_success, NIGHTS.c.updated_at).where(_mine(config))
+        ).all()
     for ds, success, at in rows:
         if ds not in latest or (at is not None and (latest[ds][0] is None or at > latest[ds][0])):
             latest[ds] = (at, bool(success))
@@ -164,11 +176,13 @@ def quarantined_nights(config: PipelineConfig) -> set[str]:
 def scored_versions(config: PipelineConfig) -> list[str]:
     """The model versions the history recorded nights for, oldest night first (evidence of earlier champions)."""
     with engine(config).connect() as conn:
-        rows = conn.execute(sa.select(NIGHTS.c.model_version, NIGHTS.c.ds).order_by(NIGHTS.c.ds)).all()
+        rows = conn.execute(
+            sa.select(NIGHTS.c.model_version, NIGHTS.c.ds).where(_mine(config)).order_by(NIGHTS.c.ds)
+        ).all()
     return list(dict.fromkeys(str(version) for version, _ in rows if version))
 
 
 def has_nights(config: PipelineConfig) -> bool:
     """Return whether any night was ever recorded (evidence of an earlier deployment)."""
     with engine(config).connect() as conn:
-        return conn.execute(sa.select(NIGHTS.c.ds).limit(1)).first() is not None
+        return conn.execute(sa.select(NIGHTS.c.ds).where(_mine(config)).limit(1)).first() is not None

@@ -19,7 +19,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from pydantic import ValidationError
 
-from pipelines.core.config import PipelineConfig, load_config
+from pipelines.core.config import ModelSource, PipelineConfig, bind_dag, config_for_dag
 from pipelines.core.contracts import Approval, RetrainRequest, TriggerParams
 from pipelines.core.errors import PipelineError, TrainingNotReady, TriggerParamsError
 
@@ -65,10 +65,11 @@ def task_run(context: Any, params: type[TriggerParams] | None) -> TaskRun:
         for events in (context.get("triggering_asset_events") or {}).values()
         for event in events
     ]
+    dag_id = context["dag"].dag_id
     return TaskRun(
-        config=load_config(),
+        config=config_for_dag(dag_id),
         run_id=context["run_id"],
-        params=read_params(params, context.get("params"), context["dag"].dag_id) if params else None,
+        params=read_params(params, context.get("params"), dag_id) if params else None,
         triggered_by=getattr(run, "triggering_user_name", None),
         requests=requests,
     )
@@ -185,3 +186,51 @@ def skip_until_ready() -> Iterator[None]:
             yield
         except TrainingNotReady as exc:
             raise AirflowSkipException(str(exc)) from exc
+
+
+def model_dags(base: str, build: Callable[[str, PipelineConfig], Any], sources: list[ModelSource]) -> None:
+    """Define one DAG `base` per model of the deployment (`build(dag_id, config)`), each bound to its config file.
+
+    A model whose config is broken gets a DAG of the same id whose one task fails with the config's error, so the
+    error shows where that model's DAG is, and the other models' DAGs are untouched.
+    """
+    for source in sources:
+        dag_id = source.dag_id(base)
+        bind_dag(dag_id, source.file)
+        if source.config is None:
+            broken_model_dag(dag_id, source)
+        else:
+            build(dag_id, source.config)
+
+
+def broken_model_dag(dag_id: str, source: ModelSource) -> Any:
+    """A DAG that says a model's config is broken: unscheduled, and its only task fails with the error."""
+    import logging
+    import warnings
+
+    from airflow.sdk import dag, task
+
+    error = str(source.error)
+    shown = error.replace("`", "'")  # the error sits in a code block it must not end
+    logging.getLogger(__name__).error("model config %s is broken: %s", source.file, error)
+    warnings.warn(f"model config {source.file.name} is broken, {dag_id} cannot run: {error}", stacklevel=2)
+
+    @dag(
+        dag_id=dag_id,
+        schedule=None,
+        start_date=EARLIEST_START,
+        catchup=False,
+        tags=["nightly-ml", "broken-config"],
+        doc_md=f"### The model config `{source.file.name}` is broken\n\n```\n{shown}\n```\n\nFix the file; the "
+        "other models' DAGs are not affected.",
+    )
+    def broken() -> None:
+        @task(retries=0)
+        def config_error() -> None:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"model config {source.file.name} is broken: {error}")
+
+        config_error()
+
+    return broken()

@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-from pipelines.core.config import PipelineConfig, load_config
+from pipelines.core.config import PipelineConfig, config_for_dag
 from pipelines.core.contracts import AlertEvent
 from pipelines.core.errors import PartitionQuarantinedError, PipelineError
 from pipelines.storage.partitions import partition_date
@@ -33,7 +33,7 @@ class PipelineAlert(BaseNotifier):
         self.event = event
 
     def notify(self, context: Any) -> None:
-        config = load_config()
+        config = config_for_dag(context["ti"].dag_id)
         alert = build_alert(config, self.event, context)
         if alert is None or alert.event not in config.alerts.events:
             return

@@ -74,11 +74,11 @@ def test_labels_with_both_classes_are_left_out_and_reported(lake):
     _replace_labels(lake, GOOD, {"a.parquet": pa.Table.from_pandas(pd.concat([labels, flipped]), preserve_index=False)})
     matched = match_labels(_scores(lake, GOOD), read_labels(lake, GOOD))
     assert matched.coverage == 0 and matched.joined.empty
-    assert any(f"{len(labels):,} id(s) are labelled with both classes" in issue for issue in matched.issues)
+    assert any(f"{len(labels):,} id(s) are labelled with two different values" in issue for issue in matched.issues)
     assert GOOD not in {r.ds for r in evaluation.evaluate_labels(lake)}
     entry = history.night(lake, GOOD, *_version(lake))
     assert entry["realised_roc_auc"] is None and entry["label_coverage"] == 0
-    assert "both classes" in " ".join(entry["realised_metrics"]["labels"]["issues"])
+    assert "two different values" in " ".join(entry["realised_metrics"]["labels"]["issues"])
 
 
 def test_repeated_labels_count_once(lake):
@@ -86,7 +86,7 @@ def test_repeated_labels_count_once(lake):
     _replace_labels(lake, GOOD, {"a.parquet": pa.Table.from_pandas(pd.concat([labels, labels]), preserve_index=False)})
     matched = match_labels(_scores(lake, GOOD), read_labels(lake, GOOD))
     assert matched.coverage == pytest.approx(1.0) and len(matched.joined) == len(labels)
-    assert any("repeat an id with the same class: counted once" in issue for issue in matched.issues)
+    assert any("repeat an id with the same value: counted once" in issue for issue in matched.issues)
 
 
 def test_ids_of_another_type_still_match(lake):

@@ -284,7 +284,14 @@ def test_quarantine_records_forged_or_withdrawn_in_the_bucket_do_not_move_traini
     assert [d.isoformat() for d in all_days] == ["2026-09-01", "2026-09-02", "2026-09-03", "2026-09-04"]
     # a quarantine the pipeline recorded (in the history and the store), then withdrawn by a bucket writer
     history.record_night(
-        config, NightRecord(ds="2026-09-02", model_name="m", model_version="1", rows=10, validation_success=False)
+        config,
+        NightRecord(
+            ds="2026-09-02",
+            model_name=config.model.registered_name,
+            model_version="1",
+            rows=10,
+            validation_success=False,
+        ),
     )
     # a quarantine record the pipeline never wrote
     forged = {"version": "v", "files": {"validation.json": {"sha256": "0" * 64}}}

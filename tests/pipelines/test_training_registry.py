@@ -9,7 +9,8 @@ from pipelines.core.errors import NoChampionError, TrainingDataError
 from pipelines.flows import retraining
 from pipelines.governance import registry
 from pipelines.governance.registry import Registry
-from pipelines.steps.training import classification_metrics, load_labelled, training_partitions
+from pipelines.steps.performance import classification_metrics
+from pipelines.steps.training import load_labelled, training_partitions
 from pipelines.storage.partitions import partition_digest, partition_files
 
 
