@@ -56,10 +56,46 @@ async def require_airflow_login(request: Request) -> object:
     return user
 
 
-def _config():
-    from pipelines.core.config import load_config
+def _sources():
+    from pipelines.core.config import model_sources
 
-    return load_config()
+    return model_sources()
+
+
+def _config():
+    """The config of a single-model deployment (the page at `/`)."""
+    sources = _sources()
+    if len(sources) != 1 or sources[0].suffix or sources[0].config is None:
+        raise HTTPException(status_code=404, detail="this deployment holds several models: open one from the overview")
+    return sources[0].config
+
+
+def _model_config(key: str):
+    """The config of the model `key` (its file's stem): looked up among the deployment's models, never a path."""
+    for source in _sources():
+        if source.suffix == f"__{key}" and source.config is not None:
+            return source.config
+    raise HTTPException(status_code=404, detail="no such model")
+
+
+def _pending_approvals() -> dict[str, int]:
+    """Open approval requests per DAG id (Airflow's human-in-the-loop table); {} when it cannot be read."""
+    try:
+        from airflow.models.hitl import HITLDetail
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from sqlalchemy import func, select
+
+        with create_session() as session:
+            rows = session.execute(
+                select(TaskInstance.dag_id, func.count())
+                .join(HITLDetail, HITLDetail.ti_id == TaskInstance.id)
+                .where(HITLDetail.responded_at.is_(None), TaskInstance.state == "deferred")
+                .group_by(TaskInstance.dag_id)
+            ).all()
+        return {dag_id: int(count) for dag_id, count in rows}
+    except Exception:  # noqa: BLE001  (the overview still renders without the counts, whatever the cause)
+        return {}
 
 
 app = FastAPI(title="Model monitoring", docs_url=None, redoc_url=None, openapi_url=None)
@@ -82,9 +118,42 @@ async def _store_error(request: Request, exc: ReportStoreError):
 
 @app.get("/", response_class=HTMLResponse, dependencies=[Depends(require_airflow_login)])
 def monitoring_page(request: Request) -> HTMLResponse:
+    from pipelines.surfaces.monitoring_page import render_overview, render_page
+
+    sources = _sources()
+    if len(sources) == 1 and not sources[0].suffix and sources[0].config is not None:
+        return HTMLResponse(render_page(sources[0].config, base=MONITORING_PREFIX), headers=PAGE_HEADERS)
+    return HTMLResponse(render_overview(sources, MONITORING_PREFIX, _pending_approvals()), headers=PAGE_HEADERS)
+
+
+@app.get("/model/{key}/", response_class=HTMLResponse, dependencies=[Depends(require_airflow_login)])
+def model_page(key: str) -> HTMLResponse:
     from pipelines.surfaces.monitoring_page import render_page
 
-    return HTMLResponse(render_page(_config(), base=MONITORING_PREFIX), headers=PAGE_HEADERS)
+    base = f"{MONITORING_PREFIX}/model/{key}"
+    return HTMLResponse(
+        render_page(_model_config(key), base=base, overview=f"{MONITORING_PREFIX}/"), headers=PAGE_HEADERS
+    )
+
+
+@app.get("/model/{key}/reports/{partition}/{name}", dependencies=[Depends(require_airflow_login)])
+def model_night_report(key: str, partition: str, name: str) -> Response:
+    from pipelines.surfaces.monitoring_page import read_report
+
+    content = read_report(_model_config(key), partition, name)
+    if content is None:
+        raise HTTPException(status_code=404, detail="no such report")
+    return _sandboxed(name, content)
+
+
+@app.get("/model/{key}/models/{pair}/{name}", dependencies=[Depends(require_airflow_login)])
+def model_comparison_report(key: str, pair: str, name: str) -> Response:
+    from pipelines.surfaces.monitoring_page import read_model_report
+
+    content = read_model_report(_model_config(key), pair, name)
+    if content is None:
+        raise HTTPException(status_code=404, detail="no such comparison")
+    return _sandboxed(name, content)
 
 
 @app.get("/reports/{partition}/{name}", dependencies=[Depends(require_airflow_login)])
@@ -138,18 +207,25 @@ def _return_value(ti_key) -> object:
     return deserialize(XComModel.deserialize_value(row)) if row else None
 
 
+def _model_base(dag_id: str, base_dag: str) -> str:
+    """Where a model's pages are: the plugin's root for a single model, `/model/<key>` for one of many."""
+    key = dag_id.removeprefix(base_dag).removeprefix("__")
+    return f"{MONITORING_PREFIX}/model/{key}" if key else MONITORING_PREFIX
+
+
 class DriftReportLink(BaseOperatorLink):
     """Extra link on batch_scoring.monitor_night: opens that night's Evidently drift report."""
 
     name = "Evidently drift report"
 
     def get_link(self, operator, *, ti_key) -> str:
-        if ti_key.dag_id != "batch_scoring" or ti_key.task_id != "monitor_night":
+        if not ti_key.dag_id.startswith("batch_scoring") or ti_key.task_id != "monitor_night":
             return ""
         from pipelines.core.contracts import NightSummary
 
         summary = _return_value(ti_key)
-        return report_route(summary.ds, "drift.html") if isinstance(summary, NightSummary) else ""
+        base = _model_base(ti_key.dag_id, "batch_scoring")
+        return report_route(summary.ds, "drift.html", base) if isinstance(summary, NightSummary) else ""
 
 
 class GateComparisonLink(BaseOperatorLink):
@@ -158,13 +234,13 @@ class GateComparisonLink(BaseOperatorLink):
     name = "Gate comparison"
 
     def get_link(self, operator, *, ti_key) -> str:
-        if ti_key.dag_id != "retrain_model" or ti_key.task_id != "evaluate_gate":
+        if not ti_key.dag_id.startswith("retrain_model") or ti_key.task_id != "evaluate_gate":
             return ""
         from pipelines.core.contracts import GateResult
 
         gate = _return_value(ti_key)
         pair = gate.pair if isinstance(gate, GateResult) else None
-        return comparison_route(pair, "candidate.html") if pair else ""
+        return comparison_route(pair, "candidate.html", _model_base(ti_key.dag_id, "retrain_model")) if pair else ""
 
 
 class ModelMonitoringPlugin(AirflowPlugin):

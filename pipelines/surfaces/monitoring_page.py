@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.core.config import PipelineConfig
+from pipelines.core.config import ModelSource, PipelineConfig
 from pipelines.core.errors import AuditIntegrityError
 from pipelines.core.paths import COMPARISONS, REPORTS
 from pipelines.governance import audit
@@ -66,8 +66,21 @@ def _read(config: PipelineConfig, folder: str, name: str, local: Callable[[], Pa
     return path.read_bytes() if path else None
 
 
-def trend_chart_png(frame: pd.DataFrame) -> bytes:
-    """Return a PNG of drift share and estimated/realised ROC AUC per night, model version changes marked."""
+def metric_columns(config: PipelineConfig, frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per night, the estimated and realised values of retraining.metric (older binary rows: the ROC AUC columns)."""
+    metric = config.retraining.metric
+    estimated = frame.get("estimated_metric", pd.Series(float("nan"), index=frame.index)).astype(float)
+    realised = frame.get("realised_metric", pd.Series(float("nan"), index=frame.index)).astype(float)
+    if metric == "roc_auc":
+        estimated = estimated.fillna(frame["estimated_roc_auc"].astype(float))
+        realised = realised.fillna(frame["realised_roc_auc"].astype(float))
+    return estimated, realised
+
+
+def trend_chart_png(frame: pd.DataFrame, metric: str = "roc_auc") -> bytes:
+    """Return a PNG of drift share and the estimated/realised metric per night, model version changes marked.
+
+    `frame` holds `estimated` and `realised` columns of the metric (see `metric_columns`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,9 +91,9 @@ def trend_chart_png(frame: pd.DataFrame) -> bytes:
     top.plot(nights, frame["drift_share"], marker="o", color="tab:red", label="drift share")
     top.set_ylabel("drift share")
     top.set_ylim(0, 1)
-    bottom.plot(nights, frame["estimated_roc_auc"], marker="o", label="estimated ROC AUC (CBPE)")
-    bottom.plot(nights, frame["realised_roc_auc"], marker="s", label="realised ROC AUC")
-    bottom.set_ylabel("ROC AUC")
+    bottom.plot(nights, frame["estimated"], marker="o", label=f"estimated {metric}")
+    bottom.plot(nights, frame["realised"], marker="s", label=f"realised {metric}")
+    bottom.set_ylabel(metric)
     versions = frame["model_version"].tolist()
     for i in range(1, len(versions)):
         if versions[i] != versions[i - 1]:
@@ -136,9 +149,15 @@ def _stages(seconds: object, engine: object, engine_rows: object, reason: object
     return cell
 
 
-def render_page(config: PipelineConfig, base: str) -> str:
-    """Return the monitoring page: the trend chart and one table row per night and model version."""
+def render_page(config: PipelineConfig, base: str, overview: str | None = None) -> str:
+    """Return the monitoring page: the trend chart and one table row per night and model version.
+
+    `overview`: the address of the overview of all models, linked at the top (in a deployment of many models).
+    """
+    back = f'<p><a href="{html.escape(overview)}">all models</a></p>' if overview else ""
     frame = history.read_history(config)
+    frame["estimated"], frame["realised"] = metric_columns(config, frame)
+    metric = config.retraining.metric
     rows = []
     for r in frame.sort_values("ds", ascending=False).to_dict("records"):
         failures = "; ".join(r["validation_failures"] or [])
@@ -154,7 +173,7 @@ def render_page(config: PipelineConfig, base: str) -> str:
             f"<td>{html.escape(r['ds'])}</td><td>v{html.escape(str(r['model_version']))}</td>"
             f'<td class={css} title="{html.escape(detail)}">{state}</td>'
             f"<td>{_fmt(r['drift_share'], '{:.2f}')}</td><td>{html.escape(', '.join(r['drifted_columns'] or [])) or '-'}</td>"
-            f"<td>{_fmt(r['estimated_roc_auc'])}</td><td>{_fmt(r['realised_roc_auc'])}</td>"
+            f"<td>{_fmt(r['estimated'])}</td><td>{_fmt(r['realised'])}</td>"
             f'<td title="{html.escape(_label_issues(r["realised_metrics"]))}">{_fmt(r["label_coverage"], "{:.0%}")}</td>'
             f"<td>{html.escape(r['decision'] or '-')}</td>"
             f"<td>{html.escape('; '.join(r['decision_reasons'] or []))}</td>"
@@ -165,14 +184,15 @@ def render_page(config: PipelineConfig, base: str) -> str:
     chart = ""
     champions = _audit_rows(config, base)
     if len(frame):
-        png = base64.b64encode(trend_chart_png(frame.sort_values("ds"))).decode()
-        chart = f'<img alt="drift share and ROC AUC per night" src="data:image/png;base64,{png}">'
+        png = base64.b64encode(trend_chart_png(frame.sort_values("ds"), metric)).decode()
+        chart = f'<img alt="drift share and {metric} per night" src="data:image/png;base64,{png}">'
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Model monitoring</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#fdd}}.ok{{background:#dfd}}.warn{{background:#ffe9b3}}</style>
-</head><body><h1>Model monitoring: {html.escape(config.model.registered_name)}</h1>{chart}
+</head><body>{back}<h1>Model monitoring: {html.escape(config.model.registered_name)}
+<small>({html.escape(str(config.model.kind))}{", external" if config.model.external else ""})</small></h1>{chart}
 <table id="nights"><thead><tr><th>night</th><th>model</th><th>validation</th><th>drift share</th><th>drifted columns</th>
-<th>estimated AUC</th><th>realised AUC</th><th>labels</th><th>decision</th><th>reasons</th><th>seconds per stage</th>
+<th>estimated {html.escape(metric)}</th><th>realised {html.escape(metric)}</th><th>labels</th><th>decision</th><th>reasons</th><th>seconds per stage</th>
 <th>reports</th></tr></thead>
 <tbody>{"".join(rows) or "<tr><td colspan=12>No night has been monitored yet.</td></tr>"}</tbody></table>
 <h2>Champion history (audit log, newest first)</h2>
@@ -204,3 +224,59 @@ def _audit_rows(config: PipelineConfig, base: str) -> str:
             f"<td>{html.escape(e.reason)}</td><td>{cell}</td><td>{html.escape(e.airflow_run_id)}</td></tr>"
         )
     return "".join(rows)
+
+
+def render_overview(sources: list[ModelSource], base: str, pending: dict[str, int] | None = None) -> str:
+    """Return the overview of a deployment's models: one row each, linking to its page (`<base>/model/<key>/`).
+
+    `pending`: open approvals per DAG id (the api-server counts them). A broken config is a row with its error.
+    """
+    pending = pending or {}
+    rows = []
+    for source in sources:
+        key = source.suffix.removeprefix("__")
+        name = html.escape(source.file.name)
+        if source.config is None:
+            rows.append(f"<tr><td>{name}</td><td colspan=9 class=bad>{html.escape(str(source.error))}</td></tr>")
+            continue
+        rows.append(
+            _overview_row(source.config, f"{base}/model/{key}/", pending.get(source.dag_id("retrain_model"), 0))
+        )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Model monitoring</title>
+<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#fdd}}.ok{{background:#dfd}}.warn{{background:#ffe9b3}}</style>
+</head><body><h1>Model monitoring: {len(sources)} model(s)</h1>
+<table id="models"><thead><tr><th>model</th><th>kind</th><th>champion</th><th>last night</th><th>status</th>
+<th>drift share</th><th>metric</th><th>estimated</th><th>realised</th><th>warnings</th><th>pending approvals</th></tr></thead>
+<tbody>{"".join(rows)}</tbody></table></body></html>"""
+
+
+def _overview_row(config: PipelineConfig, link: str, approvals: int) -> str:
+    frame = history.read_history(config)
+    try:
+        last_move = audit.expected_champion(audit.read_audit(config))
+        champion = f"v{last_move.to_version}" if last_move else "-"
+    except AuditIntegrityError:
+        champion = "audit log fails verification"
+    name = f'<a href="{html.escape(link)}">{html.escape(config.model.registered_name)}</a>'
+    kind = html.escape(str(config.model.kind) + (" (external)" if config.model.external else ""))
+    metric = html.escape(config.retraining.metric)
+    if frame.empty:
+        cells = "<td>-</td><td>no night yet</td><td>-</td>" + f"<td>{metric}</td><td>-</td><td>-</td><td>-</td>"
+        return f"<tr><td>{name}</td><td>{kind}</td><td>{html.escape(champion)}</td>{cells}<td>{approvals}</td></tr>"
+    estimated, realised = metric_columns(config, frame)
+    last = frame.iloc[-1]
+    warnings = len(last["validation_warnings"] or [])
+    if not last["validation_success"]:
+        status, css = "quarantined", "bad"
+    elif last["decision"] == "retrain":
+        status, css = "retrain requested", "warn"
+    else:
+        status, css = str(last["decision"] or "monitored"), "ok"
+    newest_realised = realised.dropna()
+    return (
+        f"<tr><td>{name}</td><td>{kind}</td><td>{html.escape(champion)}</td><td>{html.escape(str(last['ds']))}</td>"
+        f"<td class={css}>{html.escape(status)}</td><td>{_fmt(last['drift_share'], '{:.2f}')}</td><td>{metric}</td>"
+        f"<td>{_fmt(estimated.iloc[-1])}</td><td>{_fmt(newest_realised.iloc[-1] if len(newest_realised) else None)}</td>"
+        f"<td>{warnings}</td><td>{approvals}</td></tr>"
+    )

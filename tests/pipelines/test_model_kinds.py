@@ -211,3 +211,29 @@ def test_a_user_trainer_pipeline_is_trained_registered_and_scored(tmp_path):
 def test_binary_kind_metrics_are_unchanged_by_the_generalisation(tmp_path):
     rows = sample_data.generate_chunk(date(2026, 9, 1), 0, 50, 7, sample_data.DriftSpec())
     assert rows["defaulted"].isin([0, 1]).all()  # the binary generator's stream is what it was
+
+
+def test_the_overview_shows_one_row_per_model_with_its_kind_metric_and_link(multiclass, regression, tmp_path):
+    from pipelines.core.config import ModelSource
+    from pipelines.surfaces.monitoring_page import render_overview, render_page
+
+    multi, _ = multiclass
+    regress, _ = regression
+    for config in (multi, regress):
+        _night(config, (START + timedelta(days=8)).isoformat())
+    sources = [
+        ModelSource(tmp_path / "tickets.yaml", "__tickets", multi),
+        ModelSource(tmp_path / "demand.yaml", "__demand", regress),
+        ModelSource(tmp_path / "bad.yaml", "__bad", error="bad.yaml: <script>alert(1)</script> is not valid"),
+    ]
+    page = render_overview(sources, "/monitoring", {"retrain_model__demand": 2})
+    rows = page.split("<tbody>")[1].split("</tr>")[:-1]
+    assert len(rows) == 3
+    tickets, demand, bad = rows
+    assert 'href="/monitoring/model/tickets/"' in tickets and ">multiclass<" in tickets and "macro_f1" in tickets
+    assert ">v1<" in tickets and (START + timedelta(days=8)).isoformat() in tickets
+    assert ">regression<" in demand and "rmse" in demand and demand.endswith("<td>2</td>")
+    assert "<script>" not in bad and "&lt;script&gt;" in bad
+    model_page = render_page(regress, "/monitoring/model/demand", overview="/monitoring/")
+    assert "realised rmse" in model_page and 'href="/monitoring/"' in model_page
+    assert "/monitoring/model/demand/reports/ds=" in model_page
