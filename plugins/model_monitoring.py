@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from pipelines.core.errors import ReportStoreError
-from pipelines.storage.urls import MONITORING_PREFIX, comparison_route, report_route
+from pipelines.storage.urls import MONITORING_PREFIX, comparison_route, model_base, report_route
 
 # Reports are built from data that outsiders can influence. Served under the Airflow site, a report runs
 # in a sandbox: an opaque origin (no Airflow cookie, no same-origin requests), no network (connect-src),
@@ -130,7 +130,7 @@ def monitoring_page(request: Request) -> HTMLResponse:
 def model_page(key: str) -> HTMLResponse:
     from pipelines.surfaces.monitoring_page import render_page
 
-    base = f"{MONITORING_PREFIX}/model/{key}"
+    base = model_base(key)
     return HTMLResponse(
         render_page(_model_config(key), base=base, overview=f"{MONITORING_PREFIX}/"), headers=PAGE_HEADERS
     )
@@ -209,8 +209,7 @@ def _return_value(ti_key) -> object:
 
 def _model_base(dag_id: str, base_dag: str) -> str:
     """Where a model's pages are: the plugin's root for a single model, `/model/<key>` for one of many."""
-    key = dag_id.removeprefix(base_dag).removeprefix("__")
-    return f"{MONITORING_PREFIX}/model/{key}" if key else MONITORING_PREFIX
+    return model_base(dag_id.removeprefix(base_dag).removeprefix("__"))
 
 
 class DriftReportLink(BaseOperatorLink):

@@ -383,6 +383,8 @@ class PipelineConfig(_Section):
     promotion: Promotion = Promotion()
     alerts: Alerts = Alerts()
     audit_key: str | None = Field(default=None, repr=False, exclude=True)  # from the environment only, never the YAML
+    # set when the model is one of a folder of configs: its file's stem, which names its DAGs and its monitoring page
+    page_key: str = Field(default="", exclude=True)
 
     @field_validator("data_root", mode="before")
     @classmethod
@@ -673,20 +675,22 @@ def model_sources(environ: Mapping[str, str] | None = None) -> list[ModelSource]
             )
             continue
         names[name], roots[root] = file, file
-        sources.append(ModelSource(file, suffix, config))
+        sources.append(ModelSource(file, suffix, config.model_copy(update={"page_key": file.stem})))
     return sources
 
 
-# which config file each generated DAG belongs to (filled when a DAG file is parsed, in every process that runs it)
-_DAG_CONFIGS: dict[str, Path] = {}
+# which model each generated DAG belongs to (filled when a DAG file is parsed, in every process that runs it)
+_DAG_CONFIGS: dict[str, ModelSource] = {}
 
 
-def bind_dag(dag_id: str, file: Path) -> None:
-    """Record that the DAG `dag_id` runs the model of config `file` (its tasks and callbacks load that config)."""
-    _DAG_CONFIGS[dag_id] = file
+def bind_dag(dag_id: str, source: ModelSource) -> None:
+    """Record that the DAG `dag_id` runs the model of `source` (its tasks and callbacks load that config)."""
+    _DAG_CONFIGS[dag_id] = source
 
 
 def config_for_dag(dag_id: str, environ: Mapping[str, str] | None = None) -> PipelineConfig:
-    """The config of the model a DAG runs: the file it was built from, else the deployment's single config."""
-    file = _DAG_CONFIGS.get(dag_id)
-    return load_config(file, environ)
+    """The config of the model a DAG runs, read afresh: the file it was built from, else the single config."""
+    source = _DAG_CONFIGS.get(dag_id)
+    if source is None:
+        return load_config(None, environ)
+    return load_config(source.file, environ).model_copy(update={"page_key": source.suffix.removeprefix("__")})

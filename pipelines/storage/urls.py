@@ -27,3 +27,8 @@ def report_route(ds: str, name: str, base: str = MONITORING_PREFIX) -> str:
 def comparison_route(pair: str, name: str, base: str = MONITORING_PREFIX) -> str:
     """Return the path of a gate comparison file under the plugin (`<base>/models/<pair>/<name>`)."""
     return f"{base}/models/{pair}/{name}"
+
+
+def model_base(page_key: str) -> str:
+    """Where a model's monitoring page and reports are: the plugin's root, or `/model/<key>` for one of many."""
+    return f"{MONITORING_PREFIX}/model/{page_key}" if page_key else MONITORING_PREFIX

@@ -196,7 +196,7 @@ def model_dags(base: str, build: Callable[[str, PipelineConfig], Any], sources: 
     """
     for source in sources:
         dag_id = source.dag_id(base)
-        bind_dag(dag_id, source.file)
+        bind_dag(dag_id, source)
         if source.config is None:
             broken_model_dag(dag_id, source)
         else:

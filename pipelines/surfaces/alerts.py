@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from pipelines.core.config import PipelineConfig
 from pipelines.core.contracts import AlertEvent, AuditEntry, Decision, GateResult, NightSummary
-from pipelines.storage.urls import MONITORING_PREFIX, comparison_route, report_route
+from pipelines.storage.urls import comparison_route, model_base, report_route
 
 
 @dataclass
@@ -72,7 +72,7 @@ def run_url(config: PipelineConfig, dag_id: str, run_id: str, task_id: str | Non
 
 def report_url(config: PipelineConfig, ds: str, name: str) -> str:
     """Return the address of a night's report as served by the monitoring plugin."""
-    return config.alerts.base_url + report_route(ds, name)
+    return config.alerts.base_url + report_route(ds, name, model_base(config.page_key))
 
 
 def quarantine_alert(
@@ -93,7 +93,7 @@ def quarantine_alert(
             *[f"- {f}" for f in shown],
             f"Fix or replace incoming/ds={ds} and rerun batch_scoring with ds={ds}{accept}",
         ],
-        {"Airflow run": run, "Monitoring": f"{config.alerts.base_url}{MONITORING_PREFIX}/"},
+        {"Airflow run": run, "Monitoring": f"{config.alerts.base_url}{model_base(config.page_key)}/"},
     )
 
 
@@ -135,7 +135,14 @@ def _gate_line(gate: GateResult | None) -> list[str]:
 
 def _gate_links(config: PipelineConfig, gate: GateResult | None) -> dict[str, str]:
     pair = gate.pair if gate is not None else None
-    return {"Gate comparison": config.alerts.base_url + comparison_route(pair, "candidate.html")} if pair else {}
+    return (
+        {
+            "Gate comparison": config.alerts.base_url
+            + comparison_route(pair, "candidate.html", model_base(config.page_key))
+        }
+        if pair
+        else {}
+    )
 
 
 def promotion_alert(config: PipelineConfig, entry: AuditEntry, run: str) -> Alert:

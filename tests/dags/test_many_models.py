@@ -105,4 +105,21 @@ def test_a_task_of_a_models_dag_loads_that_models_config(models, monkeypatch):
     )
     assert built == {f"batch_scoring__{n}": n for n in ("credit", "demand", "tickets", "vendor")}
     assert config_for_dag("batch_scoring__tickets").model.kind == "multiclass"
+    assert config_for_dag("batch_scoring__tickets").page_key == "tickets"
     assert config_for_dag("batch_scoring__demand").model.trainer == "tests.user_code.trainers:linear"
+
+
+def test_alerts_name_the_model_and_link_its_own_page(models, monkeypatch):
+    from pipelines.surfaces import alerts
+
+    _, configs = models
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(configs))
+    tickets = next(s.config for s in model_sources() if s.suffix == "__tickets")
+    assert tickets.page_key == "tickets"
+    alert = alerts.quarantine_alert(tickets, "2026-09-03", ["broken"], 10, "http://run")
+    assert alert.subject.startswith("[tickets]")
+    assert alert.links["Monitoring"] == f"{tickets.alerts.base_url}/monitoring/model/tickets/"
+    single = load_config(write_config(configs.parent, "single.yaml"))
+    assert (
+        alerts.quarantine_alert(single, "2026-09-03", ["broken"], 10, "r").links["Monitoring"].endswith("/monitoring/")
+    )
