@@ -92,7 +92,8 @@ def user_model(config: PipelineConfig) -> Any:
     except (ImportError, AttributeError) as exc:
         raise TrainerError(
             f"model.trainer {spec!r} cannot be imported ({type(exc).__name__}: {exc}): install the module on every "
-            "worker (the deployment's include/ folder is on the path, see docs/configuration.md) or fix the name"
+            "worker (the plugins/ folder is on every Airflow component's path, or install it as a package in the image; "
+            "see docs/configuration.md) or fix the name"
         ) from exc
     try:
         model = function(
