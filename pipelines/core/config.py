@@ -472,6 +472,9 @@ class PipelineConfig(_Section):
         unknown = sorted(set(drift.per_column) - {*self.features.all, "score"})
         if unknown:
             raise ValueError(f"monitoring.drift.per_column names columns that are not features or 'score': {unknown}")
+        outputs = sorted({"score", "prediction"} & set(self.features.all) | ({"score"} & {self.id_column, self.target}))
+        if outputs:
+            raise ValueError(f"{outputs}: 'score' and 'prediction' name the model's outputs; rename these columns")
         methods = dict.fromkeys([*self.features.numeric, "score"], (drift.numeric_method, NUMERIC_METHODS))
         methods["score"] = (drift.score_method, NUMERIC_METHODS)
         methods |= dict.fromkeys(self.features.categorical, (drift.categorical_method, CATEGORICAL_METHODS))

@@ -86,6 +86,8 @@ def build_reference(config: PipelineConfig, models: Registry, ref: ModelRef) -> 
     classes = model_classes(model) if kind is Kind.MULTICLASS else []
     outputs = predict(model, reference, kind, threshold, classes or None)
     reference = reference.assign(score=outputs.score)
+    if kind is Kind.MULTICLASS:
+        reference = reference.assign(prediction=outputs.prediction)
     if kind is Kind.MULTICLASS and not classes:
         raise PipelineError(
             f"external {ref.name} v{ref.version} does not name its classes (classes_): cannot monitor it"

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.core.config import PipelineConfig
+from pipelines.core.kinds import Kind
 from pipelines.core.paths import DataPath
 from pipelines.steps.reports import evidently, save_snapshot
 from pipelines.storage.parquet import read_parquet
@@ -20,6 +21,15 @@ from pipelines.storage.schema import PartitionSchema, iter_batches
 log = logging.getLogger(__name__)
 
 SCORE = "score"
+PREDICTION = "prediction"  # a multiclass model's predicted class: its shares are drift-tested as a category
+
+
+def output_columns(config: PipelineConfig) -> list[str]:
+    """The model's outputs whose drift is tested: the score (binary probability, multiclass top probability,
+    regression value) and, multiclass, the predicted class."""
+    return [SCORE, PREDICTION] if config.model.kind is Kind.MULTICLASS else [SCORE]
+
+
 # The configured method names are Evidently's; p-value tests flag drift below the threshold, distances above.
 P_VALUE_METHODS = {"ks", "chisquare"}
 
@@ -51,6 +61,8 @@ def column_tests(
     )
     tests |= dict.fromkeys(config.features.categorical, (drift.categorical_method, drift.categorical_threshold))
     tests[SCORE] = (drift.score_method, drift.score_threshold)
+    if PREDICTION in output_columns(config):
+        tests[PREDICTION] = (drift.categorical_method, drift.categorical_threshold)
     tests |= {c: (t.method, t.threshold) for c, t in drift.per_column.items()}
     for column, found in (calibrated or {}).items():
         if column in tests and tests[column][0] == found.get("method"):
@@ -199,8 +211,10 @@ class DriftSummary:
 
 
 def _definition(config: PipelineConfig) -> Any:
+    classes = [c for c in output_columns(config) if c != SCORE]
     return evidently().DataDefinition(
-        numerical_columns=[*config.features.numeric, SCORE], categorical_columns=config.features.categorical
+        numerical_columns=[*config.features.numeric, SCORE],
+        categorical_columns=[*config.features.categorical, *classes],
     )
 
 
@@ -254,7 +268,7 @@ def group_rare_categories(current: pd.Series, reference: pd.Series, keep: int) -
 
 def _datasets(config: PipelineConfig, current: pd.DataFrame, reference: pd.DataFrame) -> tuple[Any, Any]:
     Dataset = evidently().Dataset
-    columns = [*config.features.all, SCORE]
+    columns = [*config.features.all, *output_columns(config)]
     current, reference = current[columns].copy(), reference[columns].copy()
     for column in config.features.categorical:
         current[column], reference[column] = group_rare_categories(
@@ -292,7 +306,7 @@ def drift_report(
     result = DriftSummary(
         share=len(drifted) / len(config.features.all),
         drifted_columns=sorted(drifted),
-        score_drifted=stats.get(SCORE, {}).get("drifted", False),
+        score_drifted=any(stats.get(c, {}).get("drifted", False) for c in output_columns(config)),
         columns=stats,
         sample_rows=len(current),
         reference_rows=len(reference),
@@ -321,5 +335,6 @@ def current_sample(config: PipelineConfig, ds: str, incoming: PartitionSchema, p
     """Return a uniform sample of the night's features joined to their scores (seeded by the date)."""
     seed = int(ds.replace("-", ""))
     sample = sample_rows(incoming, config.monitoring.sample_rows, seed)
-    scores = read_parquet(predictions, columns=["id", SCORE]).to_pandas().rename(columns={"id": config.id_column})
+    outputs = read_parquet(predictions, columns=["id", *output_columns(config)])
+    scores = outputs.to_pandas().rename(columns={"id": config.id_column})
     return sample.merge(scores, on=config.id_column, how="inner")

@@ -189,7 +189,10 @@ def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedMode
     )
     sample_rows = min(config.training.reference_sample_rows, len(train))
     reference = train.sample(n=sample_rows, random_state=config.training.seed)[[*features, target]]
-    reference = reference.assign(score=predict(model, reference[features], kind, threshold, classes).score)
+    on_reference = predict(model, reference[features], kind, threshold, classes)
+    reference = reference.assign(score=on_reference.score)
+    if kind is Kind.MULTICLASS:  # the predicted class's shares are drift-tested too
+        reference = reference.assign(prediction=on_reference.prediction)
     reference = reference.reset_index(drop=True)
     rows_per_partition = int(frame.groupby("ds").size().median())
     thresholds = calibrate_thresholds(config, reference, rows_per_partition, seed=config.training.seed)

@@ -100,6 +100,9 @@ def test_multiclass_night_is_estimated_then_measured_and_an_unseen_class_is_repo
     ds = (START + timedelta(days=5)).isoformat()
     summary = _night(config, ds)
     assert set(summary.estimated_metrics) == {"accuracy", "macro_f1"}
+    stats = history.night(config, ds, config.model.registered_name, summary.model_version)["drift_stats"]
+    assert stats["prediction"]["method"] == "jensenshannon"  # the predicted classes' shares are drift-tested
+    assert stats["score"]["method"] == "wasserstein"
     # a class the model never saw, for a few ids of the night: reported, counted as errors, nothing crashes
     labels_file = partition_dir(config.data_root, "labels", ds) / "part-0000.parquet"
     frame = pd.read_parquet(labels_file)
@@ -237,3 +240,17 @@ def test_the_overview_shows_one_row_per_model_with_its_kind_metric_and_link(mult
     model_page = render_page(regress, "/monitoring/model/demand", overview="/monitoring/")
     assert "realised rmse" in model_page and 'href="/monitoring/"' in model_page
     assert "/monitoring/model/demand/reports/ds=" in model_page
+
+
+def test_a_shift_in_predicted_class_shares_is_output_drift_not_feature_drift(multiclass, tmp_path):
+    from pipelines.steps.drift import drift_report
+
+    config, candidate = multiclass
+    reference = pd.read_parquet(Registry.open(config).cached_artifact(candidate.ref, "reference_sample.parquet"))
+    current = reference.sample(n=2000, random_state=1).reset_index(drop=True)
+    same, _ = drift_report(config, current, reference, tmp_path / "same")
+    assert not same.columns["prediction"]["drifted"]
+    current["prediction"] = "high"  # every row now predicted in one class: the features did not move
+    moved, _ = drift_report(config, current, reference, tmp_path / "moved")
+    assert moved.columns["prediction"]["drifted"] and moved.score_drifted
+    assert "prediction" not in moved.drifted_columns and moved.share == same.share
