@@ -45,6 +45,10 @@ airflow-db: setup
 	@mkdir -p $(AIRFLOW_HOME)
 	$(UV) run --frozen airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 
+# The demo's deployment: three models side by side (include/config/models); set PIPELINE_CONFIG to run your own.
+DEMO_DEPLOYMENT := $(ROOT)/include/config/models
+demo night airflow-ui: export PIPELINE_CONFIG ?= $(DEMO_DEPLOYMENT)
+
 demo: airflow-db
 	$(UV) run --frozen python -m harness.demo --fresh
 
@@ -78,10 +82,11 @@ mutate: setup
 	OMP_NUM_THREADS=1 $(UV) run --frozen mutmut run --max-children 2
 	$(UV) run --frozen python bench/mutation_summary.py
 
-# One night from the command line: make night DS=2026-10-01
+# One night of one model from the command line: make night DS=2026-10-01 [MODEL=credit_default]
+MODEL ?= credit_default
 night: airflow-db
 	@test -n "$(DS)" || (echo "usage: make night DS=YYYY-MM-DD"; exit 2)
-	$(UV) run --frozen airflow dags test batch_scoring -c '{"ds": "$(DS)"}'
+	$(UV) run --frozen airflow dags test batch_scoring__$(MODEL) -c '{"ds": "$(DS)"}'
 
 airflow-ui: airflow-db
 	$(UV) run --frozen bash $(ROOT)/include/airflow_local.sh

@@ -29,11 +29,12 @@ from pipelines.core.config import (
     HISTORY_URL_ENV_VAR,
     REPORT_STORE_ENV_VAR,
     TRACKING_URI_ENV_VAR,
+    ModelSource,
     PipelineConfig,
     config_path,
-    load_config,
+    model_sources,
 )
-from pipelines.core.contracts import Candidate, Decision, GateResult, ScoringSummary, ValidatedPartition
+from pipelines.core.contracts import MOVES, Candidate, Decision, GateResult, ScoringSummary, ValidatedPartition
 from pipelines.core.errors import PipelineError
 from pipelines.core.paths import QUARANTINE, QUARANTINE_RECORD
 from pipelines.flows.retraining import reason_from_trigger
@@ -45,6 +46,9 @@ from pipelines.storage.partitions import partition_dir
 # The demo writes and deletes only these folders of the checkout (and its own runs in the Airflow metadata DB).
 VAR = Path(__file__).resolve().parent.parent / "var"
 DEMO_DATA, DEMO_MLFLOW, DEMO_LOGS = VAR / "data", VAR / "mlflow", VAR / "demo"
+DEMO_MODELS = VAR / "models"  # the data roots of the demo deployment's other models, one folder each
+# the demo's deployment: three models side by side (credit_default is the bundled default config)
+DEMO_DEPLOYMENT = Path(__file__).resolve().parent.parent / "include" / "config" / "models"
 RUN_LEDGER = DEMO_LOGS / "runs.jsonl"  # the runs this demo started (dag id, logical date): --fresh forgets these only
 
 START = date(2026, 9, 1)
@@ -53,6 +57,8 @@ NIGHTS = 17  # to 2026-10-15: enough labelled days after the drift onset to retr
 ROWS = 5000
 BAD_NIGHT = (date(2026, 10, 3), "missing_column")
 DRIFT_START = date(2026, 10, 6)
+# the other models' first night: one stable night before the drift, then the same episode (a shorter demo)
+OTHERS_FIRST_NIGHT = date(2026, 10, 5)
 
 
 @contextmanager
@@ -168,10 +174,11 @@ def foreign_locations(config: PipelineConfig, config_file: Path, environ: dict[s
         return f"${variable}" if environ.get(variable) else f"{key} in {config_file}"
 
     found = []
-    if not isinstance(config.data_root, Path) or config.data_root.resolve() != DEMO_DATA:
+    own = {DEMO_DATA, DEMO_MODELS / config.model.registered_name}
+    if not isinstance(config.data_root, Path) or config.data_root.resolve() not in own:
         found.append(f"{source(DATA_ROOT_ENV_VAR, 'data_root')} points at {config.data_root}, not {DEMO_DATA}")
-    elif config.work_root.resolve() != DEMO_DATA:
-        found.append(f"work_dir in {config_file} points at {config.work_root}, not {DEMO_DATA}")
+    elif config.work_root.resolve() != config.data_root.resolve():
+        found.append(f"work_dir in {config_file} points at {config.work_root}, not {config.data_root}")
     if config.mlflow.store_dir.resolve() != DEMO_MLFLOW:
         found.append(f"mlflow.store_dir in {config_file} points at {config.mlflow.store_dir}, not {DEMO_MLFLOW}")
     for value, variable, key in (
@@ -201,91 +208,127 @@ def recorded_runs() -> list[tuple[str, datetime]]:
 
 def start_over() -> int:
     """Delete the demo's own data, MLflow store and earlier runs (only those in its ledger); return the runs removed."""
-    for folder in (DEMO_DATA, DEMO_MLFLOW):
+    for folder in (DEMO_DATA, DEMO_MLFLOW, DEMO_MODELS):
         shutil.rmtree(folder, ignore_errors=True)
     forgotten = forget_runs(recorded_runs())
     RUN_LEDGER.unlink(missing_ok=True)
     return forgotten
 
 
-def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> None:
-    """Run the whole loop; DAG output goes to `log_file`, the story and the tables to the terminal."""
+def model_rows(config: PipelineConfig) -> int:
+    """Rows a night of the model: the credit story at full size, the other two models smaller (a quicker demo)."""
+    return ROWS if config.model.kind == "binary" else ROWS // 2
+
+
+def run_demo(sources: list[ModelSource], fresh: bool, seed: int, log_file: Path) -> None:
+    """Run the whole loop for every model; DAG output goes to `log_file`, the story and the tables to the terminal."""
     started = time.monotonic()
     if fresh:
         with output_to(log_file):
             forgotten = start_over()
         if forgotten:
             print(f"starting over: removed {forgotten} earlier demo run(s) from the Airflow metadata DB")
+    models = {s.dag_id(""): s.config for s in sources if s.config is not None}
+    credit = next((suffix for suffix, c in models.items() if c.model.kind == "binary"), next(iter(models)))
+    models = {credit: models[credit], **models}  # the credit story first
     nights = [TRAIN_END + timedelta(days=i + 1) for i in range(NIGHTS)]
     total_days = (nights[-1] - START).days + 1
+    names = ", ".join(f"{c.model.registered_name} ({c.model.kind})" for c in models.values())
     print(f"Airflow task logs and MLflow output: {log_file}\n")
+    print(f"{len(models)} model(s) in one deployment: {names}")
     print(
-        f"1/6 generating {total_days} daily partitions of {ROWS:,} rows under {config.data_root}, "
-        f"with covariate and concept drift from {DRIFT_START}"
+        f"1/6 generating {total_days} daily partitions per model, with covariate and concept drift from {DRIFT_START}"
     )
     drift = DriftSpec(start=DRIFT_START, covariate=True, concept=True)
     # labels exist up to the training window; later ones land night by night, label_delay_partitions late
     first_night = TRAIN_END + timedelta(days=1)
-    with output_to(log_file):
-        generate(
-            config.data_root,
-            START,
-            total_days,
-            ROWS,
-            config.label_delay_partitions,
-            as_of=first_night - timedelta(days=1),
-            seed=seed,
-            drift=drift,
-        )
-        break_partition(config.data_root, *BAD_NIGHT)
-    print(f"    damaged ds={BAD_NIGHT[0]} on purpose ({BAD_NIGHT[1]}) to show the quarantine")
-    with output_to(log_file):
-        uri = init_store(config)
-    print(f"2/6 initialising the MLflow store {uri}")
-    print("3/6 retrain_model (bootstrap: no champion yet), through Airflow")
-    with output_to(log_file):
-        boot = run_dag("retrain_model", None, {"window_end": TRAIN_END.isoformat(), "reason": "bootstrap"}, record_run)
-    if boot.state != "success":
-        raise PipelineError(f"retrain_model ended {boot.state}: {boot.task_states}; see {log_file}")
-    trained = Candidate.model_validate(boot.returns["train_candidate"])
-    metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.metrics.items())
-    print(f"    {trained.name} version {trained.version} is champion (held-out {metrics})")
-    print(
-        f"4/6 batch_scoring for {len(nights)} nights through Airflow; after a night that requests retraining, the\n"
-        "    retrain_model run the scheduler would start on that Asset event (gate, then promotion or rejection)"
-    )
-    rows = []
-    for ds in nights:
-        landed = ds - timedelta(days=config.label_delay_partitions)
-        logical = datetime(ds.year, ds.month, ds.day, 2, tzinfo=UTC) + timedelta(days=1)  # the nightly tick
+    first = {suffix: first_night if suffix == credit else OTHERS_FIRST_NIGHT for suffix in models}
+    for suffix, config in models.items():
         with output_to(log_file):
-            write_day(config.data_root, landed, ROWS, seed, drift, with_labels=True, with_features=False)
-            night = run_dag("batch_scoring", logical, ledger=record_run)
-            requests = retraining_requests(night.run_id)
-            retrain = None
-            if requests:
-                retrain = run_dag(
-                    "retrain_model", None, {"reason": reason_from_trigger("retraining request", requests)}, record_run
-                )
-        row = night_row(ds, night, config) | {"retraining": retrain_cell(retrain)}
-        rows.append(row)
+            generate(
+                config.data_root,
+                START,
+                total_days,
+                model_rows(config),
+                config.label_delay_partitions,
+                as_of=first[suffix] - timedelta(days=1),
+                seed=seed,
+                drift=drift,
+                kind=str(config.model.kind),
+            )
         print(
-            f"    {row['ds']}  {row['run']:<7}  {row['validation'][:40]:<40}  model {row['model']:<3}  "
-            f"decision {row['decision']:<7}  {row['retraining']}"
+            f"    {config.model.registered_name}: {model_rows(config):,} rows a night under {config.data_root}, "
+            f"scored from {first[suffix]}"
         )
+    with output_to(log_file):
+        break_partition(models[credit].data_root, *BAD_NIGHT)
+    print(f"    damaged {models[credit].model.registered_name} ds={BAD_NIGHT[0]} on purpose ({BAD_NIGHT[1]})")
+    with output_to(log_file):
+        uri = init_store(models[credit])
+    print(f"2/6 initialising the MLflow store {uri}")
+    print("3/6 retrain_model of each model (bootstrap: no champion yet), through Airflow")
+    for suffix in models:
+        with output_to(log_file):
+            boot = run_dag(
+                f"retrain_model{suffix}", None, {"window_end": TRAIN_END.isoformat(), "reason": "bootstrap"}, record_run
+            )
+        if boot.state != "success":
+            raise PipelineError(f"retrain_model{suffix} ended {boot.state}: {boot.task_states}; see {log_file}")
+        trained = Candidate.model_validate(boot.returns["train_candidate"])
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.metrics.items())
+        print(f"    {trained.name} version {trained.version} is champion (held-out {metrics})")
     print(
-        "5/6 rollback_model (undo the promotion, as an operator would after a bad night), then rescore the last night"
+        f"4/6 batch_scoring of each model for {len(nights)} nights through Airflow; after a night that requests\n"
+        "    retraining, the retrain_model run the scheduler would start on that Asset event (gate, then promotion or\n"
+        "    rejection)"
+    )
+    rows: dict[str, list[dict[str, object]]] = {suffix: [] for suffix in models}
+    for ds in nights:
+        logical = datetime(ds.year, ds.month, ds.day, 2, tzinfo=UTC) + timedelta(days=1)  # the nightly tick
+        for suffix, config in models.items():
+            if ds < first[suffix]:
+                continue
+            landed = ds - timedelta(days=config.label_delay_partitions)
+            with output_to(log_file):
+                write_day(
+                    config.data_root,
+                    landed,
+                    model_rows(config),
+                    seed,
+                    drift,
+                    with_labels=True,
+                    with_features=False,
+                    kind=str(config.model.kind),
+                )
+                night = run_dag(f"batch_scoring{suffix}", logical, ledger=record_run)
+                requests = retraining_requests(night.run_id)
+                retrain = None
+                if requests:
+                    reason = reason_from_trigger("retraining request", requests)
+                    retrain = run_dag(f"retrain_model{suffix}", None, {"reason": reason}, record_run)
+            row = night_row(ds, night, config) | {"retraining": retrain_cell(retrain)}
+            rows[suffix].append(row)
+            print(
+                f"    {row['ds']}  {config.model.registered_name:<15} {row['run']:<7}  {row['validation'][:34]:<34}  "
+                f"model {row['model']:<3}  decision {row['decision']:<7}  {row['retraining']}"
+            )
+    credit_config = models[credit]
+    print(
+        f"5/6 rollback_model of {credit_config.model.registered_name} (undo the promotion, as an operator would after a "
+        "bad night), then rescore the last night"
     )
     with output_to(log_file):
-        rollback = run_dag("rollback_model", None, {"reason": "demo: undo the promotion"}, record_run)
-        rescored = run_dag("batch_scoring", None, {"ds": nights[-1].isoformat()}, record_run)
+        rollback = run_dag(f"rollback_model{credit}", None, {"reason": "demo: undo the promotion"}, record_run)
+        rescored = run_dag(f"batch_scoring{credit}", None, {"ds": nights[-1].isoformat()}, record_run)
     print("6/6 results\n")
-    print_table(rows)
+    print(f"Nights of {credit_config.model.registered_name}:\n")
+    print_table(rows[credit])
     print(
-        "\nMonitoring history (drift against the champion's reference; AUC estimated by CBPE, realised once labels land):\n"
+        "\nIts monitoring history (drift against the champion's reference; AUC estimated by CBPE, realised once labels "
+        "land):\n"
     )
-    print_table(history_rows(config))
-    print(f"\nAudit log of champion moves (table audit_log in {config.history_url}):\n")
+    print_table(history_rows(credit_config))
+    print(f"\nIts audit log of champion moves (table audit_log in {credit_config.history_url}):\n")
     print_table(
         [
             {
@@ -296,7 +339,7 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
                 "by": e.approved_by,
                 "reason": e.reason[:70],
             }
-            for e in read_audit(config)
+            for e in read_audit(credit_config)
         ]
     )
     version = rescored.returns.get("score_partition", {}).get("model_version", "?")
@@ -304,19 +347,40 @@ def run_demo(config: PipelineConfig, fresh: bool, seed: int, log_file: Path) -> 
         f"\nAfter the rollback ({rollback.state}) ds={nights[-1]} was rescored by v{version}. To return to the "
         "promoted model, trigger rollback_model with target_version set to it."
     )
+    print("\nThe overview of the deployment (the monitoring page opens on it):\n")
+    print_table([overview_row(config) for config in models.values()])
     print(
         f"\nDemo finished in {time.monotonic() - started:.0f} s. Outputs:\n"
         f"  task logs    {log_file}\n"
-        f"  predictions  {config.data_root / 'predictions'}\n"
-        f"  quarantine   {config.data_root / 'quarantine'}\n"
-        f"  reports      {config.data_root / 'reports'}  (Evidently HTML: open drift.html in a browser;\n"
-        f"               gate comparisons under reports/models/)\n"
-        f"  history      {config.history_url}\n"
-        f"  audit log    table audit_log in the history database\n"
-        f"  MLflow       {config.tracking_uri}  (UI: make mlflow-ui, then http://127.0.0.1:5000)\n"
-        f"  Airflow UI   make airflow-ui, then http://127.0.0.1:8080; the monitoring page is\n"
-        f"               'Model monitoring' in its navigation (http://127.0.0.1:8080/monitoring/)"
+        f"  data         {', '.join(str(c.data_root) for c in models.values())}\n"
+        f"               (incoming/, predictions/, labels/, quarantine/ and reports/: Evidently HTML, open drift.html)\n"
+        f"  MLflow       {credit_config.tracking_uri}  (UI: make mlflow-ui, then http://127.0.0.1:5000)\n"
+        f"  Airflow UI   make airflow-ui, then http://127.0.0.1:8080: a batch_scoring, retrain_model and\n"
+        f"               rollback_model DAG per model; 'Model monitoring' in its navigation opens the overview\n"
+        f"               (http://127.0.0.1:8080/monitoring/)"
     )
+
+
+def overview_row(config: PipelineConfig) -> dict[str, object]:
+    """One model's line of the overview: kind, champion, its last night, and its metric estimated and realised."""
+    frame = read_history(config)
+    moves = [e for e in read_audit(config) if e.action in MOVES]
+    metric = config.retraining.metric
+    realised = frame["realised_metric"].dropna() if "realised_metric" in frame else pd.Series(dtype=float)
+    last = frame.sort_values(["ds", "updated_at"]).iloc[-1] if len(frame) else None  # a rescoring's row last
+    estimated = last["estimated_metric"] if last is not None else None
+    return {
+        "model": config.model.registered_name,
+        "kind": str(config.model.kind),
+        "champion": f"v{moves[-1].to_version}" if moves else "-",
+        "promotions": sum(e.action == "promote" for e in moves),
+        "rejections": sum(e.action == "reject" for e in read_audit(config)),
+        "last night": last["ds"] if last is not None else "-",
+        "decision": (last["decision"] or "-") if last is not None else "-",
+        "metric": metric,
+        "estimated": "-" if estimated is None or pd.isna(estimated) else f"{estimated:.3f}",
+        "realised": f"{realised.iloc[-1]:.3f}" if len(realised) else "-",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,19 +398,26 @@ def main(argv: list[str] | None = None) -> int:
     log_file = DEMO_LOGS / "airflow-tasks.log"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        config = load_config(args.config)
-        chosen = Path(args.config) if args.config else config_path(os.environ)
-        if args.fresh and chosen.resolve() != DEFAULT_CONFIG:
+        environ = dict(os.environ)
+        if args.config:
+            environ[CONFIG_ENV_VAR] = str(Path(args.config).resolve())
+        environ.setdefault(CONFIG_ENV_VAR, str(DEMO_DEPLOYMENT))
+        chosen = config_path(environ)
+        if args.fresh and chosen.resolve() not in (DEFAULT_CONFIG, DEMO_DEPLOYMENT):
             raise PipelineError(
                 f"--fresh deletes data: it is only allowed with the bundled demo config (unset ${CONFIG_ENV_VAR})"
             )
-        foreign = foreign_locations(config, chosen, dict(os.environ))
+        sources = model_sources(environ)
+        foreign = [f for s in sources if s.config for f in foreign_locations(s.config, s.file, environ)]
         if foreign:
             raise PipelineError(
                 "the demo writes and deletes only its own folders under var/, and this run would reach elsewhere:\n  "
                 + "\n  ".join(foreign)
                 + "\nUnset these for the demo (it brings its own sample data); run your own data with the DAGs"
             )
+        broken = [s.error for s in sources if s.config is None]
+        if broken:
+            raise PipelineError("the demo's model configs do not load:\n  " + "\n  ".join(str(b) for b in broken))
         log_file.parent.mkdir(parents=True, exist_ok=True)
         if args.fresh:
             log_file.unlink(missing_ok=True)
@@ -354,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(
             level=logging.INFO, filename=log_file, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-        run_demo(config, args.fresh, args.seed, log_file)
+        os.environ[CONFIG_ENV_VAR] = environ[CONFIG_ENV_VAR]  # the DAG files read it too
+        run_demo(sources, args.fresh, args.seed, log_file)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

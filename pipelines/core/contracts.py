@@ -123,6 +123,8 @@ class ModelCard(Record):
     kind: str = "binary"  # model.kind when it was trained
     classes: list[str] = Field(default_factory=list)  # a classifier's classes as text, in its probability order
     external: bool = False  # registered elsewhere: the card describes its monitoring reference, not its training
+    # the drop of retraining.metric one night of typical size shows by chance (performance.metric_noise)
+    metric_noise: dict[str, float] = Field(default_factory=dict)
 
     @property
     def reason(self) -> str:

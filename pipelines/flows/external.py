@@ -36,7 +36,7 @@ from pipelines.steps.drift import calibrate_thresholds, sample_rows
 from pipelines.steps.performance import kind_metrics
 from pipelines.steps.predictions import model_classes, predict
 from pipelines.steps.profile import data_profile
-from pipelines.steps.training import load_labelled
+from pipelines.steps.training import champion_noise, load_labelled
 from pipelines.storage.atomic import write_json_atomic
 from pipelines.storage.partitions import list_partitions, partition_digest, partition_files
 from pipelines.storage.schema import incoming_partition
@@ -93,7 +93,8 @@ def build_reference(config: PipelineConfig, models: Registry, ref: ModelRef) -> 
             f"external {ref.name} v{ref.version} does not name its classes (classes_): cannot monitor it"
         )
     labelled = [d for d in days if partition_files(config.data_root, LABELS, d)]
-    holdout, metrics = _labelled_reference(config, model, labelled, classes)
+    rows_per_partition = max(1, len(reference) // len(days))
+    holdout, metrics, noise = _labelled_reference(config, model, labelled, classes, rows_per_partition)
     card = ModelCard(
         partitions={
             d.isoformat(): partition_digest(list(incoming_partition(config, d.isoformat()).files)) for d in days
@@ -104,8 +105,8 @@ def build_reference(config: PipelineConfig, models: Registry, ref: ModelRef) -> 
         kind=str(kind),
         classes=classes,
         external=True,
+        metric_noise=noise,
     )
-    rows_per_partition = max(1, len(reference) // len(days))
     thresholds = calibrate_thresholds(config, reference, rows_per_partition, seed=config.training.seed)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -128,8 +129,8 @@ def build_reference(config: PipelineConfig, models: Registry, ref: ModelRef) -> 
 
 
 def _labelled_reference(
-    config: PipelineConfig, model: object, days: list[date], classes: list[str]
-) -> tuple[pd.DataFrame, dict[str, float]]:
+    config: PipelineConfig, model: object, days: list[date], classes: list[str], rows_per_partition: int
+) -> tuple[pd.DataFrame, dict[str, float], dict[str, float]]:
     """The labelled reference rows in the held-out layout estimation is fitted on, and the model's metrics there."""
     from pipelines.governance.gate import labels_of
 
@@ -137,7 +138,7 @@ def _labelled_reference(
     empty = pd.DataFrame({"score": [], "label": [], "ds": []})
     if not days:
         log.warning("no partition of model.reference is labelled: estimates and baseline metrics wait for labels")
-        return empty, {}
+        return empty, {}, {}
     frame, _ = load_labelled(config, days)
     y, frame = labels_of(config, frame)
     if len(frame) > config.training.reference_sample_rows:
@@ -150,4 +151,4 @@ def _labelled_reference(
         holdout = holdout.assign(**{f"proba_{i}": outputs.probabilities[:, i] for i in range(len(classes))})
     if kind is Kind.REGRESSION:
         holdout = pd.concat([holdout, frame[features].reset_index(drop=True)], axis=1)
-    return holdout, metrics
+    return holdout, metrics, champion_noise(config, y, outputs, classes, rows_per_partition)

@@ -241,7 +241,9 @@ def decide_retraining(
     trained_until = date.fromisoformat(card.holdout_days[-1]) if card.holdout_days else None
     if evaluated:
         log.info("labels evaluated tonight: %s", ", ".join(f"{e.ds} (v{e.model_version})" for e in evaluated))
-    result = decide(config, history.read_history(config), ds, version, card.metrics, trained_until, force)
+    result = decide(
+        config, history.read_history(config), ds, version, card.metrics, trained_until, force, card.metric_noise
+    )
     history.update_night(
         config,
         NightRecord(

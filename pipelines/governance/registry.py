@@ -331,6 +331,7 @@ class Registry:
             lineage=lineage,
             kind=str(config.model.kind),
             classes=trained.classes,
+            metric_noise=trained.metric_noise,
         )
         tags = {  # for people browsing MLflow; the pipeline reads the model card instead
             "training.days": f"{trained.train_days[0]}..{trained.train_days[-1]} ({len(trained.train_days)} partitions)",

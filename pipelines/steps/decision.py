@@ -31,6 +31,12 @@ def _worse(spec: Metric, drop: float) -> str:
     return f"{drop:.3f} {direction}" if spec.bounded else f"{100 * drop:.1f}% worse than"
 
 
+def _allowed(configured: float, chance: float) -> str:
+    if chance > configured:
+        return f"{chance:.3g}: what one night shows by chance, above the configured {configured:g}"
+    return f"{configured:g}"
+
+
 def _estimate(row: pd.Series, name: str) -> float | None:
     """Tonight's estimate of a metric: the kind's estimates, or (older rows) the estimated ROC AUC column."""
     estimates = row.get("estimated_metrics")
@@ -47,8 +53,13 @@ def decide(
     champion_metrics: dict[str, float],
     trained_until: date | None,
     force: bool = False,
+    noise: dict[str, float] | None = None,
 ) -> Decision:
-    """Apply `retraining` rules to the champion's history up to `ds`; any rule that fires means retrain."""
+    """Apply `retraining` rules to the champion's history up to `ds`; any rule that fires means retrain.
+
+    `noise` (the model card's `metric_noise`): the drop of a metric one night shows by chance; the realised and
+    estimated drop rules allow at least that much, so a noisy metric does not fire on noise.
+    """
     policy = config.retraining
     reasons = ["force_retrain was set on the run"] if force else []
     mine = history[(history["model_version"] == model_version) & (history["ds"] <= ds)].sort_values("ds")
@@ -66,6 +77,7 @@ def decide(
             )
 
     spec = metric(config.model.kind, policy.metric)
+    chance = (noise or {}).get(policy.metric, 0.0)
     evaluated = mine[mine["realised_metrics"].map(lambda m: isinstance(m, dict) and policy.metric in m)]
     if len(evaluated):
         row = evaluated.iloc[-1]
@@ -76,20 +88,21 @@ def decide(
                 f"{'below the floor' if spec.higher_is_better else 'above the ceiling'} {policy.realised_floor:g}"
             )
         if policy.realised_max_drop is not None and baseline is not None and _present(baseline):
-            drop = spec.drop(baseline, value)
-            if drop > policy.realised_max_drop:
+            drop, allowed = spec.drop(baseline, value), max(policy.realised_max_drop, chance)
+            if drop > allowed:
                 reasons.append(
                     f"realised {policy.metric} {value:.3f} on {row['ds']} is {_worse(spec, drop)} the champion's "
-                    f"held-out {baseline:.3f} (allowed {policy.realised_max_drop:g})"
+                    f"held-out {baseline:.3f} (allowed {_allowed(policy.realised_max_drop, chance)})"
                 )
 
     tonight = mine[mine["ds"] == ds]
     if policy.estimated_max_drop is not None and len(tonight) and baseline is not None and _present(baseline):
         estimate = _estimate(tonight.iloc[-1], policy.metric)
-        if estimate is not None and _present(estimate) and spec.drop(baseline, estimate) > policy.estimated_max_drop:
+        allowed = max(policy.estimated_max_drop, chance)
+        if estimate is not None and _present(estimate) and spec.drop(baseline, estimate) > allowed:
             reasons.append(
                 f"estimated {policy.metric} {estimate:.3f} is {_worse(spec, spec.drop(baseline, estimate))} the "
-                f"champion's held-out {baseline:.3f} (allowed {policy.estimated_max_drop:g})"
+                f"champion's held-out {baseline:.3f} (allowed {_allowed(policy.estimated_max_drop, chance)})"
             )
 
     if policy.max_model_age_partitions is not None and trained_until is not None:

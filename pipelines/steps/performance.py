@@ -25,6 +25,7 @@ from sklearn.metrics import (
 )
 
 from pipelines.core.kinds import Kind
+from pipelines.core.kinds import metric as metric_spec
 from pipelines.steps.predictions import Outputs
 from pipelines.steps.reports import evidently, save_snapshot
 
@@ -114,6 +115,39 @@ def realised_performance(y_true: np.ndarray, score: np.ndarray, threshold: float
     metrics["accuracy"] = float(((score >= threshold).astype(int) == y_true).mean())
     metrics["calibration"] = calibration_table(y_true, score)
     return metrics
+
+
+def metric_noise(
+    kind: Kind,
+    name: str,
+    y_true: np.ndarray,
+    outputs: Outputs,
+    threshold: float,
+    classes: list[str],
+    rows: int,
+    quantile: float,
+    draws: int = 200,
+    seed: int = 0,
+) -> float | None:
+    """How much worse a metric reads on a night of `rows` rows by chance alone: the `quantile` of its drop
+    (core.kinds.Metric.drop) over random draws of that many held-out rows, against the whole held-out value.
+
+    The retraining rules' allowed drops are raised to it, so a noisy metric (RMSE on heavy-tailed targets, any
+    metric on small partitions) does not fire on noise. None when there are too few rows to tell.
+    """
+    spec = metric_spec(kind, name)
+    size = min(rows, len(y_true))
+    if size < 20 or len(y_true) < 40:
+        return None
+    whole = metric_value(kind, name, y_true, outputs, threshold, classes)
+    rng = np.random.default_rng(seed)
+    drops = []
+    for _ in range(draws):
+        index = rng.choice(len(y_true), size, replace=True)
+        value = metric_value(kind, name, y_true[index], outputs.take(index), threshold, classes)
+        if np.isfinite(value):
+            drops.append(spec.drop(whole, value))
+    return float(np.quantile(drops, quantile)) if drops else None
 
 
 def realised_by_kind(

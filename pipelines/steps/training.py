@@ -22,7 +22,7 @@ from pipelines.core.kinds import Kind
 from pipelines.core.paths import INCOMING, LABELS, QUARANTINE
 from pipelines.steps.drift import calibrate_thresholds
 from pipelines.steps.labels import id_key, read_labels
-from pipelines.steps.performance import kind_metrics
+from pipelines.steps.performance import kind_metrics, metric_noise
 from pipelines.steps.predictions import as_classes, model_classes, predict
 from pipelines.steps.profile import data_profile
 from pipelines.storage import history, report_store
@@ -152,6 +152,7 @@ class TrainedModel:
     holdout_scores: pd.DataFrame
     drift_thresholds: dict[str, dict[str, Any]]
     classes: list[str]
+    metric_noise: dict[str, float]
 
 
 def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedModel:
@@ -195,6 +196,7 @@ def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedMode
         reference = reference.assign(prediction=on_reference.prediction)
     reference = reference.reset_index(drop=True)
     rows_per_partition = int(frame.groupby("ds").size().median())
+    noise = champion_noise(config, y_holdout, held, classes, rows_per_partition)
     thresholds = calibrate_thresholds(config, reference, rows_per_partition, seed=config.training.seed)
     holdout_scores = pd.DataFrame({"score": held.score, "label": y_holdout, "ds": holdout["ds"].to_numpy()})
     if kind is Kind.MULTICLASS and held.probabilities is not None:
@@ -213,7 +215,27 @@ def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedMode
         holdout_scores=holdout_scores.reset_index(drop=True),
         drift_thresholds=thresholds,
         classes=classes,
+        metric_noise=noise,
     )
+
+
+def champion_noise(
+    config: PipelineConfig, y: np.ndarray, outputs: Any, classes: list[str], rows_per_partition: int
+) -> dict[str, float]:
+    """The chance drop of retraining.metric on a night of typical size, from the held-out rows."""
+    name = config.retraining.metric
+    noise = metric_noise(
+        config.model.kind,
+        name,
+        y,
+        outputs,
+        config.model.decision_threshold,
+        classes,
+        rows_per_partition,
+        config.monitoring.drift.calibration_quantile,
+        seed=config.training.seed,
+    )
+    return {name: noise} if noise is not None else {}
 
 
 def _targets(kind: Kind, values: pd.Series) -> np.ndarray:

@@ -265,7 +265,7 @@ def _overview_row(config: PipelineConfig, link: str, approvals: int) -> str:
         cells = "<td>-</td><td>no night yet</td><td>-</td>" + f"<td>{metric}</td><td>-</td><td>-</td><td>-</td>"
         return f"<tr><td>{name}</td><td>{kind}</td><td>{html.escape(champion)}</td>{cells}<td>{approvals}</td></tr>"
     estimated, realised = metric_columns(config, frame)
-    last = frame.iloc[-1]
+    last = frame.sort_values(["ds", "updated_at"]).iloc[-1]  # the night's newest record (a rescoring's)
     warnings = len(last["validation_warnings"] or [])
     if not last["validation_success"]:
         status, css = "quarantined", "bad"
@@ -277,6 +277,6 @@ def _overview_row(config: PipelineConfig, link: str, approvals: int) -> str:
     return (
         f"<tr><td>{name}</td><td>{kind}</td><td>{html.escape(champion)}</td><td>{html.escape(str(last['ds']))}</td>"
         f"<td class={css}>{html.escape(status)}</td><td>{_fmt(last['drift_share'], '{:.2f}')}</td><td>{metric}</td>"
-        f"<td>{_fmt(estimated.iloc[-1])}</td><td>{_fmt(newest_realised.iloc[-1] if len(newest_realised) else None)}</td>"
+        f"<td>{_fmt(estimated.loc[last.name])}</td><td>{_fmt(newest_realised.iloc[-1] if len(newest_realised) else None)}</td>"
         f"<td>{warnings}</td><td>{approvals}</td></tr>"
     )

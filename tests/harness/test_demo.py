@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import demo
+from pipelines.core.config import load_config, model_sources
 from tests.conftest import REPO, airflow_env, airflow_home
 
 
@@ -52,8 +53,11 @@ def test_demo_refuses_a_config_whose_folders_are_elsewhere(
 
 
 def test_the_bundled_config_is_the_demos_own() -> None:
-    config = demo.load_config(demo.DEFAULT_CONFIG, environ={})
+    config = load_config(demo.DEFAULT_CONFIG, environ={})
     assert demo.foreign_locations(config, demo.DEFAULT_CONFIG, {}) == []
+    sources = model_sources({"PIPELINE_CONFIG": str(demo.DEMO_DEPLOYMENT)})
+    assert {s.config.model.kind for s in sources} == {"binary", "multiclass", "regression"}
+    assert all(demo.foreign_locations(s.config, s.file, {}) == [] for s in sources)
 
 
 FORGET = """
