@@ -274,9 +274,10 @@ def _overview_row(config: PipelineConfig, link: str, approvals: int) -> str:
     else:
         status, css = str(last["decision"] or "monitored"), "ok"
     newest_realised = realised.dropna()
+    tonight = estimated.to_dict().get(last.name)
     return (
         f"<tr><td>{name}</td><td>{kind}</td><td>{html.escape(champion)}</td><td>{html.escape(str(last['ds']))}</td>"
         f"<td class={css}>{html.escape(status)}</td><td>{_fmt(last['drift_share'], '{:.2f}')}</td><td>{metric}</td>"
-        f"<td>{_fmt(estimated.loc[last.name])}</td><td>{_fmt(newest_realised.iloc[-1] if len(newest_realised) else None)}</td>"
+        f"<td>{_fmt(tonight)}</td><td>{_fmt(newest_realised.iloc[-1] if len(newest_realised) else None)}</td>"
         f"<td>{warnings}</td><td>{approvals}</td></tr>"
     )
