@@ -149,6 +149,14 @@ def _stages(seconds: object, engine: object, engine_rows: object, reason: object
     return cell
 
 
+def _estimate_error(row: dict) -> str:
+    """How far the estimate was off, once the realised value exists (estimate minus realised)."""
+    estimated, realised = row.get("estimated"), row.get("realised")
+    if estimated is None or realised is None or pd.isna(estimated) or pd.isna(realised):
+        return ""
+    return f" <small>(estimate off by {estimated - realised:+.3f})</small>"
+
+
 def render_page(config: PipelineConfig, base: str, overview: str | None = None) -> str:
     """Return the monitoring page: the trend chart and one table row per night and model version.
 
@@ -173,7 +181,7 @@ def render_page(config: PipelineConfig, base: str, overview: str | None = None) 
             f"<td>{html.escape(r['ds'])}</td><td>v{html.escape(str(r['model_version']))}</td>"
             f'<td class={css} title="{html.escape(detail)}">{state}</td>'
             f"<td>{_fmt(r['drift_share'], '{:.2f}')}</td><td>{html.escape(', '.join(r['drifted_columns'] or [])) or '-'}</td>"
-            f"<td>{_fmt(r['estimated'])}</td><td>{_fmt(r['realised'])}</td>"
+            f"<td>{_fmt(r['estimated'])}</td><td>{_fmt(r['realised'])}{_estimate_error(r)}</td>"
             f'<td title="{html.escape(_label_issues(r["realised_metrics"]))}">{_fmt(r["label_coverage"], "{:.0%}")}</td>'
             f"<td>{html.escape(r['decision'] or '-')}</td>"
             f"<td>{html.escape('; '.join(r['decision_reasons'] or []))}</td>"

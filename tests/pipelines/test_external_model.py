@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import mlflow
+import pyarrow.parquet as pq
 import pytest
 from conftest import START, write_config
 from mlflow import MlflowClient
@@ -73,3 +74,34 @@ def test_an_external_champion_is_adopted_monitored_estimated_and_rolled_back(tmp
     promotion.rollback(config, None, "the new version misbehaves", "oncall", "rollback-1")
     assert Registry.open(config).champion().version == first
     assert history.night(config, ds, config.model.registered_name, first)["estimated_roc_auc"] is not None
+
+
+class _DemandModel(mlflow.pyfunc.PythonModel):
+    """A pyfunc model as another team would register it: no scikit-learn flavour, `predict` returns the values."""
+
+    def predict(self, context, model_input, params=None):
+        return (model_input["loan_amount"].to_numpy() * 0.01).round(2)
+
+
+def test_an_external_pyfunc_regression_model_is_scored_and_estimated(tmp_path):
+    config = load_config(write_config(tmp_path, kind="regression", model={"external": True, "reference": REFERENCE}))
+    sample_data.generate(config.data_root, START, 8, 800, label_delay_days=2, kind="regression")
+    init_store(config)
+    mlflow.set_tracking_uri(config.tracking_uri)
+    with mlflow.start_run(run_name="another team"):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=_DemandModel(), registered_model_name=config.model.registered_name
+        )
+    MlflowClient(config.tracking_uri).set_registered_model_alias(
+        config.model.registered_name, "champion", str(info.registered_model_version)
+    )
+    ds = (START + timedelta(days=6)).isoformat()
+    validated = nightly.validate_partition(config, ds, "night-1")
+    scored = scoring.score_partition(config, ds, validated.model, "night-1")
+    table = pq.read_table(scored.path)
+    incoming = sample_data.generate_chunk(START + timedelta(days=6), 0, 800, 7, sample_data.DriftSpec(), "regression")
+    assert table.column("prediction").to_pylist() == (incoming["loan_amount"] * 0.01).round(2).tolist()
+    night = nightly.monitor_night(config, validated, scored, "night-1")
+    assert set(night.estimated_metrics) == {"mae", "rmse"}
+    card = Registry.open(config).model_card(validated.model)
+    assert card.external and {"mae", "rmse"} <= set(card.metrics)
