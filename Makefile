@@ -104,4 +104,4 @@ browser:
 	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 clean:
-	rm -rf $(ROOT)/var/airflow $(ROOT)/var/data $(ROOT)/var/mlflow $(ROOT)/var/demo $(ROOT)/mutants
+	rm -rf $(ROOT)/var/airflow $(ROOT)/var/data $(ROOT)/var/models $(ROOT)/var/mlflow $(ROOT)/var/demo $(ROOT)/mutants
