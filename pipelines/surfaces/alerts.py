@@ -115,14 +115,17 @@ def data_quality_alert(config: PipelineConfig, summary: NightSummary, run: str) 
 
 
 def retrain_decision_alert(config: PipelineConfig, decision: Decision, run: str) -> Alert:
+    what = (
+        "retrain_model runs on this request."
+        if config.model.retrains
+        else "This model is registered outside this product (model.external) and has no model.trainer: nothing "
+        "retrains it here. Retrain it where it was trained and move its champion alias; the retraining Asset "
+        f"event {config.retrain_asset_name} was emitted for any DAG or tool that listens."
+    )
     return Alert(
         AlertEvent.RETRAIN_DECISION,
         f"[{config.model.registered_name}] retraining requested after ds={decision.ds} (champion v{decision.model_version})",
-        [
-            "The monitoring decided the champion no longer holds:",
-            *[f"- {r}" for r in decision.reasons],
-            "retrain_model runs on this request.",
-        ],
+        ["The monitoring decided the champion no longer holds:", *[f"- {r}" for r in decision.reasons], what],
         {"Drift report": report_url(config, decision.ds, "drift.html"), "Airflow run": run},
     )
 

@@ -123,3 +123,18 @@ def test_alerts_name_the_model_and_link_its_own_page(models, monkeypatch):
     assert (
         alerts.quarantine_alert(single, "2026-09-03", ["broken"], 10, "r").links["Monitoring"].endswith("/monitoring/")
     )
+
+
+def test_the_retraining_alert_of_an_external_model_says_nothing_retrains_it_here(models, monkeypatch):
+    from pipelines.core.contracts import Decision
+    from pipelines.surfaces import alerts
+
+    _, configs = models
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(configs))
+    found = {s.suffix: s.config for s in model_sources() if s.config is not None}
+    decision = Decision(retrain=True, reasons=["drift"], ds="2026-09-10", model_version="1")
+    vendor = alerts.retrain_decision_alert(found["__vendor"], decision, "r")
+    assert "nothing retrains it here" in vendor.text() and "retrain_model runs" not in vendor.text()
+    assert (
+        "retrain_model runs on this request" in alerts.retrain_decision_alert(found["__credit"], decision, "r").text()
+    )
