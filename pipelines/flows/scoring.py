@@ -79,6 +79,8 @@ def predict_scores(
     if fast is not None:
         encoded = fast.encoder.encode(batch) if fast.encoder else model[:-1].transform(batch.to_pandas())
         scores, by_compiled = fast.predict_routed(encoded)
+        if Kind(kind) is Kind.REGRESSION:
+            return Outputs(scores, scores), by_compiled
         return Outputs(scores, (scores >= threshold).astype("int8")), by_compiled
     frame = batch.to_pandas()
     parts = [

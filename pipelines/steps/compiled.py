@@ -70,8 +70,8 @@ def not_compilable_reason(config: PipelineConfig) -> str:
         return "the model was registered outside this product (model.external): scikit-learn or pyfunc scores it"
     if config.model.trainer:
         return f"model.trainer {config.model.trainer} builds the model: compiled trees cover the built-in trainer only"
-    if config.model.kind is not Kind.BINARY:
-        return f"compiled trees are verified for binary models only; this {config.model.kind} model scores with scikit-learn"
+    if config.model.kind is Kind.MULTICLASS:
+        return "compiled trees cover binary and regression models; this multiclass model scores with scikit-learn"
     return ""
 
 
@@ -186,7 +186,8 @@ class CompiledModel:
         self.encoder: ArrowEncoder | None = None  # set by load_verified when it encodes exactly as the pipeline
 
     def predict_routed(self, encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return positive-class probabilities and which rows the library scored (the others: scikit-learn)."""
+        """Return the scores (positive-class probabilities, or a regressor's values) and which rows the library
+        scored (the others: scikit-learn)."""
         import tl2cgen
 
         encoded = np.ascontiguousarray(encoded, dtype=np.float64)
@@ -198,8 +199,15 @@ class CompiledModel:
             rows = encoded if compiled == len(encoded) else encoded[exact]
             scores[exact] = np.asarray(self.predictor.predict(tl2cgen.DMatrix(rows))).reshape(len(rows), -1)[:, -1]
         if compiled < len(encoded):
-            scores[~exact] = self.model[-1].predict_proba(encoded[~exact])[:, 1]
+            scores[~exact] = sklearn_scores(self.model[-1], encoded[~exact])
         return scores, exact
+
+
+def sklearn_scores(estimator: Any, encoded: np.ndarray) -> np.ndarray:
+    """What the compiled trees must reproduce: a classifier's positive-class probability, a regressor's value."""
+    if hasattr(estimator, "predict_proba"):
+        return np.asarray(estimator.predict_proba(encoded))[:, 1]
+    return np.asarray(estimator.predict(encoded), dtype=float)
 
 
 def load_verified(
@@ -224,7 +232,7 @@ def load_verified(
         compiled = CompiledModel(model, predictor, build)
         rows = verification_rows(model, reference, features)
         encoded = model[:-1].transform(rows)
-        expected = model[-1].predict_proba(encoded)[:, 1]
+        expected = sklearn_scores(model[-1], encoded)
         got, _ = compiled.predict_routed(encoded)
     except Exception as exc:  # noqa: BLE001  (a library of another model: wrong feature count, for one)
         return None, f"the library cannot score this model's rows ({type(exc).__name__}: {str(exc).strip()[:200]})"

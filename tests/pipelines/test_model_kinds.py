@@ -92,7 +92,7 @@ def test_multiclass_predictions_hold_the_class_its_probability_and_one_probabili
     top = np.asarray(card.classes)[proba.argmax(axis=1)]
     assert (table.column("prediction").to_numpy(zero_copy_only=False) == top).all()
     assert np.allclose(table.column("score").to_numpy(), proba.max(axis=1))
-    assert scored.engine == "sklearn" and "binary models only" in scored.engine_reason
+    assert scored.engine == "sklearn" and "this multiclass model scores with scikit-learn" in scored.engine_reason
 
 
 def test_multiclass_night_is_estimated_then_measured_and_an_unseen_class_is_reported(multiclass):
@@ -254,3 +254,23 @@ def test_a_shift_in_predicted_class_shares_is_output_drift_not_feature_drift(mul
     moved, _ = drift_report(config, current, reference, tmp_path / "moved")
     assert moved.columns["prediction"]["drifted"] and moved.score_drifted
     assert "prediction" not in moved.drifted_columns and moved.share == same.share
+
+
+def test_a_regression_model_is_scored_by_its_verified_compiled_trees(tmp_path):
+    config = load_config(
+        write_config(
+            tmp_path, kind="regression", scoring={"engine": "compiled"}, model={"hyperparameters": {"max_iter": 30}}
+        )
+    )
+    sample_data.generate(config.data_root, START, 6, 600, label_delay_days=1, kind="regression")
+    window = retraining.select_training_window(config, window="sliding")
+    candidate = retraining.train_candidate(config, window, {"airflow_run_id": "pytest", "reason": "bootstrap"})
+    assert retraining.bootstrap_or_challenge(config, candidate) == Alias.CHAMPION
+    ds = (START + timedelta(days=5)).isoformat()
+    _, scored = _score(config, ds)
+    assert scored.engine == "compiled" and scored.engine_rows["compiled"] > 0
+    table = pq.read_table(scored.path).to_pandas()
+    rows = pd.read_parquet(partition_dir(config.data_root, "incoming", ds))
+    expected = Registry.open(config).load_model(candidate.ref).predict(rows[config.features.all])
+    assert np.allclose(table["prediction"].to_numpy(), expected, rtol=0, atol=1e-9)
+    assert np.array_equal(table["prediction"].to_numpy(), table["score"].to_numpy())
