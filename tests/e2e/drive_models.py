@@ -1,4 +1,4 @@
-"""Drive a deployment of several models through real Airflow DAG runs in one process (see test_many_models.py).
+"""Drive a deployment of several models through real Airflow DAG runs in one process (see test_a_deployment_of_models.py).
 
 Usage: drive_models.py OUT_DIR. PIPELINE_CONFIG names a folder of model configs: `tickets` (multiclass, built-in
 trainer), `demand` (regression, a user's scikit-learn Pipeline as model.trainer) and `vendor` (binary, registered
