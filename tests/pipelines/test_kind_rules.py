@@ -79,3 +79,23 @@ def test_metric_directions_and_drops():
     assert r2.drop(0.5, 0.25) == pytest.approx(0.5) and rmse.misses(120, 100) and not auc.misses(0.7, 0.65)
     with pytest.raises(KeyError, match="not a multiclass metric"):
         metric("multiclass", "roc_auc")
+
+
+def test_each_metric_alone_equals_the_kinds_full_table():
+    from pipelines.steps.performance import kind_metrics, metric_value
+
+    rng = np.random.default_rng(3)
+    classes = ["a", "b", "c"]
+    proba = rng.dirichlet([1, 1, 1], 300)
+    outputs = Outputs(proba.max(axis=1), np.asarray(classes, dtype=object)[proba.argmax(axis=1)], proba)
+    y = np.asarray(classes, dtype=object)[rng.integers(0, 3, 300)]
+    table = kind_metrics(Kind.MULTICLASS, y, outputs, 0.5, classes)
+    for name in ("macro_f1", "accuracy", "log_loss"):
+        assert metric_value(Kind.MULTICLASS, name, y, outputs, 0.5, classes) == pytest.approx(table[name])
+    truth = rng.normal(10, 3, 300)
+    values = truth + rng.normal(0, 1, 300)
+    table = kind_metrics(Kind.REGRESSION, truth, Outputs(values, values))
+    for name in ("rmse", "mae", "r2", "mape"):
+        assert metric_value(Kind.REGRESSION, name, truth, Outputs(values, values), 0.5, []) == pytest.approx(
+            table[name]
+        )
