@@ -11,15 +11,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
-import mlflow
-from mlflow import MlflowClient
-from mlflow.models import infer_signature
-
 from harness import sample_data
 from harness.runner import run_dag
 from pipelines.core.config import model_sources
 from pipelines.governance.registry import init_store
-from tests.user_code.trainers import linear
+from tests.user_code.notebook import register_elsewhere
 
 out_dir = Path(sys.argv[1])
 START, DAYS, ROWS, BOOTSTRAP_END, FIRST_NIGHT = datetime(2026, 9, 1).date(), 8, 800, 3, 4
@@ -40,28 +36,6 @@ def labels(name: str, day_index: int) -> None:
 def night(name: str, index: int) -> dict:
     logical = datetime.combine(dates[index] + timedelta(days=1), time(2, 0), tzinfo=UTC)
     return asdict(run_dag(f"batch_scoring__{name}", logical))
-
-
-def register_elsewhere(name: str, seed: int) -> str:
-    """A notebook's model: a scikit-learn Pipeline fit on its own data, logged, registered, aliased champion."""
-    config = models[name]
-    frame = sample_data.generate_chunk(START, 0, 3000, seed, sample_data.DriftSpec())
-    features = config.features.all
-    model = linear(config.features.numeric, config.features.categorical, "binary", seed).fit(
-        frame[features], frame["defaulted"]
-    )
-    mlflow.set_tracking_uri(config.tracking_uri)
-    with mlflow.start_run(run_name="notebook"):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=config.model.registered_name,
-            signature=infer_signature(frame[features].head(), model.predict_proba(frame[features].head())),
-            serialization_format="cloudpickle",
-        )
-    version = str(info.registered_model_version)
-    MlflowClient(config.tracking_uri).set_registered_model_alias(config.model.registered_name, "champion", version)
-    return version
 
 
 outcomes: dict = {"dates": [d.isoformat() for d in dates]}
@@ -86,11 +60,11 @@ for name in ("tickets", "demand"):
     if gate.get("passed"):
         done["rollback"] = asdict(run_dag(f"rollback_model__{name}", None, {"reason": "e2e: back to the first"}))
 
-vendor = outcomes["vendor"] = {"first_version": register_elsewhere("vendor", 11)}
+vendor = outcomes["vendor"] = {"first_version": register_elsewhere(models["vendor"], START, 11)}
 for index in range(FIRST_NIGHT, DAYS - 2):
     vendor[dates[index].isoformat()] = night("vendor", index)
     labels("vendor", index)
-vendor["second_version"] = register_elsewhere("vendor", 12)
+vendor["second_version"] = register_elsewhere(models["vendor"], START, 12)
 vendor[dates[DAYS - 2].isoformat()] = night("vendor", DAYS - 2)
 vendor["rollback"] = asdict(run_dag("rollback_model__vendor", None, {"reason": "e2e: the new version misbehaves"}))
 (out_dir / "outcomes.json").write_text(json.dumps(outcomes, default=str, indent=2))

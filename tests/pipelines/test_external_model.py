@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import START, write_config
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
 
 from harness import sample_data
 from pipelines.core.config import load_config
@@ -19,30 +18,9 @@ from pipelines.flows import evaluation, nightly, scoring
 from pipelines.governance import audit, promotion
 from pipelines.governance.registry import Registry, init_store
 from pipelines.storage import history
-from tests.user_code.trainers import linear
+from tests.user_code.notebook import register_elsewhere
 
 REFERENCE = {"first": START.isoformat(), "last": (START + timedelta(days=4)).isoformat()}
-
-
-def _register_elsewhere(config, days):
-    """What a data scientist does in a notebook: fit a Pipeline, log it, register it, point the alias at it."""
-    frame = sample_data.generate_chunk(START + timedelta(days=days[0]), 0, 3000, 11, sample_data.DriftSpec())
-    features = config.features.all
-    model = linear(config.features.numeric, config.features.categorical, "binary", 0).fit(
-        frame[features], frame["defaulted"]
-    )
-    mlflow.set_tracking_uri(config.tracking_uri)
-    with mlflow.start_run(run_name="notebook"):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=config.model.registered_name,
-            signature=infer_signature(frame[features].head(), model.predict_proba(frame[features].head())),
-            serialization_format="cloudpickle",
-        )
-    version = str(info.registered_model_version)
-    MlflowClient(config.tracking_uri).set_registered_model_alias(config.model.registered_name, "champion", version)
-    return version
 
 
 def test_an_external_champion_is_adopted_monitored_estimated_and_rolled_back(tmp_path):
@@ -51,7 +29,7 @@ def test_an_external_champion_is_adopted_monitored_estimated_and_rolled_back(tmp
     init_store(config)
     with pytest.raises(NoChampionError):
         Registry.open(config).champion()
-    first = _register_elsewhere(config, [0])
+    first = register_elsewhere(config, START, 11)
     ds = (START + timedelta(days=6)).isoformat()
     validated = nightly.validate_partition(config, ds, "night-1")
     assert validated.model.version == first
@@ -67,7 +45,7 @@ def test_an_external_champion_is_adopted_monitored_estimated_and_rolled_back(tmp
     assert night.estimated_roc_auc is not None
     evaluation.evaluate_labels(config)
     # the user registers a second version and moves the alias themselves: adopted (audited) on the next night
-    second = _register_elsewhere(config, [1])
+    second = register_elsewhere(config, START + timedelta(days=1), 11)
     nightly.validate_partition(config, (START + timedelta(days=7)).isoformat(), "night-2")
     assert [(e.action, e.to_version) for e in audit.read_audit(config)][-1] == (AuditAction.ADOPT, second)
     # and an operator can roll back to the first, as for any model
