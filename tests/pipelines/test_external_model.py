@@ -18,7 +18,7 @@ from pipelines.flows import evaluation, nightly, scoring
 from pipelines.governance import audit, promotion
 from pipelines.governance.registry import Registry, init_store
 from pipelines.storage import history
-from tests.user_code.notebook import register_elsewhere
+from tests.user_code.notebook import notebook_experiment, register_elsewhere
 
 REFERENCE = {"first": START.isoformat(), "last": (START + timedelta(days=4)).isoformat()}
 
@@ -65,8 +65,7 @@ def test_an_external_pyfunc_regression_model_is_scored_and_estimated(tmp_path):
     config = load_config(write_config(tmp_path, kind="regression", model={"external": True, "reference": REFERENCE}))
     sample_data.generate(config.data_root, START, 8, 800, label_delay_days=2, kind="regression")
     init_store(config)
-    mlflow.set_tracking_uri(config.tracking_uri)
-    with mlflow.start_run(run_name="another team"):
+    with mlflow.start_run(experiment_id=notebook_experiment(config), run_name="another team"):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=_DemandModel(), registered_model_name=config.model.registered_name
         )

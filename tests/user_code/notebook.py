@@ -21,8 +21,7 @@ def register_elsewhere(config: PipelineConfig, day: date, seed: int) -> str:
     model = linear(config.features.numeric, config.features.categorical, "binary", seed).fit(
         frame[features], frame["defaulted"]
     )
-    mlflow.set_tracking_uri(config.tracking_uri)
-    with mlflow.start_run(run_name="notebook"):
+    with mlflow.start_run(experiment_id=notebook_experiment(config), run_name="notebook"):
         info = mlflow.sklearn.log_model(
             model,
             name="model",
@@ -33,3 +32,15 @@ def register_elsewhere(config: PipelineConfig, day: date, seed: int) -> str:
     version = str(info.registered_model_version)
     MlflowClient(config.tracking_uri).set_registered_model_alias(config.model.registered_name, "champion", version)
     return version
+
+
+def notebook_experiment(config: PipelineConfig) -> str:
+    """The notebook's own MLflow experiment in the config's store, its artifacts beside the store's (MLflow's
+    Default experiment would put them in ./mlruns of whatever folder the process runs in)."""
+    mlflow.set_tracking_uri(config.tracking_uri)
+    client = MlflowClient(config.tracking_uri)
+    found = client.get_experiment_by_name("notebook")
+    if found is not None:
+        return str(found.experiment_id)
+    location = (config.mlflow.store_dir / "notebook-artifacts").as_uri()
+    return str(client.create_experiment("notebook", artifact_location=location))
