@@ -93,6 +93,14 @@ def test_multiclass_predictions_hold_the_class_its_probability_and_one_probabili
     assert (table.column("prediction").to_numpy(zero_copy_only=False) == top).all()
     assert np.allclose(table.column("score").to_numpy(), proba.max(axis=1))
     assert scored.engine == "sklearn" and "this multiclass model scores with scikit-learn" in scored.engine_reason
+    # another engine reads the contract as it is: DuckDB queries the struct's fields by class
+    import duckdb
+
+    top = duckdb.sql(
+        f"SELECT prediction, probabilities.high AS high, score FROM read_parquet('{scored.path}') "
+        "WHERE prediction = 'high' LIMIT 5"
+    ).fetchall()
+    assert top and all(high == score for _, high, score in top)
 
 
 def test_multiclass_night_is_estimated_then_measured_and_an_unseen_class_is_reported(multiclass):
