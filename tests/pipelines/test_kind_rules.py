@@ -99,3 +99,46 @@ def test_each_metric_alone_equals_the_kinds_full_table():
         assert metric_value(Kind.REGRESSION, name, truth, Outputs(values, values), 0.5, []) == pytest.approx(
             table[name]
         )
+
+
+def test_a_drop_from_a_zero_reference_and_a_value_on_the_bound():
+    rmse, auc = metric("regression", "rmse"), metric("binary", "roc_auc")
+    assert rmse.drop(0.0, 1.0) == float("inf") and rmse.drop(0.0, 0.0) == 0.0
+    assert not rmse.misses(100.0, 100.0) and not auc.misses(0.65, 0.65)  # on the ceiling or floor: not missed
+
+
+class _Probabilities:
+    """A pyfunc-like model: no predict_proba, predict returns what it is given."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def predict(self, frame):
+        return self.out
+
+
+def test_predictions_of_each_kind_and_their_chunks_keep_their_shape():
+    from sklearn.linear_model import LogisticRegression
+
+    from pipelines.core.errors import PipelineError
+    from pipelines.steps.predictions import concat, predict
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=200), "y": rng.normal(size=200)})
+    binary = LogisticRegression().fit(frame, (frame["x"] > 0).astype(int))
+    out = predict(binary, frame, Kind.BINARY)
+    assert out.prediction.dtype == np.int8 and (out.prediction == (out.score >= 0.5)).all()
+    assert 0 < out.prediction.sum() < 200
+    tiers = np.where(frame["x"] < -0.5, "low", np.where(frame["x"] < 0.5, "mid", "high"))
+    multi = LogisticRegression().fit(frame, tiers)
+    out = predict(multi, frame, Kind.MULTICLASS)
+    part = out.take(np.arange(10))
+    assert part.probabilities.shape == (10, 3) and list(part.prediction) == list(out.prediction[:10])
+    joined = concat([out.take(np.arange(100)), out.take(np.arange(100, 200))])
+    assert np.array_equal(joined.probabilities, out.probabilities) and list(joined.prediction) == list(out.prediction)
+    pyfunc = predict(_Probabilities(np.tile([0.2, 0.8], (200, 1))), frame, Kind.BINARY)
+    assert (pyfunc.score == 0.8).all() and (pyfunc.prediction == 1).all()
+    with pytest.raises(PipelineError, match="class probabilities"):
+        predict(_Probabilities(np.zeros(200)), frame, Kind.BINARY)
+    with pytest.raises(PipelineError, match="set model.kind to multiclass"):
+        predict(multi, frame, Kind.BINARY)
