@@ -16,8 +16,8 @@ from pipelines.core.kinds import metric as metric_spec
 from pipelines.core.paths import COMPARISONS, REPORTS
 from pipelines.governance.registry import Registry
 from pipelines.steps.performance import kind_metrics, metric_value, performance_report_by_kind
-from pipelines.steps.predictions import Outputs, as_classes, predict
-from pipelines.steps.training import load_labelled
+from pipelines.steps.predictions import Outputs, predict
+from pipelines.steps.training import load_labelled, targets
 from pipelines.storage import report_store
 from pipelines.storage.atomic import write_json_atomic
 
@@ -175,18 +175,11 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
 
 
 def labels_of(config: PipelineConfig, frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """The labelled rows the kind can judge by, and their labels (0/1, class text, finite floats)."""
-    values = frame[config.target]
-    kind = config.model.kind
-    if kind is Kind.REGRESSION:
-        numbers = pd.to_numeric(values, errors="coerce").astype(float).to_numpy()
-        keep = np.isfinite(numbers)
-        return numbers[keep], frame[keep]
-    if kind is Kind.MULTICLASS:
-        keep = values.notna().to_numpy()
-        return as_classes(values[keep]), frame[keep]
-    keep = values.isin([0, 1, True, False]).to_numpy()
-    return values[keep].to_numpy().astype(int), frame[keep]
+    """The labelled rows and their labels in the kind's form (0/1, class text, floats).
+
+    The frame comes from `load_labelled`, whose labels `read_labels` already kept to the usable ones.
+    """
+    return targets(config.model.kind, frame[config.target]), frame
 
 
 def _aligned(outputs: Outputs, have: list[str], want: list[str]) -> Outputs:

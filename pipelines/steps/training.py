@@ -169,7 +169,8 @@ def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedMode
             "wait for more labels or lower training.min_rows"
         )
     features, target, kind = config.features.all, config.target, config.model.kind
-    train, holdout, labels = _usable_targets(config, train, holdout)
+    # load_labelled's labels come from read_labels: only usable ones, already in the kind's form
+    labels = pd.Series(targets(kind, train[target]), index=train.index)
     if kind.classifies and labels.nunique() < 2:
         raise TrainingNotReady(f"target {target!r} has a single class in the training window: wait for more labels")
     try:
@@ -183,7 +184,7 @@ def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedMode
     classes = model_classes(model) if kind is Kind.MULTICLASS else []
     threshold = config.model.decision_threshold
     held = predict(model, holdout[features], kind, threshold, classes)
-    y_holdout = _targets(kind, holdout[target])
+    y_holdout = targets(kind, holdout[target])
     metrics = kind_metrics(kind, y_holdout, held, threshold, classes)
     log.info(
         "trained on %s rows (%d days), held-out metrics %s", f"{len(train):,}", len(days) - len(holdout_days), metrics
@@ -238,43 +239,10 @@ def champion_noise(
     return {name: noise} if noise is not None else {}
 
 
-def _targets(kind: Kind, values: pd.Series) -> np.ndarray:
+def targets(kind: Kind, values: pd.Series) -> np.ndarray:
     """Labels as the kind compares them: 0/1 integers, class text, or floats."""
     if kind is Kind.MULTICLASS:
         return as_classes(values)
     if kind is Kind.BINARY:
         return values.to_numpy().astype(int)
     return values.to_numpy(dtype=float)
-
-
-def _usable_targets(
-    config: PipelineConfig, train: pd.DataFrame, holdout: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
-    """Drop rows whose label the kind cannot learn from (NaN or infinite numbers, missing classes); say how many."""
-    target, kind = config.target, config.model.kind
-    kept = []
-    for part in (train, holdout):
-        values = part[target]
-        if kind is Kind.REGRESSION:
-            numbers = pd.to_numeric(values, errors="coerce").astype(float)
-            good = np.isfinite(numbers.to_numpy())
-        elif kind is Kind.BINARY:
-            good = values.notna().to_numpy() & values.isin([0, 1, True, False]).to_numpy()
-        else:
-            good = values.notna().to_numpy()
-        if (~good).any():
-            log.warning(
-                "left out of training: %s row(s) whose label %r is not usable", f"{int((~good).sum()):,}", target
-            )
-        kept.append(part[good])
-    train, holdout = kept
-    if train.empty or holdout.empty:
-        raise TrainingNotReady(
-            f"no usable labels in the training window's {'training' if train.empty else 'held-out'} rows"
-        )
-    labels = train[target]
-    if kind is Kind.MULTICLASS:
-        labels = pd.Series(as_classes(labels), index=train.index)
-    elif kind is Kind.REGRESSION:
-        labels = pd.to_numeric(labels).astype(float)
-    return train, holdout, labels
