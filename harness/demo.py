@@ -353,7 +353,7 @@ def run_demo(sources: list[ModelSource], fresh: bool, seed: int, log_file: Path)
         f"\nDemo finished in {time.monotonic() - started:.0f} s. Outputs:\n"
         f"  task logs    {log_file}\n"
         f"  data         {', '.join(str(c.data_root) for c in models.values())}\n"
-        f"               (incoming/, predictions/, labels/, quarantine/ and reports/: Evidently HTML, open drift.html)\n"
+        f"               (incoming/, predictions/, labels/, quarantine/ and reports/: open drift_overview.html)\n"
         f"  MLflow       {credit_config.tracking_uri}  (UI: make mlflow-ui, then http://127.0.0.1:5000)\n"
         f"  Airflow UI   make airflow-ui, then http://127.0.0.1:8080: a batch_scoring, retrain_model and\n"
         f"               rollback_model DAG per model; 'Model monitoring' in its navigation opens the overview\n"

@@ -23,6 +23,13 @@ REPORT_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+# the shared chart library: loadable by the sandboxed (opaque-origin) reports, never rendered as a page
+LIB_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Resource-Policy": "cross-origin",
+    "Cache-Control": "public, max-age=86400",
+    "Content-Security-Policy": "sandbox; default-src 'none'",
+}
 DATA_HEADERS = REPORT_HEADERS | {"Content-Security-Policy": "sandbox; default-src 'none'"}
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -136,53 +143,93 @@ def model_page(key: str) -> HTMLResponse:
     )
 
 
+@app.get("/{prefix:path}/_lib/{name}")
+def evidently_lib(prefix: str, name: str) -> Response:
+    """The chart library every Evidently report loads (`../_lib/` from its folder): the installed Evidently's own
+    open-source bundle, the same for everyone, so served without login (a sandboxed report sends no cookie)."""
+    from pipelines.steps.reports import evidently_lib, evidently_lib_name
+
+    if name != evidently_lib_name():
+        raise HTTPException(status_code=404, detail="no such library")
+    return Response(evidently_lib(), media_type="text/javascript", headers=LIB_HEADERS)
+
+
+@app.get("/model/{key}/reports/{partition}/columns/{position}.html", dependencies=[Depends(require_airflow_login)])
+def model_column_page(key: str, partition: str, position: int) -> Response:
+    return _column_page(_model_config(key), partition, position)
+
+
+@app.get("/reports/{partition}/columns/{position}.html", dependencies=[Depends(require_airflow_login)])
+def column_page(partition: str, position: int) -> Response:
+    return _column_page(_config(), partition, position)
+
+
+def _column_page(config, partition: str, position: int) -> Response:
+    """A column's drift page, rendered from the night's stored statistics (no script: served like a report)."""
+    from pipelines.surfaces.monitoring_page import read_column_page
+
+    page = read_column_page(config, partition, position)
+    if page is None:
+        raise HTTPException(status_code=404, detail="no such column page")
+    return Response(page, media_type="text/html; charset=utf-8", headers=REPORT_HEADERS)
+
+
 @app.get("/model/{key}/reports/{partition}/{name}", dependencies=[Depends(require_airflow_login)])
-def model_night_report(key: str, partition: str, name: str) -> Response:
+def model_night_report(key: str, partition: str, name: str, request: Request) -> Response:
     from pipelines.surfaces.monitoring_page import read_report
 
     content = read_report(_model_config(key), partition, name)
     if content is None:
         raise HTTPException(status_code=404, detail="no such report")
-    return _sandboxed(name, content)
+    return _sandboxed(name, content, request)
 
 
 @app.get("/model/{key}/models/{pair}/{name}", dependencies=[Depends(require_airflow_login)])
-def model_comparison_report(key: str, pair: str, name: str) -> Response:
+def model_comparison_report(key: str, pair: str, name: str, request: Request) -> Response:
     from pipelines.surfaces.monitoring_page import read_model_report
 
     content = read_model_report(_model_config(key), pair, name)
     if content is None:
         raise HTTPException(status_code=404, detail="no such comparison")
-    return _sandboxed(name, content)
+    return _sandboxed(name, content, request)
 
 
 @app.get("/reports/{partition}/{name}", dependencies=[Depends(require_airflow_login)])
-def report(partition: str, name: str) -> Response:
+def report(partition: str, name: str, request: Request) -> Response:
     from pipelines.surfaces.monitoring_page import read_report
 
     content = read_report(_config(), partition, name)
     if content is None:
         raise HTTPException(status_code=404, detail="no such report")
-    return _sandboxed(name, content)
+    return _sandboxed(name, content, request)
 
 
 @app.get("/models/{pair}/{name}", dependencies=[Depends(require_airflow_login)])
-def model_report(pair: str, name: str) -> Response:
+def model_report(pair: str, name: str, request: Request) -> Response:
     from pipelines.surfaces.monitoring_page import read_model_report
 
     content = read_model_report(_config(), pair, name)
     if content is None:
         raise HTTPException(status_code=404, detail="no such comparison")
-    return _sandboxed(name, content)
+    return _sandboxed(name, content, request)
 
 
-def _sandboxed(name: str, content: bytes) -> Response:
+def _sandboxed(name: str, content: bytes, request: Request | None = None) -> Response:
     """Serve a report file with the sandbox headers (HTML runs sandboxed, JSON is never rendered as a page).
 
     The file comes from the data root or the report store (pipelines.storage.report_store), whichever the config names.
+    An Evidently page may also load the shared chart library from its folder's `../_lib/` (named with this host in
+    its script-src: a sandboxed page has no origin of its own for 'self' to match).
     """
     if name.endswith(".html"):
-        return Response(content, media_type="text/html; charset=utf-8", headers=REPORT_HEADERS)
+        headers = REPORT_HEADERS
+        if request is not None:
+            lib = str(request.url.replace(query="", fragment="")).rsplit("/", 2)[0] + "/_lib/"
+            policy = REPORT_HEADERS["Content-Security-Policy"].replace(
+                "script-src 'unsafe-inline'", f"script-src {lib} 'unsafe-inline'"
+            )
+            headers = REPORT_HEADERS | {"Content-Security-Policy": policy}
+        return Response(content, media_type="text/html; charset=utf-8", headers=headers)
     return Response(content, media_type="application/json", headers=DATA_HEADERS)
 
 
@@ -224,7 +271,7 @@ class DriftReportLink(BaseOperatorLink):
 
         summary = _return_value(ti_key)
         base = _model_base(ti_key.dag_id, "batch_scoring")
-        return report_route(summary.ds, "drift.html", base) if isinstance(summary, NightSummary) else ""
+        return report_route(summary.ds, "drift_overview.html", base) if isinstance(summary, NightSummary) else ""
 
 
 class GateComparisonLink(BaseOperatorLink):

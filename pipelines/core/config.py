@@ -216,6 +216,9 @@ class Training(_Section):
     holdout_partitions: Annotated[int, Field(ge=1)] = 3
     min_rows: Annotated[int, Field(ge=10)] = 1000
     reference_sample_rows: Annotated[int, Field(ge=100)] = 50_000
+    # the training frame's cells (rows x features) at most: a wide window is sampled evenly across its partitions
+    # to fit, so training memory stays bounded at any width
+    max_cells: Annotated[int, Field(ge=1_000_000)] = 60_000_000
     seed: int = 42
     threads: Annotated[int, Field(ge=0)] = 0  # native threads of a training task (0: all cores)
 
@@ -261,6 +264,10 @@ class Drift(_Section):
     calibrate: bool = True
     calibration_quantile: Annotated[float, Field(ge=0.9, lt=1.0)] = 0.995
     calibration_draws: Annotated[int, Field(ge=50, le=5000)] = 200
+    # False alarms add up with width: a feature column is flagged only when its noise p-value (how often a night
+    # without drift goes this far, from the calibration draws) survives Benjamini-Hochberg control of the false
+    # discovery rate at this level across the feature columns, as well as its threshold
+    fdr: Annotated[float, Field(gt=0, le=0.5)] = 0.01
 
 
 class Monitoring(_Section):
@@ -268,6 +275,12 @@ class Monitoring(_Section):
     # a categorical column's reports and drift test keep its most frequent categories (in the night or the
     # reference) and count the rest as one "(other)" category: bounded time and memory at any number of categories
     max_categories: Annotated[int, Field(ge=2, le=10_000)] = 50
+    # the sample's cells (rows x monitored columns) at most: a wide table is sampled in fewer rows, so a night's
+    # memory does not grow with its width (the reference a model stores is capped alike)
+    sample_cells: Annotated[int, Field(ge=100_000)] = 20_000_000
+    # the columns Evidently renders each night (drifted ones first, then the closest to their thresholds, and the
+    # model's outputs); every column is tested, ranked in the night's overview and has a page of its own
+    report_columns: Annotated[int, Field(ge=1, le=200)] = 20
     threads: Annotated[int, Field(ge=0)] = 0  # native threads of a monitoring task (0: all cores)
     drift: Drift = Drift()
     history_url: str | None = None

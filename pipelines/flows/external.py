@@ -32,7 +32,7 @@ from pipelines.governance.registry import (
     REFERENCE_ARTIFACT,
     Registry,
 )
-from pipelines.steps.drift import calibrate_thresholds, sample_rows
+from pipelines.steps.drift import calibrate_thresholds, reference_rows, sample_rows
 from pipelines.steps.performance import kind_metrics
 from pipelines.steps.predictions import model_classes, predict
 from pipelines.steps.profile import data_profile
@@ -80,7 +80,7 @@ def build_reference(config: PipelineConfig, models: Registry, ref: ModelRef) -> 
         )
     kind, features, threshold = config.model.kind, config.features.all, config.model.decision_threshold
     model = models.load_model(ref)
-    per_day = max(1, config.training.reference_sample_rows // len(days))
+    per_day = max(1, reference_rows(config) // len(days))
     frames = [sample_rows(incoming_partition(config, d.isoformat()), per_day, seed=d.toordinal()) for d in days]
     reference = pd.concat(frames, ignore_index=True)[features]
     classes = model_classes(model) if kind is Kind.MULTICLASS else []
@@ -141,8 +141,8 @@ def _labelled_reference(
         return empty, {}, {}
     frame, _ = load_labelled(config, days)
     y, frame = labels_of(config, frame)
-    if len(frame) > config.training.reference_sample_rows:
-        keep = frame.sample(n=config.training.reference_sample_rows, random_state=0).index
+    if len(frame) > reference_rows(config):
+        keep = frame.sample(n=reference_rows(config), random_state=0).index
         y, frame = y[frame.index.get_indexer(keep)], frame.loc[keep]
     outputs = predict(model, frame[features], kind, threshold, classes or None)
     metrics = kind_metrics(kind, y, outputs, threshold, classes)

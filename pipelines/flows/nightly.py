@@ -135,8 +135,8 @@ def monitor_night(
     built: dict[str, Any] = {}
 
     def build(staging: Path) -> None:
-        drift, written = drift_report(config, sample, reference, staging, thresholds)
-        written |= summary_report(config, sample, reference, staging)
+        drift, written = drift_report(config, sample, reference, staging, thresholds, ds=ds)
+        written |= summary_report(config, sample, reference, staging, drift.reported)
         write_atomic(
             staging / "validation.html", lambda temp: temp.write_text(validation_page(validated), encoding="utf-8")
         )
@@ -157,7 +157,9 @@ def monitor_night(
             reports={key: str(folder / Path(path).name) for key, path in written.items()},
             estimated_metrics={k: v for k, v in estimate.items() if _finite(v) is not None},
         )
-        write_json_atomic(staging / SUMMARY_FILE, summary.model_dump(mode="json") | {"drift": drift.as_dict()})
+        # every column's statistics are in drift_columns.json; the summary keeps the reported ones (bounded)
+        kept = drift.as_dict() | {"columns": {c: drift.columns[c] for c in drift.reported}}
+        write_json_atomic(staging / SUMMARY_FILE, summary.model_dump(mode="json") | {"drift": kept})
         built.update(summary=summary, drift=drift)
 
     # the night's reports are built aside and swapped in whole: a killed run never leaves a mix of two runs
@@ -171,7 +173,7 @@ def monitor_night(
             summary,
             scored,
             ref.name,
-            drift_stats=drift.columns,
+            drift_stats={c: drift.columns[c] for c in drift.reported},
             estimated_roc_auc=_finite(estimate.get("roc_auc", float("nan"))),
             estimated_accuracy=_finite(estimate.get("accuracy", float("nan"))),
             estimated_metrics={k: v for k, v in estimate.items() if _finite(v) is not None},

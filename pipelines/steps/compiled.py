@@ -265,17 +265,27 @@ def _verified_encoder(model: Any, rows: pd.DataFrame, encoded: np.ndarray) -> Ar
     return None
 
 
-def verification_rows(model: Any, reference: pd.DataFrame, features: list[str], base_rows: int = 2000) -> pd.DataFrame:
-    """The reference sample, plus copies of it with each feature missing, unseen, and each known category in turn."""
+def verification_rows(
+    model: Any, reference: pd.DataFrame, features: list[str], base_rows: int = 2000, probe_rows: int = 12_000
+) -> pd.DataFrame:
+    """The reference sample, plus copies of its rows with features missing, unseen, and each known category in turn.
+
+    Up to `probe_rows` // 600 features, each feature is probed alone (200 rows each way). A wider model gets
+    `probe_rows` rows in which each cell is missing, unseen or (categorical) cycled through the known categories with
+    a chance of 10% each: every feature is still probed in hundreds of rows, and the check's size is bounded in rows
+    whatever the width (rows x features would reach gigabytes at a thousand features).
+    """
     base = reference[features].head(base_rows).reset_index(drop=True)
-    variants = [base]
-    few = base.head(200)
     columns = model[0]
     encoder: Any = columns.named_transformers_.get("categorical") if hasattr(columns, "named_transformers_") else None
     fitted = hasattr(encoder, "categories_")  # an encoder of no column (no categorical feature) is never fitted
     known_by_column: dict[str, list[Any]] = (
         {c: list(k) for c, k in zip(encoder.feature_names_in_, encoder.categories_, strict=True)} if fitted else {}
     )
+    if len(features) * 600 > probe_rows and len(base):
+        return pd.concat([base, _random_probes(base, features, known_by_column, probe_rows)], ignore_index=True)
+    variants = [base]
+    few = base.head(200)
     for position, column in enumerate(features):
         missing = few.copy()
         missing[column] = None if column in known_by_column else np.nan
@@ -290,3 +300,27 @@ def verification_rows(model: Any, reference: pd.DataFrame, features: list[str], 
             unseen[column] = np.where(np.arange(len(unseen)) % 2 == 0, 1e12, -1e12) * (position + 1)
         variants += [missing, unseen]
     return pd.concat(variants, ignore_index=True)
+
+
+def _random_probes(
+    base: pd.DataFrame, features: list[str], known_by_column: dict[str, list[Any]], rows: int
+) -> pd.DataFrame:
+    """`rows` copies of base rows with each cell missing, unseen or cycled through the known categories (10% each)."""
+    rng = np.random.default_rng(0)
+    probes = base.iloc[np.arange(rows) % len(base)].reset_index(drop=True)
+    for position, column in enumerate(features):
+        state = rng.random(rows)
+        missing, unseen, cycled = state < 0.1, (state >= 0.1) & (state < 0.2), (state >= 0.2) & (state < 0.3)
+        if column in known_by_column:
+            values = probes[column].astype(object).to_numpy()
+            known = known_by_column[column]
+            values[unseen] = UNSEEN
+            if known:
+                values[cycled] = [known[i % len(known)] for i in range(int(cycled.sum()))]
+            values[missing] = None
+        else:
+            values = probes[column].to_numpy(dtype=float, na_value=np.nan).copy()
+            values[unseen] = np.where(np.arange(int(unseen.sum())) % 2 == 0, 1e12, -1e12) * (position + 1)
+            values[missing] = np.nan
+        probes[column] = values
+    return probes

@@ -43,13 +43,53 @@ def inert_report_html(page: str) -> str:
     return "\n".join(lines)
 
 
+# Each Evidently page would carry its own copy of the chart library (3.5 MB): the pages load one shared copy from
+# `_lib/` beside their folders instead (written there once; the monitoring plugin serves the installed one).
+LIB_FOLDER = "_lib"
+
+
+def _lib_file() -> Path:
+    return Path(evidently().__path__[0]) / "nbextension" / "static" / "index.js"
+
+
+def evidently_lib_name() -> str:
+    """The shared chart library's file name, versioned: a page always loads the library it was written for."""
+    return f"evidently-{evidently().__version__}.js"
+
+
+def evidently_lib() -> bytes:
+    """The installed Evidently's chart library, the script every report page loads."""
+    return _lib_file().read_bytes()
+
+
+def shared_lib_html(page: str) -> str:
+    """Return Evidently's standalone HTML with its inline chart library replaced by a script loading the shared copy
+    (`../_lib/evidently-<version>.js`, relative to the report's folder)."""
+    inline = f"<script>{_lib_file().read_text(encoding='utf-8')}</script>"
+    if page.count(inline) != 1:
+        raise RuntimeError("Evidently's HTML template changed: its inline chart library was not found once")
+    return page.replace(inline, f'<script src="../{LIB_FOLDER}/{evidently_lib_name()}"></script>')
+
+
+def write_shared_lib(reports_root: Path) -> None:
+    """Write the chart library once under `reports_root/_lib/` (pages opened from the disk load it from there)."""
+    target = reports_root / LIB_FOLDER / evidently_lib_name()
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, lambda temp: temp.write_bytes(evidently_lib()))
+
+
 def save_snapshot(snapshot: Any, folder: Path, stem: str) -> dict[str, str]:
-    """Save a snapshot as HTML (data made inert, see `inert_report_html`) and JSON atomically; return their paths."""
+    """Save a snapshot as HTML (data made inert, see `inert_report_html`; the chart library shared, see
+    `shared_lib_html`) and JSON atomically; return their paths."""
     paths = {}
+    write_shared_lib(folder.parent)
     writers = (
         (
             "html",
-            lambda temp: temp.write_text(inert_report_html(snapshot.get_html_str(as_iframe=False)), encoding="utf-8"),
+            lambda temp: temp.write_text(
+                inert_report_html(shared_lib_html(snapshot.get_html_str(as_iframe=False))), encoding="utf-8"
+            ),
         ),
         ("json", lambda temp: snapshot.save_json(str(temp))),
     )

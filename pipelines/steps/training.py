@@ -20,13 +20,19 @@ from pipelines.core.config import PipelineConfig
 from pipelines.core.errors import PipelineError, TrainerError, TrainingNotReady
 from pipelines.core.kinds import Kind
 from pipelines.core.paths import INCOMING, LABELS, QUARANTINE
-from pipelines.steps.drift import calibrate_thresholds
+from pipelines.steps.drift import calibrate_thresholds, reference_rows, sample_rows
 from pipelines.steps.labels import id_key, read_labels
 from pipelines.steps.performance import kind_metrics, metric_noise
 from pipelines.steps.predictions import as_classes, model_classes, predict
 from pipelines.steps.profile import data_profile
 from pipelines.storage import history, report_store
-from pipelines.storage.partitions import list_partitions, partition_digest, partition_dir, partition_files
+from pipelines.storage.partitions import (
+    list_partitions,
+    partition_digest,
+    partition_dir,
+    partition_files,
+    partition_row_count,
+)
 from pipelines.storage.schema import incoming_partition, read_table
 
 log = logging.getLogger(__name__)
@@ -54,8 +60,14 @@ def training_partitions(
 
 
 def load_labelled(config: PipelineConfig, days: list[date]) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Return features joined to labels by id for the given days (column `ds` added) and each partition's digest."""
+    """Return features joined to labels by id for the given days (column `ds` added) and each partition's digest.
+
+    The frame holds at most training.max_cells cells (rows x features): a larger window is read as an even sample of
+    each of its partitions, so the training task's memory is bounded at any width and row count.
+    """
     frames, digests = [], {}
+    per_partition = max(1, config.training.max_cells // max(len(config.features.all), 1) // max(len(days), 1))
+    sampled = 0
     for day in days:
         ds = day.isoformat()
         try:
@@ -63,11 +75,24 @@ def load_labelled(config: PipelineConfig, days: list[date]) -> tuple[pd.DataFram
         except PipelineError as exc:
             log.warning("left out of training: %s", exc)
             continue
-        features = read_table(partition).to_pandas()
+        rows = partition_row_count(list(partition.files))
+        if rows > per_partition:  # a wide or large window: an even sample of each partition, streamed
+            features = sample_rows(partition, per_partition, seed=day.toordinal())
+            sampled += 1
+        else:
+            features = read_table(partition).to_pandas()
         labels = read_labels(config, ds).labels.rename(columns={"target": config.target})
         frame = features.assign(key=id_key(features[config.id_column])).merge(labels, on="key", how="inner")
         frames.append(frame.drop(columns="key").drop_duplicates(config.id_column, keep=False).assign(ds=ds))
         digests[ds] = partition_digest(list(partition.files) + partition_files(config.data_root, LABELS, day))
+    if sampled:
+        log.info(
+            "training.max_cells: %d of %d partitions sampled to about %s rows each (%d features)",
+            sampled,
+            len(days),
+            f"{per_partition:,}",
+            len(config.features.all),
+        )
     if not frames:
         raise TrainingNotReady(
             "no labelled partitions in the training window: generate or land labels/ds=... partitions, "
@@ -189,8 +214,8 @@ def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedMode
     log.info(
         "trained on %s rows (%d days), held-out metrics %s", f"{len(train):,}", len(days) - len(holdout_days), metrics
     )
-    sample_rows = min(config.training.reference_sample_rows, len(train))
-    reference = train.sample(n=sample_rows, random_state=config.training.seed)[[*features, target]]
+    reference = train.sample(n=min(reference_rows(config), len(train)), random_state=config.training.seed)
+    reference = reference[[*features, target]]
     on_reference = predict(model, reference[features], kind, threshold, classes)
     reference = reference.assign(score=on_reference.score)
     if kind is Kind.MULTICLASS:  # the predicted class's shares are drift-tested too
@@ -204,8 +229,8 @@ def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedMode
         holdout_scores = holdout_scores.assign(**{f"proba_{i}": held.probabilities[:, i] for i in range(len(classes))})
     if kind is Kind.REGRESSION:  # direct loss estimation learns the error from the features
         holdout_scores = pd.concat([holdout_scores, holdout[features].reset_index(drop=True)], axis=1)
-    if len(holdout_scores) > config.training.reference_sample_rows:
-        holdout_scores = holdout_scores.sample(n=config.training.reference_sample_rows, random_state=0)
+    if len(holdout_scores) > reference_rows(config):
+        holdout_scores = holdout_scores.sample(n=reference_rows(config), random_state=0)
     return TrainedModel(
         model=model,
         metrics=metrics,

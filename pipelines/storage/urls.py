@@ -6,6 +6,7 @@ from pipelines.core.paths import REPORTS
 
 MONITORING_PREFIX = "/monitoring"  # where the plugin's app is mounted on the Airflow api-server
 REPORT_FILES = (
+    "drift_overview.html",
     "drift.html",
     "data_summary.html",
     "performance.html",
@@ -14,8 +15,15 @@ REPORT_FILES = (
     "data_summary.json",
     "performance.json",
     "summary.json",
+    "drift_columns.json",
 )  # what reports/ds=.../ may serve
-NIGHT_PAGES = ("drift.html", "data_summary.html", "performance.html", "validation.html")  # linked per night
+NIGHT_PAGES = (
+    "drift_overview.html",
+    "drift.html",
+    "data_summary.html",
+    "performance.html",
+    "validation.html",
+)  # linked per night
 MODEL_FILES = ("candidate.html", "champion.html", "candidate.json", "champion.json", "comparison.json")
 
 

@@ -108,7 +108,7 @@ def data_quality_alert(config: PipelineConfig, summary: NightSummary, run: str) 
         [*warnings[:20], f"Warned columns count as drifted: drift share {summary.drift_share:.2f}."],
         {
             "validation report": report_url(config, ds, "validation.html"),
-            "drift report": report_url(config, ds, "drift.html"),
+            "drift report": report_url(config, ds, "drift_overview.html"),
             "Airflow run": run,
         },
     )
@@ -126,7 +126,7 @@ def retrain_decision_alert(config: PipelineConfig, decision: Decision, run: str)
         AlertEvent.RETRAIN_DECISION,
         f"[{config.model.registered_name}] retraining requested after ds={decision.ds} (champion v{decision.model_version})",
         ["The monitoring decided the champion no longer holds:", *[f"- {r}" for r in decision.reasons], what],
-        {"Drift report": report_url(config, decision.ds, "drift.html"), "Airflow run": run},
+        {"Drift report": report_url(config, decision.ds, "drift_overview.html"), "Airflow run": run},
     )
 
 

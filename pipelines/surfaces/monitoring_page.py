@@ -51,6 +51,16 @@ def read_report(config: PipelineConfig, partition: str, name: str) -> bytes | No
     return _read(config, f"{REPORTS}/{partition}", name, lambda: resolve_report(config, partition, name))
 
 
+def read_column_page(config: PipelineConfig, partition: str, position: int) -> str | None:
+    """Render a column's drift page of a night from its stored statistics (`drift_columns.json`), or None."""
+    import json
+
+    from pipelines.steps.drift_pages import column_page
+
+    stored = read_report(config, partition, "drift_columns.json")
+    return column_page(json.loads(stored), position) if stored else None
+
+
 def read_model_report(config: PipelineConfig, pair: str, name: str) -> bytes | None:
     """Return a gate comparison file (the same names and rules as `resolve_model_report`), or None."""
     if not _PAIR.match(pair) or name not in MODEL_FILES:
@@ -157,6 +167,13 @@ def _estimate_error(row: dict) -> str:
     return f" <small>(estimate off by {estimated - realised:+.3f})</small>"
 
 
+def _drifted(columns: list[str] | None, shown: int = 8) -> str:
+    """The night's drifted columns, the first `shown` named (the night's drift overview ranks them all)."""
+    columns = list(columns or [])
+    more = f" and {len(columns) - shown} more" if len(columns) > shown else ""
+    return html.escape(", ".join(columns[:shown]) + more) or "-"
+
+
 def render_page(config: PipelineConfig, base: str, overview: str | None = None) -> str:
     """Return the monitoring page: the trend chart and one table row per night and model version.
 
@@ -180,7 +197,7 @@ def render_page(config: PipelineConfig, base: str, overview: str | None = None) 
             "<tr>"
             f"<td>{html.escape(r['ds'])}</td><td>v{html.escape(str(r['model_version']))}</td>"
             f'<td class={css} title="{html.escape(detail)}">{state}</td>'
-            f"<td>{_fmt(r['drift_share'], '{:.2f}')}</td><td>{html.escape(', '.join(r['drifted_columns'] or [])) or '-'}</td>"
+            f"<td>{_fmt(r['drift_share'], '{:.2f}')}</td><td>{_drifted(r['drifted_columns'])}</td>"
             f"<td>{_fmt(r['estimated'])}</td><td>{_fmt(r['realised'])}{_estimate_error(r)}</td>"
             f'<td title="{html.escape(_label_issues(r["realised_metrics"]))}">{_fmt(r["label_coverage"], "{:.0%}")}</td>'
             f"<td>{html.escape(r['decision'] or '-')}</td>"

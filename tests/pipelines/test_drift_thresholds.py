@@ -132,8 +132,12 @@ def test_each_chunk_is_compared_with_up_to_five_chunks_or_5000_rows_of_the_rest(
     monkeypatch.setattr(
         drift, "drift_statistic", lambda m, r, c, n: sizes.append((len(r), len(c))) or measure(m, r, c, n)
     )
-    config = load_config(
-        write_config(tmp_path, features={"numeric": ["y"], "categorical": []}, monitoring={"sample_rows": sample_rows})
+    config = load_config(  # psi: a statistic measured column by column (wasserstein is measured a block at a time)
+        write_config(
+            tmp_path,
+            features={"numeric": ["y"], "categorical": []},
+            monitoring={"sample_rows": sample_rows, "drift": {"per_column": {"y": {"method": "psi", "threshold": 5}}}},
+        )
     )
     reference = _reference(reference_rows)[[SCORE]].assign(y=lambda f: f[SCORE] * 2)  # no nulls: every draw is whole
     calibrate_thresholds(config, reference, rows_per_partition)

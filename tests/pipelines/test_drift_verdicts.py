@@ -6,7 +6,16 @@ import pytest
 from scipy import stats
 
 from pipelines.core.config import load_config
-from pipelines.steps.drift import SCORE, _parse_drift, calibrate_thresholds, column_tests, drift_statistic
+from pipelines.steps.column_stats import benjamini_hochberg, fit_null, noise_p_value
+from pipelines.steps.drift import (
+    SCORE,
+    beyond_threshold,
+    calibrate_thresholds,
+    column_tests,
+    drift_statistic,
+    judge_columns,
+    rank_columns,
+)
 from tests.conftest import write_config
 
 
@@ -77,82 +86,74 @@ def test_calibration_raises_distances_and_lowers_p_values_above_their_noise(two_
     assert not tiny["x"]["calibrated"] and tiny["x"]["threshold"] == 0.01  # fewer than 10 rows a chunk: as configured
 
 
-class _Snapshot:
-    def __init__(self, data):
-        self.data = data
-
-    def dict(self):
-        return self.data
-
-
-def test_verdicts_are_read_per_column_and_only_features_count_as_drifted():
-    value = "evidently:metric_v2:ValueDrift"
-    snapshot = _Snapshot(
-        {
-            "metrics": [
-                {"config": {"type": value, "column": c}, "value": v}
-                for c, v in (("x", 0.001), ("c", 0.05), (SCORE, 0.3))
-            ],
-            "tests": [
-                {"metric_config": {"params": {"type": value, "column": c}}, "status": s}
-                for c, s in (("x", "FAIL"), ("c", "SUCCESS"), (SCORE, "FAIL"))
-            ],
-        }
-    )
-    tests = {"x": ("ks", 0.01), "c": ("jensenshannon", 0.1), SCORE: ("wasserstein", 0.1), "absent": ("ks", 0.05)}
-    columns, drifted = _parse_drift(snapshot, tests, ["x", "c"])
-    assert drifted == ["x"] and set(columns) == {"x", "c", SCORE}
-    assert columns["x"] == {"method": "ks", "threshold": 0.01, "statistic": 0.001, "kind": "p_value", "drifted": True}
-    assert columns["c"]["kind"] == "distance" and not columns["c"]["drifted"]
-    assert columns[SCORE]["drifted"]  # the score drifted, but it is not a feature
+def _found(statistic, threshold=0.1, kind="distance", p=None, output=False):
+    method = "ks" if kind == "p_value" else "wasserstein"
+    return {
+        "method": method,
+        "threshold": threshold,
+        "statistic": statistic,
+        "kind": kind,
+        "p_noise": p,
+        "output": output,
+    }
 
 
-class _Snapshot:
-    """An Evidently snapshot as `_parse_drift` reads it (`.dict()`), built by hand."""
-
-    def __init__(self, data):
-        self.data = data
-
-    def dict(self):
-        return self.data
-
-
-def _value(column, value):
-    return {"config": {"type": "evidently:metric_v2:ValueDrift", "column": column}, "value": value}
-
-
-def _test(column, status):
-    return {"metric_config": {"params": {"type": "evidently:metric_v2:ValueDrift", "column": column}}, "status": status}
-
-
-def test_drift_verdicts_are_read_per_column_and_other_entries_are_ignored():
-    snapshot = _Snapshot(
-        {
-            "metrics": [
-                {"value": 3},  # a metric of another kind, without a config
-                {"config": {"type": "evidently:metric_v2:RowCount"}, "value": 100},
-                _value("b", 0.2),
-                _value("c", 0.001),
-                _value("score", 0.3),
-            ],
-            "tests": [
-                {"status": "FAIL"},  # a test without a metric config
-                {"metric_config": {}, "status": "FAIL"},  # nor params
-                _test("c", "FAIL"),
-                _test("score", "FAIL"),
-                _test("b", "SUCCESS"),
-            ],
-        }
-    )
-    tests = {"a": ("psi", 0.1), "b": ("psi", 0.1), "c": ("ks", 0.05), "d": ("psi", 0.1), "score": ("psi", 0.1)}
-    columns, drifted = _parse_drift(snapshot, tests, ["a", "b", "c", "d"])
-    assert set(columns) == {"b", "c", "score"}  # "a" has no value: skipped, and the columns after it still read
-    assert columns["c"] == {"method": "ks", "threshold": 0.05, "statistic": 0.001, "kind": "p_value", "drifted": True}
-    assert columns["b"]["drifted"] is False and columns["b"]["kind"] == "distance"
-    assert columns["score"]["drifted"] is True
-    assert drifted == ["c"]  # the score drifts on its own verdict, not as a feature
+def test_a_column_drifts_past_its_threshold_only_when_its_noise_survives_the_false_discovery_rate():
+    columns = {
+        "far": _found(0.5, p=1e-9),  # past the threshold, far outside the noise
+        "noisy": _found(0.15, p=0.009),  # past the threshold, but one of 5 columns: q = 0.009 x 5 / 4 > 0.01
+        "calm": _found(0.05, p=1e-12),  # outside the noise, but a shift smaller than the threshold
+        "quiet": _found(0.01, p=0.6),
+        "old": _found(0.2, p=None),  # a model calibrated before noise p-values: its threshold alone
+        "pval": _found(0.001, threshold=0.01, kind="p_value", p=0.001),  # p-value tests: the p-value is the noise
+        SCORE: _found(0.3, p=0.005, output=True),  # an output is judged on its own, at the rate itself
+    }
+    judge_columns(columns, fdr=0.01)
+    drifted = {c for c, f in columns.items() if f["drifted"]}
+    assert drifted == {"far", "old", SCORE, "pval"}
+    assert columns["far"]["q_value"] == pytest.approx(1e-9 * 5 / 2)  # rank 2 of 5 in the family (pval 1e-12 first)
+    assert columns["noisy"]["q_value"] == pytest.approx(0.009 * 5 / 4)
+    assert columns["old"]["q_value"] is None and columns[SCORE]["q_value"] == 0.005
+    judge_columns(columns, fdr=0.05)  # a looser rate lets the noisy one through
+    assert columns["noisy"]["drifted"]
 
 
-def test_a_column_with_a_statistic_but_no_verdict_has_not_drifted():
-    columns, drifted = _parse_drift(_Snapshot({"metrics": [_value("b", 0.9)]}), {"b": ("psi", 0.1)}, ["b"])
-    assert columns["b"]["drifted"] is False and drifted == []
+def test_benjamini_hochberg_q_values_are_monotone_and_capped():
+    q = benjamini_hochberg({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.5}, 0.05)
+    assert q["a"] == pytest.approx(0.01 * 4)
+    assert q["b"] == pytest.approx(0.04 * 4 / 3) and q["c"] == pytest.approx(0.04 * 4 / 3)  # step-up: min to the right
+    assert q["d"] == pytest.approx(0.5)
+    assert benjamini_hochberg({"x": 0.9, "y": 0.95}, 0.05) == {"x": pytest.approx(0.95), "y": pytest.approx(0.95)}
+    assert benjamini_hochberg({}, 0.05) == {}
+
+
+def test_beyond_threshold_by_direction_and_nan():
+    assert beyond_threshold(_found(0.1)) and not beyond_threshold(_found(0.0999))
+    assert beyond_threshold(_found(0.009, threshold=0.01, kind="p_value"))
+    assert not beyond_threshold(_found(0.01, threshold=0.01, kind="p_value"))
+    assert not beyond_threshold(_found(float("nan")))
+
+
+def test_columns_are_ranked_drifted_first_then_by_noise_then_by_distance_to_threshold():
+    columns = {
+        "a": _found(0.2, p=0.2) | {"drifted": False},
+        "b": _found(0.5, p=1e-6) | {"drifted": True},
+        "c": _found(0.09, p=0.2) | {"drifted": False},
+        "d": _found(0.3, p=None) | {"drifted": True},
+        "e": _found(float("nan"), p=None) | {"drifted": False},
+        "f": _found(0.02, p=0.01) | {"drifted": False},
+    }
+    assert rank_columns(columns) == ["b", "d", "f", "a", "c", "e"]
+
+
+def test_a_fitted_noise_law_gives_small_p_values_far_out_and_none_without_draws():
+    rng = np.random.default_rng(3)
+    draws = np.abs(rng.normal(0, 0.02, 200))
+    null = fit_null("wasserstein", draws)
+    assert null["power"] == 2.0 and null["shape"] > 0
+    assert noise_p_value("distance", 0.5, null) < 1e-12
+    assert 0.2 < noise_p_value("distance", float(np.median(draws)), null) < 0.8
+    assert noise_p_value("distance", 0.5, None) is None and noise_p_value("p_value", 0.03, None) == 0.03
+    assert noise_p_value("distance", float("nan"), null) is None
+    assert fit_null("ks", draws) is None and fit_null("psi", draws[:10]) is None and fit_null("psi", [0.0] * 30) is None
+    assert fit_null("psi", draws)["power"] == 1.0

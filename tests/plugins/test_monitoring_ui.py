@@ -129,6 +129,8 @@ def test_page_and_reports_refuse_anonymous_users(server):
     assert httpx.get(f"{base}/monitoring/").status_code == 401
     for route in (
         "reports/ds=2026-09-11/drift.html",
+        "reports/ds=2026-09-11/drift_overview.html",
+        "reports/ds=2026-09-11/columns/0.html",
         "reports/ds=2026-09-11/drift.json",
         "models/v2_vs_v1/candidate.html",
     ):
@@ -151,6 +153,38 @@ def test_report_paths_cannot_escape_the_reports_folder(server):
         "ds=2026-09-30/drift.html",
     ):
         assert httpx.get(f"{base}/monitoring/reports/{path}", headers=headers).status_code == 404, path
+
+
+def test_the_drift_overview_ranks_every_column_and_each_column_page_is_rendered_on_demand(server):
+    headers = {"authorization": f"Bearer {_token(server)}"}
+    base = f"{server['base']}/monitoring/reports/ds={INJECTED_NIGHT}"
+    overview = httpx.get(f"{base}/drift_overview.html", headers=headers)
+    assert overview.status_code == 200 and overview.headers["content-security-policy"].startswith("sandbox")
+    features = server["config"].features.all
+    assert all(f">{name}</a>" in overview.text for name in features)  # every column, linked to its page
+    assert "<script" not in overview.text.lower()
+    column = httpx.get(f"{base}/columns/0.html", headers=headers)
+    assert column.status_code == 200 and "<svg" in column.text and "all columns of ds=" in column.text
+    pages = [httpx.get(f"{base}/columns/{i}.html", headers=headers).text for i in range(len(features) + 1)]
+    attacked = next(page for page in pages if "<h1>loan_purpose</h1>" in page)
+    assert "<script" not in attacked.lower() and "&lt;/script&gt;" in attacked  # the data value shown as text
+    assert httpx.get(f"{base}/columns/{len(features) + 5}.html", headers=headers).status_code == 404
+
+
+def test_the_shared_chart_library_is_served_to_sandboxed_reports_without_login(server):
+    from pipelines.steps.reports import evidently_lib_name
+
+    base = server["base"]
+    report = httpx.get(
+        f"{base}/monitoring/reports/ds=2026-09-11/drift.html", headers={"authorization": f"Bearer {_token(server)}"}
+    )
+    name = evidently_lib_name()
+    assert f'<script src="../_lib/{name}"></script>' in report.text and len(report.content) < 1_000_000
+    assert f"script-src {base}/monitoring/reports/_lib/ " in report.headers["content-security-policy"]
+    lib = httpx.get(f"{base}/monitoring/reports/_lib/{name}")  # no cookie: a sandboxed page sends none
+    assert lib.status_code == 200 and lib.headers["content-type"].startswith("text/javascript")
+    assert lib.headers["cross-origin-resource-policy"] == "cross-origin" and len(lib.content) > 1_000_000
+    assert httpx.get(f"{base}/monitoring/reports/_lib/history.db").status_code == 404
 
 
 def test_plugin_adds_a_nav_entry(server):
