@@ -218,7 +218,7 @@ class Training(_Section):
     reference_sample_rows: Annotated[int, Field(ge=100)] = 50_000
     # the training frame's cells (rows x features) at most: a wide window is sampled evenly across its partitions
     # to fit, so training memory stays bounded at any width
-    max_cells: Annotated[int, Field(ge=1_000_000)] = 60_000_000
+    max_cells: Annotated[int, Field(ge=1_000_000)] = 30_000_000
     seed: int = 42
     threads: Annotated[int, Field(ge=0)] = 0  # native threads of a training task (0: all cores)
 
@@ -277,7 +277,7 @@ class Monitoring(_Section):
     max_categories: Annotated[int, Field(ge=2, le=10_000)] = 50
     # the sample's cells (rows x monitored columns) at most: a wide table is sampled in fewer rows, so a night's
     # memory does not grow with its width (the reference a model stores is capped alike)
-    sample_cells: Annotated[int, Field(ge=100_000)] = 20_000_000
+    sample_cells: Annotated[int, Field(ge=100_000)] = 10_000_000
     # the columns Evidently renders each night (drifted ones first, then the closest to their thresholds, and the
     # model's outputs); every column is tested, ranked in the night's overview and has a page of its own
     report_columns: Annotated[int, Field(ge=1, le=200)] = 20

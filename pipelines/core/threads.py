@@ -68,3 +68,23 @@ def thread_cap(threads: int, what: str) -> Iterator[None]:
     )
     with threadpool_limits(limits=threads or None):
         yield
+
+
+def return_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's `malloc_trim`; nothing elsewhere).
+
+    Reading a wide partition frees many medium blocks that the C allocator keeps, fragmented, for later: after
+    sampling six 1,000-column partitions a training task held 1.1 GB for a 250 MB frame, and 480 MB after a trim.
+    Called after the steps that stream wide reads, before the next one allocates.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+    except OSError:  # not glibc: nothing to do
+        return

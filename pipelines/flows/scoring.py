@@ -19,7 +19,7 @@ from pipelines.core.contracts import ModelRef, RowSlice, ScoringSummary, Shard, 
 from pipelines.core.errors import PartitionSchemaError, PipelineError, StoreMissingError
 from pipelines.core.kinds import Kind
 from pipelines.core.paths import PREDICTIONS, PREDICTIONS_FILE, SHARDS, DataPath, data_path, remove_tree
-from pipelines.core.threads import thread_cap
+from pipelines.core.threads import return_freed_memory, thread_cap
 from pipelines.governance.registry import REFERENCE_ARTIFACT, Registry
 from pipelines.steps import compiled
 from pipelines.steps.predictions import Outputs, concat, predict
@@ -105,8 +105,11 @@ def scoring_engine(
         return None, "scoring.engine is sklearn"
     try:
         folder = models.cached_artifact(ref, compiled.ARTIFACT)
-        reference = pd.read_parquet(models.cached_artifact(ref, REFERENCE_ARTIFACT))
+        # the check reads the reference's first rows only (verification_rows' base): bounded at any width
+        first = next(parquet_file(models.cached_artifact(ref, REFERENCE_ARTIFACT)).iter_batches(batch_size=2_000), None)
+        reference = first.to_pandas() if first is not None else pd.DataFrame(columns=config.features.all)
         fast, reason = compiled.load_verified(model, folder, reference, config.features.all, config.scoring.threads)
+        return_freed_memory()  # the check rows' copies, before the partition streams
     except StoreMissingError as exc:
         fast, reason = None, f"version {ref.version} has no compiled library ({str(exc)[:160]})"
     if fast is None and config.scoring.engine == "compiled":

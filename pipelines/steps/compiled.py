@@ -231,18 +231,48 @@ def load_verified(
     try:
         compiled = CompiledModel(model, predictor, build)
         rows = verification_rows(model, reference, features)
-        encoded = model[:-1].transform(rows)
-        expected = sklearn_scores(model[-1], encoded)
-        got, _ = compiled.predict_routed(encoded)
+        worst, encoder = 0.0, ArrowEncoderCheck(model)
+        # the check rows a chunk at a time: the encodings (several float copies of rows x features) stay small
+        for start in range(0, len(rows), CHECK_CHUNK_ROWS):
+            chunk = rows.iloc[start : start + CHECK_CHUNK_ROWS]
+            encoded = model[:-1].transform(chunk)
+            expected = sklearn_scores(model[-1], encoded)
+            got, _ = compiled.predict_routed(encoded)
+            difference = np.abs(got - expected)
+            worst = max(worst, float(np.max(np.where(np.isnan(difference), np.inf, difference))))
+            encoder.check(chunk, encoded)
     except Exception as exc:  # noqa: BLE001  (a library of another model: wrong feature count, for one)
         return None, f"the library cannot score this model's rows ({type(exc).__name__}: {str(exc).strip()[:200]})"
-    difference = np.abs(got - expected)
-    worst = float(np.max(np.where(np.isnan(difference), np.inf, difference))) if len(rows) else 0.0
     if not worst <= TOLERANCE:
         return None, f"its scores differ from scikit-learn's by up to {worst:.3g} on {len(rows):,} check rows"
     log.info("compiled model verified on %s rows (max difference %.2g)", f"{len(rows):,}", worst)
-    compiled.encoder = _verified_encoder(model, rows, encoded)
+    compiled.encoder = encoder.result()
     return compiled, ""
+
+
+CHECK_CHUNK_ROWS = 2_000
+
+
+class ArrowEncoderCheck:
+    """Whether the Arrow encoder gives exactly the pipeline's encoding on every chunk of the check rows."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.ok = model, True
+        self.encoder: ArrowEncoder | None = None
+        try:
+            self.encoder = ArrowEncoder(model)
+        except Exception as exc:  # noqa: BLE001  (an encoder it does not know: the pipeline's own encoding)
+            log.info(
+                "no Arrow encoding for this pipeline (%s: %s): encoding with the pipeline", type(exc).__name__, exc
+            )
+            self.ok = False
+
+    def check(self, rows: pd.DataFrame, encoded: np.ndarray) -> None:
+        if self.ok:
+            self.ok = _verified_encoder(self.model, rows, encoded) is not None
+
+    def result(self) -> ArrowEncoder | None:
+        return self.encoder if self.ok else None
 
 
 def _verified_encoder(model: Any, rows: pd.DataFrame, encoded: np.ndarray) -> ArrowEncoder | None:
@@ -266,11 +296,16 @@ def _verified_encoder(model: Any, rows: pd.DataFrame, encoded: np.ndarray) -> Ar
 
 
 def verification_rows(
-    model: Any, reference: pd.DataFrame, features: list[str], base_rows: int = 2000, probe_rows: int = 12_000
+    model: Any,
+    reference: pd.DataFrame,
+    features: list[str],
+    base_rows: int = 2000,
+    probe_rows: int = 6_000,
+    alone_rows: int = 30_000,
 ) -> pd.DataFrame:
     """The reference sample, plus copies of its rows with features missing, unseen, and each known category in turn.
 
-    Up to `probe_rows` // 600 features, each feature is probed alone (200 rows each way). A wider model gets
+    Up to `alone_rows` // 600 features (50), each feature is probed alone (200 rows each way). A wider model gets
     `probe_rows` rows in which each cell is missing, unseen or (categorical) cycled through the known categories with
     a chance of 10% each: every feature is still probed in hundreds of rows, and the check's size is bounded in rows
     whatever the width (rows x features would reach gigabytes at a thousand features).
@@ -282,7 +317,7 @@ def verification_rows(
     known_by_column: dict[str, list[Any]] = (
         {c: list(k) for c, k in zip(encoder.feature_names_in_, encoder.categories_, strict=True)} if fitted else {}
     )
-    if len(features) * 600 > probe_rows and len(base):
+    if len(features) * 600 > alone_rows and len(base):
         return pd.concat([base, _random_probes(base, features, known_by_column, probe_rows)], ignore_index=True)
     variants = [base]
     few = base.head(200)

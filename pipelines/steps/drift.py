@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipelines.core.config import PipelineConfig
 from pipelines.core.kinds import Kind
 from pipelines.core.paths import DataPath
+from pipelines.core.threads import return_freed_memory
 from pipelines.steps.column_stats import (
     benjamini_hochberg,
     blocks,
@@ -47,17 +49,36 @@ def output_columns(config: PipelineConfig) -> list[str]:
 P_VALUE_METHODS = {"ks", "chisquare"}
 
 
+SAMPLE_COLUMN_BLOCK = 128  # columns read at once while sampling: a reader holds buffers for each column it reads
+
+
 def sample_rows(partition: PartitionSchema, rows: int, seed: int, batch_rows: int = 65_536) -> pd.DataFrame:
-    """Return a uniform Bernoulli sample of about `rows` rows, streaming the files (memory bounded by the sample)."""
+    """Return a uniform Bernoulli sample of about `rows` rows, streaming the files (memory bounded by the sample).
+
+    The rows are drawn once for the partition; a wide partition is then read SAMPLE_COLUMN_BLOCK columns at a time
+    (each pass keeps the same rows), so the reader's buffers stay those of a narrow table.
+    """
     total = partition_row_count(list(partition.files))
     keep = min(1.0, rows / max(total, 1))
-    rng = np.random.default_rng(seed)
-    parts = []
-    for batch in iter_batches(partition, batch_rows):
-        mask = rng.random(batch.num_rows) < keep
-        if mask.any():
-            parts.append(batch.filter(mask).to_pandas())
-    return pd.concat(parts, ignore_index=True) if parts else partition.schema.empty_table().to_pandas()
+    chosen = np.random.default_rng(seed).random(total) < keep
+    names = partition.schema.names
+    columns: dict[str, pa.ChunkedArray] = {}
+    for start in range(0, len(names), SAMPLE_COLUMN_BLOCK):
+        offset, parts = 0, []
+        block = partition.project(names[start : start + SAMPLE_COLUMN_BLOCK])
+        for batch in iter_batches(block, batch_rows):
+            mask = chosen[offset : offset + batch.num_rows]
+            offset += batch.num_rows
+            if len(mask) < batch.num_rows:  # more rows than the footers said: the extra ones are not drawn
+                mask = np.concatenate([mask, np.zeros(batch.num_rows - len(mask), dtype=bool)])
+            if mask.any():
+                parts.append(batch.filter(mask))
+        table = pa.Table.from_batches(parts, schema=block.schema) if parts else block.schema.empty_table()
+        columns |= {name: table.column(name) for name in table.column_names}
+        del parts, table
+        return_freed_memory()  # the reader's freed buffers (a wide partition's are many)
+    # one conversion at the end: many small frames of a wide table fragment the heap (memory never returned)
+    return pa.table([columns[n] for n in names], schema=partition.schema).to_pandas()
 
 
 def column_tests(

@@ -20,6 +20,7 @@ from pipelines.core.config import PipelineConfig
 from pipelines.core.errors import PipelineError, TrainerError, TrainingNotReady
 from pipelines.core.kinds import Kind
 from pipelines.core.paths import INCOMING, LABELS, QUARANTINE
+from pipelines.core.threads import return_freed_memory
 from pipelines.steps.drift import calibrate_thresholds, reference_rows, sample_rows
 from pipelines.steps.labels import id_key, read_labels
 from pipelines.steps.performance import kind_metrics, metric_noise
@@ -82,9 +83,19 @@ def load_labelled(config: PipelineConfig, days: list[date]) -> tuple[pd.DataFram
         else:
             features = read_table(partition).to_pandas()
         labels = read_labels(config, ds).labels.rename(columns={"target": config.target})
-        frame = features.assign(key=id_key(features[config.id_column])).merge(labels, on="key", how="inner")
-        frames.append(frame.drop(columns="key").drop_duplicates(config.id_column, keep=False).assign(ds=ds))
+        # the join on the ids alone, then one take of the wide rows: merging the wide frame itself copies it
+        # several times over (and a wide table's many small copies fragment the heap)
+        ids = features[config.id_column]
+        matched = pd.DataFrame({"key": id_key(ids), "_row": np.arange(len(features)), "_id": ids.to_numpy()})
+        matched = matched.merge(labels, on="key", how="inner")
+        matched = matched[~matched["_id"].duplicated(keep=False)]
+        frame = features.iloc[matched["_row"].to_numpy()].reset_index(drop=True)
+        for column in labels.columns.drop("key"):
+            frame[column] = matched[column].to_numpy()
+        frame["ds"] = ds
+        frames.append(frame)
         digests[ds] = partition_digest(list(partition.files) + partition_files(config.data_root, LABELS, day))
+    return_freed_memory()  # the reads' freed buffers, before the frame is copied for fitting
     if sampled:
         log.info(
             "training.max_cells: %d of %d partitions sampled to about %s rows each (%d features)",
@@ -206,6 +217,7 @@ def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedMode
         if not config.model.trainer:
             raise
         raise TrainerError(f"the estimator of model.trainer {config.model.trainer} failed to fit: {exc}"[:600]) from exc
+    return_freed_memory()  # the fit's copies of the frame
     classes = model_classes(model) if kind is Kind.MULTICLASS else []
     threshold = config.model.decision_threshold
     held = predict(model, holdout[features], kind, threshold, classes)

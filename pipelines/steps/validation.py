@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from pipelines.core.config import PipelineConfig
 from pipelines.core.errors import PartitionQuarantinedError, PartitionSchemaError
 from pipelines.core.paths import QUARANTINE, QUARANTINE_RECORD
+from pipelines.core.threads import return_freed_memory
 from pipelines.storage import report_store
 from pipelines.storage.atomic import write_json_atomic
 from pipelines.storage.partitions import partition_dir
@@ -323,6 +324,9 @@ def check_with_great_expectations(
     return results
 
 
+COLUMN_BLOCK = 128  # columns read at once by the streamed engine
+
+
 class _Tally:
     """The running counts of one column expectation over the record batches."""
 
@@ -388,8 +392,9 @@ def check_streamed(
 ) -> list[CheckResult]:
     """Evaluate the suite record batch by record batch; ids are checked for uniqueness across the whole partition.
 
-    Memory: one record batch, plus 8 bytes per id for the uniqueness pass (a second pass, only when ids repeat,
-    collects the first examples in row order).
+    Memory: one record batch of at most COLUMN_BLOCK columns (a wider partition is read again for each block of
+    columns), plus 8 bytes per id for the uniqueness pass (a second pass, only when ids repeat, collects the first
+    examples in row order).
     """
     tallies: dict[int, _Tally] = {}
     row_count, unique = None, None
@@ -401,14 +406,29 @@ def check_streamed(
             unique = (position, expectation)
         else:
             tallies[position] = _Tally(expectation)
-    columns = sorted({t.expectation.kwargs["column"] for t in tallies.values()} | {id_column})
+    by_column: dict[str, list[_Tally]] = {}
+    for tally in tallies.values():
+        by_column.setdefault(tally.expectation.kwargs["column"], []).append(tally)
+    columns = [id_column, *sorted(set(by_column) - {id_column})]
     rows, keys = 0, []
-    for batch in iter_batches(partition.project(columns), batch_rows, seen):
-        rows += batch.num_rows
-        for tally in tallies.values():
-            tally.add(batch.column(tally.expectation.kwargs["column"]))
-        if unique is not None:
-            keys.append(_id_keys(batch.column(id_column)))
+    # a block of columns per pass: a reader holds buffers per column read at once, so a wide partition is read in
+    # slices of COLUMN_BLOCK columns (the rows and the ids counted on the first pass)
+    for start in range(0, len(columns), COLUMN_BLOCK):
+        block = columns[start : start + COLUMN_BLOCK]
+        first = start == 0
+        tally_here: ReadTally | None = seen if first else ReadTally()
+        for batch in iter_batches(partition.project(block), batch_rows, tally_here):
+            if first:
+                rows += batch.num_rows
+                if unique is not None:
+                    keys.append(_id_keys(batch.column(id_column)))
+            for column in block:
+                for tally in by_column.get(column, []):
+                    tally.add(batch.column(column))
+        if not first and seen is not None and tally_here is not None:
+            for (column, file), longest in tally_here.longest.items():
+                seen.add(column, file, longest)
+    return_freed_memory()  # the reader's buffers of a wide partition, before scoring reads it again
     results: dict[int, CheckResult] = {position: tally.result() for position, tally in tallies.items()}
     if row_count is not None:
         position, expectation = row_count

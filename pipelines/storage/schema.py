@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -306,19 +307,50 @@ def file_batches(
     text = {f.name for f in partition.schema if _text(f.type)}
     try:
         footer = read_metadata(file)  # read once: the reader takes it instead of fetching it again
+        # each column read holds a buffer of this size: 1 MB up to 64 columns, less for a wide table (1,000 columns
+        # with 1 MB each held a gigabyte), never below 64 kB
+        buffer = max(64 << 10, min(1 << 20, (64 << 20) // max(len(partition.columns), 1)))
         reader = parquet_file(
-            file, metadata=footer, pre_buffer=False, buffer_size=1 << 20, read_dictionary=_repeated_text(footer, text)
+            file, metadata=footer, pre_buffer=False, buffer_size=buffer, read_dictionary=_repeated_text(footer, text)
         )
         rows = batch_rows_for(footer, partition.columns, batch_rows, row_groups)
-        for batch in reader.iter_batches(
-            batch_size=rows, row_groups=row_groups, columns=partition.columns, use_threads=False
+        groups = list(range(footer.num_row_groups)) if row_groups is None else row_groups
+        if len(partition.columns) > WIDE_COLUMNS and all(
+            footer.row_group(g).total_byte_size <= WIDE_GROUP_BYTES for g in groups
         ):
+            batches = _wide_batches(reader, partition.columns, groups, rows)
+        else:
+            batches = reader.iter_batches(
+                batch_size=rows, row_groups=row_groups, columns=partition.columns, use_threads=False
+            )
+        for batch in batches:
             if tally is not None:
                 tally.rows[file.name] = tally.rows.get(file.name, 0) + batch.num_rows
             yield cast_batch(batch, partition.schema, file, partition.max_chars, tally)
     except (pa.ArrowException, OSError) as exc:
         message = f"file {file.name} cannot be read: {_first_line(exc)}"
         raise PartitionSchemaError(message, [message]) from exc
+
+
+# A reader streaming rows holds the current page of every column it reads: at 1,000 columns that is several times
+# the row group itself. A wide file whose row groups are modest is read instead a row group at a time, its columns
+# WIDE_COLUMNS at a time, and then cut into batches: the row group once in memory, not its pages twice per column.
+WIDE_COLUMNS = 128
+WIDE_GROUP_BYTES = 256 << 20
+
+
+def _wide_batches(reader: Any, columns: list[str], groups: list[int], rows: int) -> Iterator[pa.RecordBatch]:
+    for group in groups:
+        parts = [
+            reader.read_row_group(group, columns=columns[start : start + WIDE_COLUMNS], use_threads=False)
+            for start in range(0, len(columns), WIDE_COLUMNS)
+        ]
+        table = pa.Table.from_arrays(
+            [chunk for part in parts for chunk in part.columns], names=[n for part in parts for n in part.column_names]
+        )
+        del parts
+        yield from table.combine_chunks().to_batches(max_chunksize=rows)
+        del table
 
 
 def iter_batches(

@@ -111,11 +111,12 @@ def test_without_routing_the_compiled_trees_differ_on_unseen_categories(categori
     assert np.abs(raw - model[-1].predict_proba(encoded)[:, 1]).max() > 1e-6
 
 
-@pytest.mark.parametrize("probe_rows", [12_000, 1_500])  # each feature alone; a wide model's bounded random probes
-def test_verification_rows_hold_missing_and_unseen_values_in_every_feature(demo, probe_rows):
+@pytest.mark.parametrize("alone_rows", [30_000, 0])  # each feature alone; a wide model's bounded random probes
+def test_verification_rows_hold_missing_and_unseen_values_in_every_feature(demo, alone_rows):
     model, _, _, reference, features = demo
-    rows = compiled.verification_rows(model, reference, features, probe_rows=probe_rows)
-    if len(features) * 600 > probe_rows:  # bounded in rows whatever the width, and every feature probed many times
+    probe_rows = 1_500
+    rows = compiled.verification_rows(model, reference, features, probe_rows=probe_rows, alone_rows=alone_rows)
+    if not alone_rows:  # bounded in rows whatever the width, and every feature probed many times
         assert len(rows) == min(2000, len(reference)) + probe_rows
         probes = rows.tail(probe_rows)
         assert all(probes[f].isna().sum() >= 0.05 * probe_rows for f in features)

@@ -211,10 +211,14 @@ DAMAGE = {
 }
 
 
+@pytest.mark.parametrize("column_block", [128, 4])  # all columns in one pass; a wide table's blocks of columns
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_streamed_validation_agrees_with_great_expectations(lake, profile, damage):
+def test_streamed_validation_agrees_with_great_expectations(lake, profile, damage, column_block, monkeypatch):
     """The streamed engine (small record batches here) and Great Expectations' own give the same verdicts and words."""
+    from pipelines.steps import validation
     from pipelines.steps.validation import build_suite, check_partition, check_streamed, check_with_great_expectations
+
+    monkeypatch.setattr(validation, "COLUMN_BLOCK", column_block)
 
     DAMAGE[damage](lake, "2026-09-02")
     small_batches = lake.model_copy(update={"scoring": lake.scoring.model_copy(update={"batch_rows": 1024})})

@@ -124,3 +124,35 @@ def test_a_half_sd_shift_in_five_percent_of_the_columns_is_found_on_its_first_ni
     found = _flagged(config, thresholds, reference, _wide(width, 5_000, seed=7, shifted=width // 20))
     assert shifted <= found
     assert len(found - shifted) <= max(1, width // 100)
+
+
+def test_a_wide_partition_is_sampled_a_block_of_columns_at_a_time_with_the_same_rows(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.steps import drift
+    from pipelines.storage.schema import incoming_partition
+
+    config = _config(tmp_path, 6)
+    frame = _wide(6, 3_000, seed=4).drop(columns=SCORE)
+    frame.insert(0, config.id_column, np.arange(len(frame)))
+    frame[config.timestamp_column] = pd.Timestamp("2026-09-01 12:00")
+    folder = config.data_root / "incoming" / "ds=2026-09-01"
+    folder.mkdir(parents=True)
+    for part, rows in enumerate((slice(0, 1_200), slice(1_200, 3_000))):  # two files
+        pq.write_table(pa.Table.from_pandas(frame.iloc[rows], preserve_index=False), folder / f"part-{part}.parquet")
+    partition = incoming_partition(config, "2026-09-01")
+    whole = drift.sample_rows(partition, 900, seed=5, batch_rows=1024)
+    monkeypatch.setattr(drift, "SAMPLE_COLUMN_BLOCK", 3)
+    in_blocks = drift.sample_rows(partition, 900, seed=5, batch_rows=1024)
+    pd.testing.assert_frame_equal(whole, in_blocks)
+    from pipelines.storage import schema
+
+    streamed = schema.read_table(partition, batch_rows=1024)
+    monkeypatch.setattr(schema, "WIDE_COLUMNS", 2)  # a "wide" file: row groups read 2 columns at a time
+    assert schema.read_table(partition, batch_rows=1024).equals(streamed)
+    in_blocks = drift.sample_rows(partition, 900, seed=5, batch_rows=1024)
+    pd.testing.assert_frame_equal(whole, in_blocks)
+    assert 700 < len(whole) < 1_100 and list(whole.columns) == partition.schema.names
+    expected = frame.set_index(config.id_column).loc[whole[config.id_column]]
+    assert np.allclose(expected["f0"].to_numpy(), whole["f0"].to_numpy())  # each row whole: its own values
