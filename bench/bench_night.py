@@ -59,6 +59,16 @@ class _Sampler(threading.Thread):
         return max(seen, default=float("nan"))
 
 
+def wait_sampled(proc: subprocess.Popen) -> tuple[int, _Sampler]:
+    """Wait for a process while sampling its tree's RSS; return its exit status and the samples."""
+    sampler = _Sampler(proc.pid)
+    sampler.start()
+    code = proc.wait()
+    sampler.stop.set()
+    sampler.join()
+    return code, sampler
+
+
 def _tasks(airflow_db: Path) -> list[tuple[str, float, float, str]]:
     with sqlite3.connect(airflow_db) as db:
         rows = db.execute(
@@ -117,11 +127,7 @@ def main() -> None:
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
-        sampler = _Sampler(proc.pid)
-        sampler.start()
-        code = proc.wait()
-        sampler.stop.set()
-        sampler.join()
+        code, sampler = wait_sampled(proc)
         total = time.time() - started
         naive_env = dict(env, MLFLOW_TRACKING_URI=tracking_uri)
         naive_env.pop("OMP_WAIT_POLICY")

@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_night import _Sampler, _tasks  # noqa: E402  (the repository on the path first)
+from bench.bench_night import _Sampler, _tasks, wait_sampled  # noqa: E402  (the repository on the path first)
 from bench.bench_scoring import busy  # noqa: E402
 from harness.topology import airflow_env  # noqa: E402
 
@@ -207,11 +207,7 @@ def _night(folder: Path, config_path: Path, night: date, env: dict[str, str]) ->
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
-        sampler = _Sampler(proc.pid)
-        sampler.start()
-        code = proc.wait()
-        sampler.stop.set()
-        sampler.join()
+        code, sampler = wait_sampled(proc)
     if code:
         raise SystemExit(f"the night failed (exit {code}); see {folder / 'dags-test.log'}")
     return _tasks(home / "airflow.db"), sampler
@@ -257,7 +253,7 @@ def measure(root: Path, width: int, train_days: int) -> dict:
         "isolated": isolated,
         "report_mb": report_bytes / 2**20,
         "flagged": len(summary["drifted_columns"]),
-        "features": len(summary.get("drift", {}).get("columns", {})) and (_shape(width)[0] + _shape(width)[1]),
+        "features": _shape(width)[0] + _shape(width)[1],
     }
 
 

@@ -188,8 +188,8 @@ def _null_draws(
         values = finite_matrix(reference, block)
         found = wasserstein_null_draws(values, first)
         limits = np.array([tests[c][1] for c in block])
-        with np.errstate(invalid="ignore"):
-            peak = np.where(np.isnan(found).all(axis=0), np.inf, np.nanmax(np.nan_to_num(found, nan=-np.inf), axis=0))
+        peak = np.nan_to_num(found, nan=-np.inf).max(axis=0)
+        peak[peak == -np.inf] = np.inf  # no value in any draw yet: keep drawing
         more = np.flatnonzero(~(peak < 0.7 * limits)) if rest else np.array([], dtype=int)
         extra = wasserstein_null_draws(values[:, more], rest) if len(more) else np.empty((0, 0))
         for j, column in enumerate(block):
@@ -424,7 +424,8 @@ def judge_columns(columns: dict[str, dict[str, Any]], fdr: float) -> None:
         p = found["p_noise"]
         found["q_value"] = q_values.get(column, p)
         significant = p is None or found["q_value"] <= fdr
-        found["drifted"] = beyond_threshold(found) and significant
+        found["past_threshold"] = beyond_threshold(found)
+        found["drifted"] = found["past_threshold"] and significant
 
 
 def rank_columns(columns: dict[str, dict[str, Any]]) -> list[str]:

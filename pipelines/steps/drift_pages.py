@@ -32,12 +32,7 @@ def _page(title: str, body: str) -> str:
 def _verdict(found: dict[str, Any], fdr: float) -> str:
     if found.get("drifted"):
         return "drifted"
-    past = found.get("statistic") is not None and (
-        found["statistic"] < found["threshold"]
-        if found["kind"] == "p_value"
-        else found["statistic"] >= found["threshold"]
-    )
-    if past:
+    if found.get("past_threshold"):  # set with the verdict (`drift.judge_columns`)
         return f"past threshold, within noise (q &gt; {fdr:g})"
     return "-"
 
