@@ -257,7 +257,7 @@ print("GATE" + GateComparisonLink().get_link(None, ti_key=gate) + "|" + GateComp
     out = _run([sys.executable, "-c", script], world["env"])
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(x for x in out.stdout.splitlines() if x.startswith("LINK"))
-    assert line == f"LINK/monitoring/reports/ds={night}/drift.html|"
+    assert line == f"LINK/monitoring/reports/ds={night}/drift_overview.html|"
     gate = world["outcomes"]["retrain"]["returns"]["evaluate_gate"]
     line = next(x for x in out.stdout.splitlines() if x.startswith("GATE"))
     assert line == f"GATE/monitoring/models/v{gate['candidate']}_vs_v{gate['champion']}/candidate.html|"

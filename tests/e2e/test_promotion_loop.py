@@ -175,7 +175,7 @@ def _alerts(loop, event):
             6,
             "retraining requested after ds=2026-09-16",
             "drift share",
-            "https://airflow.example.test/monitoring/reports/ds=2026-09-16/drift.html",
+            "https://airflow.example.test/monitoring/reports/ds=2026-09-16/drift_overview.html",
         ),
         (
             "promotion",
