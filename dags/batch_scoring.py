@@ -18,15 +18,20 @@ decides whether the model still holds.
 4. **monitor_night**: Evidently drift and data-summary reports (`reports/ds=.../`), CBPE estimate
    of ROC AUC and accuracy, one entry in the monitoring history.
 5. **evaluate_labels**: realised performance of every earlier night whose labels arrived.
-6. **decide_retraining** -> **request_retraining** (emits the retraining Asset event that starts
-   `retrain_model`) or **keep_champion** -> **finish**.
+6. **decide_retraining**: the retraining rules, and the model's episode (one per problem: its first night opens
+   it and alerts once). -> **request_retraining** (the episode's one request, when a run can train: emits the
+   retraining Asset event that starts `retrain_model`), **hold_retraining** (a rule fired, but the episode
+   already requested or waits for labelled data; a reminder every `retraining.reminder_partitions`
+   partitions) or **keep_champion** -> **finish**.
 
 The schedule follows the config's `cadence` (one run per partition; the run scores the partition whose
 period began at the previous tick, e.g. yesterday for daily). A night before the config's `start_date`, or before
 the first partition in `incoming/`, fails at once and says so (never a silent "success" with no task run); Airflow's
 backfill scores past partitions in order. A manual trigger may name
-`ds` (a date, `YYYY-MM-DD`), set `force_retrain`, or set `accept_quarantine` to score a quarantined night an
-operator has checked (its failures are kept as warnings, and it becomes usable for training).
+`ds` (a date, `YYYY-MM-DD`), set `force_retrain`, set `accept_quarantine` to score a quarantined night an
+operator has checked (its failures are kept as warnings, and it becomes usable for training), or set
+`acknowledge_drift` to accept the shift up to that night as the new normal (the champion's drift reference is
+rebaselined to the recent partitions, audited with the operator's name).
 """
 
 from __future__ import annotations
@@ -83,6 +88,14 @@ def build(dag_id: str, config: PipelineConfig) -> None:
                 title="Accept this night although it fails validation",
                 description="Score the night (with ds) despite failed data checks; the failures are kept as warnings and "
                 "the night becomes usable for training. Files that cannot be read as configured are never accepted.",
+            ),
+            "acknowledge_drift": Param(
+                False,
+                type="boolean",
+                title="Acknowledge the drift up to this night as the new normal",
+                description="Rebaseline the champion's drift reference and validation ranges to the recent partitions "
+                "(audited, with your name) and close the open drift episode; new drift beyond it still fires, and so "
+                "do the performance rules.",
             ),
         },
     )
@@ -158,21 +171,42 @@ def build(dag_id: str, config: PipelineConfig) -> None:
         def decide_retraining(run: TaskRun, monitored: NightSummary, evaluated: list[LabelledNight]) -> Decision:
             from pipelines.flows import nightly
 
-            return nightly.decide_retraining(run.config, monitored, evaluated, run.params.force_retrain)
+            return nightly.decide_retraining(
+                run.config,
+                monitored,
+                evaluated,
+                run.params.force_retrain,
+                run.accepted_by(run.params.acknowledge_drift),
+                run.run_id,
+            )
 
         @task.branch
         def choose_path(decision: Decision) -> str:
-            return "request_retraining" if decision.retrain else "keep_champion"
+            if decision.request:
+                return "request_retraining"
+            return "hold_retraining" if decision.retrain or decision.alert else "keep_champion"
 
-        @task(outlets=[retrain_request], on_success_callback=[PipelineAlert(AlertEvent.RETRAIN_DECISION)])
+        # the one retraining request of an episode, emitted when a run can train (other DAGs and tools listen too)
+        episode_alerts = [PipelineAlert(AlertEvent.RETRAIN_DECISION), PipelineAlert(AlertEvent.EPISODE_REMINDER)]
+
+        @task(outlets=[retrain_request], on_success_callback=episode_alerts)
         def request_retraining(decision: Decision, outlet_events=None) -> Decision:
-            request = RetrainRequest(ds=decision.ds, reasons=decision.reasons)
+            episode = decision.episode.id if decision.episode else None
+            request = RetrainRequest(
+                ds=decision.ds, reasons=decision.reasons, episode=episode, window=decision.request_window
+            )
             outlet_events[retrain_request].extra = request.model_dump(mode="json")
+            return decision
+
+        # a rule fired in an open episode that already requested, or waits for labelled data: no request tonight
+        @task(on_success_callback=episode_alerts)
+        def hold_retraining(decision: Decision) -> Decision:
+            print(decision.outcome)
             return decision
 
         @task
         def keep_champion(decision: Decision) -> None:
-            print(f"champion v{decision.model_version} holds after {decision.ds}")
+            print(f"champion v{decision.model_version} holds after {decision.ds}: {decision.outcome}")
 
         @task(trigger_rule="none_failed_min_one_success")
         def finish(decision: Decision) -> Decision:
@@ -186,7 +220,7 @@ def build(dag_id: str, config: PipelineConfig) -> None:
         evaluated = evaluate_labels()
         monitored >> evaluated  # labels are read after tonight's night is in the history
         decision = decide_retraining(monitored, evaluated)
-        paths = [request_retraining(decision), keep_champion(decision)]
+        paths = [request_retraining(decision), hold_retraining(decision), keep_champion(decision)]
         choose_path(decision) >> paths >> finish(decision)
 
     batch_scoring()

@@ -13,9 +13,15 @@ champion/challenger gate. Promotions, rejections and failures are alerted (confi
 - A passing candidate is promoted at once, or, with `promotion.require_approval`, after a person
   approves in Airflow's human-in-the-loop step (no answer before the timeout means Reject).
 - Promotion moves `champion` to the candidate and `previous` to the old champion; every alias
-  move is appended to the hash-chained audit log.
+  move is appended to the hash-chained audit log. A promotion closes the open episode.
+- **learn_from_rejection**: a rejected candidate trained on drifted data that was not better means the shift
+  is harmless for this model: the champion's drift reference is rebaselined to the window (audited) and the
+  drift episode closes. A candidate that does not fix a failing metric backs the episode off until the
+  labelled window has moved `retraining.retry_after_partitions`, with one "retraining is not helping" alert.
+  Artifacts of candidates rejected more than `promotion.keep_rejected_days` ago are removed.
 
-Runs when `batch_scoring` emits a retraining request (Asset event), or by hand.
+Runs when `batch_scoring` emits a retraining request (Asset event, once per episode, when a run can
+train; the request may ask for the sliding window), or by hand.
 `max_active_runs=1` plus a file lock around alias moves keep two promotions from interleaving.
 """
 
@@ -34,6 +40,7 @@ from pipelines.core.contracts import (
     AuditEntry,
     Candidate,
     GateResult,
+    Lesson,
     PromotionPath,
     RetrainParams,
     TrainingWindow,
@@ -100,7 +107,10 @@ def build(dag_id: str, config: PipelineConfig) -> None:
             from pipelines.flows import retraining
 
             return retraining.select_training_window(
-                run.config, run.params.window_end, run.params.window, run.params.window_partitions
+                run.config,
+                run.params.window_end,
+                run.params.window or retraining.requested_window(run.requests),
+                run.params.window_partitions,
             )
 
         @task
@@ -170,6 +180,23 @@ def build(dag_id: str, config: PipelineConfig) -> None:
 
             return promotion.settle_approval(run.config, candidate, result, approval, run.run_id)
 
+        @task(trigger_rule="all_done", retries=0, on_success_callback=[PipelineAlert(AlertEvent.NOT_HELPING)])
+        @pipeline_task()
+        def learn_from_rejection(
+            run: TaskRun,
+            candidate: Candidate | None,
+            result: GateResult | None,
+            window: TrainingWindow | None,
+            rejection: AuditEntry | None,
+            refusal: AuditEntry | None,
+        ) -> Lesson:
+            """Rebaseline a harmless drift shift, or back off a retraining that does not help; apply retention."""
+            from pipelines.flows import retraining
+
+            return retraining.learn_from_rejection(
+                run.config, candidate, result, window, rejection, refusal, run.run_id
+            )
+
         window = select_training_window()
         candidate = train_candidate(window)
         alias = bootstrap_or_challenge(candidate)
@@ -183,13 +210,11 @@ def build(dag_id: str, config: PipelineConfig) -> None:
             retries=0,
         )
         promoted = promote_candidate(candidate, result, approve.output)
-        promotion_path(result) >> [
-            approve,
-            reject_candidate(candidate, result),
-            promoted,
-            EmptyOperator(task_id="done"),
-        ]
-        promoted >> settle_approval(candidate, result, approve.output)
+        rejected = reject_candidate(candidate, result)
+        promotion_path(result) >> [approve, rejected, promoted, EmptyOperator(task_id="done")]
+        refused = settle_approval(candidate, result, approve.output)
+        promoted >> refused
+        learn_from_rejection(candidate, result, window, rejected, refused)
 
     retrain_model()
 

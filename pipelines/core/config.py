@@ -320,6 +320,12 @@ class RetrainPolicy(_Section):
     realised_max_drop: Fraction | None = 0.05
     estimated_max_drop: Fraction | None = 0.05
     max_model_age_partitions: Annotated[int, Field(ge=1)] | None = 90
+    # An open episode (drift or performance) requests retraining once; while it stays open without progress, a
+    # reminder goes out every reminder_partitions partitions (null: no reminders).
+    reminder_partitions: Annotated[int, Field(ge=1)] | None = 7
+    # After a candidate trained on the newest data did not beat a failing champion, the next request waits until the
+    # labelled window has moved this many partitions (null: half of training.window_partitions).
+    retry_after_partitions: Annotated[int, Field(ge=1)] | None = None
 
 
 class Promotion(_Section):
@@ -336,6 +342,9 @@ class Promotion(_Section):
     bootstrap_samples: Annotated[int, Field(ge=100, le=20_000)] = 1000
     require_approval: bool = False
     approval_timeout_hours: Annotated[float, Field(gt=0, le=366 * 24)] = 24
+    # a rejected candidate keeps its registry entry, tags and audit entry; its artifacts (model, reference, reports of
+    # its run) are removed this many days after the rejection (null: kept)
+    keep_rejected_days: Annotated[float, Field(ge=0)] | None = 30
 
 
 class EmailAlerts(_Section):
@@ -500,6 +509,11 @@ class PipelineConfig(_Section):
                 f"{sorted(NUMERIC_METHODS)}, categorical ones {sorted(CATEGORICAL_METHODS)}"
             )
         return self
+
+    @property
+    def retry_after_partitions(self) -> int:
+        """Partitions the labelled window must move after a candidate did not help (retraining.retry_after_partitions)."""
+        return self.retraining.retry_after_partitions or max(1, self.training.window_partitions // 2)
 
     @property
     def retrain_asset_name(self) -> str:

@@ -59,6 +59,9 @@ class AuditAction(StrEnum):
     RESTORE = "restore"  # a champion re-established by hand after the alias was lost
     ACCEPT_QUARANTINE = "accept_quarantine"  # an operator scored a night that failed validation
     ADOPT = "adopt"  # an external model's champion alias was moved outside this product: its version is adopted
+    # the champion's drift reference and validation profile refreshed to a recent window (a shift acknowledged as
+    # harmless: by the gate's evidence after a rejected candidate, or by an operator); `note` names the new run
+    REBASELINE = "rebaseline"
 
 
 # the actions that point `champion` at an entry's `to_version`
@@ -70,7 +73,9 @@ class AlertEvent(StrEnum):
 
     QUARANTINE = "quarantine"
     DATA_QUALITY = "data_quality"
-    RETRAIN_DECISION = "retrain_decision"
+    RETRAIN_DECISION = "retrain_decision"  # a retraining episode opened (once per episode)
+    EPISODE_REMINDER = "episode_reminder"  # an episode still open after retraining.reminder_partitions partitions
+    NOT_HELPING = "retraining_not_helping"  # a candidate trained on the newest data did not beat a failing champion
     PROMOTION = "promotion"
     REJECTION = "rejection"
     ROLLBACK = "rollback"
@@ -312,13 +317,78 @@ class LabelledNight(Contract):
     value: float | None = None  # its realised value
 
 
-class Decision(Contract):
-    """Whether to retrain after a night, and every rule that fired (in words)."""
+class Rule(StrEnum):
+    """The kinds of retraining rule, which an episode's handling depends on."""
 
-    retrain: bool
+    FORCE = "force"  # force_retrain on the run
+    DRIFT = "drift"  # the drift share rule: retraining waits until labelled data since the onset can exist
+    PERFORMANCE = "performance"  # realised or estimated metric, floors: acts at once
+    AGE = "age"  # the champion's data is too old: acts at once
+
+
+class EpisodeState(StrEnum):
+    WAITING = "waiting"  # open; no retraining requested yet (labels since the onset not there yet)
+    REQUESTED = "requested"  # the retraining Asset event was emitted; waiting for the run's outcome
+    BACKOFF = "backoff"  # a candidate trained on the newest data was not better: waits for the window to move
+    CLOSED = "closed"
+
+
+class Episode(Record):
+    """One problem the monitoring found, from the night it opened to its outcome (`storage.episodes`).
+
+    While it is open, further nights that fire the same rules do not request again (`steps.episodes.plan`).
+    """
+
+    id: int | None = None  # set when first stored
+    model_name: str
+    state: EpisodeState = EpisodeState.WAITING
+    rules: list[Rule] = Field(default_factory=list)  # every kind of rule that fired while it was open
+    reasons: list[str] = Field(default_factory=list)  # the opening night's reasons, then the newest night's
+    opened_ds: str
+    onset: str | None = None  # the first drifted partition of the streak (drift episodes)
+    champion_version: str = ""  # the champion when it opened
+    last_fired_ds: str = ""  # the newest night a rule fired
+    ready_after: str | None = None  # when the labelled data a training run needs should exist
+    request_ds: str | None = None  # the night that emitted the newest request
+    requests: int = 0
+    request_window: str | None = None  # the training window the newest request asked for (None: the config's)
+    candidates: list[str] = Field(default_factory=list)  # versions trained for it
+    retry_after: str | None = None  # backoff: request again once the labelled window reaches this partition
+    not_helping_alerted: bool = False
+    last_alert_ds: str = ""  # the night of the opening alert, the newest reminder or request (the reminder clock)
+    reminders: int = 0
+    closed_ds: str | None = None
+    outcome: str = ""  # why it closed, or what it waits for
+
+    @property
+    def open(self) -> bool:
+        return self.state != EpisodeState.CLOSED
+
+
+class Decision(Contract):
+    """Whether a retraining rule fired after a night (every rule in words), and what the night's episode does."""
+
+    retrain: bool  # a rule fired
     reasons: list[str] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list)  # the kind of each reason, in order
     ds: str = ""
     model_version: str = ""
+    request: bool = False  # emit the retraining Asset event tonight (one per episode, when a run can train)
+    request_window: str | None = None  # the window the request asks for (None: training.window)
+    alert: Literal["opened", "reminder"] | None = None  # the episode's alert tonight, if any
+    episode: Episode | None = None
+    outcome: str = ""  # what happens, in words (requested, waiting until ..., already requested, ...)
+
+
+class Lesson(Contract):
+    """What a rejected candidate taught the open episode (`flows.retraining.learn_from_rejection`)."""
+
+    action: Literal["rebaselined", "backoff", "closed", "none"] = "none"
+    episode: Episode | None = None
+    rebaseline: AuditEntry | None = None  # the audited rebaseline (a harmless drift shift)
+    not_helping: bool = False  # the episode's one "retraining is not helping" alert goes out now
+    removed_artifacts: list[str] = Field(default_factory=list)  # rejected versions whose artifacts retention removed
+    summary: str = ""
 
 
 class RetrainRequest(Record):
@@ -329,6 +399,8 @@ class RetrainRequest(Record):
 
     ds: str | None = None
     reasons: list[str] = Field(default_factory=list)
+    episode: int | None = None  # the drift or performance episode it belongs to
+    window: str | None = None  # sliding or since_drift_onset: the window a run can train on now (None: the config's)
 
     def lines(self) -> list[str]:
         return [f"{self.ds}: {reason}" for reason in self.reasons]
@@ -363,6 +435,8 @@ class NightRecord(Contract):
     label_coverage: float | None = None
     decision: str | None = None
     decision_reasons: list[str] | None = None
+    episode_id: int | None = None  # the episode the night's rules fired in
+    request_outcome: str | None = None  # what the night's retraining request did (requested, waiting, ...)
     reports: dict[str, str] | None = None
     scoring_rows_per_s: float | None = None
     scoring_peak_rss_mb: float | None = None
@@ -412,6 +486,7 @@ class ScoringParams(TriggerParams):
     ds: date | None = None  # the night to score; empty: the run's data interval
     force_retrain: bool = False
     accept_quarantine: bool = False  # score a night that failed validation (audited, with who accepted it)
+    acknowledge_drift: bool = False  # the shift up to this night is the new normal: rebaseline (audited)
 
 
 class RetrainParams(TriggerParams):

@@ -56,7 +56,12 @@ class TrainingNotReady(TrainingDataError):
     """Too little labelled data yet (partitions, rows, classes, or partitions since the drift onset): the run waits.
 
     A retraining request that meets it is skipped with this reason, never failed; a later request retries.
+    `ready_after`: the partition after which enough should exist (ISO date), when it can be worked out.
     """
+
+    def __init__(self, message: str, ready_after: str | None = None) -> None:
+        super().__init__(message)
+        self.ready_after = ready_after
 
 
 class InvalidDateError(PipelineError):

@@ -11,35 +11,42 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.core.cadence import shift
 from pipelines.core.config import PipelineConfig
 from pipelines.core.contracts import (
     AuditAction,
     AuditEntry,
     Decision,
+    Episode,
     LabelledNight,
     ModelRef,
     NightRecord,
     NightSummary,
+    Rule,
     ScoringSummary,
     ValidatedPartition,
 )
 from pipelines.core.errors import PartitionQuarantinedError
 from pipelines.core.kinds import ESTIMATED, Kind
-from pipelines.core.paths import QUARANTINE, QUARANTINE_RECORD, REPORTS, SUMMARY_FILE, DataPath, data_path
+from pipelines.core.paths import INCOMING, QUARANTINE, QUARANTINE_RECORD, REPORTS, SUMMARY_FILE, DataPath, data_path
 from pipelines.core.threads import thread_cap
 from pipelines.flows.external import adopt_external_champion
+from pipelines.flows.retraining import drift_onset, training_readiness
 from pipelines.governance import audit
+from pipelines.governance.baseline import rebaseline
 from pipelines.governance.registry import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT, Registry
 from pipelines.steps.decision import decide
 from pipelines.steps.drift import current_sample, drift_report, summary_report
+from pipelines.steps.episodes import after_rebaseline, plan
 from pipelines.steps.performance import Estimator, multiclass_estimate_from_sums, multiclass_sums
 from pipelines.steps.predictions import Outputs
 from pipelines.steps.reports import validation_page
 from pipelines.steps.validation import validate_against_profile
 from pipelines.storage import history, report_store
 from pipelines.storage.atomic import partition_write_lock, replace_folder, write_atomic, write_json_atomic
+from pipelines.storage.episodes import change_open, open_episode
 from pipelines.storage.parquet import parquet_file, read_parquet
-from pipelines.storage.partitions import partition_dir
+from pipelines.storage.partitions import list_partitions, partition_dir
 from pipelines.storage.schema import check_feature_kinds, incoming_partition
 
 log = logging.getLogger(__name__)
@@ -230,22 +237,53 @@ def _finite(value: float) -> float | None:
 
 
 def decide_retraining(
-    config: PipelineConfig, night: NightSummary, evaluated: list[LabelledNight], force: bool
+    config: PipelineConfig,
+    night: NightSummary,
+    evaluated: list[LabelledNight],
+    force: bool,
+    acknowledged_by: str | None = None,
+    airflow_run_id: str = "",
 ) -> Decision:
-    """Decide whether to retrain after a monitored night, record the decision and its reasons, and return it.
+    """Decide after a monitored night: which retraining rules fire, and what the model's episode does about them.
 
-    The policy reads the champion's history, which tonight's `evaluated` labels have just updated.
+    The rules read the champion's history, which tonight's `evaluated` labels have just updated. One episode per
+    problem (`steps.episodes.plan`): its first night opens it and alerts once; the retraining request goes out once,
+    when a run can train. `acknowledged_by`: an operator acknowledged the drift up to tonight (`acknowledge_drift`),
+    so the drift rule does not count tonight. The decision, its reasons and what the night did are recorded.
     """
     started = time.monotonic()
     ds, version = night.ds, night.model_version
     models = Registry.open(config)
-    card = models.model_card(models.version(version))
+    ref = models.version(version)
+    card = models.model_card(ref)
     trained_until = date.fromisoformat(card.holdout_days[-1]) if card.holdout_days else None
     if evaluated:
         log.info("labels evaluated tonight: %s", ", ".join(f"{e.ds} (v{e.model_version})" for e in evaluated))
-    result = decide(
+    if acknowledged_by:
+        acknowledge_drift(config, models, ref, ds, acknowledged_by, airflow_run_id)
+    fired = decide(
         config, history.read_history(config), ds, version, card.metrics, trained_until, force, card.metric_noise
     )
+    if acknowledged_by:
+        kept = [(r, why) for r, why in zip(fired.rules, fired.reasons) if r != Rule.DRIFT]
+        fired = fired.model_copy(
+            update={"retrain": bool(kept), "rules": [r for r, _ in kept], "reasons": [w for _, w in kept]}
+        )
+    onset = drift_onset(config, models) if Rule.DRIFT in fired.rules else None
+    planned: dict[str, Decision] = {}
+
+    def step(episode: Episode | None) -> Episode | None:
+        changed, planned["decision"] = plan(
+            config,
+            episode,
+            fired,
+            lambda rules: training_readiness(config, rules),
+            onset.isoformat() if onset else None,
+        )
+        return changed
+
+    stored = change_open(config, step)
+    result = planned["decision"].model_copy(update={"episode": stored})
     history.update_night(
         config,
         NightRecord(
@@ -254,6 +292,8 @@ def decide_retraining(
             model_version=version,
             decision="retrain" if result.retrain else "keep",
             decision_reasons=result.reasons,
+            episode_id=stored.id if stored else None,
+            request_outcome=result.outcome[:500],
         ),
     )
     history.merge_task_seconds(
@@ -263,4 +303,40 @@ def decide_retraining(
         log.warning("retrain rule fired for %s: %s", ds, reason)
     if not result.retrain:
         log.info("no retrain rule fired for %s: the champion v%s holds", ds, version)
+    log.info("%s", result.outcome)
     return result
+
+
+def acknowledge_drift(
+    config: PipelineConfig, models: Registry, ref: ModelRef, ds: str, by: str, airflow_run_id: str
+) -> AuditEntry:
+    """An operator acknowledges the drift up to `ds` as the new normal: rebaseline the champion (audited).
+
+    The recent window is the open episode's days since its onset (else the last drift_consecutive_nights
+    partitions), scored ones only, at most training.window_partitions. A drift-only episode closes.
+    """
+    episode = open_episode(config)
+    night = date.fromisoformat(ds)
+    start = (
+        date.fromisoformat(episode.onset)
+        if episode and episode.onset
+        else shift(config, night, -(config.retraining.drift_consecutive_nights - 1))
+    )
+    refused = history.quarantined_nights(config)
+    days = [
+        d for d in list_partitions(config.data_root, INCOMING) if start <= d <= night and d.isoformat() not in refused
+    ][-config.training.window_partitions :]
+    entry = rebaseline(
+        config,
+        models,
+        ref,
+        days,
+        f"drift up to ds={ds} acknowledged by an operator (acknowledge_drift)",
+        by,
+        airflow_run_id,
+    )
+    change_open(
+        config,
+        lambda ep: after_rebaseline(ep, "", ds, by) if ep is not None and set(ep.rules) <= {Rule.DRIFT} else None,
+    )
+    return entry

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import UTC, date, datetime
 
 from pipelines.core.cadence import shift
 from pipelines.core.config import PipelineConfig
-from pipelines.core.contracts import Alias, Candidate, RetrainRequest, TrainingWindow
+from pipelines.core.contracts import (
+    Alias,
+    AuditEntry,
+    Candidate,
+    Episode,
+    EpisodeState,
+    GateResult,
+    Lesson,
+    RetrainRequest,
+    Rule,
+    TrainingWindow,
+)
 from pipelines.core.errors import ChampionMissingError, TrainingNotReady
 from pipelines.core.paths import LABELS
 from pipelines.core.threads import thread_cap
+from pipelines.governance.baseline import rebaseline
 from pipelines.governance.gate import floor_failures
 from pipelines.governance.promotion import record_bootstrap
 from pipelines.governance.registry import Registry, is_new_deployment
 from pipelines.steps.decision import drifted
+from pipelines.steps.episodes import ACTS_AT_ONCE, Readiness, after_rebaseline, back_to_waiting, backoff
 from pipelines.steps.training import fit_and_evaluate, load_labelled, training_partitions
+from pipelines.storage.episodes import change_open, open_episode
 from pipelines.storage.history import read_history
 from pipelines.storage.partitions import parse_ds, partition_files, partition_row_count
 from pipelines.storage.schema import check_feature_kinds
@@ -75,8 +89,50 @@ def select_training_window(
 
     `window` (sliding | since_drift_onset) and `window_partitions` override training.window and
     training.window_partitions. Raises TrainingNotReady when there is too little labelled data yet (too few
-    partitions since the onset or at all, too few labelled rows): the run waits for a later request.
+    partitions since the onset or at all, too few labelled rows): the run waits, and the open episode waits again
+    for a later night to request once the data can be there.
     """
+    try:
+        return _training_window(config, end, window, window_partitions)
+    except TrainingNotReady as exc:
+        why, after = str(exc), exc.ready_after
+        change_open(config, lambda episode: back_to_waiting(episode, why, after))
+        raise
+
+
+def training_readiness(config: PipelineConfig, rules: frozenset[Rule]) -> Readiness:
+    """Whether a retraining run could train now (a dry run of its window selection), and when it could if not.
+
+    Rules that act at once (performance, age, force) train on the sliding window when the days since the drift
+    onset are not enough yet; drift waits for them.
+    """
+    usable = training_partitions(config)
+    newest = usable[-1].isoformat() if usable else None
+    try:
+        _training_window(config)
+        return Readiness(True, labelled_until=newest)
+    except TrainingNotReady as exc:
+        if rules & ACTS_AT_ONCE:
+            try:
+                _training_window(config, window="sliding")
+                return Readiness(True, window="sliding", labelled_until=newest)
+            except TrainingNotReady:
+                pass
+        return Readiness(False, ready_after=exc.ready_after, why=str(exc), labelled_until=newest)
+
+
+def requested_window(requests: list[RetrainRequest]) -> str | None:
+    """The training window the retraining requests ask for (the newest that names a known one), else None."""
+    asked = [r.window for r in requests if r.window in ("sliding", "since_drift_onset")]
+    return asked[-1] if asked else None
+
+
+def _training_window(
+    config: PipelineConfig,
+    end: date | str | None = None,
+    window: str | None = None,
+    window_partitions: int | None = None,
+) -> TrainingWindow:
     check_feature_kinds(config)
     # the bootstrap path: only a brand-new deployment (no audit entry, no monitored night) may create the store
     models = Registry.open(config, create=is_new_deployment(config))
@@ -92,11 +148,12 @@ def select_training_window(
     if onset is not None and len(days) < needed:
         ready = shift(config, onset, needed - 1 + config.label_delay_partitions)
         raise TrainingNotReady(
-            f"drift began on {onset}, and only {len(days)} labelled partition(s) since then are usable "
+            ready_after=ready.isoformat(),
+            message=f"drift began on {onset}, and only {len(days)} labelled partition(s) since then are usable "
             f"({', '.join(d.isoformat() for d in days) or 'none'}); training.min_partitions_since_onset is {needed}. "
             f"Not retraining yet: with labels {config.label_delay_partitions} partition(s) late, enough should exist "
-            f"after the partition of {ready}; a later request (the next drifted night) retries, or run retrain_model "
-            "by hand with window=sliding"
+            f"after the partition of {ready}; the drift episode requests retraining again then, or run retrain_model "
+            "by hand with window=sliding",
         )
     _check_enough(config, days)
     log.info(
@@ -123,7 +180,7 @@ def _check_enough(config: PipelineConfig, days: list[date]) -> None:
         raise TrainingNotReady(
             f"only {rows:,} labelled rows in the {len(days) - held_out} training partition(s) "
             f"({days[0]} .. {days[-held_out - 1]}); training.min_rows is {config.training.min_rows:,}. Not training yet: "
-            "a later request retries once more labels exist; lower training.min_rows or widen "
+            "the episode requests again once more labels exist; lower training.min_rows or widen "
             "training.window_partitions if your partitions are small (see docs/configuration.md)"
         )
 
@@ -174,3 +231,97 @@ def reason_from_trigger(param_reason: str, requests: list[RetrainRequest]) -> st
     """Return why this training runs: the reasons carried by retraining Asset events, else the `reason` Param."""
     reasons = [line for request in requests for line in request.lines()]
     return "; ".join(reasons)[:480] if reasons else param_reason
+
+
+def learn_from_rejection(
+    config: PipelineConfig,
+    candidate: Candidate | None,
+    gate: GateResult | None,
+    window: TrainingWindow | None,
+    rejection: AuditEntry | None,
+    refusal: AuditEntry | None,
+    run_id: str,
+) -> Lesson:
+    """After a candidate was rejected (`rejection`: by the gate; `refusal`: by a person), update the open episode.
+
+    - A drift-only episode whose candidate, trained on the shifted data, the gate found no better: the shift is
+      harmless for this model. The champion's drift reference is rebaselined to the window (audited, with the gate's
+      evidence) and the episode closes; the same shift no longer fires, new drift and the performance rules still do.
+    - Otherwise (performance or age rules, or a refusal) the episode backs off until the labelled window has moved
+      `retry_after_partitions`; a champion failing a performance rule gets the one "not helping" alert.
+    Also removes the artifacts of candidates rejected longer ago than promotion.keep_rejected_days.
+    """
+    removed = _apply_retention(config)
+    entry = rejection or refusal
+    if entry is None or candidate is None or gate is None or gate.bootstrap or window is None:
+        return Lesson(removed_artifacts=removed, summary="nothing was rejected")
+    episode = open_episode(config)
+    if episode is None:
+        return Lesson(removed_artifacts=removed, summary="no open episode: a manual run's candidate was rejected")
+    rules, today = set(episode.rules), datetime.now(UTC).date().isoformat()
+    shifted = [d for d in window.days if episode.onset is None or d >= episode.onset]
+    if rejection is not None and gate.comparison is not None and rules == {Rule.DRIFT} and shifted:
+        models = Registry.open(config)
+        champion = models.champion()
+        audited = rebaseline(
+            config,
+            models,
+            champion,
+            [date.fromisoformat(d) for d in shifted],
+            f"candidate v{candidate.version}, trained on the shifted data, was not better than v{champion.version} "
+            f"({'; '.join(gate.reasons)[:400]}): the shift is harmless for this model",
+            "gate",
+            run_id,
+            gate,
+        )
+        closed = change_open(config, lambda ep: after_rebaseline(ep, candidate.version, today, "gate") if ep else None)
+        return Lesson(
+            action="rebaselined",
+            episode=closed,
+            rebaseline=audited,
+            removed_artifacts=removed,
+            summary=audited.reason,
+        )
+    if rules == {Rule.FORCE}:
+        closed = change_open(
+            config,
+            lambda ep: (
+                ep.model_copy(
+                    update={
+                        "state": EpisodeState.CLOSED,
+                        "closed_ds": today,
+                        "candidates": [*ep.candidates, candidate.version],
+                        "outcome": f"closed: the forced retraining's candidate v{candidate.version} was rejected",
+                    }
+                )
+                if ep
+                else None
+            ),
+        )
+        return Lesson(
+            action="closed", episode=closed, removed_artifacts=removed, summary=closed.outcome if closed else ""
+        )
+    said: dict[str, bool] = {}
+
+    def wait(ep: Episode | None) -> Episode | None:
+        if ep is None:
+            return None
+        changed, alert = backoff(config, ep, candidate.version, window.days[-1])
+        said["alert"] = alert and rejection is not None  # a person's refusal is not evidence that retraining fails
+        return changed
+
+    waiting = change_open(config, wait)
+    return Lesson(
+        action="backoff",
+        episode=waiting,
+        not_helping=said.get("alert", False),
+        removed_artifacts=removed,
+        summary=waiting.outcome if waiting else "",
+    )
+
+
+def _apply_retention(config: PipelineConfig) -> list[str]:
+    days = config.promotion.keep_rejected_days
+    if days is None:
+        return []
+    return Registry.open(config).remove_rejected_artifacts(days, datetime.now(UTC))

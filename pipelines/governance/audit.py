@@ -293,10 +293,8 @@ def append(config: PipelineConfig, entry: AuditEntry) -> AuditEntry:
 
     The log sets `at`, the chain (`previous_hash`, `alg`, `hash`); the caller says what happened.
     """
-    event = entry.model_dump(
-        mode="json",
-        include={"action", "model", "from_version", "to_version", "reason", "approved_by", "airflow_run_id", "gate"},
-    )
+    fields = {"action", "model", "from_version", "to_version", "reason", "approved_by", "airflow_run_id", "gate"}
+    event = entry.model_dump(mode="json", include=fields | ({"note"} if entry.note else set()))
     trail = read_trail(config)
     previous = trail.entries[-1].hash if trail.entries else ""
     body = {

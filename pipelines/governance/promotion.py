@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from pipelines.core.config import AUDIT_KEY_ENV_VAR, PipelineConfig
 from pipelines.core.contracts import Alias, Approval, AuditAction, AuditEntry, Candidate, GateResult, ModelRef
@@ -10,7 +11,9 @@ from pipelines.core.errors import AuditIntegrityError, ChampionMissingError
 from pipelines.governance import audit
 from pipelines.governance.audit import audit_lock, read_audit
 from pipelines.governance.gate import PromotionError
-from pipelines.governance.registry import Registry
+from pipelines.governance.registry import REJECTED_AT_TAG, Registry
+from pipelines.steps.episodes import after_promotion
+from pipelines.storage.episodes import change_open
 
 log = logging.getLogger(__name__)
 __all__ = [
@@ -146,6 +149,10 @@ def reject(
     with audit_lock(config):
         _finish_interrupted_move(config, models)
         models.tag(candidate, "promotion.rejected", reason)
+        models.tag(candidate, REJECTED_AT_TAG, datetime.now(UTC).isoformat())
+        challenger = models.alias_version(Alias.CHALLENGER)
+        if challenger is not None and challenger.version == candidate.version:
+            models.delete_alias(Alias.CHALLENGER)  # a rejected candidate holds no alias
         champion = models.alias_version(Alias.CHAMPION)
         return _record(
             config,
@@ -278,4 +285,6 @@ def promote_candidate(
     reason = (
         f"gate passed ({config.promotion.metric} {gate.comparison.describe()}); retrained because: {trained_because}"
     )
-    return promote(config, candidate.ref, reason, approved_by, run_id, gate, models)
+    entry = promote(config, candidate.ref, reason, approved_by, run_id, gate, models)
+    change_open(config, lambda episode: after_promotion(episode, candidate.version, entry.at[:10]))
+    return entry

@@ -13,6 +13,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Callable
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,6 +37,10 @@ REFERENCE_ARTIFACT = "reference_sample.parquet"
 HOLDOUT_ARTIFACT = "holdout_scores.parquet"
 DRIFT_THRESHOLDS_ARTIFACT = "drift_thresholds.json"  # per-column alarm thresholds calibrated at registration
 REFERENCE_RUN_TAG = "nightly_ml.reference_run"  # an external version's monitoring reference: a run of ours
+# the artifacts a rebaseline replaces (governance.baseline): served from the run its audited entry names
+BASELINE_ARTIFACTS = (REFERENCE_ARTIFACT, DRIFT_THRESHOLDS_ARTIFACT, PROFILE_ARTIFACT)
+REJECTED_AT_TAG = "promotion.rejected_at"  # when a candidate was rejected (ISO time): retention counts from it
+ARTIFACTS_REMOVED_TAG = "retention.artifacts_removed"  # when retention removed a rejected candidate's artifacts
 LINEAGE_ARTIFACT = "training_partitions.json"  # the model card: partitions and digests, days, metrics, why
 # Types our own pipeline stores that skops does not trust by default; we only load models we logged.
 SKOPS_TRUSTED_TYPES = [
@@ -62,6 +67,7 @@ class Registry:
 
     def __init__(self, config: PipelineConfig, client: Any) -> None:
         self.config, self.client, self.name = config, client, config.model.registered_name
+        self._baselines: dict[str, str] | None = None  # version -> the run of its newest rebaseline
 
     @classmethod
     def open(cls, config: PipelineConfig, create: bool = False) -> Registry:
@@ -245,6 +251,65 @@ class Registry:
             )
         return ModelRef(ref.name, ref.version, run)
 
+    def baseline_run(self, ref: ModelRef) -> str | None:
+        """The run holding a version's rebaselined drift reference (its newest audited rebaseline), or None."""
+        if self._baselines is None:
+            self._baselines = {
+                e.to_version: e.note
+                for e in audit.read_audit(self.config)
+                if e.action == AuditAction.REBASELINE and e.note
+            }
+        return self._baselines.get(ref.version)
+
+    def log_baseline(self, ref: ModelRef, folder: Path, reason: str) -> str:
+        """Log a rebaselined drift reference (`folder`) as a run of ours; the caller audits it (its `note`)."""
+        import mlflow
+
+        with mlflow.start_run(
+            experiment_id=self.experiment_id(), run_name=f"rebaseline of {ref.name} v{ref.version}"
+        ) as run:
+            mlflow.set_tags({"nightly_ml.baseline_of": f"{ref.name}/{ref.version}", "reason": reason})
+            mlflow.log_artifacts(str(folder))
+        self._baselines = None
+        return str(run.info.run_id)
+
+    # rejected candidates
+
+    def rejected_versions(self) -> list[Any]:
+        """The registered versions a rejection tagged (MLflow ModelVersion objects), oldest first."""
+        found = self.client.search_model_versions(f"name = '{self.name}'")
+        return sorted((v for v in found if "promotion.rejected" in v.tags), key=lambda v: int(v.version))
+
+    def remove_rejected_artifacts(self, older_than_days: float, now: datetime) -> list[str]:
+        """Remove the artifacts (model, reference, run files) of candidates rejected more than `older_than_days` ago.
+
+        The version stays registered with its tags, metrics and audit entry (what was rejected and why stays
+        readable); it is tagged with when its files went. Return the versions cleaned now.
+        """
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        holders = {v.version for v in (self.alias_version(a) for a in Alias if a != Alias.REFUSED) if v is not None}
+        removed = []
+        for version in self.rejected_versions():
+            when = version.tags.get(REJECTED_AT_TAG)
+            if ARTIFACTS_REMOVED_TAG in version.tags or not when or str(version.version) in holders:
+                continue
+            if (now - datetime.fromisoformat(when)).total_seconds() < older_than_days * 86_400:
+                continue
+            locations = [self.client.get_run(version.run_id).info.artifact_uri]
+            model_id = getattr(version, "model_id", None)
+            if model_id:
+                locations.append(self.client.get_logged_model(model_id).artifact_location)
+            for location in locations:
+                get_artifact_repository(location).delete_artifacts()
+            self.tag(ModelRef(self.name, str(version.version), version.run_id), ARTIFACTS_REMOVED_TAG, now.isoformat())
+            removed.append(str(version.version))
+        if removed:
+            log.warning(
+                "retention removed the artifacts of rejected candidates %s", ", ".join(f"v{v}" for v in removed)
+            )
+        return removed
+
     def log_reference(self, ref: ModelRef, folder: Path, reason: str) -> str:
         """Log an external version's monitoring artifacts (`folder`) as a run of ours and tag the version with it."""
         import mlflow
@@ -277,7 +342,10 @@ class Registry:
         Kept under `<data_root>/monitoring/models/<run id>/` (a version's artifacts never change); the download
         goes to a hidden folder first, so a killed download is never mistaken for the artifact.
         """
-        if name != compiled.ARTIFACT:
+        baseline = self.baseline_run(ref) if name in BASELINE_ARTIFACTS else None
+        if baseline is not None:
+            ref = ModelRef(ref.name, ref.version, baseline)
+        elif name != compiled.ARTIFACT:
             ref = self.artifact_ref(ref)
         target = self.config.work_root / MONITORING / "models" / ref.run_id / name
         if not target.exists():

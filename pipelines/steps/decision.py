@@ -9,7 +9,7 @@ import pandas as pd
 
 from pipelines.core.cadence import partitions_between, unit
 from pipelines.core.config import PipelineConfig
-from pipelines.core.contracts import Decision
+from pipelines.core.contracts import Decision, Rule
 from pipelines.core.kinds import Metric, metric
 
 
@@ -62,6 +62,12 @@ def decide(
     """
     policy = config.retraining
     reasons = ["force_retrain was set on the run"] if force else []
+    rules = [Rule.FORCE] if force else []
+
+    def fired(rule: Rule, reason: str) -> None:
+        rules.append(rule)
+        reasons.append(reason)
+
     mine = history[(history["model_version"] == model_version) & (history["ds"] <= ds)].sort_values("ds")
     baseline = champion_metrics.get(policy.metric)
 
@@ -71,9 +77,10 @@ def decide(
         last = scored.tail(k)
         if drifted(config, last).all() and last["ds"].iloc[-1] == ds:
             shares = ", ".join(f"{d} {s:.2f}" for d, s in zip(last["ds"], last["drift_share"]))
-            reasons.append(
+            fired(
+                Rule.DRIFT,
                 f"drift share (columns drifted or with a data-quality warning) above {limit:g} for {k} nights in a row "
-                f"({shares})"
+                f"({shares})",
             )
 
     spec = metric(config.model.kind, policy.metric)
@@ -83,16 +90,18 @@ def decide(
         row = evaluated.iloc[-1]
         value = row["realised_metrics"][policy.metric]
         if policy.realised_floor is not None and spec.misses(value, policy.realised_floor):
-            reasons.append(
+            fired(
+                Rule.PERFORMANCE,
                 f"realised {policy.metric} {value:.3f} on {row['ds']} is "
-                f"{'below the floor' if spec.higher_is_better else 'above the ceiling'} {policy.realised_floor:g}"
+                f"{'below the floor' if spec.higher_is_better else 'above the ceiling'} {policy.realised_floor:g}",
             )
         if policy.realised_max_drop is not None and baseline is not None and _present(baseline):
             drop, allowed = spec.drop(baseline, value), max(policy.realised_max_drop, chance)
             if drop > allowed:
-                reasons.append(
+                fired(
+                    Rule.PERFORMANCE,
                     f"realised {policy.metric} {value:.3f} on {row['ds']} is {_worse(spec, drop)} the champion's "
-                    f"held-out {baseline:.3f} (allowed {_allowed(policy.realised_max_drop, chance)})"
+                    f"held-out {baseline:.3f} (allowed {_allowed(policy.realised_max_drop, chance)})",
                 )
 
     tonight = mine[mine["ds"] == ds]
@@ -100,16 +109,18 @@ def decide(
         estimate = _estimate(tonight.iloc[-1], policy.metric)
         allowed = max(policy.estimated_max_drop, chance)
         if estimate is not None and _present(estimate) and spec.drop(baseline, estimate) > allowed:
-            reasons.append(
+            fired(
+                Rule.PERFORMANCE,
                 f"estimated {policy.metric} {estimate:.3f} is {_worse(spec, spec.drop(baseline, estimate))} the "
-                f"champion's held-out {baseline:.3f} (allowed {_allowed(policy.estimated_max_drop, chance)})"
+                f"champion's held-out {baseline:.3f} (allowed {_allowed(policy.estimated_max_drop, chance)})",
             )
 
     if policy.max_model_age_partitions is not None and trained_until is not None:
         age = partitions_between(config, trained_until, date.fromisoformat(ds))
         if age > policy.max_model_age_partitions:
-            reasons.append(
+            fired(
+                Rule.AGE,
                 f"the champion's data ends {age} partitions ({unit(config)}s) before {ds} "
-                f"(retraining.max_model_age_partitions {policy.max_model_age_partitions})"
+                f"(retraining.max_model_age_partitions {policy.max_model_age_partitions})",
             )
-    return Decision(retrain=bool(reasons), reasons=reasons, ds=ds, model_version=model_version)
+    return Decision(retrain=bool(reasons), reasons=reasons, rules=rules, ds=ds, model_version=model_version)

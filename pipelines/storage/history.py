@@ -42,6 +42,8 @@ NIGHTS = sa.Table(
     sa.Column("label_coverage", sa.Float),
     sa.Column("decision", sa.String(32)),
     sa.Column("decision_reasons", sa.JSON),
+    sa.Column("episode_id", sa.Integer),  # the episode the night's rules fired in (storage.episodes)
+    sa.Column("request_outcome", sa.String(500)),  # what the night's retraining request did
     sa.Column("reports", sa.JSON),
     sa.Column("scoring_rows_per_s", sa.Float),
     sa.Column("scoring_peak_rss_mb", sa.Float),

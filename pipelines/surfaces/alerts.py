@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pipelines.core.config import PipelineConfig
-from pipelines.core.contracts import AlertEvent, AuditEntry, Decision, GateResult, NightSummary
+from pipelines.core.contracts import AlertEvent, AuditEntry, Decision, Episode, GateResult, Lesson, NightSummary
 from pipelines.storage.urls import comparison_route, model_base, report_route
 
 
@@ -114,19 +114,92 @@ def data_quality_alert(config: PipelineConfig, summary: NightSummary, run: str) 
     )
 
 
-def retrain_decision_alert(config: PipelineConfig, decision: Decision, run: str) -> Alert:
-    what = (
-        "retrain_model runs on this request."
-        if config.model.retrains
-        else "This model is registered outside this product (model.external) and has no model.trainer: nothing "
-        "retrains it here. Retrain it where it was trained and move its champion alias; the retraining Asset "
-        f"event {config.retrain_asset_name} was emitted for any DAG or tool that listens."
-    )
+def episode_url(config: PipelineConfig, episode: Episode | None) -> str:
+    """The monitoring page at the episode's entry."""
+    page = f"{config.alerts.base_url}{model_base(config.page_key)}/"
+    return f"{page}#episode-{episode.id}" if episode is not None and episode.id is not None else page
+
+
+def _episode_name(decision: Decision) -> str:
+    return f"episode {decision.episode.id}" if decision.episode and decision.episode.id else "an episode"
+
+
+def retrain_decision_alert(config: PipelineConfig, decision: Decision, run: str) -> Alert | None:
+    """The one alert of a new episode: why it opened, and when retraining runs (now, or when labels allow)."""
+    if decision.alert != "opened":
+        return None
+    episode = decision.episode
+    if not config.model.retrains:
+        what = (
+            "This model is registered outside this product (model.external) and has no model.trainer: nothing "
+            "retrains it here. Retrain it where it was trained and move its champion alias; the retraining Asset "
+            f"event {config.retrain_asset_name} is emitted for any DAG or tool that listens."
+        )
+    elif decision.request:
+        what = "retrain_model runs on this request."
+    else:
+        what = decision.outcome + "."
+    onset = f" (drift since {episode.onset})" if episode and episode.onset else ""
     return Alert(
         AlertEvent.RETRAIN_DECISION,
-        f"[{config.model.registered_name}] retraining requested after ds={decision.ds} (champion v{decision.model_version})",
-        ["The monitoring decided the champion no longer holds:", *[f"- {r}" for r in decision.reasons], what],
-        {"Drift report": report_url(config, decision.ds, "drift_overview.html"), "Airflow run": run},
+        f"[{config.model.registered_name}] {_episode_name(decision)} opened after ds={decision.ds}: the champion "
+        f"v{decision.model_version} may no longer hold{onset}",
+        [
+            "The monitoring found:",
+            *[f"- {r}" for r in decision.reasons],
+            what,
+            "Further nights of this episode do not alert again; a reminder follows if it stays open without "
+            f"progress (retraining.reminder_partitions {config.retraining.reminder_partitions}).",
+        ],
+        {
+            "Episode": episode_url(config, episode),
+            "Drift report": report_url(config, decision.ds, "drift_overview.html"),
+            "Airflow run": run,
+        },
+    )
+
+
+def episode_reminder_alert(config: PipelineConfig, decision: Decision, run: str) -> Alert | None:
+    """A grouped reminder: the episode is still open; what it is waiting for and tonight's reasons."""
+    episode = decision.episode
+    if decision.alert != "reminder" or episode is None:
+        return None
+    return Alert(
+        AlertEvent.EPISODE_REMINDER,
+        f"[{config.model.registered_name}] reminder: {_episode_name(decision)} open since ds={episode.opened_ds} "
+        f"({episode.state}, reminder {episode.reminders})",
+        [
+            f"Opened on {episode.opened_ds} because: " + "; ".join(episode.reasons[:5]),
+            f"Now ({decision.ds}): {decision.outcome}.",
+            f"Requests so far: {episode.requests}; candidates: "
+            + (", ".join(f"v{v}" for v in episode.candidates) or "none")
+            + ".",
+            *[f"- {r}" for r in decision.reasons],
+        ],
+        {
+            "Episode": episode_url(config, episode),
+            "Drift report": report_url(config, decision.ds, "drift_overview.html"),
+            "Airflow run": run,
+        },
+    )
+
+
+def not_helping_alert(config: PipelineConfig, lesson: Lesson, run: str) -> Alert | None:
+    """Once per episode: a candidate trained on the newest data did not fix a failing champion."""
+    episode = lesson.episode
+    if not lesson.not_helping or episode is None:
+        return None
+    return Alert(
+        AlertEvent.NOT_HELPING,
+        f"[{config.model.registered_name}] retraining is not helping (episode {episode.id}): a person has to look",
+        [
+            "The champion fails a performance rule, and a candidate trained on the newest data was not better:",
+            *[f"- {r}" for r in episode.reasons[:10]],
+            f"{episode.outcome}.",
+            "Look at the features (a missing signal), the data (labels, a broken source) and the floor "
+            "(retraining.realised_floor may be above what this data allows).",
+        ],
+        {"Episode": episode_url(config, episode), "Airflow run": run},
     )
 
 

@@ -12,10 +12,12 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.core.config import ModelSource, PipelineConfig
+from pipelines.core.contracts import AuditAction, EpisodeState
 from pipelines.core.errors import AuditIntegrityError
 from pipelines.core.paths import COMPARISONS, REPORTS
 from pipelines.governance import audit
-from pipelines.storage import history, report_store
+from pipelines.governance.registry import ARTIFACTS_REMOVED_TAG, Registry
+from pipelines.storage import episodes, history, report_store
 from pipelines.storage.urls import MODEL_FILES, NIGHT_PAGES, REPORT_FILES, comparison_route, report_route
 
 _DS = re.compile(r"^ds=\d{4}-\d{2}-\d{2}$")
@@ -200,7 +202,7 @@ def render_page(config: PipelineConfig, base: str, overview: str | None = None) 
             f"<td>{_fmt(r['drift_share'], '{:.2f}')}</td><td>{_drifted(r['drifted_columns'])}</td>"
             f"<td>{_fmt(r['estimated'])}</td><td>{_fmt(r['realised'])}{_estimate_error(r)}</td>"
             f'<td title="{html.escape(_label_issues(r["realised_metrics"]))}">{_fmt(r["label_coverage"], "{:.0%}")}</td>'
-            f"<td>{html.escape(r['decision'] or '-')}</td>"
+            f"<td>{_decision(r)}</td>"
             f"<td>{html.escape('; '.join(r['decision_reasons'] or []))}</td>"
             f"<td>{_stages(r.get('task_seconds'), r.get('scoring_engine'), r.get('scoring_engine_rows'), r.get('scoring_engine_reason'))}</td>"
             f"<td>{_links(r['ds'], r['reports'], base)}</td>"
@@ -220,10 +222,64 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#
 <th>estimated {html.escape(metric)}</th><th>realised {html.escape(metric)}</th><th>labels</th><th>decision</th><th>reasons</th><th>seconds per stage</th>
 <th>reports</th></tr></thead>
 <tbody>{"".join(rows) or "<tr><td colspan=12>No night has been monitored yet.</td></tr>"}</tbody></table>
+<h2>Episodes (newest first)</h2>
+<p>One episode per problem: its first night alerts and it requests retraining once, when a run can train.
+{_rejected_count(config)}</p>
+<table id="episodes"><thead><tr><th>episode</th><th>state</th><th>opened</th><th>drift onset</th><th>rules</th><th>reasons</th>
+<th>requests</th><th>reminders</th><th>candidates</th><th>outcome</th></tr></thead>
+<tbody>{_episode_rows(config) or "<tr><td colspan=10>No episode yet.</td></tr>"}</tbody></table>
 <h2>Champion history (audit log, newest first)</h2>
 <table id="champions"><thead><tr><th>when (UTC)</th><th>action</th><th>from</th><th>to</th><th>by</th><th>reason</th><th>gate</th>
 <th>Airflow run</th></tr></thead><tbody>{champions or "<tr><td colspan=8>No alias has moved yet.</td></tr>"}</tbody></table>
 </body></html>"""
+
+
+def _decision(row: dict) -> str:
+    """The night's decision, the episode it belongs to (linked) and what its request did."""
+    decision = html.escape(row.get("decision") or "-")
+    episode = row.get("episode_id")
+    if episode is None or pd.isna(episode):
+        return decision
+    outcome = html.escape(str(row.get("request_outcome") or ""))
+    return f'{decision} <a href="#episode-{int(episode)}">episode {int(episode)}</a><br><small>{outcome}</small>'
+
+
+def _episode_rows(config: PipelineConfig) -> str:
+    rows = []
+    for e in episodes.episodes(config):
+        css = "ok" if not e.open else ("bad" if e.state == EpisodeState.BACKOFF else "warn")
+        rows.append(
+            f'<tr id="episode-{e.id}"><td>{e.id}</td><td class={css}>{html.escape(e.state)}</td>'
+            f"<td>{html.escape(e.opened_ds)}</td><td>{html.escape(e.onset or '-')}</td>"
+            f"<td>{html.escape(', '.join(e.rules))}</td><td>{html.escape('; '.join(e.reasons))}</td>"
+            f"<td>{e.requests}{' (last ' + html.escape(e.request_ds) + ')' if e.request_ds else ''}</td>"
+            f"<td>{e.reminders}</td><td>{html.escape(', '.join('v' + v for v in e.candidates) or '-')}</td>"
+            f"<td>{html.escape(e.outcome)}{' (closed ' + html.escape(e.closed_ds) + ')' if e.closed_ds else ''}</td></tr>"
+        )
+    return "".join(rows)
+
+
+def _rejected_count(config: PipelineConfig) -> str:
+    """How many candidates were rejected (audit log), and how many of them retention has cleaned."""
+    try:
+        rejected = {e.to_version for e in audit.read_audit(config) if e.action == AuditAction.REJECT}
+    except AuditIntegrityError:
+        return ""
+    if not rejected:
+        return "No candidate has been rejected."
+    keep = config.promotion.keep_rejected_days
+    retention = f"their artifacts are removed {keep:g} days after the rejection" if keep is not None else "kept"
+    return (
+        f"Rejected candidates: {len(rejected)} (registered, no alias, tagged with why; {retention}: "
+        f"{_cleaned(config)} removed so far)."
+    )
+
+
+def _cleaned(config: PipelineConfig) -> str:
+    try:
+        return str(sum(ARTIFACTS_REMOVED_TAG in v.tags for v in Registry.open(config).rejected_versions()))
+    except Exception:  # noqa: BLE001 - the count is a courtesy; the page shows without the model store
+        return "unknown"
 
 
 def _audit_rows(config: PipelineConfig, base: str) -> str:

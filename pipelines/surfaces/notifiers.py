@@ -65,6 +65,8 @@ def build_alert(config: PipelineConfig, event: AlertEvent, context: Any) -> aler
     builders: dict[AlertEvent, Any] = {
         AlertEvent.DATA_QUALITY: alerts.data_quality_alert,
         AlertEvent.RETRAIN_DECISION: alerts.retrain_decision_alert,
+        AlertEvent.EPISODE_REMINDER: alerts.episode_reminder_alert,
+        AlertEvent.NOT_HELPING: alerts.not_helping_alert,
         AlertEvent.PROMOTION: alerts.promotion_alert,
         AlertEvent.REJECTION: alerts.rejection_alert,
         AlertEvent.ROLLBACK: alerts.rollback_alert,

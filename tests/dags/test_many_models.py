@@ -132,7 +132,9 @@ def test_the_retraining_alert_of_an_external_model_says_nothing_retrains_it_here
     _, configs = models
     monkeypatch.setenv(CONFIG_ENV_VAR, str(configs))
     found = {s.suffix: s.config for s in model_sources() if s.config is not None}
-    decision = Decision(retrain=True, reasons=["drift"], ds="2026-09-10", model_version="1")
+    decision = Decision(
+        retrain=True, reasons=["drift"], ds="2026-09-10", model_version="1", request=True, alert="opened"
+    )
     vendor = alerts.retrain_decision_alert(found["__vendor"], decision, "r")
     assert "nothing retrains it here" in vendor.text() and "retrain_model runs" not in vendor.text()
     assert (

@@ -86,11 +86,13 @@ def test_one_unreachable_target_does_not_silence_the_other(tmp_path, receivers, 
 
 def test_without_targets_alerts_only_go_to_the_log(tmp_path, receivers, caplog):
     config = load_config(write_config(tmp_path))
-    decision = Decision(retrain=True, reasons=["drift share 0.36"], ds="2026-10-08", model_version="1")
+    decision = Decision(
+        retrain=True, reasons=["drift share 0.36"], ds="2026-10-08", model_version="1", request=True, alert="opened"
+    )
     alert = alerts.retrain_decision_alert(config, decision, "u")
     with caplog.at_level("WARNING"):
         assert deliver(config, alert) == {}
-    assert "retraining requested after ds=2026-10-08" in caplog.text
+    assert "opened after ds=2026-10-08" in caplog.text and "retrain_model runs on this request" in caplog.text
     assert not receivers.mail and not receivers.posts
 
 
