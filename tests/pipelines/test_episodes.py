@@ -170,7 +170,6 @@ def test_a_quiet_night_without_an_episode_keeps_and_stores_nothing(config):
 
 
 def test_the_store_keeps_one_open_episode_per_model_and_reads_it_back(config, tmp_path):
-    from tests.conftest import write_config
 
     assert store.open_episode(config) is None
     opened = store.change_open(config, lambda ep: plan(config, ep, _decision(0, Rule.DRIFT), Labels())[0])
