@@ -118,8 +118,22 @@ def night_row(ds: date, outcome: DagRunOutcome, config: PipelineConfig) -> dict[
         "model": scored.model_version if scored else "-",
         "mean score": f"{scored.mean_score:.4f}" if scored else "-",
         "seconds": f"{outcome.seconds:.1f}",
-        "decision": ("retrain" if decided.retrain else "keep") if decided else "-",
+        "decision": decision_cell(decided),
     }
+
+
+def decision_cell(decided: Decision | None) -> str:
+    """The night's decision: keep, or its episode and what the night did (opened, requested, held)."""
+    if decided is None:
+        return "-"
+    if not decided.retrain and decided.episode is None:
+        return "keep"
+    episode = f"episode {decided.episode.id}" if decided.episode else "episode"
+    if decided.request:
+        return f"{episode}: REQUEST"
+    if decided.episode is not None and not decided.episode.open:
+        return f"{episode}: closed"
+    return f"{episode}: {'opened, waits' if decided.alert == 'opened' else 'held'}"
 
 
 def retrain_cell(outcome: DagRunOutcome | None) -> str:

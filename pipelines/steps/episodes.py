@@ -118,7 +118,7 @@ def _request(
             f"{name}: retraining did not help; the next request waits until the labelled window reaches "
             f"{episode.retry_after} ({config.retry_after_partitions} partitions on)"
         )
-    if not ready.ready:
+    if not ready.ready and not forced:  # an operator's force_retrain asks now; a run that cannot train skips
         episode.ready_after = ready.ready_after
         when = f"after the partition of {ready.ready_after}" if ready.ready_after else "once more labels arrive"
         episode.outcome = f"waiting for labelled data: a run can train {when}"

@@ -1,8 +1,8 @@
 """The whole loop through real Airflow, with alerts to real local receivers.
 
-Concept and covariate drift start on DRIFT_START. The monitoring asks for retraining after its third drifted night;
-retrain_model skips until min_partitions_since_onset labelled days exist after the onset, then trains on the days since
-the onset only, the candidate beats the champion on days neither trained on, and is promoted at once
+Concept and covariate drift start on DRIFT_START. The monitoring opens a drift episode on its third drifted night
+(one alert) and requests retraining once, when min_partitions_since_onset labelled days exist after the onset; the run
+trains on the days since the onset only, the candidate beats the champion on days neither trained on, and is promoted at once
 (require_approval false). The next night is scored by the new version; a rollback brings the old one back.
 """
 
@@ -79,26 +79,30 @@ def _retrains(outcomes):
     return {k.split()[-1]: v for k, v in outcomes.items() if k.startswith("retrain after")}
 
 
-def test_drift_leads_to_a_retraining_request_on_the_third_drifted_night(loop):
+def test_drift_opens_one_episode_on_the_third_drifted_night(loop):
     decisions = {
-        k: v["returns"]["finish"]["retrain"]
-        for k, v in loop["outcomes"].items()
-        if k[:4] == "2026" and "finish" in v["returns"]
+        k: v["returns"]["finish"] for k, v in loop["outcomes"].items() if k[:4] == "2026" and "finish" in v["returns"]
     }
-    assert [d for d, fired in sorted(decisions.items()) if fired][0] == "2026-09-16"
-    assert not any(fired for d, fired in decisions.items() if d < "2026-09-16")
-    assert "drift" in " ".join(loop["outcomes"]["2026-09-16"]["returns"]["finish"]["reasons"])
+    assert [d for d, fired in sorted(decisions.items()) if fired["retrain"]][0] == "2026-09-16"
+    assert not any(fired["retrain"] for d, fired in decisions.items() if d < "2026-09-16")
+    assert "drift" in " ".join(decisions["2026-09-16"]["reasons"])
+    assert [d for d, fired in sorted(decisions.items()) if fired["alert"] == "opened"] == ["2026-09-16"]
+    episode = decisions["2026-09-16"]["episode"]
+    assert episode["onset"] == DRIFT_START.isoformat() and episode["opened_ds"] == "2026-09-16"
+    # the night says when retraining runs: 4 labelled partitions since the onset, labels 3 partitions late
+    assert "after the partition of 2026-09-20" in decisions["2026-09-16"]["outcome"]
 
 
-def test_retraining_waits_for_labels_after_the_drift_onset(loop):
-    retrains = _retrains(loop["outcomes"])
-    early = [d for d in retrains if d < "2026-09-20"]
-    assert early == ["2026-09-16", "2026-09-17", "2026-09-18", "2026-09-19"]
-    for d in early:
-        assert retrains[d]["state"] == "success"
-        assert retrains[d]["task_states"]["select_training_window"] == "skipped"
-        assert retrains[d]["task_states"]["train_candidate"] == "skipped"
-        assert retrains[d]["task_states"]["promote_candidate"] == "skipped"
+def test_retraining_is_requested_once_when_the_labels_since_the_onset_exist(loop):
+    outcomes = loop["outcomes"]
+    assert list(_retrains(outcomes)) == ["2026-09-20"]  # one run that trains, not four that skip first
+    for night in ("2026-09-16", "2026-09-17", "2026-09-18", "2026-09-19"):
+        states = outcomes[night]["task_states"]
+        assert states["hold_retraining"] == "success" and states["request_retraining"] == "skipped", night
+        assert "waiting for labelled data" in outcomes[night]["returns"]["finish"]["outcome"]
+    states = outcomes["2026-09-20"]["task_states"]
+    assert states["request_retraining"] == "success" and states["hold_retraining"] == "skipped"
+    assert outcomes["2026-09-20"]["returns"]["finish"]["alert"] is None  # the episode alerted when it opened
 
 
 def test_the_candidate_trained_since_the_onset_wins_and_is_promoted(loop):
@@ -169,11 +173,12 @@ def _alerts(loop, event):
             "required column",
             "https://airflow.example.test/dags/batch_scoring/runs/",
         ),
-        # nights 16-20 on v1, and the rerun of 21 after the rollback to v1; none for 21 scored by v2
+        # one per episode: the drift found on 16 (promoted away on 20), and the drift v1 shows again when the
+        # rollback brings it back for the rerun of 21; none for the held nights 17-20 nor for 21 scored by v2
         (
             "retrain_decision",
-            6,
-            "retraining requested after ds=2026-09-16",
+            2,
+            "episode 1 opened after ds=2026-09-16",
             "drift share",
             "https://airflow.example.test/monitoring/reports/ds=2026-09-16/drift_overview.html",
         ),
@@ -209,7 +214,9 @@ def test_alerts_arrive_by_email_and_webhook(loop, event, count, subject, body, l
     assert body in posts[0]["text"] and link in posts[0]["text"]
     assert link in json.dumps(posts[0]["blocks"])
     if event == "retrain_decision":
-        assert all("(champion v1)" in m["subject"] for m in mails)
+        assert all("champion v1 may no longer hold" in m["subject"] for m in mails)
+        assert "episode 2 opened after ds=2026-09-21" in mails[1]["subject"]
+        assert "https://airflow.example.test/monitoring/#episode-1" in mails[0]["body"]
     if event == "promotion":
         fetched = loop["config"].data_root / "reports" / "models" / "v2_vs_v1" / "candidate.html"
         assert fetched.is_file()  # the link points at a report that exists

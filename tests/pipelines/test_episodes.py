@@ -190,3 +190,9 @@ def test_backing_off_or_waiting_episodes_do_not_request_before_ready(config, sta
     episode = episode.model_copy(update={"state": state, "retry_after": _night(50)})
     decisions, _ = _run(config, [(i, [Rule.DRIFT]) for i in range(1, 6)], labels, episode)
     assert not any(d.request for d in decisions)
+
+
+def test_force_requests_even_before_the_data_allows(config):
+    labels = Labels(ready_on=100, sliding_from=100)
+    (forced,), episode = _run(config, [(0, [Rule.FORCE])], labels)
+    assert forced.request and forced.alert == "opened" and episode.state == EpisodeState.REQUESTED
