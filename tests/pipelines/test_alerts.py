@@ -136,3 +136,48 @@ def test_webhook_text_and_blocks_never_let_a_data_value_act(tmp_path):
         assert "@channel" not in text and "@here" not in text and "](https://evil" not in text
         assert "&lt;!channel&gt; file &lt;https://evil.example|click&gt;.parquet" in text
     assert "<https://airflow.example/run|Airflow run>" in payload["text"]  # our own links stay links
+
+
+def _episode_decision(alert, request=False, state="waiting", reminders=0):
+    from pipelines.core.contracts import Episode
+
+    episode = Episode(
+        id=4,
+        model_name="credit_default",
+        state=state,
+        rules=["drift"],
+        reasons=["drift share 0.40 <script>alert(1)</script>"],
+        opened_ds="2026-10-03",
+        onset="2026-10-01",
+        reminders=reminders,
+        candidates=["7"],
+    )
+    return Decision(
+        retrain=True,
+        reasons=["drift share 0.41 @channel"],
+        rules=["drift"],
+        ds="2026-10-10",
+        model_version="3",
+        request=request,
+        alert=alert,
+        episode=episode,
+        outcome="episode 4: waiting for labelled data; retraining is requested after the partition of 2026-10-08",
+    )
+
+
+def test_an_episode_alerts_when_it_opens_and_reminds_grouped_never_per_night(tmp_path):
+    config = _config(tmp_path)
+    opened = alerts.retrain_decision_alert(config, _episode_decision("opened"), "https://x/run")
+    assert "episode 4 opened after ds=2026-10-10" in opened.subject and "(drift since 2026-10-01)" in opened.subject
+    assert "after the partition of 2026-10-08" in opened.text()  # when retraining runs
+    assert opened.links["Episode"] == "https://airflow.example.test/monitoring/#episode-4"
+    held = _episode_decision(None)
+    assert alerts.retrain_decision_alert(config, held, "r") is None  # a held night says nothing
+    assert alerts.episode_reminder_alert(config, held, "r") is None
+    assert alerts.retrain_decision_alert(config, _episode_decision("reminder"), "r") is None
+    reminder = alerts.episode_reminder_alert(config, _episode_decision("reminder", reminders=2), "https://x/run")
+    assert reminder.event == "episode_reminder"
+    assert "reminder: episode 4 open since ds=2026-10-03 (waiting, reminder 2)" in reminder.subject
+    assert "candidates: v7" in reminder.text() and reminder.links["Episode"].endswith("#episode-4")
+    assert "<script>" not in reminder.html() and "&lt;script&gt;" in reminder.html()  # data never acts
+    assert "@\u200bchannel" in reminder.slack_payload()["text"]

@@ -203,3 +203,80 @@ def test_retention_removes_rejected_artifacts_and_keeps_the_record(hopeless):
     assert models.alias_version(Alias.CHALLENGER) is None
     page = render_page(config, "/monitoring")
     assert f"Rejected candidates: {len(versions)}" in page and f"{len(versions)} removed so far" in page
+
+
+def test_an_operator_acknowledges_a_shift_by_hand_audited_and_it_fires_no_more(champion_lake, tmp_path):
+    config = copy_lake(champion_lake, tmp_path)
+    drift = sample_data.DriftSpec(start=FIRST, covariate=True)
+    k = config.retraining.drift_consecutive_nights
+    decisions = {}
+    for i in range(k + 3):
+        night = FIRST + timedelta(days=i)
+        sample_data.write_day(config.data_root, night, ROWS, 7, drift, with_labels=False)
+        ds = night.isoformat()
+        validated, scored = score_night(config, ds, f"run-{ds}")
+        summary = nightly.monitor_night(config, validated, scored, f"run-{ds}")
+        by = "alice" if i == k else None  # the night after the episode opened, triggered with acknowledge_drift
+        decisions[ds] = nightly.decide_retraining(config, summary, [], False, by, f"run-{ds}")
+    nights = sorted(decisions)
+    assert decisions[nights[k - 1]].alert == "opened" and decisions[nights[k - 1]].episode.onset == nights[0]
+    acknowledged = decisions[nights[k]]
+    assert not acknowledged.retrain and not acknowledged.request  # the drift rule does not count that night
+    entry = read_audit(config)[-1]
+    assert entry.action == AuditAction.REBASELINE and entry.approved_by == "alice" and entry.airflow_run_id
+    assert f"rebaselined to {nights[0]} .. {nights[k]}" in entry.reason
+    (episode,) = episodes.episodes(config)
+    assert not episode.open and "acknowledged (alice)" in episode.outcome
+    for ds in nights[k + 1 :]:
+        assert not decisions[ds].retrain and decisions[ds].episode is None, decisions[ds]
+    shares = history.read_history(config).set_index("ds")["drift_share"]
+    assert (shares[nights[: k + 1]] > config.retraining.drift_share_threshold).all()
+    assert (shares[nights[k + 1 :]] <= config.retraining.drift_share_threshold).all()
+
+
+def test_stable_data_requests_at_most_once_in_a_hundred_partitions(tmp_path):
+    """100 stable generated nights through the drift statistics the nights use, the rules and the episode planner."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.core.config import load_config
+    from pipelines.steps.decision import decide
+    from pipelines.steps.drift import SCORE, calibrate_thresholds, column_statistics, judge_columns
+    from pipelines.steps.episodes import Readiness, plan
+    from tests.conftest import write_config
+
+    config = load_config(write_config(tmp_path))
+    features = config.features.all
+
+    def night(day, rows, seed):
+        frame = sample_data.generate_chunk(day, 0, rows, seed, sample_data.DriftSpec())[features]
+        return frame.assign(**{SCORE: np.random.default_rng(day.toordinal()).beta(2, 6, rows)})
+
+    reference = night(date(2026, 1, 1), 20_000, seed=1)
+    thresholds = calibrate_thresholds(config, reference, ROWS)
+    rows, requests, alerts_sent, episode = [], [], [], None
+    for n in range(100):
+        day = date(2026, 3, 1) + timedelta(days=n)
+        columns, _ = column_statistics(config, night(day, ROWS, seed=7), reference, thresholds)
+        judge_columns(columns, config.monitoring.drift.fdr)
+        flagged = [c for c in features if columns[c]["drifted"]]
+        rows.append(
+            {
+                "ds": day.isoformat(),
+                "model_version": "1",
+                "validation_success": True,
+                "drift_share": len(flagged) / len(features),
+                "estimated_roc_auc": 0.8,
+                "estimated_metrics": {"roc_auc": 0.8},
+                "realised_metrics": None,
+            }
+        )
+        fired = decide(config, pd.DataFrame(rows), day.isoformat(), "1", {"roc_auc": 0.8}, day, False)
+        episode, decision = plan(config, episode, fired, lambda rules: Readiness(True))
+        if episode is not None and episode.id is None:
+            episode = episode.model_copy(update={"id": len(alerts_sent) + 1})
+        requests += [day] if decision.request else []
+        alerts_sent += [day] if decision.alert else []
+    flagged_share = sum(r["drift_share"] for r in rows) / len(rows)
+    print(f"100 stable nights: mean drift share {flagged_share:.3f}, requests {requests}, alerts {alerts_sent}")
+    assert len(requests) <= 1 and len(alerts_sent) <= 1
