@@ -282,6 +282,12 @@ class Monitoring(_Section):
     # model's outputs); every column is tested, ranked in the night's overview and has a page of its own
     report_columns: Annotated[int, Field(ge=1, le=200)] = 20
     threads: Annotated[int, Field(ge=0)] = 0  # native threads of a monitoring task (0: all cores)
+    # feature columns whose values split the monitoring: per segment (column = value) the night's share and score
+    # drift, the estimated and the realised metric with its interval, and the segments that fell furthest below their
+    # reference. Each column keeps its segment_values largest values (by rows); the rest is one "(other)" segment.
+    segments: list[str] = Field(default_factory=list, max_length=10)
+    segment_values: Annotated[int, Field(ge=1, le=50)] = 8
+    min_segment_rows: Annotated[int, Field(ge=20)] = 200  # a smaller segment is shown but never ranked
     drift: Drift = Drift()
     history_url: str | None = None
     # s3://bucket/prefix: each night's reports and quarantine records are published there too, and the monitoring
@@ -345,6 +351,9 @@ class Promotion(_Section):
     # a rejected candidate keeps its registry entry, tags and audit entry; its artifacts (model, reference, reports of
     # its run) are removed this many days after the rejection (null: kept)
     keep_rejected_days: Annotated[float, Field(ge=0)] | None = 30
+    # with monitoring.segments: a segment holding at least this share of the gate's rows on which the candidate is
+    # clearly worse (its difference's interval below zero) sends a candidate that passed overall to approval
+    segment_min_share: Fraction = 0.1
 
 
 class EmailAlerts(_Section):
@@ -486,6 +495,15 @@ class PipelineConfig(_Section):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"columns listed twice across id_column/target/features: {duplicated}")
+        return self
+
+    @model_validator(mode="after")
+    def _segment_columns(self) -> PipelineConfig:
+        unknown = sorted(set(self.monitoring.segments) - set(self.features.all))
+        if unknown:
+            raise ValueError(f"monitoring.segments names columns that are not features: {unknown}")
+        if len(set(self.monitoring.segments)) < len(self.monitoring.segments):
+            raise ValueError("monitoring.segments names a column twice")
         return self
 
     @model_validator(mode="after")

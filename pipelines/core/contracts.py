@@ -165,6 +165,10 @@ class GateResult(Record):
     reasons: list[str] = Field(default_factory=list)
     reports: dict[str, str] = Field(default_factory=dict)
     summary: str = ""
+    # monitoring.segments: candidate against champion per segment of the evaluation rows, and the large segments on
+    # which the candidate is clearly worse (a passing candidate then goes to approval)
+    segments: list[dict[str, Any]] = Field(default_factory=list)
+    concerns: list[str] = Field(default_factory=list)
 
     @property
     def pair(self) -> str | None:
@@ -349,6 +353,7 @@ class Episode(Record):
     champion_version: str = ""  # the champion when it opened
     last_fired_ds: str = ""  # the newest night a rule fired
     ready_after: str | None = None  # when the labelled data a training run needs should exist
+    not_before: str | None = None  # a requested run could not train: no new request before this night
     request_ds: str | None = None  # the night that emitted the newest request
     requests: int = 0
     request_window: str | None = None  # the training window the newest request asked for (None: the config's)
@@ -435,6 +440,8 @@ class NightRecord(Contract):
     label_coverage: float | None = None
     decision: str | None = None
     decision_reasons: list[str] | None = None
+    segment_estimates: dict[str, Any] | None = None  # monitoring.segments: per segment of the night's sample
+    segment_realised: dict[str, Any] | None = None  # per segment once labels arrived, with intervals
     episode_id: int | None = None  # the episode the night's rules fired in
     request_outcome: str | None = None  # what the night's retraining request did (requested, waiting, ...)
     reports: dict[str, str] | None = None

@@ -15,14 +15,16 @@ from pipelines.core.contracts import LabelledNight, NightRecord
 from pipelines.core.errors import PipelineError
 from pipelines.core.kinds import Kind
 from pipelines.core.paths import LABELS, PREDICTIONS, REPORTS, DataPath
-from pipelines.governance.registry import Registry
-from pipelines.steps.labels import match_labels, read_labels
+from pipelines.governance.registry import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT, Registry
+from pipelines.steps import segments
+from pipelines.steps.labels import id_key, match_labels, read_labels
 from pipelines.steps.performance import performance_report_by_kind, realised_by_kind
 from pipelines.steps.predictions import Outputs
 from pipelines.storage import history, report_store
 from pipelines.storage.atomic import partition_write_lock
 from pipelines.storage.parquet import parquet_file, read_parquet
 from pipelines.storage.partitions import data_files, list_partitions, partition_dir
+from pipelines.storage.schema import incoming_partition, read_table
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,9 @@ def _evaluate_night(
     metrics = realised_by_kind(kind, joined["target"].to_numpy(), outputs, threshold, classes)
     metrics["labelled_rows"] = int(len(joined))
     metrics["labels"] = facts
+    by_segment = (
+        labelled_segments(config, ds, version, joined, outputs, classes) if config.monitoring.segments else None
+    )
     folder = partition_dir(config.work_root, REPORTS, ds)
     with partition_write_lock(folder.parent):
         paths = performance_report_by_kind(kind, joined, threshold, folder)
@@ -139,6 +144,7 @@ def _evaluate_night(
             realised_metric=value,
             label_coverage=matched.coverage,
             reports={**(entry["reports"] or {}), **paths},
+            segment_realised=by_segment,
         ),
     )
     log.info(
@@ -158,6 +164,39 @@ def _evaluate_night(
         metric=chosen,
         value=value,
     )
+
+
+def labelled_segments(
+    config: PipelineConfig, ds: str, version: str, joined: pd.DataFrame, outputs: Outputs, classes: list[str]
+) -> dict[str, Any]:
+    """A labelled night's realised metric per segment (with intervals) and its worst segments.
+
+    The segment columns are read from the night's incoming partition (its ids and those columns only) and joined
+    to the labelled predictions by id; the segments and their references are the night's model's.
+    """
+    models = Registry.open(config)
+    ref = models.version(version)
+    columns = [config.id_column, *config.monitoring.segments]
+    values = read_table(incoming_partition(config, ds).project(columns)).to_pandas()
+    values = values.assign(_key=id_key(values[config.id_column])).drop_duplicates("_key")
+    keyed = joined.assign(_key=id_key(joined["id"])).merge(
+        values.drop(columns=[config.id_column]), on="_key", how="left"
+    )
+    reference = pd.read_parquet(models.cached_artifact(ref, REFERENCE_ARTIFACT), columns=config.monitoring.segments)
+    holdout = pd.read_parquet(models.cached_artifact(ref, HOLDOUT_ARTIFACT))
+    kept = segments.kept_values(config, reference)
+    overall = models.model_card(ref).metrics.get(config.retraining.metric)
+    baseline = segments.references(config, holdout, kept, classes, overall)
+    y = keyed["target"].to_numpy()
+    facts = segments.realised_segments(config, keyed, y, outputs, kept, baseline, classes)
+    ranked = segments.worst(config, facts)
+    if ranked:
+        log.info(
+            "segments of %s furthest below their reference: %s",
+            ds,
+            "; ".join(f"{r['segment']} {r['value']:.3f} (reference {r['reference']:.3f})" for r in ranked[:3]),
+        )
+    return {"segments": facts, "worst": ranked}
 
 
 def _read_predictions(file: DataPath, columns: list[str]) -> pd.DataFrame:

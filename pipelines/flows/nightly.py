@@ -35,6 +35,7 @@ from pipelines.flows.retraining import drift_onset, training_readiness
 from pipelines.governance import audit
 from pipelines.governance.baseline import rebaseline
 from pipelines.governance.registry import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT, Registry
+from pipelines.steps import segments
 from pipelines.steps.decision import decide
 from pipelines.steps.drift import current_sample, drift_report, summary_report
 from pipelines.steps.episodes import after_rebaseline, plan
@@ -139,6 +140,7 @@ def monitor_night(
     sample = current_sample(config, ds, incoming_partition(config, ds), predictions)
     folder = partition_dir(config.work_root, REPORTS, ds)
     estimate = estimate_night(config, models, ref, holdout, predictions, sample)
+    by_segment = night_segments(config, models, ref, sample, reference, holdout) if config.monitoring.segments else None
     built: dict[str, Any] = {}
 
     def build(staging: Path) -> None:
@@ -187,6 +189,7 @@ def monitor_night(
             metric=config.retraining.metric,
             estimated_metric=_finite(estimate.get(config.retraining.metric, float("nan"))),
             reports=summary.reports | {"summary_json": str(folder / SUMMARY_FILE)},
+            segment_estimates=by_segment,
             task_seconds={
                 "validate_partition": validated.seconds,
                 "score_partition": scored.seconds,
@@ -230,6 +233,25 @@ def estimate_night(
         part = multiclass_sums(proba, estimator.calibrators)
         sums = part if sums is None else sums + part
     return multiclass_estimate_from_sums(sums) if sums is not None else dict.fromkeys(ESTIMATED[kind], float("nan"))
+
+
+def night_segments(
+    config: PipelineConfig,
+    models: Registry,
+    ref: ModelRef,
+    sample: pd.DataFrame,
+    reference: pd.DataFrame,
+    holdout: pd.DataFrame,
+) -> dict[str, Any]:
+    """The night's segments (monitoring.segments): share, score drift and estimate each, and the worst ones."""
+    kind, card = config.model.kind, models.model_card(ref)
+    classes = card.classes if kind is Kind.MULTICLASS else []
+    kept = segments.kept_values(config, reference)
+    baseline = segments.references(config, holdout, kept, classes, card.metrics.get(config.retraining.metric))
+    usable = not holdout.empty and "label" in holdout and not holdout["label"].isna().all()
+    estimator = Estimator(kind, holdout, config.features.all, classes) if usable else None
+    facts = segments.estimated_segments(config, sample, reference, estimator, kept, baseline)
+    return {"segments": facts, "worst": segments.worst(config, facts)}
 
 
 def _finite(value: float) -> float | None:

@@ -190,9 +190,15 @@ def train_candidate(config: PipelineConfig, window: TrainingWindow, lineage: dic
 
     The store must exist (`select_training_window` creates it for a brand-new deployment only).
     """
-    frame, digests = load_labelled(config, [date.fromisoformat(d) for d in window.days])
-    with thread_cap(config.training.threads, "training"):
-        trained = fit_and_evaluate(config, frame)
+    try:
+        frame, digests = load_labelled(config, [date.fromisoformat(d) for d in window.days])
+        with thread_cap(config.training.threads, "training"):
+            trained = fit_and_evaluate(config, frame)
+    except TrainingNotReady as exc:
+        # the window's files looked enough, its usable labels were not: wait for one more labelled partition
+        why, after = str(exc), shift(config, date.fromisoformat(window.days[-1]), config.label_delay_partitions + 1)
+        change_open(config, lambda episode: back_to_waiting(episode, why, after.isoformat()))
+        raise
     ref = Registry.open(config).log_candidate(trained, digests, {"training.window": window.describe(), **lineage})
     return Candidate(
         name=ref.name,

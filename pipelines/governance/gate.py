@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,11 +18,13 @@ from pipelines.core.paths import COMPARISONS, REPORTS
 from pipelines.governance.registry import Registry
 from pipelines.steps.performance import kind_metrics, metric_value, performance_report_by_kind
 from pipelines.steps.predictions import Outputs, predict
+from pipelines.steps.segments import kept_values, split
 from pipelines.steps.training import load_labelled, targets
 from pipelines.storage import report_store
 from pipelines.storage.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
+SEGMENT_SAMPLES = 300  # bootstrap resamples per segment (the overall comparison uses promotion.bootstrap_samples)
 
 
 class PromotionError(PipelineError):
@@ -142,6 +145,9 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
         classes=classes,
     )
     reasons = gain_failures(config, comparison) + floor_failures(config, metrics["candidate"])
+    by_segment, concerns = (
+        segment_comparison(config, frame, y, outputs, threshold, classes) if config.monitoring.segments else ([], [])
+    )
     result = GateResult(
         passed=not reasons,
         candidate=candidate.version,
@@ -150,6 +156,8 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
         metrics=metrics,
         comparison=comparison,
         reasons=reasons,
+        segments=by_segment,
+        concerns=concerns,
     )
     folder = config.work_root / REPORTS / COMPARISONS / str(result.pair)
     for who, o in outputs.items():
@@ -172,6 +180,51 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
         reasons,
     )
     return result
+
+
+def segment_comparison(
+    config: PipelineConfig,
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    outputs: dict[str, Outputs],
+    threshold: float,
+    classes: list[str],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Candidate against champion on each segment of the evaluation rows (monitoring.segments), and the concerns.
+
+    A concern is a segment holding at least promotion.segment_min_share of the rows on which the candidate is clearly
+    worse: the whole interval of its gain below zero. Segments below monitoring.min_segment_rows are not compared.
+    """
+    rules, kind = config.promotion, config.model.kind
+    samples = min(rules.bootstrap_samples, SEGMENT_SAMPLES)
+    rows_in_all = max(len(y), 1)
+    results, concerns = [], []
+    for name, rows in split(frame, kept_values(config, frame)).items():
+        if len(rows) < config.monitoring.min_segment_rows:
+            continue
+        if kind.classifies and len(np.unique(y[rows])) < 2:
+            continue
+        try:
+            gain = paired_bootstrap(
+                y[rows],
+                outputs["candidate"].take(rows),
+                outputs["champion"].take(rows),
+                rules.metric,
+                threshold,
+                samples,
+                kind=kind,
+                classes=classes,
+            )
+        except PromotionError:
+            continue
+        share = len(rows) / rows_in_all
+        results.append({"segment": name, "rows": int(len(rows)), "share": share, **gain.model_dump()})
+        if share >= rules.segment_min_share and gain.ci_high < 0:
+            concerns.append(
+                f"the candidate is worse on {name} ({share:.0%} of the evaluation rows): {rules.metric} gain "
+                f"{gain.describe()}"
+            )
+    return results, concerns
 
 
 def labels_of(config: PipelineConfig, frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
@@ -224,6 +277,8 @@ def promotion_path(config: PipelineConfig, gate: GateResult) -> PromotionPath:
         return PromotionPath.REJECT
     if gate.bootstrap:
         return PromotionPath.DONE
+    if gate.concerns:  # better overall, clearly worse on a large segment: a person decides
+        return PromotionPath.ASK_APPROVAL
     return PromotionPath.ASK_APPROVAL if config.promotion.require_approval else PromotionPath.PROMOTE
 
 
@@ -239,5 +294,6 @@ def gate_summary(gate: GateResult) -> str:
         f"Candidate v{gate.candidate} vs champion v{gate.champion} on {', '.join(gate.evaluation_days)}\n\n"
         f"| metric | candidate | champion |\n|---|---|---|\n{rows}\n\n"
         f"{CI_LEVEL:.0%} paired bootstrap interval of the difference: {gate.comparison.describe()}.\n\n"
-        f"Comparison: {gate.reports.get('comparison_json')}"
+        + "".join(f"**Segment concern**: {c}.\n\n" for c in gate.concerns)
+        + f"Comparison: {gate.reports.get('comparison_json')}"
     )

@@ -118,6 +118,10 @@ def _request(
             f"{name}: retraining did not help; the next request waits until the labelled window reaches "
             f"{episode.retry_after} ({config.retry_after_partitions} partitions on)"
         )
+    if episode.not_before and ds < episode.not_before and not forced:
+        ready = Readiness(
+            False, ready_after=episode.not_before, why="the last requested run found too few usable labels"
+        )
     if not ready.ready and not forced:  # an operator's force_retrain asks now; a run that cannot train skips
         episode.ready_after = ready.ready_after
         when = f"after the partition of {ready.ready_after}" if ready.ready_after else "once more labels arrive"
@@ -188,6 +192,7 @@ def back_to_waiting(episode: Episode | None, why: str, ready_after: str | None) 
         update={
             "state": EpisodeState.WAITING,
             "ready_after": ready_after,
+            "not_before": ready_after,
             "request_ds": None,
             "outcome": f"the requested run could not train yet: {why[:300]}",
         }

@@ -241,6 +241,9 @@ def fit_and_evaluate(config: PipelineConfig, frame: pd.DataFrame) -> TrainedMode
         holdout_scores = holdout_scores.assign(**{f"proba_{i}": held.probabilities[:, i] for i in range(len(classes))})
     if kind is Kind.REGRESSION:  # direct loss estimation learns the error from the features
         holdout_scores = pd.concat([holdout_scores, holdout[features].reset_index(drop=True)], axis=1)
+    else:  # each segment's reference metric (monitoring.segments) is measured on its held-out rows
+        segments = [c for c in config.monitoring.segments if c not in holdout_scores]
+        holdout_scores = holdout_scores.assign(**{c: holdout[c].to_numpy() for c in segments})
     if len(holdout_scores) > reference_rows(config):
         holdout_scores = holdout_scores.sample(n=reference_rows(config), random_state=0)
     return TrainedModel(

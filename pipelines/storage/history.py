@@ -42,6 +42,8 @@ NIGHTS = sa.Table(
     sa.Column("label_coverage", sa.Float),
     sa.Column("decision", sa.String(32)),
     sa.Column("decision_reasons", sa.JSON),
+    sa.Column("segment_estimates", sa.JSON),  # monitoring.segments: per segment of the night's sample
+    sa.Column("segment_realised", sa.JSON),  # per segment once its labels arrived, with intervals
     sa.Column("episode_id", sa.Integer),  # the episode the night's rules fired in (storage.episodes)
     sa.Column("request_outcome", sa.String(500)),  # what the night's retraining request did
     sa.Column("reports", sa.JSON),
@@ -157,6 +159,8 @@ def read_history(config: PipelineConfig) -> pd.DataFrame:
         "reports",
         "task_seconds",
         "scoring_engine_rows",
+        "segment_estimates",
+        "segment_realised",
     ):
         frame[column] = frame[column].map(lambda v: json.loads(v) if isinstance(v, str) else v)
     return frame

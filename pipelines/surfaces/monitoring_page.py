@@ -222,6 +222,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#
 <th>estimated {html.escape(metric)}</th><th>realised {html.escape(metric)}</th><th>labels</th><th>decision</th><th>reasons</th><th>seconds per stage</th>
 <th>reports</th></tr></thead>
 <tbody>{"".join(rows) or "<tr><td colspan=12>No night has been monitored yet.</td></tr>"}</tbody></table>
+{_segment_section(config, frame)}
 <h2>Episodes (newest first)</h2>
 <p>One episode per problem: its first night alerts and it requests retraining once, when a run can train.
 {_rejected_count(config)}</p>
@@ -242,6 +243,37 @@ def _decision(row: dict) -> str:
         return decision
     outcome = html.escape(str(row.get("request_outcome") or ""))
     return f'{decision} <a href="#episode-{int(episode)}">episode {int(episode)}</a><br><small>{outcome}</small>'
+
+
+def _segment_section(config: PipelineConfig, frame: pd.DataFrame) -> str:
+    """The segments furthest below their reference: on the newest labelled night, and on the newest night's estimate."""
+    if not config.monitoring.segments or frame.empty:
+        return ""
+    metric = html.escape(config.retraining.metric)
+    tables = []
+    for column, what in (("segment_realised", "realised"), ("segment_estimates", "estimated")):
+        if column not in frame:
+            continue
+        nights = frame[frame[column].map(lambda v: isinstance(v, dict) and bool(v.get("worst")))]
+        if nights.empty:
+            continue
+        night = nights.sort_values("ds").iloc[-1]
+        rows = "".join(
+            f"<tr><td>{html.escape(str(r['segment']))}</td><td>{r['rows']:,}</td>"
+            f"<td>{_fmt(r.get('value', r.get('estimated')))}"
+            + (f" [{_fmt(r.get('low'))}, {_fmt(r.get('high'))}]" if what == "realised" else "")
+            + f"</td><td>{_fmt(r.get('reference'))}</td><td>{_fmt(r.get('drop'))}</td></tr>"
+            for r in night[column]["worst"]
+        )
+        tables.append(
+            f"<h3>{what.capitalize()} {metric}: the segments furthest below their reference on "
+            f"{html.escape(str(night['ds']))} (v{html.escape(str(night['model_version']))})</h3>"
+            f'<table class="segments" id="segments-{what}"><thead><tr><th>segment</th><th>rows</th>'
+            f"<th>{what} {metric}{' [95% interval]' if what == 'realised' else ''}</th><th>reference</th>"
+            f"<th>drop</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    columns = html.escape(", ".join(config.monitoring.segments))
+    return f"<h2>Segments ({columns})</h2>" + ("".join(tables) or "<p>No segment can be ranked yet.</p>")
 
 
 def _episode_rows(config: PipelineConfig) -> str:
