@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.runner import DagRunOutcome, forget_runs, retraining_requests, run_dag
+from harness.runner import DagRunOutcome, forget_runs, retrain_params, retraining_requests, run_dag
 from harness.sample_data import DriftSpec, break_partition, generate, write_day
 from pipelines.core.config import (
     CONFIG_ENV_VAR,
@@ -37,7 +37,6 @@ from pipelines.core.config import (
 from pipelines.core.contracts import MOVES, Candidate, Decision, GateResult, ScoringSummary, ValidatedPartition
 from pipelines.core.errors import PipelineError
 from pipelines.core.paths import QUARANTINE, QUARANTINE_RECORD
-from pipelines.flows.retraining import reason_from_trigger
 from pipelines.governance.audit import read_audit
 from pipelines.governance.registry import init_store
 from pipelines.storage.history import read_history
@@ -318,8 +317,7 @@ def run_demo(sources: list[ModelSource], fresh: bool, seed: int, log_file: Path)
                 requests = retraining_requests(night.run_id)
                 retrain = None
                 if requests:
-                    reason = reason_from_trigger("retraining request", requests)
-                    retrain = run_dag(f"retrain_model{suffix}", None, {"reason": reason}, record_run)
+                    retrain = run_dag(f"retrain_model{suffix}", None, retrain_params(requests), record_run)
             row = night_row(ds, night, config) | {"retraining": retrain_cell(retrain)}
             rows[suffix].append(row)
             print(

@@ -109,6 +109,15 @@ def retraining_requests(run_id: str) -> list[RetrainRequest]:
         return [RetrainRequest.model_validate(e.extra or {}) for e in events]
 
 
+def retrain_params(requests: list[RetrainRequest]) -> dict[str, str]:
+    """The Params of the retrain_model run the scheduler would start on these requests (`dag.test` cannot pass the
+    triggering events, so what they carry goes in as Params: why, and the window they ask for)."""
+    from pipelines.flows.retraining import reason_from_trigger, requested_window
+
+    window = requested_window(requests)
+    return {"reason": reason_from_trigger("retraining request", requests)} | ({"window": window} if window else {})
+
+
 def forget_runs(runs: list[tuple[str, datetime]]) -> int:
     """Delete these runs (dag id, logical date), with their task instances and XComs, from the metadata DB.
 

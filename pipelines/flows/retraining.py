@@ -103,8 +103,9 @@ def select_training_window(
 def training_readiness(config: PipelineConfig, rules: frozenset[Rule]) -> Readiness:
     """Whether a retraining run could train now (a dry run of its window selection), and when it could if not.
 
-    Rules that act at once (performance, age, force) train on the sliding window when the days since the drift
-    onset are not enough yet; drift waits for them.
+    A drift onset waits for its labelled partitions, whichever rules fired: a model trained across the onset would
+    mix the two worlds, and the wait is known. Rules that act at once (performance, age, force) fall back to the
+    sliding window only when the configured window fails for another reason.
     """
     usable = training_partitions(config)
     newest = usable[-1].isoformat() if usable else None
@@ -112,7 +113,7 @@ def training_readiness(config: PipelineConfig, rules: frozenset[Rule]) -> Readin
         _training_window(config)
         return Readiness(True, labelled_until=newest)
     except TrainingNotReady as exc:
-        if rules & ACTS_AT_ONCE:
+        if rules & ACTS_AT_ONCE and exc.ready_after is None:
             try:
                 _training_window(config, window="sliding")
                 return Readiness(True, window="sliding", labelled_until=newest)

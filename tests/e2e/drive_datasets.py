@@ -14,11 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from harness import example_data
-from harness.runner import retraining_requests, run_dag
+from harness.runner import retrain_params, retraining_requests, run_dag
 from pipelines.core.cadence import shift
 from pipelines.core.config import load_config
 from pipelines.core.paths import INCOMING
-from pipelines.flows.retraining import reason_from_trigger
 from pipelines.storage.partitions import partition_dir
 
 out_dir, scenario = Path(sys.argv[1]), json.loads(sys.argv[2])
@@ -59,6 +58,5 @@ for index in range(first_night, len(dates)):
         outcomes[f"accept {ds}"] = night_run(index, {"ds": ds, "accept_quarantine": True})
     requests = retraining_requests(outcomes[f"accept {ds}" if f"accept {ds}" in outcomes else ds]["run_id"])
     if requests:
-        reason = reason_from_trigger("retraining request", requests)
-        outcomes[f"retrain after {ds}"] = asdict(run_dag("retrain_model", None, {"reason": reason}))
+        outcomes[f"retrain after {ds}"] = asdict(run_dag("retrain_model", None, retrain_params(requests)))
 (out_dir / "outcomes.json").write_text(json.dumps(outcomes, default=str, indent=2))

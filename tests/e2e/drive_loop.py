@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.runner import retraining_requests, run_dag
+from harness.runner import retrain_params, retraining_requests, run_dag
 from harness.sample_data import DriftSpec, write_day
 from pipelines.core.config import load_config
 from pipelines.core.paths import PREDICTIONS
-from pipelines.flows.retraining import reason_from_trigger
 from pipelines.storage.partitions import partition_dir
 
 out_dir, bootstrap_end = Path(sys.argv[1]), sys.argv[2]
@@ -49,8 +48,7 @@ while night <= last:
     outcomes[night.isoformat()] = outcome
     requests = retraining_requests(outcome["run_id"])
     if requests:
-        reason = reason_from_trigger("retraining request", requests)
-        outcomes[f"retrain after {night}"] = asdict(run_dag("retrain_model", None, {"reason": reason}))
+        outcomes[f"retrain after {night}"] = asdict(run_dag("retrain_model", None, retrain_params(requests)))
     night += timedelta(days=1)
 
 outcomes["last_night_versions"] = sorted(
