@@ -113,7 +113,8 @@ def training_readiness(config: PipelineConfig, rules: frozenset[Rule]) -> Readin
         _training_window(config)
         return Readiness(True, labelled_until=newest)
     except TrainingNotReady as exc:
-        if rules & ACTS_AT_ONCE and exc.ready_after is None:
+        onset = config.training.window == "since_drift_onset" and drift_onset(config, Registry.open(config)) is not None
+        if rules & ACTS_AT_ONCE and not onset:
             try:
                 _training_window(config, window="sliding")
                 return Readiness(True, window="sliding", labelled_until=newest)

@@ -134,10 +134,11 @@ def test_the_break_is_detected_waited_for_retrained_and_recovered(weekly):
     retrains = {k.split()[-1]: v for k, v in outcomes.items() if k.startswith("retrain after")}
     assert retrains, "the drift never asked for retraining"
     assert min(retrains) >= dates[10]
-    # the episode waits for labelled partitions since the onset: every request it makes is a run that trains
+    # the episode waits for labelled partitions since the onset; a run whose usable labels fall short of what the
+    # files promised skips once and the episode waits a partition more: at most 2 runs train
     assert all(v["state"] == "success" for v in retrains.values())
-    assert all(v["task_states"].get("train_candidate") == "success" for v in retrains.values()), retrains
-    assert len(retrains) <= 2
+    trained = [d for d, v in retrains.items() if v["task_states"].get("train_candidate") == "success"]
+    assert 1 <= len(trained) <= 2 and len(retrains) <= 3, {d: v["task_states"] for d, v in retrains.items()}
     promotions = [e for e in read_audit(weekly["config"]) if e.action == "promote"]
     assert len(promotions) == 1, promotions
     assert "95% CI" in promotions[0].reason
