@@ -111,7 +111,7 @@ def _request(
     if episode.state == EpisodeState.REQUESTED and not forced:
         return None, f"{name}: retraining was requested on {episode.request_ds}; waiting for its outcome"
     wanted = frozenset(episode.rules) | rules
-    ready = readiness(wanted if forced or episode.state != EpisodeState.BACKOFF else wanted | {Rule.PERFORMANCE})
+    ready = readiness(wanted)
     moved = bool(episode.retry_after and ready.labelled_until and ready.labelled_until >= episode.retry_after)
     if episode.state == EpisodeState.BACKOFF and not forced and not moved:
         return None, (

@@ -68,6 +68,9 @@ def test_a_drift_episode_requests_once_when_labels_allow_and_alerts_once(config)
     assert "waiting for its outcome" in decisions[6].outcome
     assert episode.state == EpisodeState.REQUESTED and episode.requests == 1 and episode.onset == _night(-2)
     assert all(d.episode is not None and d.retrain for d in decisions)
+    assert decisions[4].episode.ready_after == _night(5) and episode.ready_after is None
+    assert decisions[5].request_window is None  # the configured window
+    assert episode.last_fired_ds == _night(11) and episode.opened_ds == _night(0)
 
 
 def test_a_rerun_of_the_night_that_requested_does_not_request_again(config):
@@ -106,12 +109,20 @@ def test_performance_rules_act_at_once_on_the_sliding_window(config):
     assert episode.rules == [Rule.DRIFT, Rule.PERFORMANCE]
 
 
+def test_an_open_performance_episode_requests_once_the_data_allows_even_on_a_quiet_night(config):
+    labels = Labels(ready_on=10, sliding_from=2)
+    decisions, episode = _run(config, [(0, [Rule.PERFORMANCE]), (1, []), (2, [])], labels, onset=_night(-5))
+    assert [d.request for d in decisions] == [False, False, True] and decisions[2].request_window == "sliding"
+    assert episode.onset is None  # only drift has an onset
+
+
 def test_a_backed_off_episode_requests_again_only_once_the_window_moved(config):
     labels = Labels(ready_on=0, delay=2)
     (first,), episode = _run(config, [(0, [Rule.PERFORMANCE])], labels)
     assert first.request
     episode, alert = plans.backoff(config, episode, "5", _night(-2))
-    assert alert and episode.state == EpisodeState.BACKOFF
+    assert alert and episode.state == EpisodeState.BACKOFF and episode.candidates == ["5"]
+    assert "v5" in episode.outcome and "retraining is not helping" in episode.outcome
     retry = date.fromisoformat(episode.retry_after)
     assert retry == date.fromisoformat(_night(-2)) + timedelta(days=config.retry_after_partitions)
     nights = [(i, [Rule.PERFORMANCE]) for i in range(1, 20)]
@@ -129,6 +140,15 @@ def test_no_not_helping_alert_for_an_old_champion_that_a_newer_model_does_not_be
     (_,), episode = _run(config, [(0, [Rule.AGE])], labels)
     _, alert = plans.backoff(config, episode, "5", _night(0))
     assert not alert
+
+
+def test_quiet_partitions_count_from_the_last_night_a_rule_fired(config):
+    k = config.retraining.drift_consecutive_nights
+    labels = Labels(ready_on=100)
+    nights = [(i, [Rule.DRIFT]) for i in range(4)] + [(i, []) for i in range(4, 4 + k)]
+    decisions, _ = _run(config, nights, labels)
+    closed = [d.ds for d in decisions if d.episode is not None and not d.episode.open]
+    assert closed == [_night(3 + k)]
 
 
 def test_an_episode_whose_rules_stop_firing_closes_after_k_quiet_partitions(config):
@@ -154,6 +174,7 @@ def test_a_run_that_could_not_train_puts_the_episode_back_to_waiting(config):
     episode = plans.back_to_waiting(episode, "only 2 partitions since the onset", _night(4))
     assert episode.state == EpisodeState.WAITING and episode.ready_after == _night(4)
     decisions, episode = _run(config, [(i, [Rule.DRIFT]) for i in range(1, 6)], labels, episode)
+    assert _night(4) in decisions[0].outcome and "too few usable labels" in decisions[0].outcome
     # not every night meanwhile (the files looked enough before): once a labelled partition more can exist
     assert [d.ds for d in decisions if d.request] == [_night(4)] and episode.requests == 2
     assert plans.back_to_waiting(episode.model_copy(update={"state": EpisodeState.BACKOFF}), "x", None) is None
@@ -178,7 +199,8 @@ def test_the_store_keeps_one_open_episode_per_model_and_reads_it_back(config, tm
     other = config.model_copy(update={"model": config.model.model_copy(update={"registered_name": "other"})})
     assert store.open_episode(other) is None  # one database holds many models
     closed = store.change_open(config, lambda ep: plans.after_promotion(ep, "7", _night(9)))
-    assert closed.id == opened.id and not closed.open and closed.candidates == ["7"]
+    assert closed.id == opened.id and not closed.open and closed.candidates == ["7"] and closed.closed_ds == _night(9)
+    assert "v7 promoted" in closed.outcome
     assert store.open_episode(config) is None
     assert [e.id for e in store.episodes(config)] == [opened.id]
     assert store.change_open(config, lambda ep: None) is None
