@@ -359,6 +359,7 @@ class Episode(Record):
     request_window: str | None = None  # the training window the newest request asked for (None: the config's)
     candidates: list[str] = Field(default_factory=list)  # versions trained for it
     retry_after: str | None = None  # backoff: request again once the labelled window reaches this partition
+    tried_from: str | None = None  # backoff: the first partition of the window the rejected candidate trained on
     not_helping_alerted: bool = False
     last_alert_ds: str = ""  # the night of the opening alert, the newest reminder or request (the reminder clock)
     reminders: int = 0

@@ -292,6 +292,7 @@ def decide_retraining(
             update={"retrain": bool(kept), "rules": [r for r, _ in kept], "reasons": [w for _, w in kept]}
         )
     onset = drift_onset(config, models) if Rule.DRIFT in fired.rules else None
+    hold = rolled_back(config, version)
     planned: dict[str, Decision] = {}
 
     def step(episode: Episode | None) -> Episode | None:
@@ -301,6 +302,7 @@ def decide_retraining(
             fired,
             lambda rules: training_readiness(config, rules),
             onset.isoformat() if onset else None,
+            hold,
         )
         return changed
 
@@ -327,6 +329,22 @@ def decide_retraining(
         log.info("no retrain rule fired for %s: the champion v%s holds", ds, version)
     log.info("%s", result.outcome)
     return result
+
+
+def rolled_back(config: PipelineConfig, version: str) -> str | None:
+    """Why retraining is not requested automatically for `version`: an operator rolled the champion back to it.
+
+    The rollback answered the last episode (its promotion was undone on purpose): retraining again at once would
+    retrain what was rolled back. Until the next promotion, a rule that fires opens an episode and alerts, and a
+    request goes out only on force_retrain. None otherwise.
+    """
+    last = audit.expected_champion(audit.read_audit(config))
+    if last is None or last.action not in (AuditAction.ROLLBACK, AuditAction.RESTORE) or last.to_version != version:
+        return None
+    return (
+        f"the champion v{version} was set by a {last.action} ({last.approved_by}, {last.at[:10]}): retraining is not "
+        "requested automatically; trigger batch_scoring with force_retrain, or run retrain_model, to retrain"
+    )
 
 
 def acknowledge_drift(

@@ -314,7 +314,7 @@ def learn_from_rejection(
     def wait(ep: Episode | None) -> Episode | None:
         if ep is None:
             return None
-        changed, alert = backoff(config, ep, candidate.version, window.days[-1])
+        changed, alert = backoff(config, ep, candidate.version, window.days[-1], window.days[0])
         said["alert"] = alert and rejection is not None  # a person's refusal is not evidence that retraining fails
         return changed
 

@@ -263,14 +263,18 @@ class Registry:
 
     def log_baseline(self, ref: ModelRef, folder: Path, reason: str) -> str:
         """Log a rebaselined drift reference (`folder`) as a run of ours; the caller audits it (its `note`)."""
+        self._baselines = None
+        return self._log_run_of_ours(ref, folder, "baseline", reason)
+
+    def _log_run_of_ours(self, ref: ModelRef, folder: Path, what: str, reason: str) -> str:
+        """Log `folder` as a run of this product's experiment about version `ref` (`what`: reference, baseline)."""
         import mlflow
 
         with mlflow.start_run(
-            experiment_id=self.experiment_id(), run_name=f"rebaseline of {ref.name} v{ref.version}"
+            experiment_id=self.experiment_id(), run_name=f"{what} of {ref.name} v{ref.version}"
         ) as run:
-            mlflow.set_tags({"nightly_ml.baseline_of": f"{ref.name}/{ref.version}", "reason": reason})
+            mlflow.set_tags({f"nightly_ml.{what}_of": f"{ref.name}/{ref.version}", "reason": reason})
             mlflow.log_artifacts(str(folder))
-        self._baselines = None
         return str(run.info.run_id)
 
     # rejected candidates
@@ -312,15 +316,9 @@ class Registry:
 
     def log_reference(self, ref: ModelRef, folder: Path, reason: str) -> str:
         """Log an external version's monitoring artifacts (`folder`) as a run of ours and tag the version with it."""
-        import mlflow
-
-        with mlflow.start_run(
-            experiment_id=self.experiment_id(), run_name=f"reference of {ref.name} v{ref.version}"
-        ) as run:
-            mlflow.set_tags({"nightly_ml.reference_of": f"{ref.name}/{ref.version}", "reason": reason})
-            mlflow.log_artifacts(str(folder))
-        self.tag(ref, REFERENCE_RUN_TAG, run.info.run_id)
-        return str(run.info.run_id)
+        run = self._log_run_of_ours(ref, folder, "reference", reason)
+        self.tag(ref, REFERENCE_RUN_TAG, run)
+        return run
 
     def download_artifact(self, ref: ModelRef, name: str, folder: Path) -> Path:
         """Download one artifact of a model version's run into `folder`; StoreMissingError if it is gone."""

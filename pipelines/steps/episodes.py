@@ -43,10 +43,12 @@ def plan(
     decision: Decision,
     readiness: Callable[[frozenset[Rule]], Readiness],
     onset: str | None = None,
+    hold: str | None = None,
 ) -> tuple[Episode | None, Decision]:
     """Return the night's episode (None: none open and none opened) and the decision with what it does tonight.
 
-    `readiness(rules)` says whether a run could train now; it is asked only when a request could go out.
+    `readiness(rules)` says whether a run could train now; it is asked only when a request could go out. `hold`:
+    why no request goes out automatically now (an operator rolled the champion back), only on force_retrain.
     """
     ds, rules = decision.ds, frozenset(decision.rules)
     if episode is None or not episode.open:
@@ -70,6 +72,8 @@ def plan(
         if decision.retrain:
             episode.rules = sorted(set(episode.rules) | rules)
             episode.last_fired_ds = max(episode.last_fired_ds, ds)
+            if Rule.DRIFT in rules and episode.onset is None:
+                episode.onset = onset  # drift joined an episode a performance rule opened
         elif (
             episode.state != EpisodeState.REQUESTED
             and _between(config, episode.last_fired_ds, ds) >= config.retraining.drift_consecutive_nights
@@ -80,7 +84,7 @@ def plan(
             )
             return episode, _said(decision, episode, episode.outcome)
 
-    request, outcome = _request(config, episode, decision, rules, readiness)
+    request, outcome = _request(config, episode, decision, rules, readiness, hold)
     if request is not None:
         episode.state, episode.request_ds, episode.request_window = EpisodeState.REQUESTED, ds, request
         episode.requests += 1
@@ -102,17 +106,23 @@ def _request(
     decision: Decision,
     rules: frozenset[Rule],
     readiness: Callable[[frozenset[Rule]], Readiness],
+    hold: str | None = None,
 ) -> tuple[str | None, str]:
     """The window to request tonight ("" for the config's) or None, and what the night does in words."""
     ds, name = decision.ds, f"episode {episode.id or '(new)'}"
     if episode.request_ds == ds:
         return None, f"{name}: this night already requested retraining (a rerun never requests twice)"
     forced = Rule.FORCE in rules
+    if hold and not forced:
+        episode.outcome = hold
+        return None, f"{name}: {hold}"
     if episode.state == EpisodeState.REQUESTED and not forced:
         return None, f"{name}: retraining was requested on {episode.request_ds}; waiting for its outcome"
     wanted = frozenset(episode.rules) | rules
     ready = readiness(wanted)
     moved = bool(episode.retry_after and ready.labelled_until and ready.labelled_until >= episode.retry_after)
+    # a drift onset found after the rejected candidate's window began: the days since it are a window not yet tried
+    moved = moved or bool(episode.onset and episode.tried_from and episode.tried_from < episode.onset)
     if episode.state == EpisodeState.BACKOFF and not forced and not moved:
         return None, (
             f"{name}: retraining did not help; the next request waits until the labelled window reaches "
@@ -165,7 +175,9 @@ def after_rebaseline(episode: Episode, version: str, ds: str, who: str) -> Episo
     )
 
 
-def backoff(config: PipelineConfig, episode: Episode, version: str, window_end: str) -> tuple[Episode, bool]:
+def backoff(
+    config: PipelineConfig, episode: Episode, version: str, window_end: str, window_start: str | None = None
+) -> tuple[Episode, bool]:
     """Wait until the labelled window has moved after a candidate that did not help; True: alert "not helping".
 
     The alert goes out once per episode, and only when the champion fails a performance rule (an old champion that
@@ -174,6 +186,7 @@ def backoff(config: PipelineConfig, episode: Episode, version: str, window_end: 
     changed = episode.model_copy(deep=True)
     changed.state = EpisodeState.BACKOFF
     changed.candidates = [*episode.candidates, version]
+    changed.tried_from = window_start
     changed.retry_after = shift(config, date.fromisoformat(window_end), config.retry_after_partitions).isoformat()
     changed.outcome = (
         f"v{version} (trained up to {window_end}) was not better: retraining is not helping; the next request waits "

@@ -153,6 +153,10 @@ def test_rollback_restores_the_previous_champion_audited(loop):
     assert read_audit(config)[-1].reason == "loop test: undo the promotion"
     rerun = pd.read_parquet(partition_dir(config.data_root, "predictions", LAST))
     assert set(rerun["model_version"]) == {boot}
+    # v1 drifts again: a new episode alerts, but an operator's rollback is not undone by an automatic retraining
+    after = outcomes["rerun_after_rollback"]["returns"]["finish"]
+    assert after["alert"] == "opened" and not after["request"] and "set by a rollback" in after["outcome"]
+    assert outcomes["rerun_after_rollback"]["task_states"]["request_retraining"] == "skipped"
 
 
 def _alerts(loop, event):

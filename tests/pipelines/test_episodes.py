@@ -219,3 +219,23 @@ def test_force_requests_even_before_the_data_allows(config):
     labels = Labels(ready_on=100, sliding_from=100)
     (forced,), episode = _run(config, [(0, [Rule.FORCE])], labels)
     assert forced.request and forced.alert == "opened" and episode.state == EpisodeState.REQUESTED
+
+
+def test_after_an_operator_s_rollback_an_episode_alerts_but_requests_only_on_force(config):
+    labels = Labels(ready_on=0)
+    hold = "the champion v1 was set by a rollback (alice, 2026-10-01): retraining is not requested automatically"
+    episode, opened = plan(config, None, _decision(0, Rule.DRIFT), labels, hold=hold)
+    assert opened.alert == "opened" and not opened.request and hold in opened.outcome
+    episode = episode.model_copy(update={"id": 1})
+    _, forced = plan(config, episode, _decision(1, Rule.DRIFT, Rule.FORCE), labels, hold=hold)
+    assert forced.request
+
+
+def test_a_drift_onset_after_a_rejected_sliding_candidate_gets_its_own_window_at_once(config):
+    labels = Labels(ready_on=0)
+    (first,), episode = _run(config, [(0, [Rule.PERFORMANCE])], labels)
+    episode, _ = plans.backoff(config, episode, "5", _night(-3), window_start=_night(-30))
+    (held,), episode = _run(config, [(1, [Rule.PERFORMANCE])], labels, episode)
+    assert not held.request  # the same kind of window again: wait for it to move
+    (drift,), episode = _run(config, [(2, [Rule.PERFORMANCE, Rule.DRIFT])], labels, episode, onset=_night(-1))
+    assert drift.request and episode.onset == _night(-1)  # the days since the onset were never tried
