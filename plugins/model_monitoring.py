@@ -63,6 +63,36 @@ async def require_airflow_login(request: Request) -> object:
     return user
 
 
+METRICS_CONN_ID = "monitoring_metrics"  # an Airflow connection whose password is Prometheus's read-only token
+
+
+def metrics_token() -> str | None:
+    """The read-only scrape token: the password of the Airflow connection `monitoring_metrics` (None when unset).
+
+    Kept in Airflow's connections (an AIRFLOW_CONN_MONITORING_METRICS variable, a secrets backend or the metadata
+    DB), never in the pipeline's YAML.
+    """
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    try:
+        return Connection.get_connection_from_secrets(METRICS_CONN_ID).password or None
+    except AirflowNotFoundException:
+        return None
+
+
+async def require_login_or_metrics_token(request: Request) -> object:
+    """The Airflow login, or the scrape token as a bearer token (it opens /metrics and nothing else)."""
+    import hmac
+
+    header = request.headers.get("authorization", "")
+    offered = header[7:] if header.lower().startswith("bearer ") else ""
+    expected = metrics_token() if offered else None
+    if expected and hmac.compare_digest(offered.encode(), expected.encode()):
+        return "metrics token"
+    return await require_airflow_login(request)
+
+
 def _sources():
     from pipelines.core.config import model_sources
 
@@ -131,6 +161,14 @@ def monitoring_page(request: Request) -> HTMLResponse:
     if len(sources) == 1 and not sources[0].suffix and sources[0].config is not None:
         return HTMLResponse(render_page(sources[0].config, base=MONITORING_PREFIX), headers=PAGE_HEADERS)
     return HTMLResponse(render_overview(sources, MONITORING_PREFIX, _pending_approvals()), headers=PAGE_HEADERS)
+
+
+@app.get("/metrics", dependencies=[Depends(require_login_or_metrics_token)])
+def metrics() -> Response:
+    """OpenMetrics text of every model of the deployment, for Prometheus (see docs/operations.md "Metrics")."""
+    from pipelines.surfaces.metrics import CONTENT_TYPE, render_metrics
+
+    return Response(render_metrics(_sources(), _pending_approvals()), media_type=CONTENT_TYPE, headers=DATA_HEADERS)
 
 
 @app.get("/model/{key}/", response_class=HTMLResponse, dependencies=[Depends(require_airflow_login)])

@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines.core.cadence import shift
@@ -121,6 +122,7 @@ def _evaluate_night(
     metrics = realised_by_kind(kind, joined["target"].to_numpy(), outputs, threshold, classes)
     metrics["labelled_rows"] = int(len(joined))
     metrics["labels"] = facts
+    metrics["interval"] = realised_interval(config, joined["target"].to_numpy(), outputs, classes)
     by_segment = (
         labelled_segments(config, ds, version, joined, outputs, classes) if config.monitoring.segments else None
     )
@@ -164,6 +166,21 @@ def _evaluate_night(
         metric=chosen,
         value=value,
     )
+
+
+INTERVAL_ROWS = 20_000  # the realised metric's interval is bootstrapped on at most this many labelled rows
+
+
+def realised_interval(config: PipelineConfig, y: Any, outputs: Outputs, classes: list[str]) -> dict[str, Any]:
+    """The realised primary metric's 95% bootstrap interval (on an even sample of at most INTERVAL_ROWS rows)."""
+    rows = np.arange(len(y))
+    if len(rows) > INTERVAL_ROWS:
+        rows = np.sort(np.random.default_rng(0).choice(rows, INTERVAL_ROWS, replace=False))
+    name = config.retraining.metric
+    _, low, high = segments.metric_interval(
+        config.model.kind, name, np.asarray(y)[rows], outputs.take(rows), config.model.decision_threshold, classes
+    )
+    return {"metric": name, "low": None if np.isnan(low) else low, "high": None if np.isnan(high) else high}
 
 
 def labelled_segments(

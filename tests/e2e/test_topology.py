@@ -103,6 +103,19 @@ def test_compose_file_describes_this_topology():
             for source in line.split()[1:-1]:
                 assert (REPO / source).exists(), f"{line}: {source} is missing"
     assert "uv sync --frozen --no-dev" in dockerfile
+    # Prometheus scrapes the plugin with the token the Airflow connection holds; Grafana is provisioned from the repo
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert "$METRICS_TOKEN" in prometheus["command"][0] and prometheus["environment"]["METRICS_TOKEN"] == "CHANGE-ME"
+    for name in COMPONENTS:
+        token = json.loads(services[name]["environment"]["AIRFLOW_CONN_MONITORING_METRICS"])
+        assert token == {"conn_type": "generic", "password": "CHANGE-ME"}
+    mounts = [str(v) for v in grafana["volumes"]]
+    assert (
+        any("include/grafana/dashboards" in m for m in mounts)
+        and grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    )
+    for mounted in ("include/prometheus", "include/grafana/provisioning", "include/grafana/dashboards"):
+        assert (REPO / mounted).is_dir()
 
 
 def test_env_example_names_every_variable_and_holds_no_secret():

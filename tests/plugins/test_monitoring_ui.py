@@ -1,6 +1,8 @@
 """The monitoring page and reports in a real Airflow api-server and a real headless Chromium, with and without login."""
 
+import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -61,7 +63,9 @@ def server(champion_lake, tmp_path_factory, airflow_db):
         validate_partition(config, "2026-09-12", "run-bad")
     _inject_script(config)
     port = free_port()
+    scrape_token = secrets.token_urlsafe(24)
     env = airflow_env(airflow_home(airflow_db, folder / "airflow"), config_path) | {
+        "AIRFLOW_CONN_MONITORING_METRICS": json.dumps({"conn_type": "generic", "password": scrape_token}),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
@@ -79,7 +83,14 @@ def server(champion_lake, tmp_path_factory, airflow_db):
     try:
         wait_until_healthy(base, {"airflow": (proc, folder / "airflow.log")})
         password = admin_password(folder / "airflow")
-        yield {"base": base, "password": password, "folder": folder, "config": config, "proc": proc}
+        yield {
+            "base": base,
+            "password": password,
+            "folder": folder,
+            "config": config,
+            "proc": proc,
+            "scrape_token": scrape_token,
+        }
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -301,3 +312,25 @@ def _login(page, base, password) -> None:
     page.click("button:has-text('Sign in')")
     page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
     page.wait_for_load_state("networkidle")
+
+
+def test_prometheus_scrapes_the_metrics_with_its_token_or_a_login_and_nothing_else(server):
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    url = f"{server['base']}/monitoring/metrics"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"authorization": "Bearer not-the-token"}).status_code == 401
+    scraped = httpx.get(url, headers={"authorization": f"Bearer {server['scrape_token']}"})
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("application/openmetrics-text")
+    samples = {
+        (s.name, s.labels.get("status")): s.value
+        for f in text_string_to_metric_families(scraped.text)
+        for s in f.samples
+    }
+    assert samples[("nightly_ml_partitions", "quarantined")] == 1  # the broken night of the fixture
+    assert samples[("nightly_ml_audit_chain_ok", None)] == 1 and samples[("nightly_ml_rows_scored", None)] > 0
+    with_login = httpx.get(url, headers={"authorization": f"Bearer {_token(server)}"})
+    assert with_login.status_code == 200 and "nightly_ml_drift_share" in with_login.text
+    # the scrape token opens the metrics only, never the page or a report
+    token = {"authorization": f"Bearer {server['scrape_token']}"}
+    assert httpx.get(f"{server['base']}/monitoring/", headers=token).status_code == 401
