@@ -288,6 +288,9 @@ class Monitoring(_Section):
     segments: list[str] = Field(default_factory=list, max_length=10)
     segment_values: Annotated[int, Field(ge=1, le=50)] = 8
     min_segment_rows: Annotated[int, Field(ge=20)] = 200  # a smaller segment is shown but never ranked
+    # a night's HTML reports are removed (here and in the report store) once it is this many partitions old; its
+    # JSON summaries and its history row stay, and the page says "expired" (null: kept forever)
+    keep_reports_partitions: Annotated[int, Field(ge=1)] | None = 180
     drift: Drift = Drift()
     history_url: str | None = None
     # s3://bucket/prefix: each night's reports and quarantine records are published there too, and the monitoring

@@ -198,7 +198,52 @@ def monitor_night(
         ),
     )
     log.info("night %s monitored: %s", ds, summary)
+    expire_reports(config, ds)
     return summary
+
+
+def expire_reports(config: PipelineConfig, ds: str) -> list[str]:
+    """Remove the HTML reports of nights older than monitoring.keep_reports_partitions partitions before `ds`.
+
+    On disk and in the report store; the JSON summaries, the history and the audit stay, and the history row's
+    `reports` says when they expired (the page shows "expired"). Returns the nights expired now.
+    """
+    keep = config.monitoring.keep_reports_partitions
+    if keep is None:
+        return []
+    cutoff = shift(config, date.fromisoformat(ds), -keep).isoformat()
+    nights = history.read_history(config)
+    due = nights[
+        (nights["ds"] < cutoff) & nights["reports"].map(lambda r: isinstance(r, dict) and "expired_at" not in r)
+    ]
+    expired = []
+    for night in sorted(set(due["ds"])):
+        folder = partition_dir(config.work_root, REPORTS, night)
+        if folder.is_dir():
+            with partition_write_lock(folder.parent):
+                for page in folder.glob("*.html"):
+                    page.unlink()
+        report_store.prune(config, folder, lambda name: name.endswith(".html"))
+        for row in due[due["ds"] == night].to_dict("records"):
+            kept = {k: v for k, v in row["reports"].items() if not str(v).endswith(".html")}
+            history.update_night(
+                config,
+                NightRecord(
+                    ds=night,
+                    model_name=row["model_name"],
+                    model_version=str(row["model_version"]),
+                    reports=kept | {"expired_at": ds},
+                ),
+            )
+        expired.append(night)
+    if expired:
+        log.info(
+            "reports of %d night(s) older than %d partitions expired (HTML removed, summaries kept): %s",
+            len(expired),
+            keep,
+            ", ".join(expired),
+        )
+    return expired
 
 
 def estimate_night(

@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,44 @@ def withdraw(config: PipelineConfig, local: Path) -> None:
         _delete_versions(client, where, folder, older_than=None)
     except (BotoCoreError, ClientError) as exc:
         raise _unreachable(where, f"withdraw {folder} from", exc) from exc
+
+
+def prune(config: PipelineConfig, local: Path, drop: Callable[[str], bool]) -> list[str]:
+    """Remove the files `drop` names from a published folder; return their names (none without a report store).
+
+    A new signed manifest without them goes first, so no reader follows it to a removed file; then their objects.
+    """
+    where = location(config)
+    if where is None:
+        return []
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    folder, client = _folder_of(config, local), _client()
+    try:
+        manifest = _manifest(config, client, where, folder)
+        if manifest is None:
+            return []
+        gone = sorted(name for name in manifest["files"] if drop(name))
+        if not gone:
+            return []
+        files = {n: {"version": manifest["version"], **e} for n, e in manifest["files"].items() if n not in gone}
+        kept: dict[str, Any] = {
+            "version": manifest["version"],
+            "published_at": manifest["published_at"],
+            "files": files,
+        }
+        kept["signature"] = _signature(config, kept)
+        client.put_object(
+            Bucket=where.bucket, Key=where.key(folder, MANIFEST), Body=json.dumps(kept, indent=1).encode()
+        )
+        for name in gone:
+            entry = manifest["files"][name]
+            client.delete_object(
+                Bucket=where.bucket, Key=where.key(folder, entry.get("version") or manifest["version"], name)
+            )
+    except (BotoCoreError, ClientError) as exc:
+        raise _unreachable(where, f"prune {folder} in", exc) from exc
+    return gone
 
 
 def published(config: PipelineConfig, area: str) -> set[str] | None:

@@ -133,6 +133,9 @@ def _label_issues(realised: object) -> str:
 
 
 def _links(ds: str, reports: dict | None, base: str) -> str:
+    if reports and reports.get("expired_at"):
+        when = html.escape(str(reports["expired_at"]))
+        return f'<span class="expired" title="HTML reports removed after the night of {when}">expired</span>'
     names = [n for n in NIGHT_PAGES if reports and any(str(p).endswith(f"ds={ds}/{n}") for p in reports.values())]
     return " ".join(
         f'<a href="{html.escape(report_route(ds, n, base))}">{n.removesuffix(".html").replace("_", " ")}</a>'

@@ -333,3 +333,50 @@ def test_the_plugin_answers_store_problems_with_a_status_and_a_reason(plugin_cli
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     away = client.get("/reports/ds=2026-09-01/drift.html")
     assert away.status_code == 502 and "Check that the object store is up" in away.text
+
+
+def test_old_nights_html_expires_here_and_in_the_store_and_the_summaries_stay(store):
+    from pipelines.flows.nightly import expire_reports
+    from pipelines.storage import history
+    from pipelines.surfaces.monitoring_page import render_page
+
+    config, client, bucket = store
+    config = config.model_copy(
+        update={"monitoring": config.monitoring.model_copy(update={"keep_reports_partitions": 2})}
+    )
+    days = [f"2026-09-0{d}" for d in range(1, 6)]
+    for ds in days:
+        folder = _night(
+            config, ds, **{"drift_overview.html": "<p>o</p>", "drift.html": "<p>d</p>", "summary.json": "{}"}
+        )
+        report_store.publish(config, folder)
+        reports = {
+            "drift_overview_html": str(folder / "drift_overview.html"),
+            "summary_json": str(folder / "summary.json"),
+        }
+        history.record_night(
+            config,
+            NightRecord(
+                ds=ds,
+                model_name=config.model.registered_name,
+                model_version="1",
+                validation_success=True,
+                reports=reports,
+            ),
+        )
+    assert expire_reports(config, days[-1]) == days[:2]  # older than 2 partitions before 09-05
+    assert expire_reports(config, days[-1]) == []  # once only
+    for ds in days[:2]:
+        folder = partition_dir(config.data_root, "reports", ds)
+        assert not list(folder.glob("*.html")) and (folder / "summary.json").is_file()
+        assert read_report(config, f"ds={ds}", "drift.html") is None  # gone from the store too
+        assert read_report(config, f"ds={ds}", "summary.json") == b"{}"
+        assert not [k for k in _keys(client, bucket) if f"ds={ds}/" in k and k.endswith(".html")]
+    assert read_report(config, f"ds={days[2]}", "drift.html") == b"<p>d</p>"  # within the window: kept
+    frame = history.read_history(config).set_index("ds")
+    assert frame.loc[days[0], "reports"] == {
+        "summary_json": str(partition_dir(config.data_root, "reports", days[0]) / "summary.json"),
+        "expired_at": days[-1],
+    }
+    page = render_page(config, "/monitoring")
+    assert page.count(">expired</span>") == 2
