@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.runner import DagRunOutcome, forget_runs, retrain_params, retraining_requests, run_dag
+from harness.runner import DagRunOutcome, forget_runs, retrain_params, retraining_requests, run_dag, unpause
 from harness.sample_data import DriftSpec, break_partition, generate, write_day
 from pipelines.core.config import (
     CONFIG_ENV_VAR,
@@ -332,6 +332,7 @@ def run_demo(sources: list[ModelSource], fresh: bool, seed: int, log_file: Path)
     with output_to(log_file):
         rollback = run_dag(f"rollback_model{credit}", None, {"reason": "demo: undo the promotion"}, record_run)
         rescored = run_dag(f"batch_scoring{credit}", None, {"ds": nights[-1].isoformat()}, record_run)
+        on_request = unpause([f"{base}{suffix}" for suffix in models for base in ("retrain_model", "rollback_model")])
     print("6/6 results\n")
     print(f"Nights of {credit_config.model.registered_name}:\n")
     print_table(rows[credit])
@@ -369,7 +370,9 @@ def run_demo(sources: list[ModelSource], fresh: bool, seed: int, log_file: Path)
         f"  MLflow       {credit_config.tracking_uri}  (UI: make mlflow-ui, then http://127.0.0.1:5000)\n"
         f"  Airflow UI   make airflow-ui, then http://127.0.0.1:8080: a batch_scoring, retrain_model and\n"
         f"               rollback_model DAG per model; 'Model monitoring' in its navigation opens the overview\n"
-        f"               (http://127.0.0.1:8080/monitoring/)"
+        f"               (http://127.0.0.1:8080/monitoring/)\n"
+        f"               unpaused: {', '.join(on_request) or 'none (already unpaused)'} (they run only when asked);\n"
+        f"               batch_scoring stays paused, or its schedule would start tonight's run: unpause it in the UI"
     )
 
 

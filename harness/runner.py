@@ -118,6 +118,24 @@ def retrain_params(requests: list[RetrainRequest]) -> dict[str, str]:
     return {"reason": reason_from_trigger("retraining request", requests)} | ({"window": window} if window else {})
 
 
+def unpause(dag_ids: list[str]) -> list[str]:
+    """Unpause these DAGs (those the metadata DB knows); return the ones unpaused now.
+
+    Airflow creates DAGs paused, and a paused DAG starts no run: an Asset event or a trigger from the UI would
+    queue nothing. The demo unpauses the DAGs that only run when asked (retrain_model on a retraining request,
+    rollback_model by hand); batch_scoring stays paused, since its schedule would start tonight's run at once.
+    """
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        found = session.scalars(select(DagModel).where(DagModel.dag_id.in_(dag_ids), DagModel.is_paused)).all()
+        for dag in found:
+            dag.is_paused = False
+        return sorted(dag.dag_id for dag in found)
+
+
 def forget_runs(runs: list[tuple[str, datetime]]) -> int:
     """Delete these runs (dag id, logical date), with their task instances and XComs, from the metadata DB.
 

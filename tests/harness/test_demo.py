@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,33 @@ def test_forget_runs_removes_only_the_runs_named(airflow_db: Path, tmp_path: Pat
     assert out.returncode == 0, out.stderr[-3000:]
     result = out.stdout.strip().splitlines()[-1]
     assert result == '{"removed": 1, "left": ["rest_run", "users_retrain"]}'
+
+
+UNPAUSE = """
+import json
+from airflow.models.dag import DagModel
+from airflow.models.dagbundle import DagBundleModel
+from airflow.utils.session import create_session
+from harness.runner import unpause
+
+with create_session() as s:
+    s.merge(DagBundleModel(name="dags-folder"))
+    s.flush()
+    for dag_id in ("retrain_model__a", "rollback_model__a", "batch_scoring__a"):
+        s.add(DagModel(dag_id=dag_id, is_paused=True, bundle_name="dags-folder"))
+first = unpause(["retrain_model__a", "rollback_model__a", "not_a_dag"])
+again = unpause(["retrain_model__a"])
+with create_session() as s:
+    paused = sorted(d.dag_id for d in s.query(DagModel).filter(DagModel.is_paused).all())
+print(json.dumps({"first": first, "again": again, "paused": paused}))
+"""
+
+
+def test_the_demo_unpauses_the_dags_that_run_on_request_only(airflow_db: Path, tmp_path: Path) -> None:
+    env = airflow_env(airflow_home(airflow_db, tmp_path / "airflow"), demo.DEFAULT_CONFIG)
+    out = subprocess.run(
+        [sys.executable, "-c", UNPAUSE], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"first": ["retrain_model__a", "rollback_model__a"], "again": [], "paused": ["batch_scoring__a"]}
