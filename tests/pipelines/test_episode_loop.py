@@ -86,7 +86,7 @@ def harmless(champion_lake, tmp_path_factory):
         promotion={"min_gain": 0.01},
     )
     drift = sample_data.DriftSpec(start=FIRST + timedelta(days=3), covariate=True)
-    decisions, runs = _nights(config, FIRST + timedelta(days=16), drift)
+    decisions, runs = _nights(config, FIRST + timedelta(days=14), drift)
     return config, decisions, runs, drift.start
 
 
@@ -159,7 +159,7 @@ def hopeless(champion_lake, tmp_path_factory):
         training={"holdout_partitions": 1},
         promotion={"min_gain": 0.01, "keep_rejected_days": 0},
     )
-    decisions, runs = _nights(config, FIRST + timedelta(days=11), sample_data.DriftSpec())
+    decisions, runs = _nights(config, FIRST + timedelta(days=9), sample_data.DriftSpec())
     return config, decisions, runs
 
 
