@@ -212,19 +212,20 @@ def expire_reports(config: PipelineConfig, ds: str) -> list[str]:
     if keep is None:
         return []
     cutoff = shift(config, date.fromisoformat(ds), -keep).isoformat()
-    nights = history.read_history(config)
-    due = nights[
-        (nights["ds"] < cutoff) & nights["reports"].map(lambda r: isinstance(r, dict) and "expired_at" not in r)
+    due = [
+        r
+        for r in history.reports_before(config, cutoff)
+        if isinstance(r["reports"], dict) and "expired_at" not in r["reports"]
     ]
     expired = []
-    for night in sorted(set(due["ds"])):
+    for night in sorted({r["ds"] for r in due}):
         folder = partition_dir(config.work_root, REPORTS, night)
         if folder.is_dir():
             with partition_write_lock(folder.parent):
                 for page in folder.glob("*.html"):
                     page.unlink()
         report_store.prune(config, folder, lambda name: name.endswith(".html"))
-        for row in due[due["ds"] == night].to_dict("records"):
+        for row in (r for r in due if r["ds"] == night):
             kept = {k: v for k, v in row["reports"].items() if not str(v).endswith(".html")}
             history.update_night(
                 config,

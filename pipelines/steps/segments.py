@@ -176,11 +176,13 @@ def estimated_segments(
     kind, name = config.model.kind, config.retraining.metric
     spec = metric(kind, name)
     ours, theirs = split(sample, kept), split(reference, kept)
+    scores = sample["score"].to_numpy(float)
+    base_scores = reference["score"].to_numpy(float) if "score" in reference else np.array([])
     out = {}
     for segment, rows in ours.items():
-        score = sample["score"].to_numpy(float)[rows]
+        score = scores[rows]
         base_rows = theirs.get(segment, np.array([], dtype=int))
-        base_score = reference["score"].to_numpy(float)[base_rows] if "score" in reference else np.array([])
+        base_score = base_scores[base_rows] if len(base_scores) else np.array([])
         drift = None
         if len(base_score) > 1 and np.std(base_score) > 0 and len(score):
             drift = float(wasserstein_distance(score, base_score) / np.std(base_score))

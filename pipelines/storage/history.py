@@ -166,6 +166,21 @@ def read_history(config: PipelineConfig) -> pd.DataFrame:
     return frame
 
 
+def reports_before(config: PipelineConfig, ds: str) -> list[dict[str, Any]]:
+    """The model's nights before `ds` with their key and `reports` only (retention reads no other column)."""
+    with engine(config).connect() as conn:
+        rows = conn.execute(
+            sa.select(NIGHTS.c.ds, NIGHTS.c.model_name, NIGHTS.c.model_version, NIGHTS.c.reports).where(
+                _mine(config), NIGHTS.c.ds < ds
+            )
+        ).mappings()
+        found = [dict(row) for row in rows]
+    for row in found:
+        if isinstance(row["reports"], str):
+            row["reports"] = json.loads(row["reports"])
+    return found
+
+
 def quarantined_nights(config: PipelineConfig) -> set[str]:
     """The nights whose latest record is a refusal by validation (the database's word, beside the report store's)."""
     latest: dict[str, tuple[Any, bool]] = {}

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pandas as pd
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -147,7 +146,7 @@ class DeploymentCollector(Collector):
 
     @staticmethod
     def _add(family: GaugeMetricFamily, labels: list[str], value: Any) -> None:
-        number = _finite(value) if not isinstance(value, pd.Timestamp) else None
+        number = _finite(value)
         if number is not None:
             family.add_metric(labels, number)
 
