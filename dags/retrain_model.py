@@ -111,6 +111,7 @@ def build(dag_id: str, config: PipelineConfig) -> None:
                 run.params.window_end,
                 run.params.window or retraining.requested_window(run.requests),
                 run.params.window_partitions,
+                run.run_id,
             )
 
         @task

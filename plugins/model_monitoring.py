@@ -30,11 +30,17 @@ LIB_HEADERS = {
     "Cache-Control": "public, max-age=86400",
     "Content-Security-Policy": "sandbox; default-src 'none'",
 }
+STATIC_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "public, max-age=3600",
+}
 DATA_HEADERS = REPORT_HEADERS | {"Content-Security-Policy": "sandbox; default-src 'none'"}
+# The page runs only the plugin's own files (its script and plotly.js, from this host): no inline script, no eval.
 PAGE_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; form-action 'none'; base-uri 'none'; "
-        "frame-ancestors 'self'"
+        "default-src 'none'; script-src 'self'; img-src data:; style-src 'unsafe-inline'; connect-src 'none'; "
+        "form-action 'none'; base-uri 'none'; frame-ancestors 'self'"
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -107,12 +113,16 @@ def _config():
     return sources[0].config
 
 
-def _model_config(key: str):
-    """The config of the model `key` (its file's stem): looked up among the deployment's models, never a path."""
+def _model_source(key: str):
+    """The model `key` (its file's stem) with a valid config: looked up among the deployment's models, never a path."""
     for source in _sources():
         if source.suffix == f"__{key}" and source.config is not None:
-            return source.config
+            return source
     raise HTTPException(status_code=404, detail="no such model")
+
+
+def _model_config(key: str):
+    return _model_source(key).config
 
 
 def _pending_approvals() -> dict[str, int]:
@@ -159,7 +169,9 @@ def monitoring_page(request: Request) -> HTMLResponse:
 
     sources = _sources()
     if len(sources) == 1 and not sources[0].suffix and sources[0].config is not None:
-        return HTMLResponse(render_page(sources[0].config, base=MONITORING_PREFIX), headers=PAGE_HEADERS)
+        pending = _pending_approvals().get(sources[0].dag_id("retrain_model"), 0)
+        page = render_page(sources[0].config, base=MONITORING_PREFIX, pending=pending)
+        return HTMLResponse(page, headers=PAGE_HEADERS)
     return HTMLResponse(render_overview(sources, MONITORING_PREFIX, _pending_approvals()), headers=PAGE_HEADERS)
 
 
@@ -175,10 +187,48 @@ def metrics() -> Response:
 def model_page(key: str) -> HTMLResponse:
     from pipelines.surfaces.monitoring_page import render_page
 
-    base = model_base(key)
-    return HTMLResponse(
-        render_page(_model_config(key), base=base, overview=f"{MONITORING_PREFIX}/"), headers=PAGE_HEADERS
+    source = _model_source(key)
+    page = render_page(
+        source.config,
+        base=model_base(key),
+        overview=f"{MONITORING_PREFIX}/",
+        suffix=source.suffix,
+        pending=_pending_approvals().get(source.dag_id("retrain_model"), 0),
     )
+    return HTMLResponse(page, headers=PAGE_HEADERS)
+
+
+@app.get("/{prefix:path}/_static/{name}")
+@app.get("/_static/{name}")
+def static_file(name: str, prefix: str = "") -> Response:
+    """The page's script and the chart library (plotly.js from the installed plotly package): the same open-source
+    files for everyone, served from this host so the page's policy can allow them as 'self'."""
+    from pipelines.surfaces.monitoring_page import static_asset
+
+    content = static_asset(name)
+    if content is None:
+        raise HTTPException(status_code=404, detail="no such file")
+    return Response(content, media_type="text/javascript", headers=STATIC_HEADERS)
+
+
+@app.get("/model/{key}/quarantine/{partition}/validation.json", dependencies=[Depends(require_airflow_login)])
+def model_quarantine_record(key: str, partition: str) -> Response:
+    return _quarantine_record(_model_config(key), partition)
+
+
+@app.get("/quarantine/{partition}/validation.json", dependencies=[Depends(require_airflow_login)])
+def quarantine_record(partition: str) -> Response:
+    return _quarantine_record(_config(), partition)
+
+
+def _quarantine_record(config, partition: str) -> Response:
+    """Why a night was quarantined (its record as validation wrote it), served as data, never as a page."""
+    from pipelines.surfaces.monitoring_page import read_quarantine_record
+
+    content = read_quarantine_record(config, partition)
+    if content is None:
+        raise HTTPException(status_code=404, detail="no quarantine record for this night")
+    return Response(content, media_type="application/json", headers=DATA_HEADERS)
 
 
 @app.get("/{prefix:path}/_lib/{name}")

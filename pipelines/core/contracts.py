@@ -239,10 +239,11 @@ class ScoringSummary(Contract):
     mlflow_run_id: str
     mean_score: float
     positive_rate: float
-    seconds: float
-    rows_per_second: float
+    seconds: float  # the whole task's scoring, model load included
+    rows_per_second: float  # rows per second of scoring after the model load (the progress lines' figure)
     peak_rss_mb: float
     path: str
+    load_seconds: float = 0.0  # loading (and verifying the compiled form of) the model version
     engine: str = "sklearn"  # compiled: the verified compiled trees scored the rows they can score exactly
     engine_reason: str = ""  # why scikit-learn scored (empty when the compiled model did)
     engine_rows: dict[str, int] = Field(default_factory=dict)  # rows scored by each engine
@@ -445,6 +446,8 @@ class NightRecord(Contract):
     segment_realised: dict[str, Any] | None = None  # per segment once labels arrived, with intervals
     episode_id: int | None = None  # the episode the night's rules fired in
     request_outcome: str | None = None  # what the night's retraining request did (requested, waiting, ...)
+    request_result: str | None = None  # what the retraining run it started did (skipped and why, rejected, promoted)
+    request_run_id: str | None = None  # that retraining run
     reports: dict[str, str] | None = None
     scoring_rows_per_s: float | None = None
     scoring_peak_rss_mb: float | None = None

@@ -30,6 +30,7 @@ from pipelines.core.errors import PartitionQuarantinedError
 from pipelines.core.kinds import ESTIMATED, Kind
 from pipelines.core.paths import INCOMING, QUARANTINE, QUARANTINE_RECORD, REPORTS, SUMMARY_FILE, DataPath, data_path
 from pipelines.core.threads import thread_cap
+from pipelines.core.timing import stage
 from pipelines.flows.external import adopt_external_champion
 from pipelines.flows.retraining import drift_onset, training_readiness
 from pipelines.governance import audit
@@ -134,18 +135,26 @@ def monitor_night(
     started = time.monotonic()
     ds, ref, predictions = scored.ds, scored.ref, data_path(scored.path)
     models = Registry.open(config)
-    reference = pd.read_parquet(models.cached_artifact(ref, REFERENCE_ARTIFACT))
-    holdout = pd.read_parquet(models.cached_artifact(ref, HOLDOUT_ARTIFACT))
-    thresholds = models.drift_thresholds(ref)
-    sample = current_sample(config, ds, incoming_partition(config, ds), predictions)
+    with stage(log, "load the champion's reference"):
+        reference = pd.read_parquet(models.cached_artifact(ref, REFERENCE_ARTIFACT))
+        holdout = pd.read_parquet(models.cached_artifact(ref, HOLDOUT_ARTIFACT))
+        thresholds = models.drift_thresholds(ref)
+    with stage(log, "sample the night"):
+        sample = current_sample(config, ds, incoming_partition(config, ds), predictions)
     folder = partition_dir(config.work_root, REPORTS, ds)
-    estimate = estimate_night(config, models, ref, holdout, predictions, sample)
-    by_segment = night_segments(config, models, ref, sample, reference, holdout) if config.monitoring.segments else None
+    with stage(log, "estimate performance"):
+        estimate = estimate_night(config, models, ref, holdout, predictions, sample)
+    by_segment = None
+    if config.monitoring.segments:
+        with stage(log, "segments"):
+            by_segment = night_segments(config, models, ref, sample, reference, holdout)
     built: dict[str, Any] = {}
 
     def build(staging: Path) -> None:
-        drift, written = drift_report(config, sample, reference, staging, thresholds, ds=ds)
-        written |= summary_report(config, sample, reference, staging, drift.reported)
+        with stage(log, "drift report"):
+            drift, written = drift_report(config, sample, reference, staging, thresholds, ds=ds)
+        with stage(log, "data summary report"):
+            written |= summary_report(config, sample, reference, staging, drift.reported)
         write_atomic(
             staging / "validation.html", lambda temp: temp.write_text(validation_page(validated), encoding="utf-8")
         )
@@ -174,7 +183,8 @@ def monitor_night(
     # the night's reports are built aside and swapped in whole: a killed run never leaves a mix of two runs
     with partition_write_lock(folder.parent), thread_cap(config.monitoring.threads, "monitoring"):
         replace_folder(folder, build)
-    report_store.publish(config, folder)
+    with stage(log, "publish the reports"):
+        report_store.publish(config, folder)
     summary, drift = built["summary"], built["drift"]
     history.record_night(
         config,
@@ -197,8 +207,16 @@ def monitor_night(
             },
         ),
     )
-    log.info("night %s monitored: %s", ds, summary)
-    expire_reports(config, ds)
+    log.info(
+        "night %s monitored in %.1f s: drift share %.2f (%d drifted column(s)), reports in %s",
+        ds,
+        time.monotonic() - started,
+        summary.drift_share,
+        len(summary.drifted_columns),
+        folder,
+    )
+    with stage(log, "expire old reports"):
+        expire_reports(config, ds)
     return summary
 
 

@@ -84,6 +84,7 @@ def select_training_window(
     end: date | str | None = None,
     window: str | None = None,
     window_partitions: int | None = None,
+    airflow_run_id: str = "",
 ) -> TrainingWindow:
     """Return the training window: its partition dates, the mode used and the drift onset it started from.
 
@@ -96,7 +97,7 @@ def select_training_window(
         return _training_window(config, end, window, window_partitions)
     except TrainingNotReady as exc:
         why, after = str(exc), exc.ready_after
-        change_open(config, lambda episode: back_to_waiting(episode, why, after))
+        change_open(config, lambda episode: back_to_waiting(episode, why, after), airflow_run_id)
         raise
 
 
@@ -199,7 +200,9 @@ def train_candidate(config: PipelineConfig, window: TrainingWindow, lineage: dic
     except TrainingNotReady as exc:
         # the window's files looked enough, its usable labels were not: wait for one more labelled partition
         why, after = str(exc), shift(config, date.fromisoformat(window.days[-1]), config.label_delay_partitions + 1)
-        change_open(config, lambda episode: back_to_waiting(episode, why, after.isoformat()))
+        change_open(
+            config, lambda episode: back_to_waiting(episode, why, after.isoformat()), lineage.get("airflow_run_id", "")
+        )
         raise
     ref = Registry.open(config).log_candidate(trained, digests, {"training.window": window.describe(), **lineage})
     return Candidate(
@@ -282,7 +285,9 @@ def learn_from_rejection(
             run_id,
             gate,
         )
-        closed = change_open(config, lambda ep: after_rebaseline(ep, candidate.version, today, "gate") if ep else None)
+        closed = change_open(
+            config, lambda ep: after_rebaseline(ep, candidate.version, today, "gate") if ep else None, run_id
+        )
         return Lesson(
             action="rebaselined",
             episode=closed,
@@ -305,6 +310,7 @@ def learn_from_rejection(
                 if ep
                 else None
             ),
+            run_id,
         )
         return Lesson(
             action="closed", episode=closed, removed_artifacts=removed, summary=closed.outcome if closed else ""
@@ -318,7 +324,7 @@ def learn_from_rejection(
         said["alert"] = alert and rejection is not None  # a person's refusal is not evidence that retraining fails
         return changed
 
-    waiting = change_open(config, wait)
+    waiting = change_open(config, wait, run_id)
     return Lesson(
         action="backoff",
         episode=waiting,

@@ -286,5 +286,5 @@ def promote_candidate(
         f"gate passed ({config.promotion.metric} {gate.comparison.describe()}); retrained because: {trained_because}"
     )
     entry = promote(config, candidate.ref, reason, approved_by, run_id, gate, models)
-    change_open(config, lambda episode: after_promotion(episode, candidate.version, entry.at[:10]))
+    change_open(config, lambda episode: after_promotion(episode, candidate.version, entry.at[:10]), run_id)
     return entry

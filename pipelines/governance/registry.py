@@ -12,7 +12,9 @@ import logging
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -450,9 +452,23 @@ def trusted_types(model: Any) -> list[str]:
 
     Only models the pipeline itself logged are loaded this way; a `model.trainer` is the deployment's own code.
     """
-    import skops.io as sio  # type: ignore[import-untyped]
+    with quiet_module_scan():
+        import skops.io as sio  # type: ignore[import-untyped]
 
-    return sorted({*SKOPS_TRUSTED_TYPES, *sio.get_untrusted_types(data=sio.dumps(model))})
+        return sorted({*SKOPS_TRUSTED_TYPES, *sio.get_untrusted_types(data=sio.dumps(model))})
+
+
+@contextmanager
+def quiet_module_scan() -> Iterator[None]:
+    """Silence the warnings skops triggers when it looks functions up in every loaded module (`whichmodule`).
+
+    skops does so when it is imported (for each of scipy's ufuncs) and when it loads a model. Reading a name of a
+    module that lazily deprecates its names (Airflow's, in a worker) warns once per name and module: one model load
+    wrote 1,160 such lines to a score_partition log. Only warnings raised from skops's lookup are silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"skops\.io\._utils")
+        yield
 
 
 @lru_cache(maxsize=4)
@@ -462,7 +478,8 @@ def _load_model(tracking_uri: str, ref: ModelRef) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
-        return mlflow.sklearn.load_model(ref.uri)
+        with quiet_module_scan():
+            return mlflow.sklearn.load_model(ref.uri)
     except MlflowException as exc:
         if "sklearn" not in str(exc) and "flavor" not in str(exc):
             raise

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from pipelines.core.config import PipelineConfig
 from pipelines.core.contracts import Episode, EpisodeState
+from pipelines.storage import history
 from pipelines.storage.history import METADATA, engine
 
 EPISODES = sa.Table(
@@ -96,14 +97,21 @@ def _write(conn: sa.Connection, episode: Episode) -> Episode:
     return episode
 
 
-def change_open(config: PipelineConfig, change: Callable[[Episode | None], Episode | None]) -> Episode | None:
+def change_open(
+    config: PipelineConfig, change: Callable[[Episode | None], Episode | None], run_id: str | None = None
+) -> Episode | None:
     """Apply `change` to the model's open episode (None when there is none) and store what it returns; return that.
 
     `change` may return a new episode (stored with a new id), the same one changed, or None (nothing stored).
+    `run_id`: the retraining run that made the change; its outcome is recorded on the night that requested it
+    (the monitoring page shows what each request led to).
     """
     with _locked(config) as conn:
         changed = change(_open_row(conn, config))
-        return _write(conn, changed) if changed is not None else None
+        stored = _write(conn, changed) if changed is not None else None
+    if stored is not None and run_id is not None and stored.request_ds:
+        history.note_request_result(config, stored.request_ds, stored.outcome, run_id)
+    return stored
 
 
 def open_episode(config: PipelineConfig) -> Episode | None:

@@ -46,6 +46,8 @@ NIGHTS = sa.Table(
     sa.Column("segment_realised", sa.JSON),  # per segment once its labels arrived, with intervals
     sa.Column("episode_id", sa.Integer),  # the episode the night's rules fired in (storage.episodes)
     sa.Column("request_outcome", sa.String(500)),  # what the night's retraining request did
+    sa.Column("request_result", sa.String(500)),  # what the retraining run the request started did
+    sa.Column("request_run_id", sa.String(250)),  # that run's Airflow run id
     sa.Column("reports", sa.JSON),
     sa.Column("scoring_rows_per_s", sa.Float),
     sa.Column("scoring_peak_rss_mb", sa.Float),
@@ -55,8 +57,10 @@ NIGHTS = sa.Table(
     sa.Column("scoring_engine_reason", sa.String(500)),  # why scikit-learn scored
     sa.Column("airflow_run_id", sa.String(250)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
+    sa.Column("recorded_at", sa.DateTime(timezone=True)),  # when this version scored the night (a rerun's time)
 )
-COLUMNS = {c.name for c in NIGHTS.columns}  # NightRecord's fields and updated_at (tests/pipelines/test_history.py)
+# NightRecord's fields, updated_at and recorded_at (tests/pipelines/test_history.py)
+COLUMNS = {c.name for c in NIGHTS.columns}
 _ENGINES: dict[str, sa.Engine] = {}
 
 
@@ -110,7 +114,8 @@ def record_night(config: PipelineConfig, record: NightRecord) -> None:
     key = _key(record.ds, record.model_name, record.model_version)
     with engine(config).begin() as conn:
         conn.execute(NIGHTS.delete().where(key))
-        conn.execute(NIGHTS.insert().values(**record.model_dump(), updated_at=datetime.now(UTC)))
+        now = datetime.now(UTC)
+        conn.execute(NIGHTS.insert().values(**record.model_dump(), updated_at=now, recorded_at=now))
 
 
 def update_night(config: PipelineConfig, record: NightRecord) -> None:
@@ -126,6 +131,16 @@ def update_night(config: PipelineConfig, record: NightRecord) -> None:
             raise LookupError(
                 f"no history entry for ds={record.ds} {record.model_name} v{record.model_version}: record the night first"
             )
+
+
+def note_request_result(config: PipelineConfig, ds: str, result: str, run_id: str) -> None:
+    """Record on the night that requested retraining what the run it started did (skipped, rejected, promoted)."""
+    with engine(config).begin() as conn:
+        conn.execute(
+            NIGHTS.update()
+            .where(_mine(config), NIGHTS.c.ds == ds, NIGHTS.c.episode_id.is_not(None))
+            .values(request_result=result[:500], request_run_id=run_id[:250])
+        )
 
 
 def merge_task_seconds(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.core.paths import REPORTS
+from pipelines.core.paths import QUARANTINE, QUARANTINE_RECORD, REPORTS
 
 MONITORING_PREFIX = "/monitoring"  # where the plugin's app is mounted on the Airflow api-server
 REPORT_FILES = (
@@ -30,6 +30,11 @@ MODEL_FILES = ("candidate.html", "champion.html", "candidate.json", "champion.js
 def report_route(ds: str, name: str, base: str = MONITORING_PREFIX) -> str:
     """Return the path of a night's report file under the plugin (`<base>/reports/ds=<ds>/<name>`)."""
     return f"{base}/{REPORTS}/ds={ds}/{name}"
+
+
+def quarantine_route(ds: str, base: str = MONITORING_PREFIX) -> str:
+    """Return the path of a quarantined night's record under the plugin (`<base>/quarantine/ds=<ds>/validation.json`)."""
+    return f"{base}/{QUARANTINE}/ds={ds}/{QUARANTINE_RECORD}"
 
 
 def comparison_route(pair: str, name: str, base: str = MONITORING_PREFIX) -> str:

@@ -1,24 +1,36 @@
-"""The "Model monitoring" page: one row per night, report links and trend charts (plain HTML + a PNG chart)."""
+"""The "Model monitoring" page: the state first, interactive charts (plotly.js, shipped with the plotly package and
+served by the plugin), then one row per night with its request's outcome and links; and the reports it links."""
 
 from __future__ import annotations
 
-import base64
+import functools
 import html
-import io
+import json
+import math
 import re
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
 from pipelines.core.config import ModelSource, PipelineConfig
 from pipelines.core.contracts import AuditAction, EpisodeState
 from pipelines.core.errors import AuditIntegrityError
-from pipelines.core.paths import COMPARISONS, REPORTS
+from pipelines.core.kinds import metric as metric_spec
+from pipelines.core.paths import COMPARISONS, QUARANTINE, QUARANTINE_RECORD, REPORTS
 from pipelines.governance import audit
 from pipelines.governance.registry import ARTIFACTS_REMOVED_TAG, Registry
 from pipelines.storage import episodes, history, report_store
-from pipelines.storage.urls import MODEL_FILES, NIGHT_PAGES, REPORT_FILES, comparison_route, report_route
+from pipelines.storage.urls import (
+    MODEL_FILES,
+    NIGHT_PAGES,
+    REPORT_FILES,
+    comparison_route,
+    quarantine_route,
+    report_route,
+)
 
 _DS = re.compile(r"^ds=\d{4}-\d{2}-\d{2}$")
 _PAIR = re.compile(r"^v\d{1,9}_vs_v\d{1,9}$")
@@ -63,6 +75,19 @@ def read_column_page(config: PipelineConfig, partition: str, position: int) -> s
     return column_page(json.loads(stored), position) if stored else None
 
 
+def read_quarantine_record(config: PipelineConfig, partition: str) -> bytes | None:
+    """Return a quarantined night's record (`quarantine/ds=YYYY-MM-DD/validation.json`), or None."""
+    if not _DS.match(partition):
+        return None
+
+    def local() -> Path | None:
+        root = (config.work_root / QUARANTINE).resolve()
+        path = (root / partition / QUARANTINE_RECORD).resolve()
+        return path if root in path.parents and path.is_file() else None
+
+    return _read(config, f"{QUARANTINE}/{partition}", QUARANTINE_RECORD, local)
+
+
 def read_model_report(config: PipelineConfig, pair: str, name: str) -> bytes | None:
     """Return a gate comparison file (the same names and rules as `resolve_model_report`), or None."""
     if not _PAIR.match(pair) or name not in MODEL_FILES:
@@ -87,40 +112,6 @@ def metric_columns(config: PipelineConfig, frame: pd.DataFrame) -> tuple[pd.Seri
         estimated = estimated.fillna(frame["estimated_roc_auc"].astype(float))
         realised = realised.fillna(frame["realised_roc_auc"].astype(float))
     return estimated, realised
-
-
-def trend_chart_png(frame: pd.DataFrame, metric: str = "roc_auc") -> bytes:
-    """Return a PNG of drift share and the estimated/realised metric per night, model version changes marked.
-
-    `frame` holds `estimated` and `realised` columns of the metric (see `metric_columns`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True)
-    nights = pd.to_datetime(frame["ds"])
-    top.plot(nights, frame["drift_share"], marker="o", color="tab:red", label="drift share")
-    top.set_ylabel("drift share")
-    top.set_ylim(0, 1)
-    bottom.plot(nights, frame["estimated"], marker="o", label=f"estimated {metric}")
-    bottom.plot(nights, frame["realised"], marker="s", label=f"realised {metric}")
-    bottom.set_ylabel(metric)
-    versions = frame["model_version"].tolist()
-    for i in range(1, len(versions)):
-        if versions[i] != versions[i - 1]:
-            for axis in (top, bottom):
-                axis.axvline(nights.iloc[i], color="gray", linestyle="--")
-            top.annotate(f"v{versions[i]}", (nights.iloc[i], 0.92), color="gray")
-    for axis in (top, bottom):
-        axis.grid(alpha=0.3)
-        axis.legend(loc="lower left", fontsize=8)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
 
 
 def _fmt(value: object, pattern: str = "{:.3f}") -> str:
@@ -151,19 +142,6 @@ STAGES = (  # the night's tasks, in order, as the page names them
 )
 
 
-def _stages(seconds: object, engine: object, engine_rows: object, reason: object) -> str:
-    """Seconds per stage of the night (a cell), the scoring engine and, when scikit-learn scored, why."""
-    times = seconds if isinstance(seconds, dict) else {}
-    parts = [f"{label} {times[key]:.1f}" for key, label in STAGES if isinstance(times.get(key), int | float)]
-    cell = html.escape(" · ".join(parts) or "-")
-    if isinstance(engine, str) and engine:
-        rows = engine_rows if isinstance(engine_rows, dict) else {}
-        split = ", ".join(f"{name} {count:,}" for name, count in rows.items() if count)
-        title = f' title="{html.escape(str(reason))}"' if reason else ""
-        cell += f"<br><small{title}>{html.escape(engine)}{html.escape(f' ({split} rows)' if split else '')}</small>"
-    return cell
-
-
 def _estimate_error(row: dict) -> str:
     """How far the estimate was off, once the realised value exists (estimate minus realised)."""
     estimated, realised = row.get("estimated"), row.get("realised")
@@ -179,52 +157,417 @@ def _drifted(columns: list[str] | None, shown: int = 8) -> str:
     return html.escape(", ".join(columns[:shown]) + more) or "-"
 
 
-def render_page(config: PipelineConfig, base: str, overview: str | None = None) -> str:
-    """Return the monitoring page: the trend chart and one table row per night and model version.
+STATIC = Path(__file__).parent / "static"
+PAGE_SCRIPT = "monitoring.js"  # the page's own script: charts and the nights table's sorting and filtering
+TABLE_NIGHTS = 400  # the nights table shows at most this many nights (newest first); the history keeps them all
+CHART_NIGHTS = 366  # nights in the trend charts
+HEAT_NIGHTS, HEAT_COLUMNS = 60, 30  # the drift heat map: newest nights, most often drifted columns
+_MOVES = {AuditAction.BOOTSTRAP, AuditAction.PROMOTE, AuditAction.ROLLBACK, AuditAction.RESTORE, AuditAction.ADOPT}
 
-    `overview`: the address of the overview of all models, linked at the top (in a deployment of many models).
+
+def plotly_name() -> str:
+    """The file name the chart library is served under (versioned: browsers may cache it)."""
+    from importlib.metadata import version
+
+    return f"plotly-{version('plotly')}.min.js"
+
+
+@functools.cache
+def static_asset(name: str) -> bytes | None:
+    """The page's script or the chart library (plotly.js as the installed plotly package ships it), else None."""
+    if name == plotly_name():
+        return (resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
+    if name == PAGE_SCRIPT:
+        return (STATIC / PAGE_SCRIPT).read_bytes()
+    return None
+
+
+def airflow_run(dag_id: str, run_id: object) -> str:
+    """The Airflow UI's page of a DAG run."""
+    return f"/dags/{quote(dag_id, safe='')}/runs/{quote(str(run_id), safe='')}"
+
+
+def latest_records(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
+    """One record per night, the one scored last (a rescoring after a rollback supersedes the earlier one), and the
+    superseded records of each night."""
+    if frame.empty:
+        return frame, {}
+    when = frame["recorded_at"] if "recorded_at" in frame else frame["updated_at"]
+    ordered = frame.assign(_when=pd.to_datetime(when.fillna(frame["updated_at"]), utc=True)).sort_values(
+        ["ds", "_when"]
+    )
+    current = ordered.groupby("ds", sort=True).tail(1)
+    older: dict[str, list[dict]] = {}
+    for record in ordered.drop(index=current.index).to_dict("records"):
+        older.setdefault(record["ds"], []).append(record)
+    return current.drop(columns="_when"), older
+
+
+def _status(record: dict) -> tuple[str, str, str]:
+    """(status, css class, detail) of a night: quarantined, warned or passed."""
+    if not record["validation_success"]:
+        return "quarantined", "bad", "; ".join(record["validation_failures"] or [])
+    warnings = list(record.get("validation_warnings") or [])
+    if warnings:
+        return "warned", "warn", "; ".join(warnings)
+    return "passed", "ok", ""
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}" if value >= 0.05 else "<0.1"
+
+
+def _stages(record: dict) -> str:
+    """The night's seconds: the total, then each stage (they add up to the total), the scoring engine and why."""
+    stored = record.get("task_seconds")
+    times: dict = stored if isinstance(stored, dict) else {}
+    parts = [(label, float(times[key])) for key, label in STAGES if isinstance(times.get(key), int | float)]
+    if not parts:
+        return "<td>-</td>"
+    total = sum(value for _, value in parts)
+    cell = f"<b>{html.escape(_seconds(total))} s</b><br><small>" + html.escape(
+        " + ".join(f"{label} {_seconds(v)}" for label, v in parts)
+    )
+    engine, rows = record.get("scoring_engine"), record.get("scoring_engine_rows")
+    if isinstance(engine, str) and engine:
+        split = ", ".join(
+            f"{name} {count:,}" for name, count in (rows if isinstance(rows, dict) else {}).items() if count
+        )
+        reason = record.get("scoring_engine_reason")
+        title = f' title="{html.escape(str(reason))}"' if reason else ""
+        cell += f"<br><span{title}>{html.escape(engine)}{html.escape(f' ({split} rows)' if split else '')}</span>"
+    return f'<td data-sort="{total:.3f}">{cell}</small></td>'
+
+
+def _realised_cell(record: dict) -> str:
+    value = record.get("realised")
+    if value is None or pd.isna(value):
+        return "<td>-</td>" if record["validation_success"] else "<td></td>"
+    interval = (record.get("realised_metrics") or {}).get("interval") or {}
+    low, high = interval.get("low"), interval.get("high")
+    band = f" <small>[{low:.3f}, {high:.3f}]</small>" if low is not None and high is not None else ""
+    return f'<td data-sort="{value:.6f}">{value:.3f}{band}{_estimate_error(record)}</td>'
+
+
+def _request_cell(record: dict, retrain_dag: str) -> str:
+    """The decision, its episode (linked), what the night's request did and what the run it started did (linked)."""
+    decision = html.escape(record.get("decision") or "-")
+    episode = record.get("episode_id")
+    if episode is None or pd.isna(episode):
+        return f"<td>{decision}</td>"
+    cell = f'{decision} <a href="#episode-{int(episode)}">episode {int(episode)}</a>'
+    outcome = record.get("request_outcome")
+    if outcome:
+        cell += f"<br><small>{html.escape(str(outcome))}</small>"
+    result, run = record.get("request_result"), record.get("request_run_id")
+    if result:
+        link = f' (<a href="{html.escape(airflow_run(retrain_dag, run))}">retraining run</a>)' if run else ""
+        cell += f'<br><span class="result">→ {html.escape(str(result))}{link}</span>'
+    return f"<td>{cell}</td>"
+
+
+def _validation_cell(record: dict, base: str) -> str:
+    state, css, detail = _status(record)
+    cell = state
+    if detail:
+        shown = detail if len(detail) <= 240 else detail[:240] + "…"
+        cell += f"<br><small>{html.escape(shown)}</small>"
+    if state == "quarantined":
+        cell += f' <a href="{html.escape(quarantine_route(record["ds"], base))}">quarantine record</a>'
+    return f'<td class="{css}">{cell}</td>'
+
+
+def _night_row(record: dict, older: list[dict], base: str, dags: dict[str, str]) -> str:
+    state, _, _ = _status(record)
+    ds = html.escape(record["ds"])
+    run = record.get("airflow_run_id")
+    night = ds + (
+        f'<br><a href="{html.escape(airflow_run(dags["batch_scoring"], run))}">Airflow run</a>' if run else ""
+    )
+    if older:
+        earlier = "".join(
+            f"<li>v{html.escape(str(o['model_version']))}: {html.escape(_status(o)[0])}, "
+            f"{html.escape(o.get('decision') or '-')}, drift share {_fmt(o['drift_share'], '{:.2f}')}</li>"
+            for o in older
+        )
+        night += f"<details><summary>{len(older)} superseded</summary><ul>{earlier}</ul></details>"
+    drifted = record["drifted_columns"] or []
+    drift = "-"
+    if record["drift_share"] is not None and not pd.isna(record["drift_share"]):
+        drift = f"{record['drift_share']:.2f}<br><small>{len(drifted)} column(s): {_drifted(drifted)}</small>"
+    share = record["drift_share"] if record["drift_share"] is not None and not pd.isna(record["drift_share"]) else -1
+    return (
+        f'<tr data-status="{state}" data-decision="{html.escape(str(record.get("decision") or ""))}">'
+        f'<td data-sort="{ds}">{night}</td><td>v{html.escape(str(record["model_version"]))}</td>'
+        f"{_validation_cell(record, base)}"
+        f'<td data-sort="{share:.4f}">{drift}</td>'
+        f"<td>{_fmt(record['estimated'])}</td>{_realised_cell(record)}"
+        f'<td title="{html.escape(_label_issues(record["realised_metrics"]))}">{_fmt(record["label_coverage"], "{:.0%}")}</td>'
+        f"{_request_cell(record, dags['retrain_model'])}"
+        f"{_stages(record)}"
+        f"<td>{_links(record['ds'], record['reports'], base)}</td>"
+        "</tr>"
+    )
+
+
+def _cards(config: PipelineConfig, versions: list[str]) -> dict[str, tuple[float | None, float]]:
+    """Per model version: its held-out value of retraining.metric and one night's chance variation (model card)."""
+    metric, found = config.retraining.metric, {}
+    try:
+        models = Registry.open(config)
+        for version in versions:
+            card = models.model_card(models.version(version))
+            found[version] = (card.metrics.get(metric), float(card.metric_noise.get(metric, 0.0)))
+    except Exception:  # noqa: BLE001 - without the model store the charts show no held-out or alarm lines
+        pass
+    return found
+
+
+def _alarm(config: PipelineConfig, held_out: float | None, noise: float) -> float | None:
+    """Where the estimated-drop rule fires for a champion with this held-out value (None when off or unknown)."""
+    policy = config.retraining
+    drop = policy.estimated_max_drop if policy.estimated_max_drop is not None else policy.realised_max_drop
+    if held_out is None or drop is None:
+        return None
+    spec = metric_spec(config.model.kind, policy.metric)
+    allowed = max(drop, noise)
+    change = allowed if spec.bounded else allowed * abs(held_out)
+    return held_out - change if spec.higher_is_better else held_out + change
+
+
+def _ratio(found: dict) -> float | None:
+    """A column's statistic against its threshold: 1 at the threshold, above 1 past it (as the ranking reads it)."""
+    statistic, threshold = found.get("statistic"), found.get("threshold")
+    if not isinstance(statistic, int | float) or not isinstance(threshold, int | float) or not math.isfinite(statistic):
+        return None
+    if found.get("kind") == "p_value":
+        return threshold / max(statistic, 1e-300)
+    return statistic / threshold if threshold else None
+
+
+def _heat(current: pd.DataFrame, base: str) -> dict:
+    """The drift heat map: the most often drifted reported columns by the newest nights, each night linked."""
+    nights = current[current["drift_stats"].map(lambda v: isinstance(v, dict) and bool(v))].tail(HEAT_NIGHTS)
+    counts: dict[str, list[float]] = {}
+    for stats in nights["drift_stats"]:
+        for column, found in stats.items():
+            tally = counts.setdefault(column, [0, 0.0])
+            tally[0] += bool(found.get("drifted"))
+            tally[1] = max(tally[1], _ratio(found) or 0.0)
+    columns = sorted(counts, key=lambda c: (-counts[c][0], -counts[c][1]))[:HEAT_COLUMNS]
+    z, text = [], []
+    for column in columns:
+        row, words = [], []
+        for stats in nights["drift_stats"]:
+            found = stats.get(column)
+            ratio = _ratio(found) if found else None
+            row.append(None if ratio is None else round(min(ratio, 50.0), 4))
+            words.append(
+                "not reported"
+                if not found
+                else html.escape(
+                    f"{found.get('method')}: {found.get('statistic'):.4g} against {found.get('threshold'):.4g}"
+                    f" ({'drifted' if found.get('drifted') else 'not drifted'})"
+                )
+                if isinstance(found.get("statistic"), int | float) and isinstance(found.get("threshold"), int | float)
+                else "no statistic"
+            )
+        z.append(row)
+        text.append(words)
+    links = {
+        r["ds"]: report_route(r["ds"], "drift_overview.html", base)
+        for r in nights.to_dict("records")
+        if isinstance(r.get("reports"), dict) and not r["reports"].get("expired_at")
+    }
+    return {
+        "columns": [html.escape(c) for c in columns],
+        "nights": list(nights["ds"]),
+        "z": z,
+        "text": text,
+        "links": links,
+    }
+
+
+def _number(value: object) -> float | None:
+    """A finite number for the chart data (JSON has no NaN), else None."""
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def chart_data(config: PipelineConfig, current: pd.DataFrame, moves: list, base: str) -> dict:
+    """What the page's charts draw (JSON): trends, thresholds, alarm lines, markers, and the drift heat map."""
+    shown = current.tail(CHART_NIGHTS)
+    policy, metric = config.retraining, config.retraining.metric
+    spec = metric_spec(config.model.kind, metric)
+    cards = _cards(config, list(dict.fromkeys(shown["model_version"].astype(str))))
+    records = shown.to_dict("records")
+    scored = [r for r in records if r["validation_success"]]
+    quarantined = [r for r in records if not r["validation_success"]]
+    held = {v: c[0] for v, c in cards.items()}
+    noise = {v: c[1] for v, c in cards.items()}
+    estimated = [_number(r["estimated"]) for r in scored]
+    realised = [_number(r["realised"]) for r in scored]
+    intervals = [((r.get("realised_metrics") or {}).get("interval") or {}) for r in scored]
+    events = []
+    previous = None
+    for r in records:
+        version = str(r["model_version"])
+        if previous is not None and version != previous:
+            move = next((m for m in reversed(moves) if m.to_version == version), None)
+            kind = str(move.action) if move else "change"
+            events.append({"ds": r["ds"], "label": html.escape(f"{kind} v{version}"), "kind": kind})
+        previous = version
+    pending = [r for r, real, est in zip(scored, realised, estimated) if real is None and est is not None]
+    floor = policy.realised_floor
+    return {
+        "metric": html.escape(metric),
+        "nights": [r["ds"] for r in scored],
+        "drift_share": [_number(r["drift_share"]) for r in scored],
+        "drift_text": [
+            html.escape(f"{len(r['drifted_columns'] or [])} drifted: {_drifted(r['drifted_columns'], 5)}")
+            for r in scored
+        ],
+        "drift_threshold": policy.drift_share_threshold,
+        "quarantined": [r["ds"] for r in quarantined],
+        "quarantine_text": [html.escape(_status(r)[2][:200]) for r in quarantined],
+        "estimated": estimated,
+        "band_low": [
+            None if e is None else e - noise.get(str(r["model_version"]), 0.0) for e, r in zip(estimated, scored)
+        ],
+        "band_high": [
+            None if e is None else e + noise.get(str(r["model_version"]), 0.0) for e, r in zip(estimated, scored)
+        ],
+        "realised": realised,
+        "realised_plus": [
+            None if v is None or i.get("high") is None else max(i["high"] - v, 0.0) for v, i in zip(realised, intervals)
+        ],
+        "realised_minus": [
+            None if v is None or i.get("low") is None else max(v - i["low"], 0.0) for v, i in zip(realised, intervals)
+        ],
+        "held_out": [held.get(str(r["model_version"])) for r in scored],
+        "alarm": [
+            _alarm(config, held.get(str(r["model_version"])), noise.get(str(r["model_version"]), 0.0)) for r in scored
+        ],
+        "floor": floor,
+        "floor_label": html.escape(f"realised {spec.bound_word()} {floor:g}") if floor is not None else "",
+        "pending": [r["ds"] for r in pending],
+        "pending_y": [_number(r["estimated"]) for r in pending],
+        "events": events,
+        "heat": _heat(current, base),
+    }
+
+
+def _json_for_html(value: object) -> str:
+    """JSON that cannot end the <script type="application/json"> block it sits in, whatever the data holds."""
+    text = json.dumps(value, allow_nan=False, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _state_strip(
+    config: PipelineConfig, current: pd.DataFrame, trail: audit.AuditTrail | None, pending: int, dags: dict[str, str]
+) -> str:
+    """The state first: the champion and since when, pending approvals, the open episode, the last night."""
+    cards = []
+    if trail is None:
+        cards.append('<div class="card bad"><b>Champion</b><br>the audit log fails verification (see below)</div>')
+    else:
+        move = audit.expected_champion(trail.entries)
+        if move is None:
+            cards.append('<div class="card"><b>Champion</b><br>none yet</div>')
+        else:
+            first = current[current["model_version"].astype(str) == move.to_version]["ds"]
+            nights = f", scoring since {html.escape(str(first.iloc[0]))}" if len(first) else ""
+            cards.append(
+                f'<div class="card" id="state-champion"><b>Champion v{html.escape(move.to_version)}</b><br>'
+                f"{html.escape(move.action)} {html.escape(move.at[:16].replace('T', ' '))} UTC by "
+                f"{html.escape(move.approved_by or '-')}{nights}</div>"
+            )
+    link = f"/dags/{quote(dags['retrain_model'], safe='')}/required_actions?response_received=false"
+    css = "warn" if pending else ""
+    cards.append(
+        f'<div class="card {css}" id="state-approvals"><b>Approvals pending: {pending}</b><br>'
+        + (f'<a href="{html.escape(link)}">answer in Airflow</a>' if pending else "nothing to answer")
+        + "</div>"
+    )
+    episode = episodes.open_episode(config)
+    if episode is None:
+        cards.append('<div class="card ok" id="state-episode"><b>No open episode</b><br>no rule is firing</div>')
+    else:
+        css = "bad" if episode.state == EpisodeState.BACKOFF else "warn"
+        cards.append(
+            f'<div class="card {css}" id="state-episode"><b><a href="#episode-{episode.id}">Episode {episode.id}</a>: '
+            f"{html.escape(episode.state)}</b><br>since {html.escape(episode.opened_ds)} "
+            f"({html.escape(', '.join(episode.rules))})<br><small>{html.escape(episode.outcome[:200])}</small></div>"
+        )
+    if current.empty:
+        cards.append('<div class="card"><b>Last night</b><br>none monitored yet</div>')
+    else:
+        last = current.iloc[-1].to_dict()
+        state, css, _ = _status(last)
+        run = last.get("airflow_run_id")
+        anchor = f' <a href="{html.escape(airflow_run(dags["batch_scoring"], run))}">run</a>' if run else ""
+        cards.append(
+            f'<div class="card {css}" id="state-night"><b>Last night {html.escape(last["ds"])}</b><br>'
+            f"v{html.escape(str(last['model_version']))}: {state}, decision {html.escape(last.get('decision') or '-')}"
+            f"{anchor}</div>"
+        )
+    return f'<div id="state">{"".join(cards)}</div>'
+
+
+PAGE_STYLE = """body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}.bad{background:#fdd}.ok{background:#dfd}
+.warn{background:#ffe9b3}#state{display:flex;gap:10px;flex-wrap:wrap;margin:0 0 1em}
+.card{border:1px solid #bbb;border-radius:6px;padding:8px 12px;min-width:220px;font-size:14px}
+th.sortable{cursor:pointer}th[aria-sort=descending]::after{content:" ▼"}th[aria-sort=ascending]::after{content:" ▲"}
+.result{font-size:12px}small{color:#333}details{font-size:12px}.chart{width:100%;max-width:1300px}"""
+
+
+def render_page(
+    config: PipelineConfig, base: str, overview: str | None = None, suffix: str = "", pending: int = 0
+) -> str:
+    """Return the monitoring page: the state strip, interactive charts, then one row per night (newest first).
+
+    `overview`: the address of the overview of all models (in a deployment of many models). `suffix`: the model's
+    DAG id suffix (`__<key>`, empty for a single model). `pending`: its open approval requests.
     """
+    dags = {name: f"{name}{suffix}" for name in ("batch_scoring", "retrain_model")}
     back = f'<p><a href="{html.escape(overview)}">all models</a></p>' if overview else ""
     frame = history.read_history(config)
     frame["estimated"], frame["realised"] = metric_columns(config, frame)
-    metric = config.retraining.metric
-    rows = []
-    for r in frame.sort_values("ds", ascending=False).to_dict("records"):
-        failures = "; ".join(r["validation_failures"] or [])
-        warnings = list(r.get("validation_warnings") or [])
-        if not r["validation_success"]:
-            state, css, detail = "quarantined", "bad", failures
-        elif warnings:
-            state, css, detail = f"{len(warnings)} warning(s)", "warn", "; ".join(warnings)
-        else:
-            state, css, detail = "passed", "ok", ""
-        rows.append(
-            "<tr>"
-            f"<td>{html.escape(r['ds'])}</td><td>v{html.escape(str(r['model_version']))}</td>"
-            f'<td class={css} title="{html.escape(detail)}">{state}</td>'
-            f"<td>{_fmt(r['drift_share'], '{:.2f}')}</td><td>{_drifted(r['drifted_columns'])}</td>"
-            f"<td>{_fmt(r['estimated'])}</td><td>{_fmt(r['realised'])}{_estimate_error(r)}</td>"
-            f'<td title="{html.escape(_label_issues(r["realised_metrics"]))}">{_fmt(r["label_coverage"], "{:.0%}")}</td>'
-            f"<td>{_decision(r)}</td>"
-            f"<td>{html.escape('; '.join(r['decision_reasons'] or []))}</td>"
-            f"<td>{_stages(r.get('task_seconds'), r.get('scoring_engine'), r.get('scoring_engine_rows'), r.get('scoring_engine_reason'))}</td>"
-            f"<td>{_links(r['ds'], r['reports'], base)}</td>"
-            "</tr>"
+    current, older = latest_records(frame)
+    try:
+        trail: audit.AuditTrail | None = audit.read_trail(config)
+    except AuditIntegrityError:
+        trail = None
+    moves = [e for e in trail.entries if e.action in _MOVES] if trail else []
+    metric = html.escape(config.retraining.metric)
+    newest = current.iloc[::-1].head(TABLE_NIGHTS).to_dict("records")
+    rows = "".join(_night_row(r, older.get(r["ds"], []), base, dags) for r in newest)
+    more = (
+        f"<p>The {TABLE_NIGHTS} newest of {len(current)} nights are listed.</p>" if len(current) > TABLE_NIGHTS else ""
+    )
+    charts = ""
+    if len(current):
+        charts = (
+            f'<script type="application/json" id="chart-data">{_json_for_html(chart_data(config, current, moves, base))}'
+            '</script><div class="chart" id="chart-drift"></div><div class="chart" id="chart-metric"></div>'
+            '<h2>Drift by column</h2><div class="chart" id="chart-heatmap"></div>'
         )
-    chart = ""
-    champions = _audit_rows(config, base)
-    if len(frame):
-        png = base64.b64encode(trend_chart_png(frame.sort_values("ds"), metric)).decode()
-        chart = f'<img alt="drift share and {metric} per night" src="data:image/png;base64,{png}">'
+    scripts = (
+        f'<script src="{base}/_static/{plotly_name()}"></script><script src="{base}/_static/{PAGE_SCRIPT}"></script>'
+    )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Model monitoring</title>
-<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#fdd}}.ok{{background:#dfd}}.warn{{background:#ffe9b3}}</style>
-</head><body>{back}<h1>Model monitoring: {html.escape(config.model.registered_name)}
-<small>({html.escape(str(config.model.kind))}{", external" if config.model.external else ""})</small></h1>{chart}
-<table id="nights"><thead><tr><th>night</th><th>model</th><th>validation</th><th>drift share</th><th>drifted columns</th>
-<th>estimated {html.escape(metric)}</th><th>realised {html.escape(metric)}</th><th>labels</th><th>decision</th><th>reasons</th><th>seconds per stage</th>
+<style>{PAGE_STYLE}</style></head><body>{back}<h1>Model monitoring: {html.escape(config.model.registered_name)}
+<small>({html.escape(str(config.model.kind))}{", external" if config.model.external else ""})</small></h1>
+{_state_strip(config, current, trail, pending, dags)}{charts}
+<h2>Nights (newest first)</h2>
+<p><label>Filter <input id="night-filter" type="search" placeholder="a date, a column, a reason"></label>
+<label>Show <select id="night-status"><option value="">all nights</option><option value="quarantined">quarantined</option>
+<option value="warned">with warnings</option><option value="retrain">retraining rules fired</option></select></label>
+Click a column header to sort.</p>
+<table id="nights"><thead><tr><th>night</th><th>model</th><th>validation</th><th>drift share</th>
+<th>estimated {metric}</th><th>realised {metric} [95%]</th><th>labels</th><th>decision and request</th><th>seconds</th>
 <th>reports</th></tr></thead>
-<tbody>{"".join(rows) or "<tr><td colspan=12>No night has been monitored yet.</td></tr>"}</tbody></table>
+<tbody>{rows or "<tr><td colspan=10>No night has been monitored yet.</td></tr>"}</tbody></table>{more}
 {_segment_section(config, frame)}
 <h2>Episodes (newest first)</h2>
 <p>One episode per problem: its first night alerts and it requests retraining once, when a run can train.
@@ -234,18 +577,8 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#
 <tbody>{_episode_rows(config) or "<tr><td colspan=10>No episode yet.</td></tr>"}</tbody></table>
 <h2>Champion history (audit log, newest first)</h2>
 <table id="champions"><thead><tr><th>when (UTC)</th><th>action</th><th>from</th><th>to</th><th>by</th><th>reason</th><th>gate</th>
-<th>Airflow run</th></tr></thead><tbody>{champions or "<tr><td colspan=8>No alias has moved yet.</td></tr>"}</tbody></table>
-</body></html>"""
-
-
-def _decision(row: dict) -> str:
-    """The night's decision, the episode it belongs to (linked) and what its request did."""
-    decision = html.escape(row.get("decision") or "-")
-    episode = row.get("episode_id")
-    if episode is None or pd.isna(episode):
-        return decision
-    outcome = html.escape(str(row.get("request_outcome") or ""))
-    return f'{decision} <a href="#episode-{int(episode)}">episode {int(episode)}</a><br><small>{outcome}</small>'
+<th>Airflow run</th></tr></thead><tbody>{_audit_rows(config, base) or "<tr><td colspan=8>No alias has moved yet.</td></tr>"}</tbody></table>
+{scripts}</body></html>"""
 
 
 def _segment_section(config: PipelineConfig, frame: pd.DataFrame) -> str:

@@ -89,7 +89,7 @@ def test_later_facts_are_added_to_the_night_they_belong_to(config):
 
 
 def test_a_night_record_holds_exactly_the_history_columns():
-    assert set(NightRecord.model_fields) | {"updated_at"} == history.COLUMNS
+    assert set(NightRecord.model_fields) | {"updated_at", "recorded_at"} == history.COLUMNS
 
 
 def test_nights_of_two_models_with_the_same_version_number_stay_apart(config):

@@ -1,5 +1,6 @@
 """Monitoring of scored nights on a real lake, MLflow store, Evidently reports and history database."""
 
+import html
 import json
 import shutil
 from datetime import date
@@ -117,7 +118,7 @@ def test_warned_columns_count_as_drifted_and_every_surface_shows_the_warning(nig
     assert "[&#x27;&lt;script&gt;x&#x27;]" in page and "<script>" not in page  # a data value never acts
     monitoring_page = render_page(config, "/monitoring")
     assert (
-        "1 warning(s)" in monitoring_page
+        '<tr data-status="warned"' in monitoring_page
         and "&lt;script&gt;x" in monitoring_page
         and "<script>x" not in monitoring_page
     )
@@ -126,7 +127,7 @@ def test_warned_columns_count_as_drifted_and_every_surface_shows_the_warning(nig
     assert history.read_history(config).set_index("ds").loc["2026-09-11", "drift_share"] > 0
 
 
-def test_the_page_shows_each_stage_s_seconds_and_the_scoring_engine(night):
+def test_the_page_shows_each_stage_s_seconds_adding_up_to_the_night_s_total_and_the_scoring_engine(night):
     from pipelines.surfaces.monitoring_page import render_page
 
     config, _, scored, summary = night
@@ -138,12 +139,27 @@ def test_the_page_shows_each_stage_s_seconds_and_the_scoring_engine(night):
     assert entry["scoring_engine"] == "sklearn" and entry["scoring_engine_reason"] == "scoring.engine is sklearn"
     assert entry["scoring_engine_rows"] == {"compiled": 0, "sklearn": scored.rows}
     page = render_page(config, "/monitoring")
+    shown = {key: f"{value:.1f}" if value >= 0.05 else "<0.1" for key, value in seconds.items()}
     cell = (
-        f"validate {seconds['validate_partition']:.1f} · score {seconds['score_partition']:.1f} · "
-        f"monitor {seconds['monitor_night']:.1f} · decide {seconds['decide_retraining']:.1f}"
+        f"validate {shown['validate_partition']} + score {shown['score_partition']} + "
+        f"monitor {shown['monitor_night']} + decide {shown['decide_retraining']}"
     )
-    assert cell in page
-    assert f'<small title="scoring.engine is sklearn">sklearn (sklearn {scored.rows:,} rows)</small>' in page
+    assert html.escape(cell) in page
+    assert f'<td data-sort="{sum(seconds.values()):.3f}"><b>{sum(seconds.values()):.1f} s</b>' in page
+    assert f'<span title="scoring.engine is sklearn">sklearn (sklearn {scored.rows:,} rows)</span>' in page
+
+
+def test_monitoring_logs_a_start_and_an_end_line_per_stage(night, caplog):
+    config, validated, scored, _ = night
+    caplog.set_level("INFO", logger="pipelines.flows.nightly")
+    nightly.monitor_night(config, validated, scored, "run-logs")
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.flows.nightly"]
+    stages = ["load the champion's reference", "sample the night", "estimate performance", "drift report"]
+    stages += ["data summary report", "publish the reports", "expire old reports"]
+    for name in stages:
+        assert f"stage {name}: started" in lines, name
+        assert any(line.startswith(f"stage {name}: done in ") and line.endswith(" s") for line in lines), name
+    assert any(line.startswith("night 2026-09-11 monitored in ") for line in lines)
 
 
 def test_labels_count_as_overdue_only_once_the_label_delay_has_passed(tmp_path, champion_lake):

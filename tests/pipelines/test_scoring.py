@@ -1,3 +1,4 @@
+import re
 import shutil
 
 import numpy as np
@@ -100,10 +101,19 @@ def test_a_crash_mid_partition_keeps_the_previous_predictions(lake, monkeypatch)
     assert (folder / "predictions.parquet").read_bytes() == before
 
 
-def test_progress_is_logged_with_rows_per_second(lake, caplog):
+def test_progress_is_logged_with_one_throughput_figure_that_the_summary_repeats(lake, caplog):
     caplog.set_level("INFO", logger="pipelines.flows.scoring")
-    score_with_champion(lake, "2026-09-10", "run")
-    assert any("rows/s" in r.message and "2,000 / 2,000 rows" in r.message for r in caplog.records)
+    summary = score_with_champion(lake, "2026-09-10", "run")
+    last = [r.message for r in caplog.records if "rows/s" in r.message and "2,000 / 2,000 rows" in r.message]
+    assert last
+    progress_rate = float(re.search(r"([\d,]+) rows/s", last[-1]).group(1).replace(",", ""))
+    # the summary's figure leaves the model load out, as the progress lines do: the two agree (not 170x apart)
+    assert 0.5 < summary.rows_per_second / progress_rate < 2
+    assert summary.rows_per_second == pytest.approx(summary.rows / (summary.seconds - summary.load_seconds))
+    assert summary.load_seconds > 0
+    messages = [r.message for r in caplog.records]
+    assert any(m.startswith(f"stage load model version {summary.model_version}: done in") for m in messages)
+    assert any(f"model load {summary.load_seconds:.1f} s" in m for m in messages)
 
 
 def test_no_champion_is_a_clear_error(config):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from datetime import date
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -130,6 +131,14 @@ def browser():
         launched.close()
 
 
+@pytest.fixture
+def screens():
+    """Where the screenshots are kept as test artefacts (var/test-artifacts/screens, or $TEST_ARTIFACTS/screens)."""
+    folder = Path(os.environ.get("TEST_ARTIFACTS", REPO / "var" / "test-artifacts")) / "screens"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _token(server) -> str:
     response = httpx.post(f"{server['base']}/auth/token", json={"username": "admin", "password": server["password"]})
     return response.json()["access_token"]
@@ -206,7 +215,7 @@ def test_plugin_adds_a_nav_entry(server):
     assert {"name": "Model monitoring", "href": "/monitoring/"}.items() <= views[0].items()
 
 
-def test_browser_login_page_and_report(server, browser, tmp_path):
+def test_browser_login_page_and_report(server, browser, screens):
     base = server["base"]
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{base}/monitoring/")
@@ -218,15 +227,60 @@ def test_browser_login_page_and_report(server, browser, tmp_path):
     table = page.locator("table#nights").inner_text()
     assert "bootstrap" in page.locator("table#champions").inner_text()
     assert "2026-09-11" in table and "2026-09-10" in table and "quarantined" in table
-    assert page.locator("img[alt^='drift share']").count() == 1
-    page.screenshot(path=str(tmp_path / "monitoring.png"), full_page=True)
     page.click("a[href$='ds=2026-09-11/drift.html']")
     page.wait_for_load_state("networkidle")
     assert page.url.endswith("/monitoring/reports/ds=2026-09-11/drift.html")
     page.wait_for_selector("text=Drift in column", timeout=30_000)
-    page.screenshot(path=str(tmp_path / "drift.png"))
-    assert (tmp_path / "monitoring.png").stat().st_size > 20_000
-    assert (tmp_path / "drift.png").stat().st_size > 20_000
+    page.screenshot(path=str(screens / "evidently-drift.png"))
+    assert (screens / "evidently-drift.png").stat().st_size > 20_000
+
+
+def test_the_page_shows_the_state_first_with_interactive_charts_under_its_policy(server, browser, screens):
+    base = server["base"]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    refused = []
+    page.on("console", lambda m: refused.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: refused.append(str(e)))
+    _login(page, base, server["password"])
+    page.goto(f"{base}/monitoring/")
+    # the state strip: champion and since when, approvals, episode, and the last night (the quarantined one)
+    assert page.locator("#state-champion").inner_text().startswith("Champion v1")
+    assert "bootstrap" in page.locator("#state-champion").inner_text()
+    assert "Approvals pending: 0" in page.locator("#state-approvals").inner_text()
+    night = page.locator("#state-night").inner_text()
+    assert "Last night 2026-09-12" in night and "quarantined" in night
+    # the charts are drawn by the shipped plotly.js under the page's policy (no inline script, no eval)
+    page.wait_for_selector("#chart-drift .main-svg", timeout=30_000)
+    page.wait_for_selector("#chart-heatmap .main-svg", timeout=30_000)
+    assert page.locator("#chart-drift .shapelayer path").count() >= 1  # the drift-share threshold line
+    page.screenshot(path=str(screens / "monitoring-page.png"), full_page=True)
+    # hover a night: its drift share and drifted columns show
+    page.locator("#chart-drift .scatterlayer .trace:first-child .point").first.hover()
+    hover = page.locator("#chart-drift .hoverlayer").inner_text(timeout=10_000)
+    assert "drift share" in hover and "drifted" in hover, hover
+    page.screenshot(path=str(screens / "monitoring-hover.png"))
+    assert not [m for m in refused if "Content Security Policy" in m or "Refused" in m], refused
+    # filtering and sorting the nights
+    page.fill("#night-filter", "2026-09-12")
+    visible = [r for r in page.locator("#nights tbody tr").all() if r.is_visible()]
+    assert len(visible) == 1 and "quarantine record" in visible[0].inner_text()
+    page.fill("#night-filter", "")
+    page.select_option("#night-status", "quarantined")
+    assert sum(r.is_visible() for r in page.locator("#nights tbody tr").all()) == 1
+    page.select_option("#night-status", "")
+    page.click("#nights th:has-text('night')")  # ascending after the first click's descending
+    page.click("#nights th:has-text('night')")
+    assert page.locator("#nights tbody tr").first.inner_text().startswith("2026-09-09")
+    # the quarantine record is linked and served as data
+    record = page.locator("a:has-text('quarantine record')").first.get_attribute("href")
+    answer = page.request.get(f"{base}{record}")
+    assert answer.ok and "missing" in answer.json()["reason"] and answer.headers["content-type"] == "application/json"
+    # a heat-map cell opens that night's drift overview
+    box = page.locator("#chart-heatmap .nsewdrag").first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] - 5, box["y"] + 5)  # the newest night, the top column
+    page.wait_for_url("**/drift_overview.html", timeout=15_000)
+    assert "/monitoring/reports/ds=2026-09-11/drift_overview.html" in page.url
+    page.screenshot(path=str(screens / "drift-overview.png"), full_page=True)
 
 
 def test_every_listener_is_on_loopback(server):
@@ -280,7 +334,7 @@ def test_reports_are_served_sandboxed(server):
     assert "default-src 'none'" in page.headers["content-security-policy"]
 
 
-def test_script_in_the_data_cannot_act_with_the_viewers_login(server, browser, tmp_path):
+def test_script_in_the_data_cannot_act_with_the_viewers_login(server, browser, screens):
     base = server["base"]
     headers = {"authorization": f"Bearer {_token(server)}"}
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -294,7 +348,7 @@ def test_script_in_the_data_cannot_act_with_the_viewers_login(server, browser, t
     page.wait_for_selector("text=Drift in column", timeout=30_000)  # Evidently's charts still render
     page.wait_for_timeout(1500)
     assert page.title() != "PWNED"  # the value is shown as text, never run
-    page.screenshot(path=str(tmp_path / "injected.png"))
+    page.screenshot(path=str(screens / "injected-drift.png"))
     page.goto(f"{base}/monitoring/reports/ds={RAW_NIGHT}/performance.html")
     page.wait_for_function("document.title === 'PWNED'", timeout=15_000)  # the raw report's script does run ...
     page.wait_for_timeout(1500)
