@@ -187,20 +187,24 @@ def airflow_run(dag_id: str, run_id: object) -> str:
     return f"/dags/{quote(dag_id, safe='')}/runs/{quote(str(run_id), safe='')}"
 
 
+def scoring_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """The records in the order they were scored: by night, then by when each version scored it."""
+    when = frame["recorded_at"] if "recorded_at" in frame else frame["updated_at"]
+    ordered = frame.assign(_when=pd.to_datetime(when.fillna(frame["updated_at"]), utc=True))
+    return ordered.sort_values(["ds", "_when"]).drop(columns="_when")
+
+
 def latest_records(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
     """One record per night, the one scored last (a rescoring after a rollback supersedes the earlier one), and the
     superseded records of each night."""
     if frame.empty:
         return frame, {}
-    when = frame["recorded_at"] if "recorded_at" in frame else frame["updated_at"]
-    ordered = frame.assign(_when=pd.to_datetime(when.fillna(frame["updated_at"]), utc=True)).sort_values(
-        ["ds", "_when"]
-    )
+    ordered = scoring_order(frame)
     current = ordered.groupby("ds", sort=True).tail(1)
     older: dict[str, list[dict]] = {}
     for record in ordered.drop(index=current.index).to_dict("records"):
         older.setdefault(record["ds"], []).append(record)
-    return current.drop(columns="_when"), older
+    return current, older
 
 
 def _status(record: dict) -> tuple[str, str, str]:
@@ -256,9 +260,10 @@ def _request_cell(record: dict, retrain_dag: str) -> str:
     if episode is None or pd.isna(episode):
         return f"<td>{decision}</td>"
     cell = f'{decision} <a href="#episode-{int(episode)}">episode {int(episode)}</a>'
-    outcome = record.get("request_outcome")
+    outcome = str(record.get("request_outcome") or "")
     if outcome:
-        cell += f"<br><small>{html.escape(str(outcome))}</small>"
+        shown = outcome if len(outcome) <= 160 else outcome[:160] + "…"
+        cell += f'<br><small title="{html.escape(outcome)}">{html.escape(shown)}</small>'
     result, run = record.get("request_result"), record.get("request_run_id")
     if result:
         link = f' (<a href="{html.escape(airflow_run(retrain_dag, run))}">retraining run</a>)' if run else ""
@@ -393,7 +398,23 @@ def _number(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def chart_data(config: PipelineConfig, current: pd.DataFrame, moves: list, base: str) -> dict:
+def version_changes(in_order: list[tuple[str, str]], moves: list, nights: set[str]) -> list[dict]:
+    """The nights a new version started scoring (superseded records included: a promotion whose night was then
+    rescored after a rollback shows both), each named by the audit log's newest move to that version."""
+    events: list[dict] = []
+    previous = None
+    for ds, version in in_order:
+        if previous is not None and version != previous and ds in nights:
+            move = next((m for m in reversed(moves) if m.to_version == version), None)
+            kind = str(move.action) if move else "version change"
+            events.append({"ds": ds, "label": html.escape(f"{kind} v{version}"), "kind": kind})
+        previous = version
+    return events
+
+
+def chart_data(
+    config: PipelineConfig, current: pd.DataFrame, moves: list, base: str, scored_in_order: list[tuple[str, str]]
+) -> dict:
     """What the page's charts draw (JSON): trends, thresholds, alarm lines, markers, and the drift heat map."""
     shown = current.tail(CHART_NIGHTS)
     policy, metric = config.retraining, config.retraining.metric
@@ -407,15 +428,7 @@ def chart_data(config: PipelineConfig, current: pd.DataFrame, moves: list, base:
     estimated = [_number(r["estimated"]) for r in scored]
     realised = [_number(r["realised"]) for r in scored]
     intervals = [((r.get("realised_metrics") or {}).get("interval") or {}) for r in scored]
-    events = []
-    previous = None
-    for r in records:
-        version = str(r["model_version"])
-        if previous is not None and version != previous:
-            move = next((m for m in reversed(moves) if m.to_version == version), None)
-            kind = str(move.action) if move else "change"
-            events.append({"ds": r["ds"], "label": html.escape(f"{kind} v{version}"), "kind": kind})
-        previous = version
+    events = version_changes(scored_in_order, moves, set(shown["ds"]))
     pending = [r for r, real, est in zip(scored, realised, estimated) if real is None and est is not None]
     floor = policy.realised_floor
     return {
@@ -539,6 +552,8 @@ def render_page(
     except AuditIntegrityError:
         trail = None
     moves = [e for e in trail.entries if e.action in _MOVES] if trail else []
+    scored = scoring_order(frame[frame["validation_success"].fillna(False).astype(bool)]) if len(frame) else frame
+    in_order = list(zip(scored["ds"], scored["model_version"].astype(str))) if len(scored) else []
     metric = html.escape(config.retraining.metric)
     newest = current.iloc[::-1].head(TABLE_NIGHTS).to_dict("records")
     rows = "".join(_night_row(r, older.get(r["ds"], []), base, dags) for r in newest)
@@ -548,7 +563,7 @@ def render_page(
     charts = ""
     if len(current):
         charts = (
-            f'<script type="application/json" id="chart-data">{_json_for_html(chart_data(config, current, moves, base))}'
+            f'<script type="application/json" id="chart-data">{_json_for_html(chart_data(config, current, moves, base, in_order))}'
             '</script><div class="chart" id="chart-drift"></div><div class="chart" id="chart-metric"></div>'
             '<h2>Drift by column</h2><div class="chart" id="chart-heatmap"></div>'
         )

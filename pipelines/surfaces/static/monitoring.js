@@ -15,8 +15,12 @@
   }
 
   function events(layout) {
+    var seen = {};
     (data.events || []).forEach(function (e) {
       var line = vline(e.ds, e.label, e.kind === "rollback" ? "#b00020" : "#2e7d32");
+      seen[e.ds] = (seen[e.ds] || 0) + 1;
+      line.note.yshift = -14 * (seen[e.ds] - 1);  // a promotion and a rollback on one night: one label under the other
+      line.note.xanchor = "right";
       layout.shapes.push(line.shape);
       layout.annotations.push(line.note);
     });
@@ -87,7 +91,7 @@
     var h = data.heat;
     if (!el || !h || !h.columns.length) return;
     var layout = { title: { text: "Columns by night: statistic against its threshold (1 = at the threshold); click a cell for the night's drift report", font: { size: 14 } },
-      height: Math.min(140 + 22 * h.columns.length, 900), margin: { t: 40, r: 20, b: 60, l: 180 },
+      height: Math.min(180 + 22 * h.columns.length, 940), margin: { t: 40, r: 20, b: 100, l: 180 },
       xaxis: { type: "category", tickangle: -45 }, yaxis: { autorange: "reversed", automargin: true } };
     Plotly.newPlot(el, [{
       type: "heatmap", x: h.nights, y: h.columns, z: h.z, text: h.text, zmin: 0, zmax: 2,
