@@ -255,8 +255,10 @@ def test_the_page_shows_the_state_first_with_interactive_charts_under_its_policy
     assert page.locator("#chart-drift .shapelayer path").count() >= 1  # the drift-share threshold line
     page.screenshot(path=str(screens / "monitoring-page.png"), full_page=True)
     # hover a night: its drift share and drifted columns show
-    page.locator("#chart-drift .scatterlayer .trace:first-child .point").first.hover()
-    hover = page.locator("#chart-drift .hoverlayer").inner_text(timeout=10_000)
+    point = page.locator("#chart-drift .scatterlayer .trace:first-child .point").first.bounding_box()
+    page.mouse.move(point["x"] + point["width"] / 2, point["y"] + point["height"] / 2)  # plotly's drag layer is on top
+    page.wait_for_selector("#chart-drift .hoverlayer .hovertext", timeout=10_000)
+    hover = page.locator("#chart-drift .hoverlayer").text_content()
     assert "drift share" in hover and "drifted" in hover, hover
     page.screenshot(path=str(screens / "monitoring-hover.png"))
     assert not [m for m in refused if "Content Security Policy" in m or "Refused" in m], refused
@@ -276,8 +278,15 @@ def test_the_page_shows_the_state_first_with_interactive_charts_under_its_policy
     answer = page.request.get(f"{base}{record}")
     assert answer.ok and "missing" in answer.json()["reason"] and answer.headers["content-type"] == "application/json"
     # a heat-map cell opens that night's drift overview
+    data = json.loads(page.locator("#chart-data").text_content())
+    nights, columns = len(data["heat"]["nights"]), len(data["heat"]["columns"])
+    page.locator("#chart-heatmap").scroll_into_view_if_needed()
     box = page.locator("#chart-heatmap .nsewdrag").first.bounding_box()
-    page.mouse.click(box["x"] + box["width"] - 5, box["y"] + 5)  # the newest night, the top column
+    x = box["x"] + box["width"] * (1 - 0.5 / nights)  # the newest night
+    y = box["y"] + box["height"] * 0.5 / columns  # the top column
+    page.mouse.move(x, y)
+    page.wait_for_selector("#chart-heatmap .hoverlayer .hovertext", timeout=10_000)
+    page.mouse.click(x, y)
     page.wait_for_url("**/drift_overview.html", timeout=15_000)
     assert "/monitoring/reports/ds=2026-09-11/drift_overview.html" in page.url
     page.screenshot(path=str(screens / "drift-overview.png"), full_page=True)
