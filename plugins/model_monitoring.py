@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from pipelines.core.errors import ReportStoreError
-from pipelines.storage.urls import MONITORING_PREFIX, comparison_route, model_base, report_route
+from pipelines.storage.urls import GATE_PAGE, MONITORING_PREFIX, comparison_route, model_base, report_route
 
 # Reports are built from data that outsiders can influence. Served under the Airflow site, a report runs
 # in a sandbox: an opaque origin (no Airflow cookie, no same-origin requests), no network (connect-src),
@@ -363,7 +363,7 @@ class DriftReportLink(BaseOperatorLink):
 
 
 class GateComparisonLink(BaseOperatorLink):
-    """Extra link on retrain_model.evaluate_gate: opens the candidate's classification report beside the champion's."""
+    """Extra link on retrain_model.evaluate_gate: opens the gate's side-by-side page of both models."""
 
     name = "Gate comparison"
 
@@ -374,7 +374,7 @@ class GateComparisonLink(BaseOperatorLink):
 
         gate = _return_value(ti_key)
         pair = gate.pair if isinstance(gate, GateResult) else None
-        return comparison_route(pair, "candidate.html", _model_base(ti_key.dag_id, "retrain_model")) if pair else ""
+        return comparison_route(pair, GATE_PAGE, _model_base(ti_key.dag_id, "retrain_model")) if pair else ""
 
 
 class ModelMonitoringPlugin(AirflowPlugin):

@@ -169,6 +169,7 @@ class GateResult(Record):
     # which the candidate is clearly worse (a passing candidate then goes to approval)
     segments: list[dict[str, Any]] = Field(default_factory=list)
     concerns: list[str] = Field(default_factory=list)
+    train_days: dict[str, list[str]] = Field(default_factory=dict)  # candidate and champion: the days each trained on
 
     @property
     def pair(self) -> str | None:

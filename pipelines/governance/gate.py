@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -12,16 +12,18 @@ import pandas as pd
 from pipelines.core.config import PipelineConfig
 from pipelines.core.contracts import CI_LEVEL, Alias, Candidate, Comparison, GateResult, ModelRef, PromotionPath
 from pipelines.core.errors import PipelineError
-from pipelines.core.kinds import Kind
+from pipelines.core.kinds import METRICS, Kind
 from pipelines.core.kinds import metric as metric_spec
 from pipelines.core.paths import COMPARISONS, REPORTS
 from pipelines.governance.registry import Registry
+from pipelines.steps.gate_page import gate_page
 from pipelines.steps.performance import kind_metrics, metric_value, performance_report_by_kind
 from pipelines.steps.predictions import Outputs, predict
 from pipelines.steps.segments import kept_values, split
 from pipelines.steps.training import load_labelled, targets
 from pipelines.storage import report_store
-from pipelines.storage.atomic import write_json_atomic
+from pipelines.storage.atomic import write_atomic, write_json_atomic
+from pipelines.storage.urls import GATE_PAGE, comparison_route, model_base
 
 log = logging.getLogger(__name__)
 SEGMENT_SAMPLES = 300  # bootstrap resamples per segment (the overall comparison uses promotion.bootstrap_samples)
@@ -158,12 +160,22 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
         reasons=reasons,
         segments=by_segment,
         concerns=concerns,
+        train_days={"candidate": list(candidate.train_days), "champion": sorted(trained_on)},
     )
     folder = config.work_root / REPORTS / COMPARISONS / str(result.pair)
     for who, o in outputs.items():
         result.reports |= performance_report_by_kind(
             kind, frame.assign(target=y, score=o.score, prediction=o.prediction), threshold, folder, stem=who
         )
+    page = gate_page(
+        result,
+        kind,
+        rules.metric,
+        result.train_days,
+        {"candidate v" + candidate.version: "candidate.html", "champion v" + champion.version: "champion.html"},
+    )
+    write_atomic(folder / GATE_PAGE, lambda temp: temp.write_text(page, encoding="utf-8"))
+    result.reports["gate_html"] = str(folder / GATE_PAGE)
     write_json_atomic(folder / "comparison.json", result.model_dump(mode="json"))
     result.reports["comparison_json"] = str(folder / "comparison.json")
     report_store.publish(config, folder)
@@ -267,7 +279,7 @@ def evaluate_gate(config: PipelineConfig, candidate: Candidate, alias: Alias) ->
         )
     models = Registry.open(config)
     result = compare(config, models, candidate, models.champion())
-    result.summary = gate_summary(result)
+    result.summary = gate_summary(result, config)
     return result
 
 
@@ -282,18 +294,49 @@ def promotion_path(config: PipelineConfig, gate: GateResult) -> PromotionPath:
     return PromotionPath.ASK_APPROVAL if config.promotion.require_approval else PromotionPath.PROMOTE
 
 
-def gate_summary(gate: GateResult) -> str:
-    """Return the gate's comparison as Markdown for the approval screen."""
+def gate_summary(gate: GateResult, config: PipelineConfig | None = None, now: datetime | None = None) -> str:
+    """Return the gate's comparison as Markdown for the approval screen: both models and the difference per metric,
+    the interval, the training windows and evaluation days, the answer's deadline and the side-by-side page's link."""
     if gate.comparison is None:
         return gate.summary
-    rows = "\n".join(
-        f"| {m} | {gate.metrics['candidate'][m]:.4f} | {gate.metrics['champion'].get(m, float('nan')):.4f} |"
-        for m in gate.metrics["candidate"]
+    kind = config.model.kind if config else None
+    lines = []
+    for m in gate.metrics["candidate"]:
+        c, p = gate.metrics["candidate"][m], gate.metrics["champion"].get(m, float("nan"))
+        spec = METRICS[Kind(kind)].get(m) if kind else None
+        direction = "" if spec is None else (" (higher is better)" if spec.higher_is_better else " (lower is better)")
+        lines.append(f"| {m}{direction} | {c:.4f} | {p:.4f} | {c - p:+.4f} |")
+    windows = gate.train_days
+    trained = (
+        f"Trained on: candidate {_span(windows.get('candidate', []))}; champion {_span(windows.get('champion', []))}.\n\n"
+        if windows
+        else ""
+    )
+    deadline = ""
+    if config is not None:
+        hours = config.promotion.approval_timeout_hours
+        due = (now or datetime.now(UTC)) + timedelta(hours=hours)
+        deadline = (
+            f"Answer by about {due:%Y-%m-%d %H:%M} UTC ({hours:g} hours after this step started): no answer counts "
+            "as Reject, which is why Reject is preselected.\n\n"
+        )
+    link = (
+        f"[Open the side-by-side gate page]({config.alerts.base_url}"
+        f"{comparison_route(str(gate.pair), GATE_PAGE, model_base(config.page_key))})"
+        if config is not None
+        else f"Gate page: {gate.reports.get('gate_html', '-')}"
     )
     return (
-        f"Candidate v{gate.candidate} vs champion v{gate.champion} on {', '.join(gate.evaluation_days)}\n\n"
-        f"| metric | candidate | champion |\n|---|---|---|\n{rows}\n\n"
+        f"Candidate v{gate.candidate} vs champion v{gate.champion}, evaluated on {_span(gate.evaluation_days)} "
+        f"({', '.join(gate.evaluation_days)})\n\n"
+        f"| metric | candidate | champion | difference |\n|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
         f"{CI_LEVEL:.0%} paired bootstrap interval of the difference: {gate.comparison.describe()}.\n\n"
+        + trained
         + "".join(f"**Segment concern**: {c}.\n\n" for c in gate.concerns)
-        + f"Comparison: {gate.reports.get('comparison_json')}"
+        + deadline
+        + link
     )
+
+
+def _span(days: list[str]) -> str:
+    return f"{days[0]} to {days[-1]} ({len(days)} partitions)" if days else "-"

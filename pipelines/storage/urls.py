@@ -24,7 +24,8 @@ NIGHT_PAGES = (
     "performance.html",
     "validation.html",
 )  # linked per night
-MODEL_FILES = ("candidate.html", "champion.html", "candidate.json", "champion.json", "comparison.json")
+GATE_PAGE = "gate.html"  # the gate's side-by-side page of a comparison (pipelines.steps.gate_page)
+MODEL_FILES = (GATE_PAGE, "candidate.html", "champion.html", "candidate.json", "champion.json", "comparison.json")
 
 
 def report_route(ds: str, name: str, base: str = MONITORING_PREFIX) -> str:

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from pipelines.core.config import PipelineConfig
 from pipelines.core.contracts import AlertEvent, AuditEntry, Decision, Episode, GateResult, Lesson, NightSummary
-from pipelines.storage.urls import comparison_route, model_base, report_route
+from pipelines.storage.urls import GATE_PAGE, comparison_route, model_base, report_route
 
 
 @dataclass
@@ -212,10 +212,7 @@ def _gate_line(gate: GateResult | None) -> list[str]:
 def _gate_links(config: PipelineConfig, gate: GateResult | None) -> dict[str, str]:
     pair = gate.pair if gate is not None else None
     return (
-        {
-            "Gate comparison": config.alerts.base_url
-            + comparison_route(pair, "candidate.html", model_base(config.page_key))
-        }
+        {"Gate comparison": config.alerts.base_url + comparison_route(pair, GATE_PAGE, model_base(config.page_key))}
         if pair
         else {}
     )

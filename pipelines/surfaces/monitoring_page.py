@@ -24,6 +24,7 @@ from pipelines.governance import audit
 from pipelines.governance.registry import ARTIFACTS_REMOVED_TAG, Registry
 from pipelines.storage import episodes, history, report_store
 from pipelines.storage.urls import (
+    GATE_PAGE,
     MODEL_FILES,
     NIGHT_PAGES,
     REPORT_FILES,
@@ -678,6 +679,7 @@ def _audit_rows(config: PipelineConfig, base: str) -> str:
             c, pair = e.gate.comparison, e.gate.pair
             cell = (
                 f"{c.difference:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}] "
+                f'<a href="{comparison_route(pair, GATE_PAGE, base)}">gate page</a> '
                 f'<a href="{comparison_route(pair, "candidate.html", base)}">candidate</a> '
                 f'<a href="{comparison_route(pair, "champion.html", base)}">champion</a>'
             )

@@ -260,7 +260,7 @@ print("GATE" + GateComparisonLink().get_link(None, ti_key=gate) + "|" + GateComp
     assert line == f"LINK/monitoring/reports/ds={night}/drift_overview.html|"
     gate = world["outcomes"]["retrain"]["returns"]["evaluate_gate"]
     line = next(x for x in out.stdout.splitlines() if x.startswith("GATE"))
-    assert line == f"GATE/monitoring/models/v{gate['candidate']}_vs_v{gate['champion']}/candidate.html|"
+    assert line == f"GATE/monitoring/models/v{gate['candidate']}_vs_v{gate['champion']}/gate.html|"
 
 
 def test_retraining_goes_through_the_gate_and_the_audit_log(world):

@@ -191,7 +191,7 @@ def _alerts(loop, event):
             1,
             "promoted to champion (was v1)",
             "95% CI",
-            "https://airflow.example.test/monitoring/models/v2_vs_v1/candidate.html",
+            "https://airflow.example.test/monitoring/models/v2_vs_v1/gate.html",
         ),
         (
             "rollback",

@@ -58,7 +58,7 @@ def test_an_alert_reaches_both_receivers(tmp_path, receivers):
     )
     assert post["path"] == "/T000/B000/alerts" and post["json"] == alert.slack_payload()
     assert post["json"]["text"].startswith("[credit_default] v4 promoted to champion (was v3)\n")
-    assert "<https://airflow.example.test/monitoring/models/v4_vs_v3/candidate.html|Gate comparison>" in json.dumps(
+    assert "<https://airflow.example.test/monitoring/models/v4_vs_v3/gate.html|Gate comparison>" in json.dumps(
         post["json"]
     )
 

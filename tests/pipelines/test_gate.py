@@ -106,10 +106,36 @@ def test_the_approval_summary_shows_both_models_and_the_interval():
         reports={"comparison_json": "/x/comparison.json"},
     )
     text = gate_summary(gate)
-    assert "Candidate v3 vs champion v2 on 2026-10-01, 2026-10-02" in text
-    assert "|---|---|---|\n| roc_auc | 0.8100 | 0.7800 |\n| f1 | 0.5000 | 0.4500 |\n\n" in text  # one row per metric
-    assert text.endswith("Comparison: /x/comparison.json")
+    assert "Candidate v3 vs champion v2, evaluated on 2026-10-01 to 2026-10-02 (2 partitions)" in text
+    # one row per metric, with the difference
+    assert "|---|---|---|---|\n| roc_auc | 0.8100 | 0.7800 | +0.0300 |\n| f1 | 0.5000 | 0.4500 | +0.0500 |\n\n" in text
     first = gate.model_copy(update={"comparison": None, "summary": "First model: no champion to compare with."})
     assert gate_summary(first) == "First model: no champion to compare with."
     assert "95% paired bootstrap interval of the difference: +0.0300 (95% CI +0.0100..+0.0500)" in text
     assert gate.pair == "v3_vs_v2"
+
+
+def test_the_approval_form_links_the_gate_page_and_shows_the_windows_the_directions_and_the_deadline(config):
+    from datetime import UTC, datetime
+
+    gate = GateResult(
+        passed=True,
+        candidate="3",
+        champion="2",
+        evaluation_days=["2026-10-01", "2026-10-02"],
+        metrics={"candidate": {"roc_auc": 0.81, "log_loss": 0.40}, "champion": {"roc_auc": 0.78, "log_loss": 0.45}},
+        comparison=Comparison(difference=0.03, ci_low=0.01, ci_high=0.05),
+        train_days={"candidate": ["2026-09-20", "2026-09-21", "2026-09-22"], "champion": ["2026-09-01", "2026-09-02"]},
+        reports={"comparison_json": "/srv/data/reports/models/v3_vs_v2/comparison.json"},
+    )
+    text = gate_summary(gate, config, now=datetime(2026, 10, 3, 6, 0, tzinfo=UTC))
+    assert "| roc_auc (higher is better) | 0.8100 | 0.7800 | +0.0300 |" in text
+    assert "| log_loss (lower is better) | 0.4000 | 0.4500 | -0.0500 |" in text
+    assert "Trained on: candidate 2026-09-20 to 2026-09-22 (3 partitions); champion 2026-09-01 to 2026-09-02" in text
+    hours = config.promotion.approval_timeout_hours
+    due = datetime(2026, 10, 3, 6, 0, tzinfo=UTC) + __import__("datetime").timedelta(hours=hours)
+    assert f"Answer by about {due:%Y-%m-%d %H:%M} UTC ({hours:g} hours after this step started)" in text
+    assert text.endswith(
+        f"[Open the side-by-side gate page]({config.alerts.base_url}/monitoring/models/v3_vs_v2/gate.html)"
+    )
+    assert "/srv/data" not in text  # no server path in the form

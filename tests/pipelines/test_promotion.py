@@ -59,9 +59,19 @@ def test_a_better_candidate_passes_with_the_uncertainty_shown(lake):
     assert gate.comparison.ci_low <= gate.comparison.difference <= gate.comparison.ci_high
     assert gate.passed == (gate.comparison.ci_low > config.promotion.min_gain), gate.reasons  # significance
     assert gate.metrics["candidate"]["roc_auc"] > 0.65
-    for key in ("candidate_html", "champion_html", "comparison_json"):
+    for key in ("candidate_html", "champion_html", "comparison_json", "gate_html"):
         assert gate.reports[key].endswith((".html", ".json"))
     pair = f"v{better.version}_vs_v{first.version}"
+    # the side-by-side page: both models, the difference and its interval, both training windows, the days
+    side = resolve_model_report(config, pair, "gate.html").read_text()
+    c = gate.comparison
+    assert f"<b>{c.difference:+.4f}</b>, 95% paired bootstrap interval [{c.ci_low:+.4f}, {c.ci_high:+.4f}]" in side
+    assert gate.train_days["candidate"] == list(better.train_days)
+    assert f"{better.train_days[0]} to {better.train_days[-1]} ({len(better.train_days)} partitions)" in side
+    assert f"{gate.evaluation_days[0]} to {gate.evaluation_days[-1]}" in side
+    assert "<td>roc_auc <b>(the gate's metric)</b></td><td>higher is better</td>" in side
+    assert "log_loss</td><td>lower is better</td>" in side and "<script" not in side
+    assert 'href="candidate.html"' in side and 'href="champion.html"' in side
     assert str(resolve_model_report(config, pair, "candidate.html")) == gate.reports["candidate_html"]
     for bad_pair, name in (
         (pair, "../../monitoring/history.db"),
