@@ -128,7 +128,7 @@ def _evaluate_night(
     )
     folder = partition_dir(config.work_root, REPORTS, ds)
     with partition_write_lock(folder.parent):
-        paths = performance_report_by_kind(kind, joined, threshold, folder)
+        paths = performance_report_by_kind(kind, joined, threshold, folder, target=config.target)
     # beside the night's other reports, wherever they were built
     report_store.publish(config, folder, names=[Path(p).name for p in paths.values()])
     chosen = config.retraining.metric

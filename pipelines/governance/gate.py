@@ -165,7 +165,12 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
     folder = config.work_root / REPORTS / COMPARISONS / str(result.pair)
     for who, o in outputs.items():
         result.reports |= performance_report_by_kind(
-            kind, frame.assign(target=y, score=o.score, prediction=o.prediction), threshold, folder, stem=who
+            kind,
+            frame.assign(target=y, score=o.score, prediction=o.prediction),
+            threshold,
+            folder,
+            stem=who,
+            target=config.target,
         )
     page = gate_page(
         result,

@@ -307,10 +307,16 @@ class DriftSummary:
 
 
 def _definition(config: PipelineConfig, columns: list[str]) -> Any:
+    """Evidently's column roles: the id and timestamp columns named as such (the report says which they are), the
+    rest numerical or categorical."""
     numeric = set(config.features.numeric) | {SCORE}
+    roles = {"id_column": config.id_column, "timestamp": config.timestamp_column}
+    named = {role: column for role, column in roles.items() if column and column in columns}
+    data = [c for c in columns if c not in named.values()]
     return evidently().DataDefinition(
-        numerical_columns=[c for c in columns if c in numeric],
-        categorical_columns=[c for c in columns if c not in numeric],
+        numerical_columns=[c for c in data if c in numeric],
+        categorical_columns=[c for c in data if c not in numeric],
+        **named,
     )
 
 
@@ -544,7 +550,16 @@ def summary_report(
     """Write Evidently's data-summary (quality) report of `columns` (the night's reported ones) beside the reference;
     return its paths."""
     Report, DataSummaryPreset = evidently().Report, evidently("presets").DataSummaryPreset
-    cur, ref = _datasets(config, current, reference, columns)
+    # the id, and the timestamp when it is a datetime in both: Evidently names their roles in the report (the
+    # reference keeps no ids: its rows are numbered)
+    roles = [config.id_column] if config.id_column in current else []
+    if roles and config.id_column not in reference:
+        reference = reference.assign(**{config.id_column: [f"reference-{i}" for i in range(len(reference))]})
+    stamp = config.timestamp_column
+    both = (current, reference)
+    if stamp and all(stamp in f and pd.api.types.is_datetime64_any_dtype(f[stamp]) for f in both):
+        roles.append(stamp)
+    cur, ref = _datasets(config, current, reference, [*columns, *[c for c in roles if c not in columns]])
     snapshot = Report([DataSummaryPreset()]).run(current_data=cur, reference_data=ref)
     folder.mkdir(parents=True, exist_ok=True)
     return save_snapshot(snapshot, folder, "data_summary")

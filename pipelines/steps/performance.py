@@ -200,16 +200,23 @@ def estimated_performance(score: np.ndarray, threshold: float, calibrator: Isoto
     return {"roc_auc": auc, "accuracy": accuracy}
 
 
+def _label_name(target: str) -> str:
+    """The label column's name in a report: the config's target (not `target`), unless it is an output's name."""
+    return target if target and target not in ("score", "prediction") else "target"
+
+
 def performance_report(
-    joined: pd.DataFrame, threshold: float, folder: Path, stem: str = "performance"
+    joined: pd.DataFrame, threshold: float, folder: Path, stem: str = "performance", target: str = "target"
 ) -> dict[str, str]:
-    """Write Evidently's classification report of scores (`score`) against labels (`target`); return its paths."""
+    """Write Evidently's classification report of scores (`score`) against labels (`target`, shown under the
+    config's target name); return its paths."""
     ev = evidently()
+    label = _label_name(target)
     definition = ev.DataDefinition(
-        classification=[ev.BinaryClassification(target="target", prediction_probas="score", pos_label=1)],
+        classification=[ev.BinaryClassification(target=label, prediction_probas="score", pos_label=1)],
         numerical_columns=["score"],
     )
-    frame = joined[["target", "score"]].astype({"target": "int64"})
+    frame = joined[["target", "score"]].astype({"target": "int64"}).rename(columns={"target": label})
     snapshot = ev.Report([evidently("presets").ClassificationPreset(probas_threshold=threshold)]).run(
         current_data=ev.Dataset.from_pandas(frame, data_definition=definition), reference_data=None
     )
@@ -300,26 +307,28 @@ def _fit_loss_models(holdout: pd.DataFrame, features: list[str]) -> list[Any]:
 
 
 def performance_report_by_kind(
-    kind: Kind, joined: pd.DataFrame, threshold: float, folder: Path, stem: str = "performance"
+    kind: Kind, joined: pd.DataFrame, threshold: float, folder: Path, stem: str = "performance", target: str = "target"
 ) -> dict[str, str]:
-    """Write Evidently's classification or regression report of predictions against labels (`target`)."""
+    """Write Evidently's classification or regression report of predictions against labels (`target`, shown under
+    the config's target name)."""
     kind = Kind(kind)
     if kind is Kind.BINARY:
-        return performance_report(joined, threshold, folder, stem)
+        return performance_report(joined, threshold, folder, stem, target)
     ev = evidently()
     presets = evidently("presets")
+    label = _label_name(target)
     if kind is Kind.MULTICLASS:
-        frame = joined[["target", "prediction"]].astype(str)
+        frame = joined[["target", "prediction"]].astype(str).rename(columns={"target": label})
         definition = ev.DataDefinition(
-            classification=[ev.MulticlassClassification(target="target", prediction_labels="prediction")],
-            categorical_columns=["target", "prediction"],
+            classification=[ev.MulticlassClassification(target=label, prediction_labels="prediction")],
+            categorical_columns=[label, "prediction"],
         )
         preset = presets.ClassificationPreset()
     else:
-        frame = joined[["target", "prediction"]].astype(float)
+        frame = joined[["target", "prediction"]].astype(float).rename(columns={"target": label})
         definition = ev.DataDefinition(
-            regression=[ev.Regression(target="target", prediction="prediction")],
-            numerical_columns=["target", "prediction"],
+            regression=[ev.Regression(target=label, prediction="prediction")],
+            numerical_columns=[label, "prediction"],
         )
         preset = presets.RegressionPreset()
     snapshot = ev.Report([preset]).run(

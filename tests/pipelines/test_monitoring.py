@@ -37,6 +37,7 @@ def test_reports_are_written_as_html_and_json(night):
         assert "<html" in html.read_text()[:2000].lower()
         json.loads((folder / f"{stem}.json").read_text())
     assert json.loads((folder / "summary.json").read_text())["ds"] == "2026-09-11"
+    assert config.id_column in (folder / "data_summary.html").read_text()  # the id column's role is named
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
@@ -90,7 +91,8 @@ def test_late_labels_fill_the_right_night_and_match_scikit_learn(night):
     assert entry["label_coverage"] == 1.0
     assert entry["realised_roc_auc"] == pytest.approx(roc_auc_score(joined["defaulted"], joined["score"]))
     assert abs(entry["realised_roc_auc"] - entry["estimated_roc_auc"]) < 0.05
-    assert (partition_dir(config.data_root, "reports", "2026-09-11") / "performance.html").is_file()
+    performance = (partition_dir(config.data_root, "reports", "2026-09-11") / "performance.html").read_text()
+    assert config.target in performance and config.target != "target"  # the label named as the config names it
 
 
 def test_decision_is_recorded(night):
