@@ -99,3 +99,40 @@ class AlertReceivers:
         for mail in self.mail:
             out.setdefault(mail["event"], []).append(mail)
         return out
+
+
+class LineageReceiver:
+    """A local OpenLineage HTTP endpoint (what Marquez serves at /api/v1/lineage): `events` collects what arrived."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        events = self.events
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                events.append(json.loads(body))
+                self.send_response(201)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self._thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+
+    def __enter__(self) -> LineageReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.shutdown()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Airflow's OpenLineage provider configured to send every event here, at once."""
+        transport = {"type": "http", "url": f"http://127.0.0.1:{self.http.server_port}", "endpoint": "api/v1/lineage"}
+        return {
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": "nightly-ml",
+        }

@@ -93,9 +93,15 @@ def pipeline_task(
         def run_task(*args: Any, **kwargs: Any) -> Any:
             from airflow.sdk import get_current_context
 
+            from pipelines.surfaces.lineage import annotate
+
             guard = skip_until_ready() if skip_when_not_ready else fail_without_retry_on_user_errors()
+            context = get_current_context()
             with guard:
-                return body(task_run(get_current_context(), params), *args, **kwargs)
+                run = task_run(context, params)
+                result = body(run, *args, **kwargs)
+            annotate(context.get("task"), run.config, result)  # what the OpenLineage provider reports
+            return result
 
         run_task.__signature__ = signature.replace(parameters=rest)  # type: ignore[attr-defined]
         run_task.__annotations__ = {k: v for k, v in body.__annotations__.items() if k != first.name}

@@ -16,6 +16,7 @@ from pipelines.core.config import load_config
 from pipelines.governance import registry
 from pipelines.governance.registry import Registry
 from pipelines.storage.partitions import partition_dir
+from tests.alert_receivers import LineageReceiver
 from tests.conftest import REPO, airflow_env, airflow_home, write_config
 
 pytestmark = pytest.mark.e2e
@@ -39,20 +40,28 @@ def world(tmp_path_factory, airflow_db):
     sample_data.break_partition(config.data_root, NO_COLUMN, "missing_column")
     registry.init_store(config)
     env = airflow_env(airflow_home(airflow_db, folder / "airflow"), config_path)
-    drive = _run(
-        [
-            sys.executable,
-            str(Path(__file__).parent / "drive_nights.py"),
-            str(folder),
-            "2026-09-10",
-            FIRST.isoformat(),
-            LAST.isoformat(),
-        ],
-        env,
-    )
+    with LineageReceiver() as lineage:  # the runs also send their OpenLineage events to a local endpoint
+        drive = _run(
+            [
+                sys.executable,
+                str(Path(__file__).parent / "drive_nights.py"),
+                str(folder),
+                "2026-09-10",
+                FIRST.isoformat(),
+                LAST.isoformat(),
+            ],
+            env | lineage.env,
+        )
     assert drive.returncode == 0, (drive.stdout + drive.stderr)[-5000:]
     outcomes = json.loads((folder / "outcomes.json").read_text())
-    return {"folder": folder, "config": config, "env": env, "outcomes": outcomes, "log": drive.stdout + drive.stderr}
+    return {
+        "folder": folder,
+        "config": config,
+        "env": env,
+        "outcomes": outcomes,
+        "log": drive.stdout + drive.stderr,
+        "lineage": lineage.events,
+    }
 
 
 def test_bootstrap_made_the_first_champion(world):
@@ -306,3 +315,41 @@ def test_rollback_refuses_bad_targets_and_restores_the_previous_champion(world):
     assert Registry.open(config).champion().version == first
     after = pd.read_parquet(partition_dir(config.data_root, "predictions", "2026-09-16"))
     assert set(after["model_version"]) == {first}
+
+
+def _lineage(world, job_suffix: str, event_type: str = "COMPLETE") -> list[dict]:
+    return [
+        e
+        for e in world["lineage"]
+        if e.get("eventType") == event_type and e.get("job", {}).get("name", "").endswith(job_suffix)
+    ]
+
+
+def test_scoring_and_training_emit_openlineage_events_with_their_inputs_and_outputs(world):
+    config, outcomes = world["config"], world["outcomes"]
+    night = GOOD_NIGHTS[0].isoformat()
+    scored = outcomes[night]["returns"]["score_partition"]
+    events = [e for e in _lineage(world, "batch_scoring.score_partition") if e["run"]["facets"]]
+    assert events, sorted({e.get("job", {}).get("name") for e in world["lineage"]})
+    by_night = {}
+    for event in events:
+        for dataset in event["inputs"]:
+            if "/incoming/ds=" in dataset["name"]:
+                by_night[dataset["name"].rsplit("ds=", 1)[1]] = event
+    event = by_night[night]
+    inputs = {(d["namespace"], d["name"]) for d in event["inputs"]}
+    assert ("file", str(partition_dir(config.data_root, "incoming", night))) in inputs
+    model = f"{config.tracking_uri}/models/{scored['model_name']}/{scored['model_version']}"
+    assert ("mlflow", model) in inputs
+    assert [(d["namespace"], d["name"]) for d in event["outputs"]] == [
+        ("file", str(partition_dir(config.data_root, "predictions", night)))
+    ]
+    trained = _lineage(world, "retrain_model.train_candidate")
+    candidate = outcomes["bootstrap"]["returns"]["train_candidate"]
+    assert trained and [(d["namespace"], d["name"]) for d in trained[0]["outputs"]] == [
+        ("mlflow", f"{config.tracking_uri}/models/{candidate['name']}/{candidate['version']}")
+    ]
+    labelled = {d["name"] for d in trained[0]["inputs"]}
+    assert str(partition_dir(config.data_root, "labels", candidate["train_days"][0])) in labelled
+    # the START events of the same tasks exist too (the provider's own, with the run's facets)
+    assert _lineage(world, "batch_scoring.score_partition", "START")

@@ -104,3 +104,12 @@ def test_a_quarantine_record_is_read_only_from_the_night_s_folder(config):
     assert json.loads(read_quarantine_record(config, "ds=2026-09-08"))["reason"] == "required column missing"
     assert read_quarantine_record(config, "ds=2026-09-09") is None
     assert read_quarantine_record(config, "../quarantine/ds=2026-09-08") is None
+
+
+def test_lineage_names_the_model_store_without_its_login(config):
+    from pipelines.surfaces.lineage import model_dataset
+
+    assert model_dataset(config, "m", "3") == ("mlflow", f"{config.tracking_uri}/models/m/3")
+    server = config.mlflow.model_copy(update={"tracking_uri": "https://ml:s3cret@mlflow.example.test:5000/api"})
+    remote = config.model_copy(update={"mlflow": server})
+    assert model_dataset(remote, "m", "3") == ("mlflow", "https://mlflow.example.test:5000/api/models/m/3")
