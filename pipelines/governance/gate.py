@@ -172,15 +172,7 @@ def compare(config: PipelineConfig, models: Registry, candidate: Candidate, cham
             stem=who,
             target=config.target,
         )
-    page = gate_page(
-        result,
-        kind,
-        rules.metric,
-        result.train_days,
-        {"candidate v" + candidate.version: "candidate.html", "champion v" + champion.version: "champion.html"},
-    )
-    write_atomic(folder / GATE_PAGE, lambda temp: temp.write_text(page, encoding="utf-8"))
-    result.reports["gate_html"] = str(folder / GATE_PAGE)
+    result.reports["gate_html"] = str(write_gate_page(config, result, publish=False))
     write_json_atomic(folder / "comparison.json", result.model_dump(mode="json"))
     result.reports["comparison_json"] = str(folder / "comparison.json")
     report_store.publish(config, folder)
@@ -261,6 +253,18 @@ def _aligned(outputs: Outputs, have: list[str], want: list[str]) -> Outputs:
         [outputs.probabilities[:, column[c]] if c in column else np.zeros(len(outputs)) for c in want]
     )
     return Outputs(outputs.score, outputs.prediction, proba)
+
+
+def write_gate_page(config: PipelineConfig, result: GateResult, answer: str | None = None, publish: bool = True) -> Any:
+    """Write the comparison's side-by-side page (again, with `answer`: what was decided, by whom); return its path."""
+    folder = config.work_root / REPORTS / COMPARISONS / str(result.pair)
+    links = {f"candidate v{result.candidate}": "candidate.html", f"champion v{result.champion}": "champion.html"}
+    page = gate_page(result, config.model.kind, config.promotion.metric, result.train_days, links, answer)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / GATE_PAGE, lambda temp: temp.write_text(page, encoding="utf-8"))
+    if publish:
+        report_store.publish(config, folder, names=[GATE_PAGE])
+    return folder / GATE_PAGE
 
 
 def evaluate_gate(config: PipelineConfig, candidate: Candidate, alias: Alias) -> GateResult:

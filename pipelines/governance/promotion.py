@@ -10,7 +10,7 @@ from pipelines.core.contracts import Alias, Approval, AuditAction, AuditEntry, C
 from pipelines.core.errors import AuditIntegrityError, ChampionMissingError
 from pipelines.governance import audit
 from pipelines.governance.audit import audit_lock, read_audit
-from pipelines.governance.gate import PromotionError
+from pipelines.governance.gate import PromotionError, write_gate_page
 from pipelines.governance.registry import REJECTED_AT_TAG, Registry
 from pipelines.steps.episodes import after_promotion
 from pipelines.storage.episodes import change_open
@@ -250,7 +250,12 @@ def record_bootstrap(config: PipelineConfig, models: Registry, candidate: ModelR
 def reject_candidate(config: PipelineConfig, candidate: Candidate, gate: GateResult, run_id: str) -> AuditEntry:
     """Reject a candidate the gate failed (or a first model below the floors), with the gate's reasons."""
     prefix = "first model not made champion: " if gate.bootstrap else "gate failed: "
-    return reject(config, candidate.ref, prefix + "; ".join(gate.reasons), "gate", run_id, gate)
+    entry = reject(config, candidate.ref, prefix + "; ".join(gate.reasons), "gate", run_id, gate)
+    if gate.pair:
+        write_gate_page(
+            config, gate, f"rejected by the gate; v{candidate.version} was not promoted ({entry.at[:19]} UTC)"
+        )
+    return entry
 
 
 def settle_approval(
@@ -268,7 +273,10 @@ def settle_approval(
     if champion is not None and champion.version == candidate.version:
         return None
     who = (approval.responded_by if approval else None) or "timeout"
-    return reject(config, candidate.ref, f"approval refused ({who})", who, run_id, gate, models)
+    entry = reject(config, candidate.ref, f"approval refused ({who})", who, run_id, gate, models)
+    said = "no answer before the deadline" if who == "timeout" else f"rejected by {who}"
+    write_gate_page(config, gate, f"{said}; v{candidate.version} was not promoted ({entry.at[:19]} UTC)")
+    return entry
 
 
 def promote_candidate(
@@ -287,4 +295,6 @@ def promote_candidate(
     )
     entry = promote(config, candidate.ref, reason, approved_by, run_id, gate, models)
     change_open(config, lambda episode: after_promotion(episode, candidate.version, entry.at[:10]), run_id)
+    how = f"approved by {approval.responded_by}" if approval and approval.approved else "passed the gate"
+    write_gate_page(config, gate, f"{how}; v{candidate.version} promoted to champion at {entry.at[:19]} UTC")
     return entry

@@ -29,10 +29,16 @@ def _number(value: object) -> str:
 
 
 def gate_page(
-    gate: GateResult, kind: Kind | str, primary: str, windows: dict[str, list[str]], links: dict[str, str]
+    gate: GateResult,
+    kind: Kind | str,
+    primary: str,
+    windows: dict[str, list[str]],
+    links: dict[str, str],
+    answer: str | None = None,
 ) -> str:
     """Return the page: verdict, the primary metric's difference with its interval, every metric side by side with
-    its direction, evaluation days, both training windows, segment concerns and the Evidently pages (`links`)."""
+    its direction, evaluation days, both training windows, segment concerns and the Evidently pages (`links`);
+    `answer`: what was decided after the gate (the approval's answer and who gave it), once it is known."""
     e = html.escape
     metrics = METRICS[Kind(kind)]
     candidate, champion = gate.metrics.get("candidate", {}), gate.metrics.get("champion", {})
@@ -79,6 +85,7 @@ def gate_page(
 <style>{STYLE}</style></head><body>
 <h1>Gate: candidate v{e(gate.candidate)} against champion v{e(str(gate.champion))}</h1>
 <p class="verdict {"pass" if gate.passed else "fail"}">The gate {verdict}</p>
+<p id="answer"><b>Decision:</b> {e(answer) if answer else "waiting for the approval step, or not decided yet"}</p>
 <ul>{reasons}</ul>{f"<p><b>Segment concerns</b> (a person decides):</p><ul>{concerns}</ul>" if concerns else ""}
 {difference}
 <table><tr><th></th><th>candidate v{e(gate.candidate)}</th><th>champion v{e(str(gate.champion))}</th></tr>

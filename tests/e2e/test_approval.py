@@ -23,6 +23,7 @@ from pipelines.core.config import load_config
 from pipelines.governance import registry
 from pipelines.governance.audit import read_audit
 from pipelines.governance.registry import Registry
+from pipelines.surfaces.monitoring_page import resolve_model_report
 from tests.alert_receivers import AlertReceivers
 from tests.api_server import admin_headers, free_port, wait_until_healthy
 from tests.conftest import REPO, airflow_env, airflow_home, write_config
@@ -158,7 +159,11 @@ def test_the_run_waits_for_a_person_with_the_gate_comparison_on_screen(approvals
         )
         detail = seen["detail"]
         assert detail["options"] == ["Approve", "Reject"] and detail["defaults"] == ["Reject"]
-        assert "95% paired bootstrap interval" in detail["body"] and "| roc_auc |" in detail["body"]
+        assert "95% paired bootstrap interval" in detail["body"] and "| roc_auc (higher is better) |" in detail["body"]
+        # the form links the side-by-side gate page (never a server path) and says when no answer becomes Reject
+        assert (
+            "gate.html)" in detail["body"] and "Answer by about" in detail["body"] and "Trained on:" in detail["body"]
+        )
 
 
 def test_approval_through_the_rest_api_promotes(approvals):
@@ -172,6 +177,8 @@ def test_approval_through_the_rest_api_promotes(approvals):
     assert promoted[0].to_version == approved["returns"]["train_candidate"]["version"]
     assert promoted[0].approved_by == "admin" and promoted[0].airflow_run_id == approved["run_id"]
     assert promoted[0].gate.comparison.samples > 0
+    page = resolve_model_report(config, promoted[0].gate.pair, "gate.html").read_text()
+    assert "<b>Decision:</b> approved by admin; v" in page  # the gate page says which answer was given
 
 
 def test_rejection_and_timeout_do_not_promote(approvals):

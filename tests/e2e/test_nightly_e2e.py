@@ -353,3 +353,30 @@ def test_scoring_and_training_emit_openlineage_events_with_their_inputs_and_outp
     assert str(partition_dir(config.data_root, "labels", candidate["train_days"][0])) in labelled
     # the START events of the same tasks exist too (the provider's own, with the run's facets)
     assert _lineage(world, "batch_scoring.score_partition", "START")
+
+
+def test_each_run_carries_its_partition_its_real_duration_and_its_task_logs_for_the_ui(world):
+    import sqlite3
+
+    home = world["folder"] / "airflow"
+    night = GOOD_NIGHTS[0].isoformat()
+    run_id = world["outcomes"][night]["run_id"]
+    with sqlite3.connect(home / "airflow.db") as db:
+        note = db.execute(
+            "SELECT n.content FROM dag_run_note n JOIN dag_run r ON r.id = n.dag_run_id "
+            "WHERE r.dag_id = 'batch_scoring' AND r.run_id = ?",
+            (run_id,),
+        ).fetchone()
+        started, ended = db.execute(
+            "SELECT start_date, end_date FROM dag_run WHERE dag_id = 'batch_scoring' AND run_id = ?", (run_id,)
+        ).fetchone()
+    assert note == (f"partition ds={night}",)  # the night the run scored, shown on the run in the UI
+    duration = pd.Timestamp(ended) - pd.Timestamp(started)
+    assert pd.Timedelta(0) < duration < pd.Timedelta(minutes=30)  # not the weeks since the logical date
+    logs = list((home / "logs" / "dag_id=batch_scoring" / f"run_id={run_id}").glob("task_id=score_partition/*.log"))
+    assert len(logs) == 1, logs  # where the api-server reads a finished task's log
+    lines = [json.loads(line) for line in logs[0].read_text().splitlines()]
+    assert any("rows/s" in line["event"] for line in lines) and all(
+        {"timestamp", "level"} <= set(line) for line in lines
+    )
+    assert not any("deprecated" in line["event"] for line in lines)  # no library flood

@@ -272,8 +272,11 @@ def test_an_unanswered_or_refused_approval_is_audited_and_nothing_else_is(lake):
     refused = settle_approval(asked, worse, passed, Approval(chosen_options=["Reject"], responded_by="bob"), "run-r")
     assert (refused.action, refused.to_version, refused.approved_by) == ("reject", worse.version, "bob")
     assert refused.reason == "approval refused (bob)" and refused.gate == passed
+    page = resolve_model_report(asked, passed.pair, "gate.html")  # the gate page says which answer was given
+    assert f"<b>Decision:</b> rejected by bob; v{worse.version} was not promoted" in page.read_text()
     timed_out = settle_approval(asked, worse, passed, None, "run-t")
     assert timed_out.reason == "approval refused (timeout)" and timed_out.approved_by == "timeout"
+    assert f"<b>Decision:</b> no answer before the deadline; v{worse.version} was not promoted" in page.read_text()
     assert [e.airflow_run_id for e in read_audit(config)[before:]] == ["run-r", "run-t"]
 
 
