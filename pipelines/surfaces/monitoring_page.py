@@ -173,14 +173,25 @@ def plotly_name() -> str:
     return f"plotly-{version('plotly')}.min.js"
 
 
-@functools.cache
 def static_asset(name: str) -> bytes | None:
-    """The page's script or the chart library (plotly.js as the installed plotly package ships it), else None."""
+    """The page's script or the chart library (plotly.js as the installed plotly package ships it), else None.
+
+    Only these two names are read (and kept in memory once read): any other name is None, never a cache entry."""
     if name == plotly_name():
-        return (resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
+        return _plotly_js()
     if name == PAGE_SCRIPT:
-        return (STATIC / PAGE_SCRIPT).read_bytes()
+        return _page_script()
     return None
+
+
+@functools.cache
+def _plotly_js() -> bytes:
+    return (resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
+
+
+@functools.cache
+def _page_script() -> bytes:
+    return (STATIC / PAGE_SCRIPT).read_bytes()
 
 
 def airflow_run(dag_id: str, run_id: object) -> str:
@@ -470,9 +481,20 @@ def chart_data(
     }
 
 
+def _finite(value: object) -> object:
+    """The value with every NaN or infinity (JSON has none) replaced by None, at any depth."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _json_for_html(value: object) -> str:
     """JSON that cannot end the <script type="application/json"> block it sits in, whatever the data holds."""
-    text = json.dumps(value, allow_nan=False, default=str)
+    text = json.dumps(_finite(value), allow_nan=False, default=str)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 

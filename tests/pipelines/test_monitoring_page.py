@@ -113,3 +113,12 @@ def test_lineage_names_the_model_store_without_its_login(config):
     server = config.mlflow.model_copy(update={"tracking_uri": "https://ml:s3cret@mlflow.example.test:5000/api"})
     remote = config.model_copy(update={"mlflow": server})
     assert model_dataset(remote, "m", "3") == ("mlflow", "https://mlflow.example.test:5000/api/models/m/3")
+
+
+def test_a_night_with_missing_or_infinite_numbers_still_renders_its_charts(config):
+    stats = {"age": {"statistic": float("inf"), "threshold": 0.1, "kind": "distance", "method": "wasserstein"}}
+    _night(config, "2026-09-10", "1", drift_share=float("nan"), drift_stats=stats, estimated_metric=float("nan"))
+    _night(config, "2026-09-11", "1", drift_share=0.2, drift_stats=stats, estimated_metric=float("inf"))
+    data = _chart_data(render_page(config, "/monitoring"))
+    assert data["drift_share"] == [None, 0.2] and data["estimated"] == [None, None]
+    assert data["heat"]["z"] == [[None, None]]
