@@ -14,6 +14,14 @@
     };
   }
 
+  // dates, never hours: with few nights plotly would tick every 12 hours
+  function dateAxis() {
+    var axis = { type: "date", tickformat: "%Y-%m-%d" };
+    var n = data.nights.length;
+    if (n > 1 && (Date.parse(data.nights[n - 1]) - Date.parse(data.nights[0])) / 86400000 < 20) axis.dtick = 86400000;
+    return axis;
+  }
+
   function events(layout) {
     var seen = {};
     (data.events || []).forEach(function (e) {
@@ -39,7 +47,7 @@
         hovertemplate: "%{x}: quarantined<br>%{text}<extra></extra>" });
     }
     var layout = { title: { text: "Drift share per night", font: { size: 15 } }, height: 300, margin: { t: 40, r: 20, b: 40, l: 55 },
-      yaxis: { range: [0, 1.05], title: "share of columns" }, xaxis: { type: "date" }, hovermode: "closest",
+      yaxis: { range: [0, 1.05], title: "share of columns" }, xaxis: dateAxis(), hovermode: "closest",
       legend: { orientation: "h", y: -0.25 }, shapes: [], annotations: [] };
     if (data.drift_threshold !== null) {
       layout.shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: data.drift_threshold, y1: data.drift_threshold,
@@ -75,7 +83,7 @@
         marker: { symbol: "circle-open", size: 11, color: "#757575" }, hovertemplate: "%{x}: labels pending<extra></extra>" });
     }
     var layout = { title: { text: m + ": estimated (no labels yet) and realised", font: { size: 15 } }, height: 340,
-      margin: { t: 40, r: 20, b: 40, l: 55 }, xaxis: { type: "date" }, yaxis: { title: m }, hovermode: "closest",
+      margin: { t: 40, r: 20, b: 40, l: 55 }, xaxis: dateAxis(), yaxis: { title: m }, hovermode: "closest",
       legend: { orientation: "h", y: -0.2 }, shapes: [], annotations: [] };
     if (data.floor !== null) {
       layout.shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: data.floor, y1: data.floor, line: { color: "#6a1b9a", dash: "dot", width: 1 } });
