@@ -434,19 +434,25 @@ def judge_columns(columns: dict[str, dict[str, Any]], fdr: float) -> None:
         found["drifted"] = found["past_threshold"] and significant
 
 
+def threshold_ratio(found: dict[str, Any]) -> float | None:
+    """A column's statistic against its threshold: 1 at the threshold, above 1 past it (a p-value below its
+    threshold, a distance above); None without a finite statistic or a usable threshold."""
+    statistic, threshold = found.get("statistic"), found.get("threshold")
+    if not isinstance(statistic, int | float) or not isinstance(threshold, int | float) or not np.isfinite(statistic):
+        return None
+    if found.get("kind") == "p_value":
+        return threshold / max(statistic, 1e-300)
+    return statistic / threshold if threshold else None
+
+
 def rank_columns(columns: dict[str, dict[str, Any]]) -> list[str]:
     """Drifted columns first, then the least likely under no drift (noise p-value), then the furthest past (or
     closest to) their thresholds."""
 
     def key(name: str) -> tuple[bool, float, float]:
         found = columns[name]
-        statistic, threshold = found["statistic"], found["threshold"]
-        if not np.isfinite(statistic):
-            ratio = -np.inf
-        elif found["kind"] == "p_value":
-            ratio = threshold / max(statistic, 1e-300)
-        else:
-            ratio = statistic / threshold
+        ratio = threshold_ratio(found)
+        ratio = -np.inf if ratio is None else ratio
         p = found.get("p_noise")
         return (not found.get("drifted", False), 1.0 if p is None else p, -ratio)
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pipelines.core.config import PipelineConfig
 from pipelines.core.contracts import Candidate, ScoringSummary
-from pipelines.core.paths import INCOMING, LABELS
+from pipelines.core.paths import INCOMING, LABELS, PREDICTIONS
 from pipelines.storage.partitions import partition_dir
 
 MAX_INPUTS = 100  # a long training window names its newest partitions only (events stay small)
@@ -49,7 +49,7 @@ def lineage_of(config: PipelineConfig, result: Any) -> tuple[list[tuple[str, str
     if isinstance(result, ScoringSummary):
         incoming = _dataset(partition_dir(config.data_root, INCOMING, result.ds))
         model = model_dataset(config, result.model_name, result.model_version)
-        predictions = _dataset(str(result.path).rsplit("/", 1)[0])
+        predictions = _dataset(partition_dir(config.data_root, PREDICTIONS, result.ds))
         return [incoming, model], [predictions]
     if isinstance(result, Candidate):
         days = result.train_days[-MAX_INPUTS:]

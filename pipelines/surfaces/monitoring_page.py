@@ -16,12 +16,13 @@ from urllib.parse import quote
 import pandas as pd
 
 from pipelines.core.config import ModelSource, PipelineConfig
-from pipelines.core.contracts import AuditAction, EpisodeState
+from pipelines.core.contracts import MOVES, AuditAction, EpisodeState
 from pipelines.core.errors import AuditIntegrityError
 from pipelines.core.kinds import metric as metric_spec
 from pipelines.core.paths import COMPARISONS, QUARANTINE, QUARANTINE_RECORD, REPORTS
 from pipelines.governance import audit
 from pipelines.governance.registry import ARTIFACTS_REMOVED_TAG, Registry
+from pipelines.steps.drift import threshold_ratio
 from pipelines.storage import episodes, history, report_store
 from pipelines.storage.urls import (
     GATE_PAGE,
@@ -163,7 +164,6 @@ PAGE_SCRIPT = "monitoring.js"  # the page's own script: charts and the nights ta
 TABLE_NIGHTS = 400  # the nights table shows at most this many nights (newest first); the history keeps them all
 CHART_NIGHTS = 366  # nights in the trend charts
 HEAT_NIGHTS, HEAT_COLUMNS = 60, 30  # the drift heat map: newest nights, most often drifted columns
-_MOVES = {AuditAction.BOOTSTRAP, AuditAction.PROMOTE, AuditAction.ROLLBACK, AuditAction.RESTORE, AuditAction.ADOPT}
 
 
 def plotly_name() -> str:
@@ -206,12 +206,11 @@ def scoring_order(frame: pd.DataFrame) -> pd.DataFrame:
     return ordered.sort_values(["ds", "_when"]).drop(columns="_when")
 
 
-def latest_records(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
+def latest_records(ordered: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
     """One record per night, the one scored last (a rescoring after a rollback supersedes the earlier one), and the
-    superseded records of each night."""
-    if frame.empty:
-        return frame, {}
-    ordered = scoring_order(frame)
+    superseded records of each night; `ordered` is the history in `scoring_order`."""
+    if ordered.empty:
+        return ordered, {}
     current = ordered.groupby("ds", sort=True).tail(1)
     older: dict[str, list[dict]] = {}
     for record in ordered.drop(index=current.index).to_dict("records"):
@@ -309,15 +308,13 @@ def _night_row(record: dict, older: list[dict], base: str, dags: dict[str, str])
         )
         night += f"<details><summary>{len(older)} superseded</summary><ul>{earlier}</ul></details>"
     drifted = record["drifted_columns"] or []
-    drift = "-"
-    if record["drift_share"] is not None and not pd.isna(record["drift_share"]):
-        drift = f"{record['drift_share']:.2f}<br><small>{len(drifted)} column(s): {_drifted(drifted)}</small>"
-    share = record["drift_share"] if record["drift_share"] is not None and not pd.isna(record["drift_share"]) else -1
+    share = _number(record["drift_share"])
+    drift = "-" if share is None else f"{share:.2f}<br><small>{len(drifted)} column(s): {_drifted(drifted)}</small>"
     return (
         f'<tr data-status="{state}" data-decision="{html.escape(str(record.get("decision") or ""))}">'
         f'<td data-sort="{ds}">{night}</td><td>v{html.escape(str(record["model_version"]))}</td>'
         f"{_validation_cell(record, base)}"
-        f'<td data-sort="{share:.4f}">{drift}</td>'
+        f'<td data-sort="{-1 if share is None else share:.4f}">{drift}</td>'
         f"<td>{_fmt(record['estimated'])}</td>{_realised_cell(record)}"
         f'<td title="{html.escape(_label_issues(record["realised_metrics"]))}">{_fmt(record["label_coverage"], "{:.0%}")}</td>'
         f"{_request_cell(record, dags['retrain_model'])}"
@@ -352,14 +349,15 @@ def _alarm(config: PipelineConfig, held_out: float | None, noise: float) -> floa
     return held_out - change if spec.higher_is_better else held_out + change
 
 
-def _ratio(found: dict) -> float | None:
-    """A column's statistic against its threshold: 1 at the threshold, above 1 past it (as the ranking reads it)."""
+def _cell_text(found: dict | None) -> str:
+    """A heat-map cell's hover text: the test, its statistic against the threshold and the verdict (escaped)."""
+    if not found:
+        return "not reported"
     statistic, threshold = found.get("statistic"), found.get("threshold")
-    if not isinstance(statistic, int | float) or not isinstance(threshold, int | float) or not math.isfinite(statistic):
-        return None
-    if found.get("kind") == "p_value":
-        return threshold / max(statistic, 1e-300)
-    return statistic / threshold if threshold else None
+    if not isinstance(statistic, int | float) or not isinstance(threshold, int | float):
+        return "no statistic"
+    verdict = "drifted" if found.get("drifted") else "not drifted"
+    return html.escape(f"{found.get('method')}: {statistic:.4g} against {threshold:.4g} ({verdict})")
 
 
 def _heat(current: pd.DataFrame, base: str) -> dict:
@@ -370,25 +368,16 @@ def _heat(current: pd.DataFrame, base: str) -> dict:
         for column, found in stats.items():
             tally = counts.setdefault(column, [0, 0.0])
             tally[0] += bool(found.get("drifted"))
-            tally[1] = max(tally[1], _ratio(found) or 0.0)
+            tally[1] = max(tally[1], threshold_ratio(found) or 0.0)
     columns = sorted(counts, key=lambda c: (-counts[c][0], -counts[c][1]))[:HEAT_COLUMNS]
     z, text = [], []
     for column in columns:
         row, words = [], []
         for stats in nights["drift_stats"]:
             found = stats.get(column)
-            ratio = _ratio(found) if found else None
+            ratio = threshold_ratio(found) if found else None
             row.append(None if ratio is None else round(min(ratio, 50.0), 4))
-            words.append(
-                "not reported"
-                if not found
-                else html.escape(
-                    f"{found.get('method')}: {found.get('statistic'):.4g} against {found.get('threshold'):.4g}"
-                    f" ({'drifted' if found.get('drifted') else 'not drifted'})"
-                )
-                if isinstance(found.get("statistic"), int | float) and isinstance(found.get("threshold"), int | float)
-                else "no statistic"
-            )
+            words.append(_cell_text(found))
         z.append(row)
         text.append(words)
     links = {
@@ -569,14 +558,17 @@ def render_page(
     back = f'<p><a href="{html.escape(overview)}">all models</a></p>' if overview else ""
     frame = history.read_history(config)
     frame["estimated"], frame["realised"] = metric_columns(config, frame)
-    current, older = latest_records(frame)
+    ordered = scoring_order(frame) if len(frame) else frame
+    current, older = latest_records(ordered)
+    trail: audit.AuditTrail | None = None
+    broken: AuditIntegrityError | None = None
     try:
-        trail: audit.AuditTrail | None = audit.read_trail(config)
-    except AuditIntegrityError:
-        trail = None
-    moves = [e for e in trail.entries if e.action in _MOVES] if trail else []
-    scored = scoring_order(frame[frame["validation_success"].fillna(False).astype(bool)]) if len(frame) else frame
-    in_order = list(zip(scored["ds"], scored["model_version"].astype(str))) if len(scored) else []
+        trail = audit.read_trail(config)  # read and verified once for the strip, the charts and the tables
+    except AuditIntegrityError as exc:
+        broken = exc
+    moves = [e for e in trail.entries if e.action in MOVES] if trail else []
+    scored = ordered[ordered["validation_success"].fillna(False).astype(bool)] if len(ordered) else ordered
+    in_order = list(zip(scored["ds"], scored["model_version"].astype(str)))
     metric = html.escape(config.retraining.metric)
     newest = current.iloc[::-1].head(TABLE_NIGHTS).to_dict("records")
     rows = "".join(_night_row(r, older.get(r["ds"], []), base, dags) for r in newest)
@@ -609,13 +601,13 @@ Click a column header to sort.</p>
 {_segment_section(config, frame)}
 <h2>Episodes (newest first)</h2>
 <p>One episode per problem: its first night alerts and it requests retraining once, when a run can train.
-{_rejected_count(config)}</p>
+{_rejected_count(config, trail)}</p>
 <table id="episodes"><thead><tr><th>episode</th><th>state</th><th>opened</th><th>drift onset</th><th>rules</th><th>reasons</th>
 <th>requests</th><th>reminders</th><th>candidates</th><th>outcome</th></tr></thead>
 <tbody>{_episode_rows(config) or "<tr><td colspan=10>No episode yet.</td></tr>"}</tbody></table>
 <h2>Champion history (audit log, newest first)</h2>
 <table id="champions"><thead><tr><th>when (UTC)</th><th>action</th><th>from</th><th>to</th><th>by</th><th>reason</th><th>gate</th>
-<th>Airflow run</th></tr></thead><tbody>{_audit_rows(config, base) or "<tr><td colspan=8>No alias has moved yet.</td></tr>"}</tbody></table>
+<th>Airflow run</th></tr></thead><tbody>{_audit_rows(trail, broken, base) or "<tr><td colspan=8>No alias has moved yet.</td></tr>"}</tbody></table>
 {scripts}</body></html>"""
 
 
@@ -665,12 +657,11 @@ def _episode_rows(config: PipelineConfig) -> str:
     return "".join(rows)
 
 
-def _rejected_count(config: PipelineConfig) -> str:
+def _rejected_count(config: PipelineConfig, trail: audit.AuditTrail | None) -> str:
     """How many candidates were rejected (audit log), and how many of them retention has cleaned."""
-    try:
-        rejected = {e.to_version for e in audit.read_audit(config) if e.action == AuditAction.REJECT}
-    except AuditIntegrityError:
+    if trail is None:  # the log does not verify: the audit table says why
         return ""
+    rejected = {e.to_version for e in trail.entries if e.action == AuditAction.REJECT}
     if not rejected:
         return "No candidate has been rejected."
     keep = config.promotion.keep_rejected_days
@@ -688,11 +679,9 @@ def _cleaned(config: PipelineConfig) -> str:
         return "unknown"
 
 
-def _audit_rows(config: PipelineConfig, base: str) -> str:
-    try:
-        trail = audit.read_trail(config)
-    except AuditIntegrityError as exc:
-        return f"<tr><td colspan=8 class=bad>{html.escape(str(exc))}</td></tr>"
+def _audit_rows(trail: audit.AuditTrail | None, broken: AuditIntegrityError | None, base: str) -> str:
+    if trail is None:
+        return f"<tr><td colspan=8 class=bad>{html.escape(str(broken))}</td></tr>"
     entries = trail.entries
     rows = [f"<tr><td colspan=8 class=bad>{html.escape(w)}</td></tr>" for w in trail.warnings]
     for e in reversed(entries):
