@@ -66,8 +66,11 @@ test-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose > /dev/null; } \
 	  || echo "could not install docker-compose: the compose test will say so"
 
+# Two pytest-xdist workers, a test file each at a time (a file's shared world is built once): a world is mostly one
+# busy process, so two of them fill the machine's two cores. TEST_WORKERS=1 runs the files one after another.
+TEST_WORKERS ?= 2
 test: check test-tools
-	CI=$${CI:-} $(UV) run --frozen pytest
+	CI=$${CI:-} $(UV) run --frozen pytest -n $(TEST_WORKERS) --dist loadfile
 
 # While you work: the static checks and every test but the end-to-end worlds (marker e2e: real Airflow runs of many
 # nights, the approval with an api-server, the distributed topology) and the few slow ones (marker slow: kill -9

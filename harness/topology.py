@@ -208,7 +208,8 @@ def distributed(
     for name in databases:
         postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         postgres_admin(f"CREATE DATABASE {name}")
-    broker = f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}"  # a broker database of its own, flushed around
+    # a broker database of its own, flushed around; a parallel test run names one per worker (tests/conftest.py)
+    broker = f"redis://127.0.0.1:6379/{os.environ.get('TOPOLOGY_REDIS_DB') or 1 + os.getpid() % 15}"
     redis.Redis.from_url(broker).flushdb()
     procs: dict[str, tuple[subprocess.Popen, Path]] = {}
     saved: dict[str, str | None] = {}

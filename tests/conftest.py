@@ -23,6 +23,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 # the audit log's HMAC key; every process of a test (pytest itself, Airflow subprocesses) uses the same one
 AUDIT_KEY = os.environ.setdefault("AIRFLOW_VAR_PIPELINE_AUDIT_KEY", "tests-only-audit-key")
+# `make test` runs two pytest-xdist workers (gw0, gw1): each topology world takes the Redis database of its worker
+if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
+    os.environ.setdefault("TOPOLOGY_REDIS_DB", str(1 + int(os.environ["PYTEST_XDIST_WORKER"][2:]) % 15))
 
 REPO = Path(__file__).resolve().parent.parent
 START = date(2026, 9, 1)
