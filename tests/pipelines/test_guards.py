@@ -69,6 +69,9 @@ def test_a_missing_store_is_an_error_and_is_not_recreated(lake, tmp_path):
 def test_missing_artifacts_are_a_clear_error(lake, tmp_path):
     shutil.move(lake.mlflow.store_dir / "artifacts", tmp_path / "moved-artifacts")
     registry._load_model.cache_clear()
+    # a data root keeps the artifacts it has read (monitoring/models/<run id>/): another test may have validated a
+    # night on the shared lake before it was copied here; a cold data root must name the missing folder
+    shutil.rmtree(lake.work_root / "monitoring" / "models", ignore_errors=True)
     for step in (
         lambda: score_with_champion(lake, "2026-09-11", "run"),
         lambda: validate_partition(lake, "2026-09-11", "run"),
