@@ -25,7 +25,8 @@ from pipelines.governance.audit import read_audit
 from pipelines.governance.registry import Registry
 from pipelines.surfaces.monitoring_page import resolve_model_report
 from tests.alert_receivers import AlertReceivers
-from tests.api_server import admin_headers, free_port, wait_until_healthy
+from tests.api_server import admin_headers, admin_password, free_port, wait_until_healthy
+from tests.browser import chromium, have_chromium, login, screens_folder
 from tests.conftest import REPO, airflow_env, airflow_home, write_config
 
 pytestmark = pytest.mark.e2e
@@ -48,15 +49,16 @@ def _pending(base, headers):
 def approvals(tmp_path_factory, airflow_db):
     folder = tmp_path_factory.mktemp("approval")
     with AlertReceivers() as receivers:
+        port = free_port()
         config_path = write_config(
             folder,
             promotion={"require_approval": True, "approval_timeout_hours": TIMEOUT_HOURS, "min_gain": -1.0},
-            alerts=AlertReceivers.config,
+            # the links in the form and the alerts point at this api-server, so the browser can follow them
+            alerts=AlertReceivers.config | {"base_url": f"http://127.0.0.1:{port}"},
         )
         config = load_config(config_path)
         sample_data.generate(config.data_root, date(2026, 9, 1), 14, 2000, label_delay_days=3)
         registry.init_store(config)
-        port = free_port()
         env = (
             airflow_env(airflow_home(airflow_db, folder / "airflow"), config_path)
             | receivers.env
@@ -109,6 +111,8 @@ def approvals(tmp_path_factory, airflow_db):
                             headers=headers,
                         ).json()["state"],
                     }
+                    if step == "approve" and have_chromium():
+                        seen[step]["browser"] = _the_form_in_the_browser(base, folder / "airflow", run_id)
                     if step == "timeout":
                         time.sleep(TIMEOUT_HOURS * 3600 + 2)
                         early = detail["task_instance"]["state"]
@@ -147,6 +151,51 @@ def approvals(tmp_path_factory, airflow_db):
                 api.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 api.kill()
+
+
+def _the_form_in_the_browser(base: str, home: Path, run_id: str) -> dict[str, str]:
+    """Open the waiting run's approval form in Airflow's UI as a person would, follow its gate-page link; return
+    what each screen showed (the screenshots are kept as test artefacts)."""
+    screens = screens_folder()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        form = f"/dags/retrain_model/runs/{run_id}/tasks/approve_promotion/required_actions"
+        login(page, base, admin_password(home), landing=form)
+        page.goto(f"{base}{form}")
+        link = page.locator("a:has-text('Open the side-by-side gate page')")
+        link.wait_for(timeout=60_000)
+        page.wait_for_load_state("networkidle")
+        form_text = page.locator("body").inner_text()
+        page.screenshot(path=str(screens / "approval-form.png"), full_page=True)
+        href = link.get_attribute("href") or ""
+        if link.get_attribute("target") == "_blank":
+            with page.context.expect_page() as opened:
+                link.click()
+            gate = opened.value
+        else:
+            link.click()
+            gate = page
+        gate.wait_for_load_state("networkidle")
+        gate.wait_for_selector("#answer", timeout=30_000)
+        gate.screenshot(path=str(screens / "gate-page.png"), full_page=True)
+        return {"form": form_text, "href": href, "gate_url": gate.url, "gate": gate.locator("body").inner_text()}
+
+
+def test_a_person_opens_the_gate_page_from_the_approval_form_in_the_ui(approvals):
+    """The browser half of the approval: Airflow's own required-action form shows the comparison, the deadline
+    and the two answers, and its link opens the side-by-side gate page (behind the same login)."""
+    if "browser" not in approvals["seen"]["approve"]:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    seen = approvals["seen"]["approve"]["browser"]
+    candidate = approvals["outcomes"]["approve"]["returns"]["train_candidate"]["version"]
+    boot = approvals["outcomes"]["bootstrap"]["returns"]["train_candidate"]["version"]
+    assert "Answer by about" in seen["form"] and "roc_auc (higher is better)" in seen["form"]
+    assert "Approve" in seen["form"] and "Reject" in seen["form"]
+    assert seen["href"].startswith(approvals["base"] + "/monitoring/") and seen["href"].endswith("/gate.html")
+    assert seen["gate_url"] == seen["href"]  # the login carried over: not sent to the login page
+    assert f"Gate: candidate v{candidate} against champion v{boot}" in seen["gate"]
+    assert "Decision: waiting for the approval step" in seen["gate"] and "paired bootstrap interval" in seen["gate"]
+    assert (screens_folder() / "gate-page.png").stat().st_size > 20_000
 
 
 def test_the_run_waits_for_a_person_with_the_gate_comparison_on_screen(approvals):

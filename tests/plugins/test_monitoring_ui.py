@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 from datetime import date
-from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -24,6 +23,7 @@ from pipelines.flows import nightly
 from pipelines.flows.nightly import validate_partition
 from pipelines.storage.partitions import partition_dir
 from tests.api_server import admin_password, free_port, wait_until_healthy
+from tests.browser import COOKIE, chromium, login, screens_folder
 from tests.conftest import REPO, airflow_env, airflow_home, score_night, write_config
 
 pytestmark = pytest.mark.slow  # a real api-server (and make airflow-ui) per module: make test-fast leaves it out
@@ -34,18 +34,6 @@ ATTACK = (
     "headers:{'content-type':'application/json'},body:JSON.stringify({key:'KEY',value:'x'})})"
 )
 INJECTED_NIGHT, RAW_NIGHT = "2026-09-09", "2026-09-10"
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-COOKIE = "_token"  # airflow.api_fastapi.auth.managers.base_auth_manager.COOKIE_NAME_JWT_TOKEN
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
 
 
 @pytest.fixture(scope="module")
@@ -118,25 +106,13 @@ def _inject_script(config) -> None:
 
 @pytest.fixture
 def browser():
-    """Debian's chromium driven by Playwright (its own browser download does not work here)."""
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
 def screens():
-    """Where the screenshots are kept as test artefacts (var/test-artifacts/screens, or $TEST_ARTIFACTS/screens)."""
-    folder = Path(os.environ.get("TEST_ARTIFACTS", REPO / "var" / "test-artifacts")) / "screens"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return screens_folder()
 
 
 def _token(server) -> str:
@@ -191,7 +167,7 @@ def test_the_drift_overview_ranks_every_column_and_each_column_page_is_rendered_
     assert httpx.get(f"{base}/columns/{len(features) + 5}.html", headers=headers).status_code == 404
 
 
-def test_the_shared_chart_library_is_served_to_sandboxed_reports_without_login(server):
+def test_the_shared_chart_library_is_served_to_sandboxed_reports_withoutlogin(server):
     from pipelines.steps.reports import evidently_lib_name
 
     base = server["base"]
@@ -220,7 +196,7 @@ def test_browser_login_page_and_report(server, browser, screens):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{base}/monitoring/")
     assert "/auth/login" in page.url  # anonymous: sent to the Airflow login
-    _login(page, base, server["password"])
+    login(page, base, server["password"])
     assert any(c["name"] == COOKIE for c in page.context.cookies()), page.context.cookies()
     page.goto(f"{base}/monitoring/")
     assert page.title() == "Model monitoring"
@@ -241,7 +217,7 @@ def test_the_page_shows_the_state_first_with_interactive_charts_under_its_policy
     refused = []
     page.on("console", lambda m: refused.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: refused.append(str(e)))
-    _login(page, base, server["password"])
+    login(page, base, server["password"])
     page.goto(f"{base}/monitoring/")
     # the state strip: champion and since when, approvals, episode, and the last night (the quarantined one)
     assert page.locator("#state-champion").inner_text().startswith("Champion v1")
@@ -343,11 +319,11 @@ def test_reports_are_served_sandboxed(server):
     assert "default-src 'none'" in page.headers["content-security-policy"]
 
 
-def test_script_in_the_data_cannot_act_with_the_viewers_login(server, browser, screens):
+def test_script_in_the_data_cannot_act_with_the_viewerslogin(server, browser, screens):
     base = server["base"]
     headers = {"authorization": f"Bearer {_token(server)}"}
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    _login(page, base, server["password"])
+    login(page, base, server["password"])
     page.goto(f"{base}/")
     # the control: this very request, made from an Airflow UI page, does act with the login
     control = ATTACK.replace("KEY", "control").removeprefix("document.title='PWNED';")
@@ -364,17 +340,6 @@ def test_script_in_the_data_cannot_act_with_the_viewers_login(server, browser, s
     variables = {v["key"] for v in httpx.get(f"{base}/api/v2/variables", headers=headers).json()["variables"]}
     assert "control" in variables
     assert not variables & {"pwned_by_data", "pwned_by_report"}  # ... but it cannot act: no cookie, no network
-
-
-def _login(page, base, password) -> None:
-    """Sign in on the Airflow login page. It sets the JWT cookie and then navigates by script: wait for both
-    before leaving it, or our navigation and the login page's race (ERR_ABORTED, or a second trip to the login page)."""
-    page.goto(f"{base}/monitoring/")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", password)
-    page.click("button:has-text('Sign in')")
-    page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
-    page.wait_for_load_state("networkidle")
 
 
 def test_prometheus_scrapes_the_metrics_with_its_token_or_a_login_and_nothing_else(server):
