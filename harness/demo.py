@@ -54,7 +54,7 @@ START = date(2026, 9, 1)
 TRAIN_END = date(2026, 9, 28)
 NIGHTS = 17  # to 2026-10-15: enough labelled days after the drift onset to retrain on, then one more night
 ROWS = 5000
-BAD_NIGHT = (date(2026, 10, 3), "missing_column")
+BAD_NIGHT = (date(2026, 10, 13), "missing_column")  # late enough that the grid's newest 10 runs show it
 DRIFT_START = date(2026, 10, 6)
 # the other models' first night: one stable night before the drift, then the same episode (a shorter demo)
 OTHERS_FIRST_NIGHT = date(2026, 10, 5)
