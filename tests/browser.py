@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 COOKIE = "_token"  # airflow.api_fastapi.auth.managers.base_auth_manager.COOKIE_NAME_JWT_TOKEN
 CHROMIUM_FLAGS = [

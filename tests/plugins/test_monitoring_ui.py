@@ -167,7 +167,7 @@ def test_the_drift_overview_ranks_every_column_and_each_column_page_is_rendered_
     assert httpx.get(f"{base}/columns/{len(features) + 5}.html", headers=headers).status_code == 404
 
 
-def test_the_shared_chart_library_is_served_to_sandboxed_reports_withoutlogin(server):
+def test_the_shared_chart_library_is_served_to_sandboxed_reports_without_login(server):
     from pipelines.steps.reports import evidently_lib_name
 
     base = server["base"]
@@ -319,7 +319,7 @@ def test_reports_are_served_sandboxed(server):
     assert "default-src 'none'" in page.headers["content-security-policy"]
 
 
-def test_script_in_the_data_cannot_act_with_the_viewerslogin(server, browser, screens):
+def test_script_in_the_data_cannot_act_with_the_viewers_login(server, browser, screens):
     base = server["base"]
     headers = {"authorization": f"Bearer {_token(server)}"}
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
