@@ -25,7 +25,7 @@ decides whether the model still holds.
    partitions) or **keep_champion** -> **finish**.
 
 The schedule follows the config's `cadence` (one run per partition; the run scores the partition whose
-period began at the previous tick, e.g. yesterday for daily). A night before the config's `start_date`, or before
+period began at the previous tick, e.g. yesterday for daily; a scheduled run's ID ends with it, `...__ds-YYYY-MM-DD`). A night before the config's `start_date`, or before
 the first partition in `incoming/`, fails at once and says so (never a silent "success" with no task run); Airflow's
 backfill scores past partitions in order. A manual trigger may name
 `ds` (a date, `YYYY-MM-DD`), set `force_retrain`, set `accept_quarantine` to score a quarantined night an
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
+from airflow.sdk import Asset, Param, PokeReturnValue, dag, task
 
 from pipelines.core.config import PipelineConfig, model_sources
 from pipelines.core.contracts import (
@@ -54,7 +54,14 @@ from pipelines.core.contracts import (
     ValidatedPartition,
 )
 from pipelines.surfaces import airflow_adapter
-from pipelines.surfaces.airflow_adapter import EARLIEST_START, TaskRun, model_dags, optional_date_param, pipeline_task
+from pipelines.surfaces.airflow_adapter import (
+    EARLIEST_START,
+    NightTimetable,
+    TaskRun,
+    model_dags,
+    optional_date_param,
+    pipeline_task,
+)
 from pipelines.surfaces.notifiers import PipelineAlert
 
 
@@ -65,7 +72,7 @@ def build(dag_id: str, config: PipelineConfig) -> None:
 
     @dag(
         dag_id=dag_id,
-        schedule=CronDataIntervalTimetable(config.schedule, timezone="UTC"),
+        schedule=NightTimetable(config.schedule, timezone="UTC"),  # scheduled runs are named by their night
         start_date=EARLIEST_START,  # the config's start_date is enforced by partition_date, which says why
         catchup=False,
         max_active_runs=1,

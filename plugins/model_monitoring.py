@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 
 from pipelines.core.errors import ReportStoreError
 from pipelines.storage.urls import GATE_PAGE, MONITORING_PREFIX, comparison_route, model_base, report_route
+from pipelines.surfaces.airflow_adapter import NightTimetable
 
 # Reports are built from data that outsiders can influence. Served under the Airflow site, a report runs
 # in a sandbox: an opaque origin (no Airflow cookie, no same-origin requests), no network (connect-src),
@@ -389,3 +390,4 @@ class ModelMonitoringPlugin(AirflowPlugin):
         }
     ]
     global_operator_extra_links = [DriftReportLink(), GateComparisonLink()]
+    timetables = [NightTimetable]  # batch_scoring's schedule: Airflow (de)serializes only registered timetables

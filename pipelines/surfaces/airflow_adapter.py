@@ -1,5 +1,5 @@
 """Airflow glue (with `notifiers`, the only modules of `pipelines` importing Airflow): the task adapter, the
-approval step, Params, the start date and the error mapping.
+approval step, Params, the start date, the nightly timetable and the error mapping.
 
 A task body in `dags/` is the one call to its library function. `pipeline_task` gives it a `TaskRun` (the
 config, the run id, who triggered it, the DAG's trigger Params as one typed model and the retraining requests
@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.timetables.interval import CronDataIntervalTimetable
 from pydantic import ValidationError
 
 from pipelines.core.config import ModelSource, PipelineConfig, bind_dag, config_for_dag
@@ -28,6 +29,25 @@ from pipelines.core.errors import PipelineError, TrainingNotReady, TriggerParams
 # data's first partition are enforced by the tasks, which fail and say why (partitions.partition_date,
 # wait_for_partition). It also keeps DAG parsing from listing the data root.
 EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class NightTimetable(CronDataIntervalTimetable):
+    """The config's cadence as Airflow's cron data-interval timetable, whose scheduled runs are named by their night.
+
+    A scheduled run scores the partition its data interval begins on (`partitions.partition_date`), but Airflow
+    names it after the moment it may start, the next tick (`scheduled__2026-10-15T02:00:00+00:00` scores
+    2026-10-14). This timetable appends the night: `scheduled__2026-10-15T02:00:00+00:00__ds-2026-10-14`. Other runs
+    keep Airflow's names (a manual trigger's `ds` Param is not known here; backfills are named by Airflow itself).
+    The plugin registers the class, as Airflow requires for a custom timetable.
+    """
+
+    def generate_run_id(self, *, run_type: Any, run_after: Any, data_interval: Any, **extra: Any) -> str:
+        from airflow.utils.types import DagRunType
+
+        run_id = super().generate_run_id(run_type=run_type, run_after=run_after, data_interval=data_interval, **extra)
+        if run_type != DagRunType.SCHEDULED or data_interval is None:
+            return run_id
+        return f"{run_id}__ds-{data_interval.start.astimezone(UTC).date().isoformat()}"
 
 
 @dataclass(frozen=True)

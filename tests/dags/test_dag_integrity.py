@@ -1,6 +1,7 @@
 """Every DAG file imports cleanly, cheaply and without touching a database or the network."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,19 @@ for dag_id, dag in bag.dags.items():
         "param_defaults": {k: {"default": v.value} for k, v in dag.params.items()},
         "start_date": dag.start_date.isoformat(),
     }
+# as the dag-processor stores it and the scheduler reads it back: the run ids a scheduled and a manual run get
+from datetime import datetime, timezone
+from airflow.serialization.serialized_objects import DagSerialization
+from airflow.utils.types import DagRunType
+stored = DagSerialization.from_dict(DagSerialization.to_dict(bag.dags["batch_scoring"])).timetable
+after = datetime(2026, 10, 15, 12, tzinfo=timezone.utc)
+interval = stored.infer_manual_data_interval(run_after=after)
+out["batch_scoring_run_ids"] = {
+    "timetable": type(stored).__module__ + "." + type(stored).__name__,
+    "interval_start": interval.start.isoformat(),
+    "scheduled": stored.generate_run_id(run_type=DagRunType.SCHEDULED, run_after=interval.end, data_interval=interval),
+    "manual": stored.generate_run_id(run_type=DagRunType.MANUAL, run_after=after, data_interval=interval),
+}
 print("JSON" + json.dumps(out))
 """ % str(REPO / "dags")
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
@@ -57,6 +71,17 @@ def parse_report(env):
 def test_dagbag_has_no_import_errors(dagbag):
     assert dagbag["errors"] == {}
     assert {"batch_scoring", "retrain_model"} <= set(dagbag["dags"])
+
+
+def test_a_scheduled_scoring_run_is_named_by_the_night_it_scores(dagbag):
+    """The run id a scheduled batch_scoring run gets from the timetable the scheduler reads back (serialized as the
+    dag-processor stores it) ends with its night: the day its data interval begins, which partition_date scores."""
+    ids = dagbag["batch_scoring_run_ids"]
+    assert ids["timetable"] == "pipelines.surfaces.airflow_adapter.NightTimetable"
+    night = ids["interval_start"][:10]
+    assert ids["scheduled"].startswith("scheduled__") and ids["scheduled"].endswith(f"__ds-{night}")
+    assert re.fullmatch(r"[A-Za-z0-9_.~:+-]+", ids["scheduled"])  # Airflow's allowed_run_id_pattern
+    assert "__ds-" not in ids["manual"]  # a manual run's night may be its `ds` Param, which the timetable cannot see
 
 
 def test_dag_id_is_the_file_name(dagbag):

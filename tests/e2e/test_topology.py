@@ -201,6 +201,7 @@ def test_the_scheduler_runs_the_nightly_dag_on_its_own(topology):
     assert run["state"] == "success", run
     ds = run["data_interval_start"][:10]
     assert ds in {(topology["today"] - timedelta(days=n)).isoformat() for n in (1, 2)}
+    assert run["dag_run_id"].endswith(f"__ds-{ds}"), run["dag_run_id"]  # the scheduler named the run by its night
     import pandas as pd
 
     config = topology["config"]
