@@ -25,12 +25,12 @@ decides whether the model still holds.
    partitions) or **keep_champion** -> **finish**.
 
 The schedule follows the config's `cadence` (one run per partition; the run scores the partition whose
-period began at the previous tick, e.g. yesterday for daily; a scheduled run's ID ends with it, `...__ds-YYYY-MM-DD`). A night before the config's `start_date`, or before
-the first partition in `incoming/`, fails at once and says so (never a silent "success" with no task run); Airflow's
-backfill scores past partitions in order. A manual trigger may name
-`ds` (a date, `YYYY-MM-DD`), set `force_retrain`, set `accept_quarantine` to score a quarantined night an
-operator has checked (its failures are kept as warnings, and it becomes usable for training), or set
-`acknowledge_drift` to accept the shift up to that night as the new normal (the champion's drift reference is
+period began at the previous tick, e.g. yesterday for daily; a scheduled run's ID ends with it,
+`...__ds-YYYY-MM-DD`). A night before the config's `start_date`, or before the first partition in `incoming/`,
+fails at once and says so (never a silent "success" with no task run); Airflow's backfill scores past partitions
+in order. A manual trigger may name `ds` (a date, `YYYY-MM-DD`), set `force_retrain`, set `accept_quarantine` to
+score a quarantined night an operator has checked (its failures are kept as warnings, and it becomes usable for
+training), or set `acknowledge_drift` to accept the shift up to that night as the new normal (the champion's drift reference is
 rebaselined to the recent partitions, audited with the operator's name).
 """
 

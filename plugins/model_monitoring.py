@@ -1,4 +1,5 @@
-"""Airflow plugin: the "Model monitoring" page and the Evidently reports, behind the Airflow login."""
+"""Airflow plugin: the "Model monitoring" page and the Evidently reports, behind the Airflow login; and
+batch_scoring's timetable, which Airflow accepts only from a plugin."""
 
 from __future__ import annotations
 
