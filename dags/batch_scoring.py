@@ -30,8 +30,8 @@ period began at the previous tick, e.g. yesterday for daily; a scheduled run's I
 fails at once and says so (never a silent "success" with no task run); Airflow's backfill scores past partitions
 in order. A manual trigger may name `ds` (a date, `YYYY-MM-DD`), set `force_retrain`, set `accept_quarantine` to
 score a quarantined night an operator has checked (its failures are kept as warnings, and it becomes usable for
-training), or set `acknowledge_drift` to accept the shift up to that night as the new normal (the champion's drift reference is
-rebaselined to the recent partitions, audited with the operator's name).
+training), or set `acknowledge_drift` to accept the shift up to that night as the new normal (the champion's drift
+reference is rebaselined to the recent partitions, audited with the operator's name).
 """
 
 from __future__ import annotations
