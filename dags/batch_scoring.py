@@ -56,9 +56,9 @@ from pipelines.core.contracts import (
 from pipelines.surfaces import airflow_adapter
 from pipelines.surfaces.airflow_adapter import (
     EARLIEST_START,
-    NightTimetable,
     TaskRun,
     model_dags,
+    night_timetable,
     optional_date_param,
     pipeline_task,
 )
@@ -72,7 +72,7 @@ def build(dag_id: str, config: PipelineConfig) -> None:
 
     @dag(
         dag_id=dag_id,
-        schedule=NightTimetable(config.schedule, timezone="UTC"),  # scheduled runs are named by their night
+        schedule=night_timetable(config.schedule),  # scheduled runs are named by their night
         start_date=EARLIEST_START,  # the config's start_date is enforced by partition_date, which says why
         catchup=False,
         max_active_runs=1,

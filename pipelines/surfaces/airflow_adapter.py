@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +49,29 @@ class NightTimetable(CronDataIntervalTimetable):
         if run_type != DagRunType.SCHEDULED or data_interval is None:
             return run_id
         return f"{run_id}__ds-{data_interval.start.astimezone(UTC).date().isoformat()}"
+
+
+def night_timetable(cron: str) -> CronDataIntervalTimetable:
+    """batch_scoring's timetable: NightTimetable when the plugin registered it, else Airflow's own.
+
+    Airflow stores a DAG whose timetable no plugin registered as an import error, so a deployment without
+    `plugins/` on its plugins folder keeps its DAGs. Only the run names lose the night, and the parse log says why.
+    """
+    from airflow import plugins_manager
+
+    try:
+        registered = f"{NightTimetable.__module__}.{NightTimetable.__qualname__}" in (
+            plugins_manager.get_timetables_plugins()
+        )
+    except ValueError:  # no plugins folder configured
+        registered = False
+    if registered:
+        return NightTimetable(cron, timezone="UTC")
+    logging.getLogger(__name__).warning(
+        "the monitoring plugin is not loaded (put plugins/ on Airflow's plugins folder): batch_scoring keeps "
+        "Airflow's run names, without the night"
+    )
+    return CronDataIntervalTimetable(cron, timezone="UTC")
 
 
 @dataclass(frozen=True)
@@ -231,7 +255,6 @@ def model_dags(base: str, build: Callable[[str, PipelineConfig], Any], sources: 
 
 def broken_model_dag(dag_id: str, source: ModelSource) -> Any:
     """A DAG that says a model's config is broken: unscheduled, and its only task fails with the error."""
-    import logging
     import warnings
 
     from airflow.sdk import dag, task

@@ -84,6 +84,32 @@ def test_a_scheduled_scoring_run_is_named_by_the_night_it_scores(dagbag):
     assert "__ds-" not in ids["manual"]  # a manual run's night may be its `ds` Param, which the timetable cannot see
 
 
+def test_without_the_plugin_batch_scoring_still_loads_and_keeps_airflows_run_names(env, tmp_path):
+    """A deployment whose plugins folder lacks plugins/ must not lose the DAG to "Timetable class ... is not
+    registered": it is stored with Airflow's own timetable, and the parse log says what is missing."""
+    script = """
+import json
+from airflow.dag_processing.dagbag import DagBag
+from airflow.serialization.serialized_objects import DagSerialization
+bag = DagBag(dag_folder=%r)
+stored = DagSerialization.from_dict(DagSerialization.to_dict(bag.dags["batch_scoring"])).timetable
+print("JSON" + json.dumps({"errors": list(bag.import_errors), "timetable": type(stored).__name__}))
+""" % str(REPO / "dags")
+    empty = tmp_path / "plugins"
+    empty.mkdir()
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env | {"AIRFLOW__CORE__PLUGINS_FOLDER": str(empty)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(next(line[4:] for line in out.stdout.splitlines() if line.startswith("JSON")))
+    assert result == {"errors": [], "timetable": "CronDataIntervalTimetable"}
+    assert "the monitoring plugin is not loaded" in out.stderr + out.stdout
+
+
 def test_dag_id_is_the_file_name(dagbag):
     for dag_id, dag in dagbag["dags"].items():
         assert Path(dag["file"]).stem == dag_id
