@@ -34,13 +34,14 @@ from pipelines.core.config import (
     config_path,
     model_sources,
 )
-from pipelines.core.contracts import MOVES, Candidate, Decision, GateResult, ScoringSummary, ValidatedPartition
+from pipelines.core.contracts import Candidate, Decision, GateResult, ScoringSummary, ValidatedPartition
 from pipelines.core.errors import PipelineError
 from pipelines.core.paths import QUARANTINE, QUARANTINE_RECORD
 from pipelines.governance.audit import read_audit
 from pipelines.governance.registry import init_store
 from pipelines.storage.history import read_history
 from pipelines.storage.partitions import partition_dir
+from pipelines.surfaces.monitoring_page import model_overview
 
 # The demo writes and deletes only these folders of the checkout (and its own runs in the Airflow metadata DB).
 VAR = Path(__file__).resolve().parent.parent / "var"
@@ -377,24 +378,23 @@ def run_demo(sources: list[ModelSource], fresh: bool, seed: int, log_file: Path)
 
 
 def overview_row(config: PipelineConfig) -> dict[str, object]:
-    """One model's line of the overview: kind, champion, its last night, and its metric estimated and realised."""
-    frame = read_history(config)
-    moves = [e for e in read_audit(config) if e.action in MOVES]
-    metric = config.retraining.metric
-    realised = frame["realised_metric"].dropna() if "realised_metric" in frame else pd.Series(dtype=float)
-    last = frame.sort_values(["ds", "updated_at"]).iloc[-1] if len(frame) else None  # a rescoring's row last
-    estimated = last["estimated_metric"] if last is not None else None
+    """One model's line of the overview: the facts the monitoring page's overview shows, as text."""
+    facts = model_overview(config)
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     return {
         "model": config.model.registered_name,
         "kind": str(config.model.kind),
-        "champion": f"v{moves[-1].to_version}" if moves else "-",
-        "promotions": sum(e.action == "promote" for e in moves),
-        "rejections": sum(e.action == "reject" for e in read_audit(config)),
-        "last night": last["ds"] if last is not None else "-",
-        "decision": (last["decision"] or "-") if last is not None else "-",
-        "metric": metric,
-        "estimated": "-" if estimated is None or pd.isna(estimated) else f"{estimated:.3f}",
-        "realised": f"{realised.iloc[-1]:.3f}" if len(realised) else "-",
+        "champion": facts.champion,
+        "promotions": facts.promotions,
+        "rejections": facts.rejections,
+        "last night": facts.last_night or "-",
+        "decision": facts.decision or "-",
+        "metric": config.retraining.metric,
+        "estimated": number(facts.estimated),
+        "realised": number(facts.realised),
     }
 
 

@@ -9,6 +9,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
@@ -728,33 +729,74 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}.bad{{background:#
 <tbody>{"".join(rows)}</tbody></table></body></html>"""
 
 
-def _overview_row(config: PipelineConfig, link: str, approvals: int) -> str:
-    frame = history.read_history(config)
+@dataclass(frozen=True)
+class ModelOverview:
+    """One model's state at a glance, as the overview page and the demo's closing table show it."""
+
+    champion: str  # "v3", "-" (none yet) or why it cannot be told
+    promotions: int
+    rejections: int
+    last_night: str | None = None  # None: no night monitored yet
+    status: str = "no night yet"
+    decision: str | None = None
+    drift_share: float | None = None
+    estimated: float | None = None  # the last night's estimate of retraining.metric
+    realised: float | None = None  # the newest realised value of retraining.metric
+    warnings: int = 0
+
+
+def model_overview(config: PipelineConfig) -> ModelOverview:
+    """The champion by the audit log, its moves, and the newest night (a rescoring's record when it has one)."""
     try:
-        last_move = audit.expected_champion(audit.read_audit(config))
+        entries = audit.read_audit(config)
+        last_move = audit.expected_champion(entries)
         champion = f"v{last_move.to_version}" if last_move else "-"
     except AuditIntegrityError:
-        champion = "audit log fails verification"
+        entries, champion = [], "audit log fails verification"
+    promotions = sum(e.action == AuditAction.PROMOTE for e in entries)
+    rejections = sum(e.action == AuditAction.REJECT for e in entries)
+    frame = history.read_history(config)
+    if frame.empty:
+        return ModelOverview(champion, promotions, rejections)
+    estimated, realised = metric_columns(config, frame)
+    last = frame.sort_values(["ds", "updated_at"]).iloc[-1]  # the night's newest record (a rescoring's)
+    if not last["validation_success"]:
+        status = "quarantined"
+    elif last["decision"] == "retrain":
+        status = "retrain requested"
+    else:
+        status = str(last["decision"] or "monitored")
+    newest_realised = realised.dropna()
+    return ModelOverview(
+        champion,
+        promotions,
+        rejections,
+        last_night=str(last["ds"]),
+        status=status,
+        decision=last["decision"] or None,
+        drift_share=_number(last["drift_share"]),
+        estimated=_number(estimated.to_dict().get(last.name)),
+        realised=_number(newest_realised.iloc[-1]) if len(newest_realised) else None,
+        warnings=len(last["validation_warnings"] or []),
+    )
+
+
+STATUS_CSS = {"quarantined": "bad", "retrain requested": "warn"}
+
+
+def _overview_row(config: PipelineConfig, link: str, approvals: int) -> str:
+    facts = model_overview(config)
     name = f'<a href="{html.escape(link)}">{html.escape(config.model.registered_name)}</a>'
     kind = html.escape(str(config.model.kind) + (" (external)" if config.model.external else ""))
     metric = html.escape(config.retraining.metric)
-    if frame.empty:
+    champion = html.escape(facts.champion)
+    if facts.last_night is None:
         cells = "<td>-</td><td>no night yet</td><td>-</td>" + f"<td>{metric}</td><td>-</td><td>-</td><td>-</td>"
-        return f"<tr><td>{name}</td><td>{kind}</td><td>{html.escape(champion)}</td>{cells}<td>{approvals}</td></tr>"
-    estimated, realised = metric_columns(config, frame)
-    last = frame.sort_values(["ds", "updated_at"]).iloc[-1]  # the night's newest record (a rescoring's)
-    warnings = len(last["validation_warnings"] or [])
-    if not last["validation_success"]:
-        status, css = "quarantined", "bad"
-    elif last["decision"] == "retrain":
-        status, css = "retrain requested", "warn"
-    else:
-        status, css = str(last["decision"] or "monitored"), "ok"
-    newest_realised = realised.dropna()
-    tonight = estimated.to_dict().get(last.name)
+        return f"<tr><td>{name}</td><td>{kind}</td><td>{champion}</td>{cells}<td>{approvals}</td></tr>"
+    css = STATUS_CSS.get(facts.status, "ok")
     return (
-        f"<tr><td>{name}</td><td>{kind}</td><td>{html.escape(champion)}</td><td>{html.escape(str(last['ds']))}</td>"
-        f"<td class={css}>{html.escape(status)}</td><td>{_fmt(last['drift_share'], '{:.2f}')}</td><td>{metric}</td>"
-        f"<td>{_fmt(tonight)}</td><td>{_fmt(newest_realised.iloc[-1] if len(newest_realised) else None)}</td>"
-        f"<td>{warnings}</td><td>{approvals}</td></tr>"
+        f"<tr><td>{name}</td><td>{kind}</td><td>{champion}</td><td>{html.escape(facts.last_night)}</td>"
+        f"<td class={css}>{html.escape(facts.status)}</td><td>{_fmt(facts.drift_share, '{:.2f}')}</td>"
+        f"<td>{metric}</td><td>{_fmt(facts.estimated)}</td><td>{_fmt(facts.realised)}</td>"
+        f"<td>{facts.warnings}</td><td>{approvals}</td></tr>"
     )

@@ -122,3 +122,42 @@ def test_a_night_with_missing_or_infinite_numbers_still_renders_its_charts(confi
     data = _chart_data(render_page(config, "/monitoring"))
     assert data["drift_share"] == [None, 0.2] and data["estimated"] == [None, None]
     assert data["heat"]["z"] == [[None, None]]
+
+
+def test_the_overview_facts_are_the_audit_log_s_champion_and_the_newest_record(config):
+    """The overview page and the demo's closing table read one set of facts: the champion the audit log names,
+    its moves, and the night's newest record (a rescoring's), whose status says quarantined or retrain."""
+    import sqlalchemy as sa
+
+    from harness.demo import overview_row
+    from pipelines.core.contracts import AuditAction, AuditEntry
+    from pipelines.governance import audit
+
+    assert monitoring_page.model_overview(config).last_night is None  # no night yet, no audit entry
+    with audit.audit_lock(config):
+        audit.append(
+            config, AuditEntry(action=AuditAction.BOOTSTRAP, model=config.model.registered_name, to_version="1")
+        )
+        for action, old, new in [("promote", "1", "2"), ("rollback", "2", "1"), ("reject", "1", "3")]:
+            entry = AuditEntry(action=action, model=config.model.registered_name, from_version=old, to_version=new)
+            audit.append(config, entry)
+    _night(config, "2026-09-01", "1", decision="keep", realised_metric=0.71, metric=config.retraining.metric)
+    _night(config, "2026-09-02", "2", decision="keep", estimated_metric=0.8, metric=config.retraining.metric)
+    _night(config, "2026-09-02", "1", decision="retrain", estimated_metric=0.6, metric=config.retraining.metric)
+    facts = monitoring_page.model_overview(config)
+    assert (facts.champion, facts.promotions, facts.rejections) == ("v1", 1, 1)  # the rollback's v1, not v3
+    assert (facts.last_night, facts.status, facts.decision) == ("2026-09-02", "retrain requested", "retrain")
+    assert (facts.estimated, facts.realised) == (0.6, 0.71)  # the rescoring's estimate; the newest realised value
+    row = overview_row(config)
+    assert (row["champion"], row["last night"], row["estimated"], row["realised"]) == (
+        "v1",
+        "2026-09-02",
+        "0.600",
+        "0.710",
+    )
+    _night(config, "2026-09-03", "1", validation_success=False, decision=None)
+    assert monitoring_page.model_overview(config).status == "quarantined"
+    with audit.database(config).begin() as conn:  # a tampered log names no champion
+        conn.execute(sa.text("DROP TRIGGER IF EXISTS audit_log_no_update"))
+        conn.execute(sa.text("UPDATE audit_log SET entry = replace(entry, '\"2\"', '\"9\"')"))
+    assert monitoring_page.model_overview(config).champion == "audit log fails verification"
