@@ -19,6 +19,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.utils.types import DagRunType
 from pydantic import ValidationError
 
 from pipelines.core.config import ModelSource, PipelineConfig, bind_dag, config_for_dag
@@ -43,8 +44,6 @@ class NightTimetable(CronDataIntervalTimetable):
     """
 
     def generate_run_id(self, *, run_type: Any, run_after: Any, data_interval: Any, **extra: Any) -> str:
-        from airflow.utils.types import DagRunType
-
         run_id = super().generate_run_id(run_type=run_type, run_after=run_after, data_interval=data_interval, **extra)
         if run_type != DagRunType.SCHEDULED or data_interval is None:
             return run_id
@@ -60,9 +59,7 @@ def night_timetable(cron: str) -> CronDataIntervalTimetable:
     from airflow import plugins_manager
 
     try:
-        registered = f"{NightTimetable.__module__}.{NightTimetable.__qualname__}" in (
-            plugins_manager.get_timetables_plugins()
-        )
+        registered = NightTimetable in plugins_manager.get_timetables_plugins().values()
     except ValueError:  # no plugins folder configured
         registered = False
     if registered:

@@ -781,7 +781,7 @@ def model_overview(config: PipelineConfig) -> ModelOverview:
     )
 
 
-STATUS_CSS = {"quarantined": "bad", "retrain requested": "warn"}
+_STATUS_CSS = {"quarantined": "bad", "retrain requested": "warn"}
 
 
 def _overview_row(config: PipelineConfig, link: str, approvals: int) -> str:
@@ -793,7 +793,7 @@ def _overview_row(config: PipelineConfig, link: str, approvals: int) -> str:
     if facts.last_night is None:
         cells = "<td>-</td><td>no night yet</td><td>-</td>" + f"<td>{metric}</td><td>-</td><td>-</td><td>-</td>"
         return f"<tr><td>{name}</td><td>{kind}</td><td>{champion}</td>{cells}<td>{approvals}</td></tr>"
-    css = STATUS_CSS.get(facts.status, "ok")
+    css = _STATUS_CSS.get(facts.status, "ok")
     return (
         f"<tr><td>{name}</td><td>{kind}</td><td>{champion}</td><td>{html.escape(facts.last_night)}</td>"
         f"<td class={css}>{html.escape(facts.status)}</td><td>{_fmt(facts.drift_share, '{:.2f}')}</td>"
